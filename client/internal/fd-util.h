@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* Number of fds the process has open, from /proc/self/fd (or /proc/PID/fd). -errno on error. */
+int fd_count(pid_t pid);
+
+/* Sets O_NONBLOCK on fd (or clears it). */
+int fd_nonblock(int fd, bool nonblock);
+
+/* Reads field 22 (starttime, in clock ticks since boot) of /proc/PID/stat, parsing after the
+ * last ')' because comm may contain spaces and parentheses. */
+int proc_get_starttime(pid_t pid, unsigned long long *ret);
+
+/* Reads all of a small file (< 64 KiB) into a NUL-terminated string with trailing newlines
+ * stripped. dirfd may be AT_FDCWD. */
+int read_small_file_at(int dirfd, const char *path, char **ret);

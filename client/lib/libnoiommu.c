@@ -1,0 +1,1030 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libnoiommu: the client side of io.noiommud.Broker (see include/noiommu/noiommu.h for the API
+ * contract).
+ *
+ * What this file trusts: nothing the daemon sends until it has been checked. Replies are capped
+ * at NOIOMMU_REPLY_SIZE_MAX, parsed with json_parse_message() (no duplicate keys, no floats, no
+ * embedded NULs, bounded depth) and unpacked strictly, so an unknown key is an error. fds are
+ * accepted only together with the first byte of a reply (the kernel ends a stream read at the end
+ * of the byte range a sendmsg() attached fds to, security.md §4.1), counted from cmsg_len, and a
+ * truncated set (MSG_CTRUNC) is a failed grant. Whatever goes wrong, every received fd is closed
+ * and, if the daemon may have granted something the caller never got, the connection is dropped
+ * so the daemon releases it.
+ *
+ * Nothing here logs above debug level (it does not log at all) and nothing prints: every error
+ * is a negative errno, plus the Varlink error name and parameters kept on the connection.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "internal/json-util.h"
+#include "internal/macro.h"
+#include "internal/wire.h"
+#include "noiommu/noiommu.h"
+#include "noiommu/protocol.h"
+
+/* How much to read at a time; replies are usually far smaller. */
+#define REPLY_READ_CHUNK (64U * 1024U)
+
+/* Longest Varlink method or error name we send or accept. */
+#define VARLINK_NAME_MAX 255U
+
+struct noiommu_conn {
+        int fd;                 /* -EBADF once dropped */
+        pid_t pid;              /* the process that connected; the daemon authorises as it */
+        WireBuffer in;
+        char *error_name;       /* of the last failed call, NULL otherwise */
+        char *error_parameters; /* its parameters as compact JSON */
+};
+
+typedef struct Device {
+        const char *address;    /* all strings point into noiommu_device_list.reply */
+        const char *driver;
+        const char *backend;
+        const char *state;
+        const char *reason;
+        uint16_t vendor_id;
+        uint16_t device_id;
+        int iommu_group;
+        int numa_node;
+} Device;
+
+struct noiommu_device_list {
+        json_t *reply;
+        Device *devices;
+        size_t n_devices;
+};
+
+struct noiommu_memory {
+        char id[NOIOMMU_ID_LEN + 1];
+        int fd;
+        void *address;          /* MAP_FAILED until mapped */
+        uint64_t size;
+        uint64_t hugepage_size;
+        int numa_node;
+        noiommu_address_kind address_kind;
+        noiommu_segment *segments;
+        size_t n_segments;
+};
+
+/* The fds that arrived with one reply. Closed by the cleanup unless taken. */
+typedef struct ReplyFds {
+        int fds[NOIOMMU_FDS_PER_REPLY_MAX];
+        size_t n;
+} ReplyFds;
+
+static void reply_fds_done(ReplyFds *f) {
+        close_many(f->fds, f->n);
+        f->n = 0;
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_memory *, noiommu_memory_unref);
+DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_device_list *, noiommu_device_list_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_conn *, noiommu_disconnect);
+
+static const struct {
+        const char *name;
+        int error;
+} varlink_errors[] = {
+        { NOIOMMU_ERROR_PERMISSION_DENIED,            EACCES        },
+        { NOIOMMU_ERROR_INTERACTIVE_AUTH_REQUIRED,    EKEYREJECTED  },
+        { NOIOMMU_ERROR_OUT_OF_MEMORY,                ENOMEM        },
+        { NOIOMMU_ERROR_LIMIT_EXCEEDED,               EUSERS        },
+        { NOIOMMU_ERROR_NO_SUCH_MEMORY,               ENOENT        },
+        { NOIOMMU_ERROR_NO_SUCH_LEASE,                ENOENT        },
+        { NOIOMMU_ERROR_NO_SUCH_DEVICE,               ENOENT        },
+        { NOIOMMU_ERROR_NOT_SUPPORTED,                EOPNOTSUPP    },
+        { NOIOMMU_ERROR_DEVICE_BUSY,                  EBUSY         },
+        { NOIOMMU_ERROR_DEVICE_QUARANTINED,           EIO           },
+        { VARLINK_ERROR_INVALID_PARAMETER,            EINVAL        },
+        { NOIOMMU_ERROR_PROTOCOL_VIOLATION,           EPROTO        },
+};
+
+static int varlink_error_to_errno(const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(varlink_errors); i++)
+                if (streq(varlink_errors[i].name, name))
+                        return -varlink_errors[i].error;
+        return -EIO;
+}
+
+/* Varlink method and error names: "reverse.domain.Interface.Name". We only need them to be
+ * harmless to print and to embed: ASCII letters, digits, '.', '-' and '_'. */
+static bool varlink_name_is_valid(const char *s) {
+        size_t n;
+
+        if (!s)
+                return false;
+        n = strlen(s);
+        if (n == 0 || n > VARLINK_NAME_MAX || s[0] == '.' || s[n - 1] == '.' || !strchr(s, '.'))
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char ch = s[i];
+
+                if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                      (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' || ch == '_'))
+                        return false;
+        }
+        return true;
+}
+
+static char *mfree_str(char *p) {
+        free(p);
+        return NULL;
+}
+
+static int fd_wait(int fd, short events) {
+        struct pollfd p = { .fd = fd, .events = events };
+
+        for (;;) {
+                if (poll(&p, 1, -1) < 0) {
+                        /* A signal is not a reason to abandon a call half-way: the reply would
+                         * stay queued and be taken for the answer to the next call. */
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (p.revents & POLLNVAL)
+                        return -EBADF;
+                /* POLLERR/POLLHUP: let the next read or write report what happened. */
+                return 0;
+        }
+}
+
+static void conn_clear_error(noiommu_conn *c) {
+        c->error_name = mfree_str(c->error_name);
+        c->error_parameters = mfree_str(c->error_parameters);
+}
+
+/* Ends the connection for good. shutdown() rather than only close(): after a fork() a child may
+ * still hold a copy of the socket, and the daemon must see the connection end now, because
+ * that is what makes it release what it granted. */
+static void conn_drop(noiommu_conn *c) {
+        if (c->fd >= 0 && getpid() == c->pid)
+                (void) shutdown(c->fd, SHUT_RDWR);
+        c->fd = safe_close(c->fd);
+        wire_buffer_done(&c->in);
+}
+
+static int conn_send_all(noiommu_conn *c, const char *buf, size_t len) {
+        while (len > 0) {
+                ssize_t n;
+                int r;
+
+                n = wire_send(c->fd, buf, len, NULL, 0);
+                if (n == -EAGAIN) {
+                        r = fd_wait(c->fd, POLLOUT);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if (n == -EINTR)
+                        continue;
+                if (n < 0)
+                        return (int) n;
+                buf += n;
+                len -= (size_t) n;
+        }
+        return 0;
+}
+
+/* Reads until one complete reply (up to its NUL) is buffered. Returns its length without the
+ * NUL in *ret_len and the fds that came with its first byte in *fds. */
+static int conn_receive(noiommu_conn *c, size_t *ret_len, ReplyFds *fds) {
+        for (;;) {
+                int got[NOIOMMU_FDS_PER_REPLY_MAX];
+                size_t n_got = 0, size;
+                ssize_t m, n;
+                bool first;
+                char *p;
+                int r;
+
+                m = wire_buffer_message(&c->in);
+                if (m >= 0) {
+                        *ret_len = (size_t) m;
+                        return 0;
+                }
+
+                p = wire_buffer_space(&c->in, REPLY_READ_CHUNK, &size);
+                if (!p)
+                        return c->in.n >= c->in.max ? -EMSGSIZE : -ENOMEM;
+
+                /* Calls are strictly one at a time and a reply is consumed completely before
+                 * the next call is sent, so an empty buffer means this read starts a reply. */
+                first = c->in.n == 0;
+
+                n = wire_recv_fds(c->fd, p, size, got, ELEMENTSOF(got), &n_got);
+                if (n == -EAGAIN) {
+                        r = fd_wait(c->fd, POLLIN);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if (n == -EINTR)
+                        continue;
+                if (n < 0)
+                        return (int) n;         /* -EXFULL: MSG_CTRUNC, wire closed what came */
+
+                if (n_got > 0) {
+                        /* fds on a later byte of a reply could belong to anything; sd-varlink
+                         * rejects them the same way. */
+                        if (!first || fds->n > 0) {
+                                close_many(got, n_got);
+                                return -EPROTO;
+                        }
+                        memcpy(fds->fds, got, n_got * sizeof(int));
+                        fds->n = n_got;
+                }
+
+                if (n == 0)
+                        return -ECONNRESET;
+
+                c->in.n += (size_t) n;
+        }
+}
+
+/* Makes one call and waits for its reply. On success returns the reply parameters (an object,
+ * possibly empty) and the reply's fds, which the caller then owns. A Varlink error reply is
+ * recorded on the connection and returned as a negative errno. Every failure that leaves the
+ * stream in an unknown state drops the connection. */
+static int conn_transact(noiommu_conn *c, const char *method, json_t *parameters,
+                         json_t **ret_parameters, ReplyFds *ret_fds) {
+        _cleanup_(reply_fds_done) ReplyFds fds = {};
+        json_auto_t *call = NULL, *reply = NULL;
+        _cleanup_free_ char *text = NULL;
+        const char *key, *error = NULL;
+        json_t *v, *reply_parameters = NULL;
+        size_t len;
+        int r;
+
+        conn_clear_error(c);
+
+        if (c->fd < 0)
+                return -ENOTCONN;
+        if (getpid() != c->pid)
+                return -ECHILD;
+
+        call = json_pack("{s:s,s:O}", "method", method, "parameters", parameters);
+        if (!call)
+                return -ENOMEM;
+        text = json_dumps(call, JSON_COMPACT);
+        if (!text)
+                return -ENOMEM;
+        len = strlen(text) + 1;                 /* the NUL terminates the Varlink message */
+        if (len > NOIOMMU_REQUEST_SIZE_MAX)
+                return -E2BIG;
+
+        r = conn_send_all(c, text, len);
+        if (r < 0)
+                goto drop;
+
+        r = conn_receive(c, &len, &fds);
+        if (r < 0)
+                goto drop;
+
+        r = json_parse_message(c->in.data, len, &reply);
+        if (r < 0)
+                goto drop;
+
+        /* One call, one reply: anything after it was sent without being asked for. */
+        if (c->in.n != len + 1) {
+                r = -EPROTO;
+                goto drop;
+        }
+        wire_buffer_consume(&c->in, len + 1);
+
+        r = -EBADMSG;
+        json_object_foreach(reply, key, v) {
+                if (streq(key, "parameters")) {
+                        if (!json_is_object(v))
+                                goto drop;
+                        reply_parameters = v;
+                } else if (streq(key, "error")) {
+                        if (!json_is_string(v) || !varlink_name_is_valid(json_string_value(v)))
+                                goto drop;
+                        error = json_string_value(v);
+                } else if (streq(key, "continues")) {
+                        /* We never ask for "more", so there is never a continuation. */
+                        if (!json_is_false(v))
+                                goto drop;
+                } else
+                        goto drop;
+        }
+
+        if (error) {
+                /* Error replies grant nothing; fds on one are a broken or hostile daemon. */
+                if (fds.n > 0) {
+                        r = -EPROTO;
+                        goto drop;
+                }
+
+                c->error_name = strdup(error);
+                c->error_parameters = reply_parameters ? json_dumps(reply_parameters, JSON_COMPACT)
+                                                       : strdup("{}");
+                if (!c->error_name || !c->error_parameters)
+                        conn_clear_error(c);
+
+                r = varlink_error_to_errno(error);
+
+                /* The daemon closes the connection after ProtocolViolation; follow suit. */
+                if (streq(error, NOIOMMU_ERROR_PROTOCOL_VIOLATION))
+                        conn_drop(c);
+                return r;
+        }
+
+        if (reply_parameters)
+                json_incref(reply_parameters);
+        else {
+                reply_parameters = json_object();
+                if (!reply_parameters) {
+                        r = -ENOMEM;
+                        goto drop;
+                }
+        }
+
+        *ret_parameters = reply_parameters;
+        *ret_fds = fds;
+        fds.n = 0;                              /* ownership moved to *ret_fds */
+        return 0;
+
+drop:
+        /* fds are closed by the cleanup, before or after the socket: the order does not matter,
+         * the daemon releases on the connection, not on the fds. */
+        conn_drop(c);
+        return r;
+}
+
+_public_ int noiommu_connect(const char *path, noiommu_conn **ret) {
+        _cleanup_(noiommu_disconnectp) noiommu_conn *c = NULL;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        socklen_t salen;
+        size_t n;
+
+        if (!ret)
+                return -EINVAL;
+
+        if (!path) {
+                path = secure_getenv(NOIOMMU_SOCKET_ENV);
+                if (!path || !*path)
+                        path = NOIOMMU_SOCKET_PATH_DEFAULT;
+        }
+
+        n = strlen(path);
+        if (n == 0 || (path[0] == '@' && n == 1))
+                return -EINVAL;
+        if (n >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+
+        if (path[0] == '@') {
+                /* Abstract namespace: leading NUL, no terminator, length counts exactly. */
+                memcpy(sa.sun_path + 1, path + 1, n - 1);
+                salen = (socklen_t) (offsetof(struct sockaddr_un, sun_path) + n);
+        } else {
+                memcpy(sa.sun_path, path, n);
+                salen = (socklen_t) (offsetof(struct sockaddr_un, sun_path) + n + 1);
+        }
+
+        c = new0(noiommu_conn, 1);
+        if (!c)
+                return -ENOMEM;
+        c->fd = -EBADF;
+        c->pid = getpid();
+        wire_buffer_init(&c->in, NOIOMMU_REPLY_SIZE_MAX);
+
+        c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (c->fd < 0)
+                return negative_errno();
+
+        if (connect(c->fd, (const struct sockaddr *) &sa, salen) < 0) {
+                int error = 0;
+                socklen_t l = sizeof(error);
+                int r;
+
+                if (errno != EINTR)
+                        return negative_errno();
+
+                /* An interrupted connect() carries on in the background: wait for it and
+                 * fetch its outcome, never call connect() again. */
+                r = fd_wait(c->fd, POLLOUT);
+                if (r < 0)
+                        return r;
+                if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &error, &l) < 0)
+                        return negative_errno();
+                if (error != 0)
+                        return -error;
+        }
+
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+_public_ noiommu_conn *noiommu_disconnect(noiommu_conn *c) {
+        if (!c)
+                return NULL;
+
+        conn_drop(c);
+        conn_clear_error(c);
+        free(c);
+        return NULL;
+}
+
+_public_ const char *noiommu_last_error(noiommu_conn *c) {
+        return c ? c->error_name : NULL;
+}
+
+_public_ const char *noiommu_last_error_parameters(noiommu_conn *c) {
+        return c && c->error_name ? c->error_parameters : NULL;
+}
+
+static bool hex4_parse(const char *s, uint16_t *ret) {
+        uint16_t v = 0;
+
+        if (strlen(s) != 4)
+                return false;
+        for (size_t i = 0; i < 4; i++) {
+                char ch = s[i];
+
+                if (ch >= '0' && ch <= '9')
+                        v = (uint16_t) (v << 4 | (uint16_t) (ch - '0'));
+                else if (ch >= 'a' && ch <= 'f')
+                        v = (uint16_t) (v << 4 | (uint16_t) (ch - 'a' + 10));
+                else
+                        return false;
+        }
+        *ret = v;
+        return true;
+}
+
+/* A Varlink "?string" member: absent, null, or a string. */
+static int optional_string(json_t *v, const char **ret) {
+        if (!v || json_is_null(v)) {
+                *ret = NULL;
+                return 0;
+        }
+        if (!json_is_string(v))
+                return -EBADMSG;
+        *ret = json_string_value(v);
+        return 0;
+}
+
+static int device_from_json(json_t *o, Device *ret) {
+        const char *vendor, *device;
+        json_t *backend = NULL, *group = NULL, *reason = NULL;
+        json_int_t numa;
+        Device d = {};
+
+        if (json_unpack_ex(o, NULL, JSON_STRICT, "{s:s, s:s, s:s, s:s, s?o, s?o, s:I, s:s, s?o}",
+                           "address", &d.address,
+                           "vendorId", &vendor,
+                           "deviceId", &device,
+                           "driver", &d.driver,
+                           "backend", &backend,
+                           "iommuGroup", &group,
+                           "numaNode", &numa,
+                           "state", &d.state,
+                           "reason", &reason) < 0)
+                return -EBADMSG;
+
+        if (!pci_address_is_valid(d.address) ||
+            !hex4_parse(vendor, &d.vendor_id) ||
+            !hex4_parse(device, &d.device_id) ||
+            !*d.driver || !*d.state)
+                return -EBADMSG;
+
+        if (optional_string(backend, &d.backend) < 0 || optional_string(reason, &d.reason) < 0)
+                return -EBADMSG;
+        if (d.backend && !*d.backend)
+                return -EBADMSG;
+
+        if (!group || json_is_null(group))
+                d.iommu_group = -1;
+        else if (json_is_integer(group) && json_integer_value(group) >= 0 &&
+                 json_integer_value(group) <= INT32_MAX)
+                d.iommu_group = (int) json_integer_value(group);
+        else
+                return -EBADMSG;
+
+        if (numa < -1 || numa > INT32_MAX)
+                return -EBADMSG;
+        d.numa_node = (int) numa;
+
+        *ret = d;
+        return 0;
+}
+
+_public_ int noiommu_list_devices(noiommu_conn *c, noiommu_device_list **ret) {
+        _cleanup_(noiommu_device_list_freep) noiommu_device_list *l = NULL;
+        _cleanup_(reply_fds_done) ReplyFds fds = {};
+        json_auto_t *parameters = NULL, *reply = NULL;
+        json_t *devices, *e;
+        size_t i;
+        int r;
+
+        if (!c || !ret)
+                return -EINVAL;
+
+        parameters = json_object();
+        if (!parameters)
+                return -ENOMEM;
+
+        r = conn_transact(c, NOIOMMU_METHOD_LIST_DEVICES, parameters, &reply, &fds);
+        if (r < 0)
+                return r;
+
+        /* ListDevices grants nothing, so fds on its reply are a broken daemon. */
+        if (fds.n > 0) {
+                conn_drop(c);
+                return -EBADMSG;
+        }
+
+        if (json_unpack_ex(reply, NULL, JSON_STRICT, "{s:o}", "devices", &devices) < 0 ||
+            !json_is_array(devices))
+                return -EBADMSG;
+
+        l = new0(noiommu_device_list, 1);
+        if (!l)
+                return -ENOMEM;
+        l->devices = new0(Device, json_array_size(devices));
+        if (!l->devices)
+                return -ENOMEM;
+
+        json_array_foreach(devices, i, e) {
+                r = device_from_json(e, &l->devices[i]);
+                if (r < 0)
+                        return r;
+                l->n_devices++;
+        }
+
+        l->reply = TAKE_PTR(reply);             /* the Device strings point into it */
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+_public_ noiommu_device_list *noiommu_device_list_free(noiommu_device_list *l) {
+        if (!l)
+                return NULL;
+        free(l->devices);
+        json_decref(l->reply);
+        free(l);
+        return NULL;
+}
+
+_public_ size_t noiommu_device_list_get_count(const noiommu_device_list *l) {
+        return l ? l->n_devices : 0;
+}
+
+static const Device *device_list_get(const noiommu_device_list *l, size_t i) {
+        if (!l || i >= l->n_devices)
+                return NULL;
+        return &l->devices[i];
+}
+
+_public_ const char *noiommu_device_list_get_address(const noiommu_device_list *l, size_t i) {
+        const Device *d = device_list_get(l, i);
+
+        return d ? d->address : NULL;
+}
+
+_public_ int noiommu_device_list_get_vendor_id(const noiommu_device_list *l, size_t i) {
+        const Device *d = device_list_get(l, i);
+
+        return d ? (int) d->vendor_id : -EINVAL;
+}
+
+_public_ int noiommu_device_list_get_device_id(const noiommu_device_list *l, size_t i) {
+        const Device *d = device_list_get(l, i);
+
+        return d ? (int) d->device_id : -EINVAL;
+}
+
+_public_ const char *noiommu_device_list_get_driver(const noiommu_device_list *l, size_t i) {
+        const Device *d = device_list_get(l, i);
+
+        return d ? d->driver : NULL;
+}
+
+_public_ const char *noiommu_device_list_get_backend(const noiommu_device_list *l, size_t i) {
+        const Device *d = device_list_get(l, i);
+
+        return d ? d->backend : NULL;
+}
+
+_public_ int noiommu_device_list_get_iommu_group(const noiommu_device_list *l, size_t i) {
+        const Device *d = device_list_get(l, i);
+
+        return d ? d->iommu_group : -EINVAL;
+}
+
+_public_ int noiommu_device_list_get_numa_node(const noiommu_device_list *l, size_t i) {
+        const Device *d = device_list_get(l, i);
+
+        return d ? d->numa_node : -EINVAL;
+}
+
+_public_ const char *noiommu_device_list_get_state(const noiommu_device_list *l, size_t i) {
+        const Device *d = device_list_get(l, i);
+
+        return d ? d->state : NULL;
+}
+
+_public_ const char *noiommu_device_list_get_reason(const noiommu_device_list *l, size_t i) {
+        const Device *d = device_list_get(l, i);
+
+        return d ? d->reason : NULL;
+}
+
+/* Copies the caller's options into "o" (already holding the defaults), reading only the
+ * fields that fit in the caller's o->size, openat2()-style. */
+static int alloc_options_load(const noiommu_alloc_options *opts, noiommu_alloc_options *o) {
+        uint64_t n;
+
+        noiommu_alloc_options_init(o);
+        if (!opts)
+                return 0;
+
+        /* Bounded like clone3() bounds its struct: a garbage size must not make us read
+         * far beyond the caller's structure. */
+        n = opts->size;
+        if (n < NOIOMMU_ALLOC_OPTIONS_SIZE_VER0)
+                return -EINVAL;
+        if (n > 4096)
+                return -E2BIG;
+
+        /* A newer caller's fields we do not know must be zero (their default). */
+        for (uint64_t i = sizeof(*o); i < n; i++)
+                if (((const unsigned char *) opts)[i] != 0)
+                        return -E2BIG;
+
+        o->hugepage_size = opts->hugepage_size;
+        o->numa_node = opts->numa_node;
+        o->flags = opts->flags;
+        o->lease = opts->lease;
+
+        if (o->hugepage_size > INT64_MAX ||
+            o->numa_node < -1 ||
+            (o->flags & ~NOIOMMU_ALLOC_INTERACTIVE) != 0 ||
+            (o->lease && !noiommu_id_is_valid(o->lease)))
+                return -EINVAL;
+        return 0;
+}
+
+static bool is_power_of_2(uint64_t v) {
+        return v != 0 && (v & (v - 1)) == 0;
+}
+
+/* Builds a memory object from an AllocateMemory reply and its fds, and checks everything that
+ * can be checked before the memory is used: the reply against the request, the fds against the
+ * reply, the memfd against the reply, the segment table against the size. Returns -EBADMSG or
+ * -EXFULL when the daemon broke the contract, -ENOMEM when we ran out. Takes the memfd out of
+ * *fds on success. */
+static int memory_from_reply(json_t *reply, ReplyFds *fds, uint64_t requested,
+                             const noiommu_alloc_options *o, noiommu_memory **ret) {
+        _cleanup_(noiommu_memory_unrefp) noiommu_memory *m = NULL;
+        json_int_t size, hugepage_size, numa, fd_index;
+        const char *id, *kind;
+        json_t *segments, *e;
+        uint64_t expect, next = 0;
+        struct stat st;
+        int seals, flags;
+        size_t i;
+
+        if (json_unpack_ex(reply, NULL, JSON_STRICT, "{s:s, s:I, s:I, s:I, s:s, s:o, s:I}",
+                           "memory", &id,
+                           "size", &size,
+                           "hugepageSize", &hugepage_size,
+                           "numaNode", &numa,
+                           "addressKind", &kind,
+                           "segments", &segments,
+                           "fd", &fd_index) < 0)
+                return -EBADMSG;
+
+        /* Exactly the fds the reply names: one memfd. Fewer means the kernel dropped some on
+         * the way (a failed grant); more means the daemon sent something we cannot account
+         * for. */
+        if (fd_index < 0 || fd_index >= NOIOMMU_FDS_PER_REPLY_MAX)
+                return -EBADMSG;
+        if (fds->n <= (size_t) fd_index)
+                return -EXFULL;
+        if (fds->n != 1)
+                return -EBADMSG;
+
+        if (!noiommu_id_is_valid(id))
+                return -EBADMSG;
+
+        if (hugepage_size < 4096 || !is_power_of_2((uint64_t) hugepage_size))
+                return -EBADMSG;
+        if (o->hugepage_size != 0 && (uint64_t) hugepage_size != o->hugepage_size)
+                return -EBADMSG;
+
+        /* requested and hugepage_size are both <= INT64_MAX, so this cannot overflow. */
+        expect = (requested + (uint64_t) hugepage_size - 1) / (uint64_t) hugepage_size *
+                 (uint64_t) hugepage_size;
+        if (size <= 0 || (uint64_t) size != expect || (uint64_t) size > SIZE_MAX)
+                return -EBADMSG;
+
+        if (numa < -1 || numa > INT32_MAX || (o->numa_node >= 0 && numa != o->numa_node))
+                return -EBADMSG;
+
+        m = new0(noiommu_memory, 1);
+        if (!m)
+                return -ENOMEM;
+        m->fd = -EBADF;
+        m->address = MAP_FAILED;
+        memcpy(m->id, id, NOIOMMU_ID_LEN + 1);
+        m->size = (uint64_t) size;
+        m->hugepage_size = (uint64_t) hugepage_size;
+        m->numa_node = (int) numa;
+
+        if (streq(kind, "physical"))
+                m->address_kind = NOIOMMU_ADDRESS_PHYSICAL;
+        else if (streq(kind, "iova"))
+                m->address_kind = NOIOMMU_ADDRESS_IOVA;
+        else
+                return -EBADMSG;                /* an address we do not know how to use */
+
+        if (!json_is_array(segments) || json_array_size(segments) == 0)
+                return -EBADMSG;
+        m->segments = new0(noiommu_segment, json_array_size(segments));
+        if (!m->segments)
+                return -ENOMEM;
+
+        /* The table must describe every byte exactly once, in order: a device told about a
+         * gap or an overlap would DMA into memory nobody accounted for. */
+        json_array_foreach(segments, i, e) {
+                json_int_t offset, length, dma;
+
+                if (json_unpack_ex(e, NULL, JSON_STRICT, "{s:I, s:I, s:I}",
+                                   "offset", &offset,
+                                   "length", &length,
+                                   "dmaAddress", &dma) < 0)
+                        return -EBADMSG;
+                if (offset < 0 || length <= 0 || dma < 0)
+                        return -EBADMSG;
+                if ((uint64_t) offset != next || (uint64_t) length > m->size - next)
+                        return -EBADMSG;
+                if ((uint64_t) dma > UINT64_MAX - (uint64_t) length)
+                        return -EBADMSG;
+
+                m->segments[i] = (noiommu_segment) {
+                        .offset = (uint64_t) offset,
+                        .length = (uint64_t) length,
+                        .dma_address = (uint64_t) dma,
+                };
+                m->n_segments++;
+                next += (uint64_t) length;
+        }
+        if (next != m->size)
+                return -EBADMSG;
+
+        /* Now the fd itself. It must be what the reply says it is; the seals are what keep the
+         * pages the device uses from being truncated away under it. */
+        m->fd = fds->fds[fd_index];
+        fds->fds[fd_index] = -EBADF;
+        fds->n = 0;
+
+        if (fstat(m->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
+            (uint64_t) st.st_size != m->size)
+                return -EBADMSG;
+
+        seals = fcntl(m->fd, F_GET_SEALS);
+        if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW))
+                return -EBADMSG;
+
+        flags = fcntl(m->fd, F_GETFL);
+        if (flags < 0 || (flags & O_ACCMODE) != O_RDWR)
+                return -EBADMSG;
+
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+static int memory_map(noiommu_memory *m) {
+        void *p;
+
+        /* MAP_SHARED so device and CPU see the same pages; populated so the data path never
+         * takes a fault. Never MAP_NORESERVE: the daemon preallocated every page, and the
+         * reservation is what turns exhaustion into an error here rather than a SIGBUS later. */
+        p = mmap(NULL, (size_t) m->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+                 m->fd, 0);
+        if (p == MAP_FAILED)
+                return negative_errno();
+        m->address = p;
+        return 0;
+}
+
+static int conn_free_memory_id(noiommu_conn *c, const char *id) {
+        _cleanup_(reply_fds_done) ReplyFds fds = {};
+        json_auto_t *parameters = NULL, *reply = NULL;
+        int r;
+
+        parameters = json_pack("{s:s}", "memory", id);
+        if (!parameters)
+                return -ENOMEM;
+
+        r = conn_transact(c, NOIOMMU_METHOD_FREE_MEMORY, parameters, &reply, &fds);
+        if (r < 0)
+                return r;
+        if (fds.n > 0) {
+                conn_drop(c);
+                return -EBADMSG;
+        }
+        return 0;
+}
+
+_public_ int noiommu_allocate(noiommu_conn *c, uint64_t size, const noiommu_alloc_options *opts,
+                              noiommu_memory **ret) {
+        _cleanup_(noiommu_memory_unrefp) noiommu_memory *m = NULL;
+        _cleanup_(reply_fds_done) ReplyFds fds = {};
+        json_auto_t *parameters = NULL, *reply = NULL;
+        noiommu_alloc_options o;
+        int r;
+
+        if (!c || !ret || size == 0 || size > INT64_MAX)
+                return -EINVAL;
+
+        r = alloc_options_load(opts, &o);
+        if (r < 0)
+                return r;
+
+        parameters = json_pack("{s:I}", "size", (json_int_t) size);
+        if (!parameters)
+                return -ENOMEM;
+        if ((o.hugepage_size > 0 &&
+             json_object_set_new(parameters, "hugepageSize",
+                                 json_integer((json_int_t) o.hugepage_size)) < 0) ||
+            (o.numa_node >= 0 &&
+             json_object_set_new(parameters, "numaNode", json_integer(o.numa_node)) < 0) ||
+            (o.lease &&
+             json_object_set_new(parameters, "lease", json_string(o.lease)) < 0) ||
+            ((o.flags & NOIOMMU_ALLOC_INTERACTIVE) &&
+             json_object_set_new(parameters, "interactive", json_true()) < 0))
+                return -ENOMEM;
+
+        r = conn_transact(c, NOIOMMU_METHOD_ALLOCATE_MEMORY, parameters, &reply, &fds);
+        if (r < 0)
+                return r;
+
+        r = memory_from_reply(reply, &fds, size, &o, &m);
+        if (r < 0) {
+                const char *id = json_string_value(json_object_get(reply, "memory"));
+
+                /* Only running out of memory ourselves is not the daemon's fault; then give
+                 * the pages back politely. Anything else (and a failed FreeMemory) means the
+                 * daemon cannot be trusted to know what it granted: drop the connection, the
+                 * one release it cannot get wrong. */
+                if (r != -ENOMEM || !noiommu_id_is_valid(id) || conn_free_memory_id(c, id) < 0)
+                        conn_drop(c);
+                conn_clear_error(c);
+                return r;
+        }
+
+        r = memory_map(m);
+        if (r < 0) {
+                if (conn_free_memory_id(c, m->id) < 0)
+                        conn_drop(c);
+                conn_clear_error(c);
+                return r;
+        }
+
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+_public_ int noiommu_free(noiommu_conn *c, noiommu_memory *m) {
+        int r;
+
+        if (!m)
+                return 0;
+
+        r = c ? conn_free_memory_id(c, m->id) : -EINVAL;
+        (void) noiommu_memory_unref(m);
+        return r;
+}
+
+_public_ noiommu_memory *noiommu_memory_unref(noiommu_memory *m) {
+        if (!m)
+                return NULL;
+
+        if (m->address != MAP_FAILED)
+                (void) munmap(m->address, (size_t) m->size);
+        m->fd = safe_close(m->fd);
+        free(m->segments);
+        free(m);
+        return NULL;
+}
+
+_public_ const char *noiommu_memory_get_id(const noiommu_memory *m) {
+        return m ? m->id : NULL;
+}
+
+_public_ int noiommu_memory_get_fd(const noiommu_memory *m) {
+        return m ? m->fd : -EINVAL;
+}
+
+_public_ void *noiommu_memory_get_address(const noiommu_memory *m) {
+        return m ? m->address : NULL;
+}
+
+_public_ uint64_t noiommu_memory_get_size(const noiommu_memory *m) {
+        return m ? m->size : 0;
+}
+
+_public_ uint64_t noiommu_memory_get_hugepage_size(const noiommu_memory *m) {
+        return m ? m->hugepage_size : 0;
+}
+
+_public_ int noiommu_memory_get_numa_node(const noiommu_memory *m) {
+        return m ? m->numa_node : -1;
+}
+
+_public_ noiommu_address_kind noiommu_memory_get_address_kind(const noiommu_memory *m) {
+        return m ? m->address_kind : NOIOMMU_ADDRESS_PHYSICAL;
+}
+
+_public_ const noiommu_segment *noiommu_memory_get_segments(const noiommu_memory *m,
+                                                            size_t *ret_n) {
+        if (!m) {
+                if (ret_n)
+                        *ret_n = 0;
+                return NULL;
+        }
+        if (ret_n)
+                *ret_n = m->n_segments;
+        return m->segments;
+}
+
+_public_ const char *noiommu_address_kind_to_string(noiommu_address_kind k) {
+        switch (k) {
+        case NOIOMMU_ADDRESS_PHYSICAL:
+                return "physical";
+        case NOIOMMU_ADDRESS_IOVA:
+                return "iova";
+        default:
+                return NULL;
+        }
+}
+
+_public_ int noiommu_call(noiommu_conn *c, const char *method, const char *parameters_json,
+                          char **ret_reply_parameters_json, int *ret_fds, size_t max_fds,
+                          size_t *ret_n_fds) {
+        _cleanup_(reply_fds_done) ReplyFds fds = {};
+        json_auto_t *parameters = NULL, *reply = NULL;
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        if (!c || !varlink_name_is_valid(method))
+                return -EINVAL;
+        if (max_fds > 0 && (!ret_fds || !ret_n_fds))
+                return -EINVAL;
+
+        if (parameters_json) {
+                r = json_parse_message(parameters_json, strlen(parameters_json), &parameters);
+                if (r < 0)
+                        return -EINVAL;
+        } else {
+                parameters = json_object();
+                if (!parameters)
+                        return -ENOMEM;
+        }
+
+        r = conn_transact(c, method, parameters, &reply, &fds);
+        if (r < 0)
+                return r;
+
+        if (ret_reply_parameters_json) {
+                text = json_dumps(reply, JSON_COMPACT);
+                if (!text)
+                        r = -ENOMEM;
+        }
+
+        /* A grant the caller cannot take (no room, or we failed to hand it over) must not stay
+         * pinned on a connection that lives on: drop it. */
+        if (fds.n > max_fds || (r < 0 && fds.n > 0)) {
+                conn_drop(c);
+                return r < 0 ? r : -EXFULL;
+        }
+        if (r < 0)
+                return r;
+
+        if (ret_reply_parameters_json)
+                *ret_reply_parameters_json = TAKE_PTR(text);
+        if (ret_n_fds) {
+                if (fds.n > 0)
+                        memcpy(ret_fds, fds.fds, fds.n * sizeof(int));
+                *ret_n_fds = fds.n;
+        }
+        fds.n = 0;                              /* the caller owns them now */
+        return 0;
+}

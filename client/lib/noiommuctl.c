@@ -1,0 +1,968 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * noiommuctl: the command line client of noiommud, built on libnoiommu.
+ *
+ *   noiommuctl [--socket PATH] [--json] list
+ *   noiommuctl [--socket PATH] [--json] alloc SIZE [--hugepage-size SIZE] [--numa-node N] [--hold]
+ *   noiommuctl [--socket PATH] [--json] free MEMORY-ID
+ *   noiommuctl [--socket PATH] [--json] batch
+ *
+ * Results go to stdout (one JSON line per result with --json), diagnostics to stderr. Exit
+ * status: 0 success, 1 a call failed, 2 usage error.
+ *
+ * What it trusts: nothing the daemon sends is printed to a terminal unfiltered; strings from
+ * error parameters and device lists have control characters replaced, so a hostile daemon
+ * cannot drive the terminal. JSON output is produced by jansson and is escaped anyway.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "config.h"
+#include "internal/json-util.h"
+#include "internal/log.h"
+#include "internal/macro.h"
+#include "noiommu/noiommu.h"
+#include "noiommu/protocol.h"
+
+#define EXIT_USAGE 2
+
+/* Longest line "batch" accepts, and most words on it. */
+#define BATCH_LINE_MAX 4096
+#define BATCH_WORDS_MAX 16
+
+typedef struct AllocArgs {
+        uint64_t size;
+        uint64_t hugepage_size;         /* 0 = daemon's default */
+        int numa_node;                  /* -1 = any */
+        bool hold;
+} AllocArgs;
+
+/* The memory objects this process holds, so that "free ID" in batch mode unmaps what it frees. */
+typedef struct Held {
+        noiommu_memory **memory;
+        size_t n;
+        size_t allocated;
+} Held;
+
+static const char *arg_socket = NULL;
+static bool arg_json = false;
+
+_printf_(1, 0)
+static char *strvprintf(const char *format, va_list ap) {
+        char *s;
+
+        if (vasprintf(&s, format, ap) < 0)
+                return NULL;
+        return s;
+}
+
+_printf_(1, 2)
+static char *strprintf(const char *format, ...) {
+        va_list ap;
+        char *s;
+
+        va_start(ap, format);
+        s = strvprintf(format, ap);
+        va_end(ap);
+        return s;
+}
+
+static int log_oom(void) {
+        (void) log_error_errno(-ENOMEM, "Out of memory.");
+        return EXIT_FAILURE;
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_conn *, noiommu_disconnect);
+DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_memory *, noiommu_memory_unref);
+DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_device_list *, noiommu_device_list_free);
+
+static void held_done(Held *h) {
+        for (size_t i = 0; i < h->n; i++)
+                h->memory[i] = noiommu_memory_unref(h->memory[i]);
+        free(h->memory);
+        *h = (Held) {};
+}
+
+static int held_add(Held *h, noiommu_memory *m) {
+        if (h->n == h->allocated) {
+                size_t a = MAX(h->allocated * 2, (size_t) 8);
+                noiommu_memory **p;
+
+                p = realloc(h->memory, a * sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                h->memory = p;
+                h->allocated = a;
+        }
+        h->memory[h->n++] = m;
+        return 0;
+}
+
+/* Removes and returns the held object with this id, or NULL. */
+static noiommu_memory *held_take(Held *h, const char *id) {
+        for (size_t i = 0; i < h->n; i++)
+                if (streq(noiommu_memory_get_id(h->memory[i]), id)) {
+                        noiommu_memory *m = h->memory[i];
+
+                        h->memory[i] = h->memory[--h->n];
+                        return m;
+                }
+        return NULL;
+}
+
+static const char *socket_path(void) {
+        const char *e;
+
+        if (arg_socket)
+                return arg_socket;
+        e = secure_getenv(NOIOMMU_SOCKET_ENV);
+        return e && *e ? e : NOIOMMU_SOCKET_PATH_DEFAULT;
+}
+
+/* Replaces bytes a terminal could interpret (C0 and C1 controls, DEL, and for simplicity all
+ * non-ASCII) in place. */
+static char *sanitize(char *s) {
+        for (char *p = s; *p; p++)
+                if ((unsigned char) *p < 0x20 || (unsigned char) *p >= 0x7f)
+                        *p = '?';
+        return s;
+}
+
+static int print_json_line(json_t *v) {
+        _cleanup_free_ char *text = NULL;
+
+        text = json_dumps(v, JSON_COMPACT);
+        if (!text)
+                return log_error_errno(-ENOMEM, "Out of memory.");
+        (void) puts(text);
+        return 0;
+}
+
+/* {"error": NAME, "parameters": {...}} on stdout, for --json. */
+static void print_json_error(const char *name, json_t *parameters) {
+        json_auto_t *v = NULL;
+
+        v = json_pack("{s:s,s:O}", "error", name, "parameters", parameters);
+        if (v)
+                (void) print_json_line(v);
+}
+
+static void print_json_local_error(int r) {
+        json_auto_t *p = NULL;
+
+        p = json_pack("{s:i,s:s}", "errno", abs(r), "message", strerror(abs(r)));
+        if (p)
+                print_json_error("local", p);
+}
+
+static void print_json_usage_error(const char *message) {
+        json_auto_t *p = NULL;
+
+        p = json_pack("{s:s}", "message", message);
+        if (p)
+                print_json_error("usage", p);
+}
+
+_printf_(1, 2)
+static int usage_error(const char *format, ...) {
+        _cleanup_free_ char *message = NULL;
+        va_list ap;
+
+        va_start(ap, format);
+        message = strvprintf(format, ap);
+        va_end(ap);
+        if (!message)
+                return EXIT_USAGE;
+
+        log_error("%s", message);
+        if (arg_json)
+                print_json_usage_error(message);
+        return EXIT_USAGE;
+}
+
+static int usage_error_bad_id(const char *id) {
+        _cleanup_free_ char *shown = strdup(id);
+
+        return usage_error("Invalid memory id '%s': expected %i lower-case hex digits.",
+                           shown ? sanitize(shown) : "", NOIOMMU_ID_LEN);
+}
+
+static const char *json_param_string(json_t *p, const char *key) {
+        const char *s = json_string_value(json_object_get(p, key));
+
+        return s ?: "?";
+}
+
+/* A sentence for a Varlink error, using its parameters where they help. "requested" and
+ * "hugepage_size" describe the allocation, for OutOfMemory errors without parameters. */
+static char *varlink_error_message(const char *name, json_t *p, uint64_t requested,
+                                   uint64_t hugepage_size) {
+        char a[32], b[32];
+        char *s = NULL;
+
+        if (streq(name, NOIOMMU_ERROR_PERMISSION_DENIED)) {
+                const char *reason = json_string_value(json_object_get(p, "reason"));
+
+                if (!reason || streq(reason, "denied"))
+                        s = strdup("Permission denied by polkit");
+                else if (streq(reason, "polkit-unavailable"))
+                        s = strdup("Permission denied: polkit is not available to authorize "
+                                   "the request");
+                else if (streq(reason, "action-not-registered"))
+                        s = strdup("Permission denied: the polkit action is not registered "
+                                   "(is the noiommud policy installed?)");
+                else if (streq(reason, "subject-gone"))
+                        s = strdup("Permission denied: the calling process went away during "
+                                   "authorization");
+                else
+                        s = strprintf("Permission denied: authorization failed (%s)", reason);
+        } else if (streq(name, NOIOMMU_ERROR_INTERACTIVE_AUTH_REQUIRED))
+                s = strdup("Interactive authentication required: polkit allows this only "
+                           "after authentication");
+        else if (streq(name, NOIOMMU_ERROR_OUT_OF_MEMORY)) {
+                json_t *r = json_object_get(p, "requested");
+                json_t *h = json_object_get(p, "hugepageSize");
+
+                if (json_is_integer(r) && json_integer_value(r) > 0)
+                        requested = (uint64_t) json_integer_value(r);
+                if (json_is_integer(h) && json_integer_value(h) > 0)
+                        hugepage_size = (uint64_t) json_integer_value(h);
+
+                if (hugepage_size > 0)
+                        s = strprintf("not enough free hugepages of size %s for %s",
+                                      format_size(a, hugepage_size), format_size(b, requested));
+                else
+                        s = strprintf("not enough free hugepages of the default size for %s",
+                                      format_size(b, requested));
+        } else if (streq(name, NOIOMMU_ERROR_LIMIT_EXCEEDED))
+                s = strprintf("limit exceeded: %s", json_param_string(p, "limit"));
+        else if (streq(name, NOIOMMU_ERROR_NO_SUCH_MEMORY))
+                s = strprintf("no memory %s on this connection: memory belongs to the connection "
+                              "that allocated it and is freed when that connection closes; use "
+                              "'noiommuctl batch' to allocate and free on one connection",
+                              json_param_string(p, "memory"));
+        else if (streq(name, NOIOMMU_ERROR_NO_SUCH_LEASE))
+                s = strprintf("no such lease %s", json_param_string(p, "lease"));
+        else if (streq(name, NOIOMMU_ERROR_NO_SUCH_DEVICE))
+                s = strprintf("no such device %s", json_param_string(p, "device"));
+        else if (streq(name, NOIOMMU_ERROR_NOT_SUPPORTED))
+                s = strprintf("not supported: %s", json_param_string(p, "reason"));
+        else if (streq(name, NOIOMMU_ERROR_DEVICE_BUSY))
+                s = strprintf("device %s is busy", json_param_string(p, "device"));
+        else if (streq(name, NOIOMMU_ERROR_DEVICE_QUARANTINED))
+                s = strprintf("device %s is quarantined after a failed teardown",
+                              json_param_string(p, "device"));
+        else if (streq(name, VARLINK_ERROR_INVALID_PARAMETER))
+                s = strprintf("invalid parameter '%s'", json_param_string(p, "parameter"));
+        else if (streq(name, NOIOMMU_ERROR_PROTOCOL_VIOLATION))
+                s = strprintf("noiommud reported a protocol violation: %s",
+                              json_param_string(p, "reason"));
+        else if (streq(name, NOIOMMU_ERROR_INTERNAL))
+                s = strdup("noiommud failed internally; details are in its journal");
+        else if (streq(name, VARLINK_ERROR_METHOD_NOT_FOUND))
+                s = strprintf("method %s not found (is noiommud older than noiommuctl?)",
+                              json_param_string(p, "method"));
+        else if (streq(name, VARLINK_ERROR_INTERFACE_NOT_FOUND))
+                s = strprintf("interface %s not found", json_param_string(p, "interface"));
+        else
+                s = strdup("call failed");
+
+        return s;
+}
+
+static const char *local_error_hint(int r) {
+        switch (-r) {
+        case EBADMSG:
+                return " (noiommud sent an invalid reply; the connection was dropped)";
+        case EXFULL:
+                return " (file descriptors were lost in transit, e.g. RLIMIT_NOFILE; "
+                       "the connection was dropped)";
+        case EPROTO:
+                return " (protocol error; the connection was dropped)";
+        case EMSGSIZE:
+                return " (reply too large; the connection was dropped)";
+        case ECONNRESET:
+        case EPIPE:
+                return " (noiommud closed the connection)";
+        case ENOTCONN:
+                return " (the connection was dropped after an earlier error)";
+        default:
+                return "";
+        }
+}
+
+/* Reports a failed call: the daemon's error if it sent one, else the local errno. "what" is
+ * used for local errors only ("Failed to allocate 2M"). Returns EXIT_FAILURE. */
+_printf_(5, 6)
+static int report_call_error(noiommu_conn *c, int r, uint64_t requested, uint64_t hugepage_size,
+                             const char *format, ...) {
+        const char *name = noiommu_last_error(c);
+
+        if (name) {
+                json_auto_t *p = NULL;
+                _cleanup_free_ char *message = NULL, *n = NULL;
+                const char *ptext = noiommu_last_error_parameters(c);
+
+                p = ptext ? json_loads(ptext, 0, NULL) : NULL;
+                if (!p)
+                        p = json_object();
+
+                message = varlink_error_message(name, p, requested, hugepage_size);
+                n = strdup(name);
+                if (!message || !n)
+                        return log_oom();
+
+                (void) log_error("%s (%s)", sanitize(message), sanitize(n));
+                if (arg_json && p)
+                        print_json_error(name, p);
+        } else {
+                _cleanup_free_ char *what = NULL;
+                va_list ap;
+
+                va_start(ap, format);
+                what = strvprintf(format, ap);
+                va_end(ap);
+
+                (void) log_error_errno(r, "%s: %m%s", what ?: "Failed", local_error_hint(r));
+                if (arg_json)
+                        print_json_local_error(r);
+        }
+        return EXIT_FAILURE;
+}
+
+static int connect_or_report(noiommu_conn **ret) {
+        const char *path = socket_path();
+        int r;
+
+        r = noiommu_connect(path, ret);
+        if (r < 0) {
+                _cleanup_free_ char *p = strdup(path);
+
+                bool not_running = r == -ENOENT || r == -ECONNREFUSED;
+
+                (void) log_error_errno(r, "cannot connect to %s: %m%s", p ? sanitize(p) : "socket",
+                                       not_running ? " (is noiommud running?)" : "");
+                if (arg_json)
+                        print_json_local_error(r);
+                return EXIT_FAILURE;
+        }
+        return 0;
+}
+
+static int parse_size_arg(const char *s, const char *what, uint64_t *ret) {
+        uint64_t v;
+
+        if (parse_size(s, &v) < 0 || v == 0 || v > INT64_MAX)
+                return usage_error("Invalid %s '%s': expected a size like 4096, 2M or 1G.",
+                                   what, s);
+        *ret = v;
+        return 0;
+}
+
+static int parse_numa_arg(const char *s, int *ret) {
+        char *end;
+        long v;
+
+        errno = 0;
+        v = strtol(s, &end, 10);
+        if (errno != 0 || end == s || *end || v < -1 || v > INT32_MAX)
+                return usage_error("Invalid NUMA node '%s': expected a number >= 0, or -1 for "
+                                   "any.", s);
+        *ret = (int) v;
+        return 0;
+}
+
+static int do_list(noiommu_conn *c) {
+        static const char *const header[] = {
+                "ADDRESS", "VENDOR:DEVICE", "DRIVER", "BACKEND", "GROUP", "NUMA", "STATE", "REASON",
+        };
+        _cleanup_(noiommu_device_list_freep) noiommu_device_list *l = NULL;
+        size_t width[ELEMENTSOF(header)], n;
+        char *(*cells)[ELEMENTSOF(header)] = NULL;
+        int r, ret = EXIT_SUCCESS;
+
+        if (arg_json) {
+                _cleanup_free_ char *text = NULL;
+
+                /* The reply parameters verbatim: scripts get every field the daemon sends. */
+                r = noiommu_call(c, NOIOMMU_METHOD_LIST_DEVICES, NULL, &text, NULL, 0, NULL);
+                if (r < 0)
+                        return report_call_error(c, r, 0, 0, "Failed to list devices");
+                (void) puts(text);
+                return EXIT_SUCCESS;
+        }
+
+        r = noiommu_list_devices(c, &l);
+        if (r < 0)
+                return report_call_error(c, r, 0, 0, "Failed to list devices");
+
+        n = noiommu_device_list_get_count(l);
+        if (n == 0) {
+                (void) puts("No VFIO devices found.");
+                return EXIT_SUCCESS;
+        }
+
+        cells = calloc(n, sizeof(*cells));
+        if (!cells)
+                return log_oom();
+
+        for (size_t i = 0; i < ELEMENTSOF(header); i++)
+                width[i] = strlen(header[i]);
+
+        for (size_t i = 0; i < n; i++) {
+                const char *backend = noiommu_device_list_get_backend(l, i);
+                const char *reason = noiommu_device_list_get_reason(l, i);
+                int group = noiommu_device_list_get_iommu_group(l, i);
+                int numa = noiommu_device_list_get_numa_node(l, i);
+
+                cells[i][0] = strdup(noiommu_device_list_get_address(l, i));
+                cells[i][1] = strprintf("%04x:%04x",
+                                        (unsigned) noiommu_device_list_get_vendor_id(l, i),
+                                        (unsigned) noiommu_device_list_get_device_id(l, i));
+                cells[i][2] = strdup(noiommu_device_list_get_driver(l, i));
+                cells[i][3] = strdup(backend ?: "-");
+                cells[i][4] = group >= 0 ? strprintf("%i", group) : strdup("-");
+                cells[i][5] = numa >= 0 ? strprintf("%i", numa) : strdup("-");
+                cells[i][6] = strdup(noiommu_device_list_get_state(l, i));
+                cells[i][7] = strdup(reason ?: "-");
+
+                for (size_t j = 0; j < ELEMENTSOF(header); j++) {
+                        if (!cells[i][j]) {
+                                ret = log_oom();
+                                goto finish;
+                        }
+                        width[j] = MAX(width[j], strlen(sanitize(cells[i][j])));
+                }
+        }
+
+        for (size_t j = 0; j < ELEMENTSOF(header); j++)
+                if (j + 1 < ELEMENTSOF(header))
+                        printf("%-*s  ", (int) width[j], header[j]);
+                else
+                        printf("%s\n", header[j]);
+        for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < ELEMENTSOF(header); j++)
+                        if (j + 1 < ELEMENTSOF(header))
+                                printf("%-*s  ", (int) width[j], cells[i][j]);
+                        else
+                                printf("%s\n", cells[i][j]);
+
+finish:
+        for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < ELEMENTSOF(header); j++)
+                        free(cells[i][j]);
+        free(cells);
+        return ret;
+}
+
+static int print_memory(noiommu_memory *m) {
+        const noiommu_segment *s;
+        char a[32], b[32];
+        size_t n;
+
+        s = noiommu_memory_get_segments(m, &n);
+
+        if (arg_json) {
+                json_auto_t *v = NULL, *segments = NULL;
+
+                segments = json_array();
+                if (!segments)
+                        return log_oom();
+                for (size_t i = 0; i < n; i++) {
+                        json_t *e = json_pack("{s:I,s:I,s:I}",
+                                              "offset", (json_int_t) s[i].offset,
+                                              "length", (json_int_t) s[i].length,
+                                              "dmaAddress", (json_int_t) s[i].dma_address);
+
+                        if (json_array_append_new(segments, e) < 0)
+                                return log_oom();
+                }
+
+                /* The reply parameters minus "fd", which means nothing outside the reply. */
+                v = json_pack("{s:s,s:I,s:I,s:i,s:s,s:O}",
+                              "memory", noiommu_memory_get_id(m),
+                              "size", (json_int_t) noiommu_memory_get_size(m),
+                              "hugepageSize", (json_int_t) noiommu_memory_get_hugepage_size(m),
+                              "numaNode", noiommu_memory_get_numa_node(m),
+                              "addressKind",
+                              noiommu_address_kind_to_string(noiommu_memory_get_address_kind(m)),
+                              "segments", segments);
+                if (!v)
+                        return log_oom();
+                return print_json_line(v) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        }
+
+        printf("Memory:         %s\n", noiommu_memory_get_id(m));
+        printf("Size:           %s (%" PRIu64 " bytes)\n",
+               format_size(a, noiommu_memory_get_size(m)), noiommu_memory_get_size(m));
+        printf("Hugepage size:  %s\n", format_size(b, noiommu_memory_get_hugepage_size(m)));
+        printf("NUMA node:      %i\n", noiommu_memory_get_numa_node(m));
+        printf("Address kind:   %s\n",
+               noiommu_address_kind_to_string(noiommu_memory_get_address_kind(m)));
+        printf("Mapped at:      %p\n", noiommu_memory_get_address(m));
+        printf("Segments:       %zu\n", n);
+        printf("\n%-18s  %-18s  %s\n", "OFFSET", "LENGTH", "DMA-ADDRESS");
+        for (size_t i = 0; i < n; i++)
+                printf("0x%016" PRIx64 "  0x%016" PRIx64 "  0x%016" PRIx64 "\n",
+                       s[i].offset, s[i].length, s[i].dma_address);
+        return EXIT_SUCCESS;
+}
+
+/* Waits until stdin reaches EOF (or fails) or SIGINT/SIGTERM arrives. The signals must already
+ * be blocked (see do_alloc()). */
+static int wait_for_release(const sigset_t *mask) {
+        _cleanup_close_ int sfd = -EBADF;
+        bool stdin_open = true;
+
+        sfd = signalfd(-1, mask, SFD_CLOEXEC);
+        if (sfd < 0)
+                return log_error_errno(negative_errno(), "Failed to create signalfd: %m");
+
+        while (stdin_open) {
+                struct pollfd p[2] = {
+                        { .fd = STDIN_FILENO, .events = POLLIN },
+                        { .fd = sfd, .events = POLLIN },
+                };
+
+                if (poll(p, ELEMENTSOF(p), -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return log_error_errno(negative_errno(), "Failed to wait: %m");
+                }
+
+                if (p[1].revents & POLLIN)
+                        return 0;
+
+                if (p[0].revents & POLLNVAL)
+                        break;                  /* no stdin at all: nothing to wait for */
+                if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+                        char buf[4096];
+                        ssize_t k;
+
+                        k = read(STDIN_FILENO, buf, sizeof(buf));
+                        if (k < 0 && (errno == EINTR || errno == EAGAIN))
+                                continue;
+                        if (k <= 0)
+                                stdin_open = false;
+                }
+        }
+        return 0;
+}
+
+static int do_alloc(noiommu_conn *c, const AllocArgs *a, Held *held) {
+        _cleanup_(noiommu_memory_unrefp) noiommu_memory *m = NULL;
+        noiommu_alloc_options o;
+        sigset_t mask;
+        char s[32];
+        int r, ret;
+
+        noiommu_alloc_options_init(&o);
+        o.hugepage_size = a->hugepage_size;
+        o.numa_node = a->numa_node;
+
+        r = noiommu_allocate(c, a->size, &o, &m);
+        if (r < 0)
+                return report_call_error(c, r, a->size, a->hugepage_size, "Failed to allocate %s",
+                                         format_size(s, a->size));
+
+        if (a->hold) {
+                /* Block the signals before anyone can learn from our output that we hold the
+                 * memory, so a SIGTERM sent right after reading it is handled, not fatal. */
+                sigemptyset(&mask);
+                sigaddset(&mask, SIGINT);
+                sigaddset(&mask, SIGTERM);
+                if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                        return log_error_errno(negative_errno(), "Failed to block signals: %m"),
+                               EXIT_FAILURE;
+        }
+
+        ret = print_memory(m);
+        if (fflush(stdout) != 0)
+                ret = EXIT_FAILURE;
+
+        if (a->hold) {
+                /* The mapping stays in this process while we wait: tests inspect
+                 * /proc/PID/maps and pagemap of this process meanwhile. */
+                r = wait_for_release(&mask);
+                if (r < 0)
+                        ret = EXIT_FAILURE;
+
+                r = noiommu_free(c, TAKE_PTR(m));
+                if (r < 0)
+                        return report_call_error(c, r, 0, 0, "Failed to free memory");
+                return ret;
+        }
+
+        if (held && ret == EXIT_SUCCESS) {
+                r = held_add(held, m);
+                if (r < 0)
+                        return log_oom();
+                TAKE_PTR(m);
+        }
+
+        /* Otherwise the memory is freed by the daemon when the connection closes on exit. */
+        return ret;
+}
+
+static int do_free(noiommu_conn *c, const char *id, Held *held) {
+        noiommu_memory *m;
+        int r;
+
+        if (!noiommu_id_is_valid(id))
+                return usage_error_bad_id(id);
+
+        m = held ? held_take(held, id) : NULL;
+        if (m)
+                r = noiommu_free(c, m);
+        else {
+                json_auto_t *p = NULL;
+                _cleanup_free_ char *text = NULL;
+
+                p = json_pack("{s:s}", "memory", id);
+                text = p ? json_dumps(p, JSON_COMPACT) : NULL;
+                if (!text)
+                        return log_oom();
+                r = noiommu_call(c, NOIOMMU_METHOD_FREE_MEMORY, text, NULL, NULL, 0, NULL);
+        }
+        if (r < 0)
+                return report_call_error(c, r, 0, 0, "Failed to free memory %s", id);
+
+        if (arg_json)
+                (void) puts("{}");
+        else
+                printf("Freed memory %s.\n", id);
+        return EXIT_SUCCESS;
+}
+
+enum {
+        ARG_SOCKET = 0x100,
+        ARG_JSON,
+        ARG_HUGEPAGE_SIZE,
+        ARG_NUMA_NODE,
+        ARG_HOLD,
+        ARG_VERSION,
+};
+
+/* Parses the words of one "alloc" command in batch mode (words[0] is "alloc"). getopt_long
+ * keeps global state; optind = 0 makes glibc start over for each line. */
+static int parse_batch_alloc(int n, char **words, AllocArgs *a) {
+        static const struct option options[] = {
+                { "hugepage-size", required_argument, NULL, ARG_HUGEPAGE_SIZE },
+                { "numa-node",     required_argument, NULL, ARG_NUMA_NODE     },
+                {}
+        };
+        int c, r;
+
+        *a = (AllocArgs) { .numa_node = -1 };
+
+        optind = 0;
+        opterr = 0;
+        while ((c = getopt_long(n, words, ":", options, NULL)) >= 0)
+                switch (c) {
+                case ARG_HUGEPAGE_SIZE:
+                        r = parse_size_arg(optarg, "hugepage size", &a->hugepage_size);
+                        if (r != 0)
+                                return r;
+                        break;
+                case ARG_NUMA_NODE:
+                        r = parse_numa_arg(optarg, &a->numa_node);
+                        if (r != 0)
+                                return r;
+                        break;
+                case ':':
+                        return usage_error("alloc: option '%s' needs an argument.",
+                                           words[optind - 1]);
+                case '?':
+                        return usage_error("alloc: unknown option '%s' (in batch mode alloc takes "
+                                           "--hugepage-size and --numa-node).", words[optind - 1]);
+                default:
+                        return usage_error("alloc: unknown option.");
+                }
+
+        if (n - optind != 1)
+                return usage_error("alloc needs exactly one SIZE.");
+        return parse_size_arg(words[optind], "size", &a->size);
+}
+
+static int batch_line(noiommu_conn *c, char *line, Held *held) {
+        char *words[BATCH_WORDS_MAX + 1];
+        int n = 0;
+
+        for (char *save = NULL, *w = strtok_r(line, " \t\r\n", &save); w;
+             w = strtok_r(NULL, " \t\r\n", &save)) {
+                if (n >= BATCH_WORDS_MAX)
+                        return usage_error("Too many words on one line.");
+                words[n++] = w;
+        }
+        words[n] = NULL;
+
+        if (n == 0)
+                return -1;                      /* blank line: not a command */
+
+        if (streq(words[0], "list")) {
+                if (n != 1)
+                        return usage_error("list takes no arguments.");
+                return do_list(c);
+        }
+        if (streq(words[0], "alloc")) {
+                AllocArgs a;
+                int r;
+
+                r = parse_batch_alloc(n, words, &a);
+                if (r != 0)
+                        return r;
+                return do_alloc(c, &a, held);
+        }
+        if (streq(words[0], "free")) {
+                if (n != 2)
+                        return usage_error("free needs exactly one MEMORY-ID.");
+                return do_free(c, words[1], held);
+        }
+
+        return usage_error("Unknown command '%s' (expected list, alloc or free).",
+                           sanitize(words[0]));
+}
+
+static int do_batch(noiommu_conn *c) {
+        _cleanup_(held_done) Held held = {};
+        _cleanup_free_ char *line = NULL;
+        size_t allocated = 0;
+        bool failed = false, first = true;
+        ssize_t k;
+
+        while ((k = getline(&line, &allocated, stdin)) >= 0) {
+                char *p = line;
+                int r;
+
+                if ((size_t) k > BATCH_LINE_MAX) {
+                        (void) usage_error("Line too long.");
+                        failed = true;
+                } else {
+                        p += strspn(p, " \t\r\n");
+                        if (*p == '#' || *p == 0)
+                                continue;       /* comments and blank lines */
+
+                        /* Human-readable results are separated by a blank line; JSON results
+                         * are exactly one line per command. */
+                        if (!arg_json && !first)
+                                (void) putchar('\n');
+                        first = false;
+
+                        r = batch_line(c, p, &held);
+                        if (r > 0)
+                                failed = true;
+                }
+
+                /* A script talking to us through a pipe waits for each answer. */
+                if (fflush(stdout) != 0)
+                        return log_error_errno(negative_errno(), "Failed to write output: %m"),
+                               EXIT_FAILURE;
+        }
+        if (ferror(stdin))
+                return log_error_errno(-EIO, "Failed to read commands from stdin."), EXIT_FAILURE;
+
+        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+static void help(void) {
+        printf("%s [OPTIONS...] COMMAND ...\n"
+               "\n"
+               "Talk to noiommud, the broker for VFIO devices and pinned DMA memory.\n"
+               "\n"
+               "Commands:\n"
+               "  list                     List the PCI functions bound to vfio-pci\n"
+               "  alloc SIZE               Allocate pinned hugepage memory (SIZE like 4096, 2M,\n"
+               "                           1G), print its DMA address table, then release it\n"
+               "  free MEMORY-ID           Free memory by id. Memory belongs to the connection\n"
+               "                           that allocated it and is freed when that connection\n"
+               "                           closes, so on its own this normally fails with\n"
+               "                           NoSuchMemory; use it inside 'batch'\n"
+               "  batch                    Read commands (list, alloc SIZE [--hugepage-size SIZE]\n"
+               "                           [--numa-node N], free MEMORY-ID) from stdin, one per\n"
+               "                           line, and run them on one connection\n"
+               "\n"
+               "Options:\n"
+               "  -h --help                Show this help\n"
+               "     --version             Show the version\n"
+               "     --socket=PATH         Socket of noiommud (default: $%s, else\n"
+               "                           %s)\n"
+               "     --json                Print results and errors as one JSON object per line\n"
+               "     --hugepage-size=SIZE  alloc: hugepage size (default: the system's default)\n"
+               "     --numa-node=N         alloc: NUMA node for the pages (default: any)\n"
+               "     --hold                alloc: keep the memory allocated and mapped until\n"
+               "                           stdin reaches EOF or SIGINT/SIGTERM arrives, then\n"
+               "                           free it\n"
+               "\n"
+               "Exit status: 0 on success, 1 if a call failed, 2 on a usage error.\n",
+               program_invocation_short_name, NOIOMMU_SOCKET_ENV, NOIOMMU_SOCKET_PATH_DEFAULT);
+}
+
+typedef enum Verb {
+        VERB_LIST,
+        VERB_ALLOC,
+        VERB_FREE,
+        VERB_BATCH,
+        _VERB_MAX,
+        _VERB_INVALID = -EINVAL,
+} Verb;
+
+static const struct {
+        const char *name;
+        int n_args;
+} verbs[_VERB_MAX] = {
+        [VERB_LIST]  = { "list",  0 },
+        [VERB_ALLOC] = { "alloc", 1 },
+        [VERB_FREE]  = { "free",  1 },
+        [VERB_BATCH] = { "batch", 0 },
+};
+
+/* Returns 0 to go on, a positive exit status to exit with (EXIT_USAGE), or -1 to exit 0
+ * (--help, --version). */
+static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, AllocArgs *a) {
+        static const struct option options[] = {
+                { "help",          no_argument,       NULL, 'h'               },
+                { "version",       no_argument,       NULL, ARG_VERSION       },
+                { "socket",        required_argument, NULL, ARG_SOCKET        },
+                { "json",          no_argument,       NULL, ARG_JSON          },
+                { "hugepage-size", required_argument, NULL, ARG_HUGEPAGE_SIZE },
+                { "numa-node",     required_argument, NULL, ARG_NUMA_NODE     },
+                { "hold",          no_argument,       NULL, ARG_HOLD          },
+                {}
+        };
+        bool alloc_options = false;
+        int c, r;
+
+        *a = (AllocArgs) { .numa_node = -1 };
+
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        help();
+                        return -1;
+                case ARG_VERSION:
+                        printf("noiommuctl %s\n", PACKAGE_VERSION);
+                        return -1;
+                case ARG_SOCKET:
+                        if (!*optarg)
+                                return usage_error("--socket needs a path.");
+                        arg_socket = optarg;
+                        break;
+                case ARG_JSON:
+                        arg_json = true;
+                        break;
+                case ARG_HUGEPAGE_SIZE:
+                        r = parse_size_arg(optarg, "hugepage size", &a->hugepage_size);
+                        if (r != 0)
+                                return r;
+                        alloc_options = true;
+                        break;
+                case ARG_NUMA_NODE:
+                        r = parse_numa_arg(optarg, &a->numa_node);
+                        if (r != 0)
+                                return r;
+                        alloc_options = true;
+                        break;
+                case ARG_HOLD:
+                        a->hold = true;
+                        alloc_options = true;
+                        break;
+                case '?':
+                        return EXIT_USAGE;      /* getopt_long printed why */
+                default:
+                        return usage_error("Unknown option code 0x%x.", (unsigned) c);
+                }
+
+        if (optind >= argc)
+                return usage_error("Missing command (list, alloc, free or batch); see --help.");
+
+        for (Verb v = 0; v < _VERB_MAX; v++) {
+                if (!streq(argv[optind], verbs[v].name))
+                        continue;
+
+                if (argc - optind - 1 != verbs[v].n_args)
+                        return usage_error("'%s' takes %s.", verbs[v].name,
+                                           verbs[v].n_args == 0 ? "no arguments"
+                                                                : "exactly one argument");
+                if (alloc_options && v != VERB_ALLOC)
+                        return usage_error("--hugepage-size, --numa-node and --hold only apply to "
+                                           "'alloc'%s.", v == VERB_BATCH ? " (write them on the "
+                                           "alloc lines of a batch)" : "");
+                if (v == VERB_ALLOC) {
+                        r = parse_size_arg(argv[optind + 1], "size", &a->size);
+                        if (r != 0)
+                                return r;
+                }
+                if (v == VERB_FREE && !noiommu_id_is_valid(argv[optind + 1]))
+                        return usage_error_bad_id(argv[optind + 1]);
+
+                *ret_verb = v;
+                *ret_args = argv + optind + 1;
+                return 0;
+        }
+
+        {
+                _cleanup_free_ char *shown = strdup(argv[optind]);
+
+                return usage_error("Unknown command '%s'; see --help.",
+                                   shown ? sanitize(shown) : "");
+        }
+}
+
+int main(int argc, char *argv[]) {
+        _cleanup_(noiommu_disconnectp) noiommu_conn *c = NULL;
+        AllocArgs a;
+        char **args = NULL;
+        Verb verb = _VERB_INVALID;
+        int r;
+
+        log_setup("noiommuctl", LOG_TARGET_STDERR);
+
+        r = parse_argv(argc, argv, &verb, &args, &a);
+        if (r < 0)
+                return EXIT_SUCCESS;
+        if (r > 0)
+                return r;
+
+        r = connect_or_report(&c);
+        if (r != 0)
+                return r;
+
+        switch (verb) {
+        case VERB_LIST:
+                r = do_list(c);
+                break;
+        case VERB_ALLOC:
+                r = do_alloc(c, &a, NULL);
+                break;
+        case VERB_FREE:
+                r = do_free(c, args[0], NULL);
+                break;
+        case VERB_BATCH:
+                r = do_batch(c);
+                break;
+        case _VERB_MAX:
+        case _VERB_INVALID:
+        default:
+                r = EXIT_USAGE;
+                break;
+        }
+
+        if (fflush(stdout) != 0 && r == EXIT_SUCCESS) {
+                (void) log_error_errno(negative_errno(), "Failed to write output: %m");
+                r = EXIT_FAILURE;
+        }
+        return r;
+}

@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * See audit.h. Grants are never rate-limited here; anomaly records (protocol violations, limits)
+ * are, so that a flood from one client cannot push grants out of journald's rate limit window.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SD_JOURNAL_SUPPRESS_LOCATION 1
+#include <systemd/sd-journal.h>
+
+#include "audit.h"
+#include "config.h"
+#include "internal/log.h"
+#include "msgid.h"
+
+#if HAVE_LIBAUDIT
+#include <libaudit.h>
+static int audit_fd = -EBADF;
+#endif
+
+/* At most this many anomaly records per interval; the rest are counted and summarized. */
+#define ANOMALY_BURST 50
+#define ANOMALY_INTERVAL_USEC (10ULL * 1000000ULL)
+
+static const char *const audit_result_table[_AUDIT_RESULT_MAX] = {
+        [AUDIT_RESULT_AUTHORIZED] = "authorized",
+        [AUDIT_RESULT_DENIED] = "denied",
+        [AUDIT_RESULT_CHALLENGE] = "challenge",
+        [AUDIT_RESULT_ERROR] = "error",
+};
+
+const char *audit_result_to_string(AuditResult r) {
+        if (r < 0 || r >= _AUDIT_RESULT_MAX)
+                return NULL;
+        return audit_result_table[r];
+}
+
+void audit_setup(void) {
+#if HAVE_LIBAUDIT
+        audit_fd = audit_open();
+        if (audit_fd < 0) {
+                int e = errno;
+                if (e == EPROTONOSUPPORT || e == EAFNOSUPPORT || e == EINVAL || e == ECONNREFUSED)
+                        log_info("Linux audit is not available, writing journal records only.");
+                else
+                        log_warning_errno(e, "Failed to open the audit socket, writing journal records only: %m");
+                audit_fd = -EBADF;
+        }
+#else
+        log_debug("Built without libaudit, writing journal records only.");
+#endif
+}
+
+void audit_shutdown(void) {
+#if HAVE_LIBAUDIT
+        if (audit_fd >= 0)
+                audit_close(audit_fd);
+        audit_fd = -EBADF;
+#endif
+}
+
+static void linux_audit_acct(const ClientIdentity *c, const char *action, bool ok,
+                             const char *reason) {
+#if HAVE_LIBAUDIT
+        char msg[512];
+
+        if (audit_fd < 0)
+                return;
+        /* The kernel stamps the record with the daemon's pid/uid/auid; the client is named in
+         * the body. action and reason are our own constants, never client text. */
+        (void) snprintf(msg, sizeof(msg), "op=authorize action=%s reason=%s spid=%i suid=%u",
+                        action, reason ?: "none", (int) c->pid, (unsigned) c->uid);
+        if (audit_log_user_message(audit_fd, AUDIT_USER_ACCT, msg, NULL, NULL, NULL, ok ? 1 : 0) <= 0) {
+                int e = errno;
+                if (e == ECONNREFUSED)
+                        log_debug("Audit record refused (user namespace?), ignoring.");
+                else
+                        log_warning_errno(e, "Failed to write audit record, ignoring: %m");
+        }
+#endif
+}
+
+/* Without a journal (a machine or container without journald), the records would be lost:
+ * write their text to the log as well. With a journal they are only in the journal. */
+static void mirror(int priority, const char *msg) {
+        static int journal = -1;
+
+        if (journal < 0)
+                journal = access("/run/systemd/journal/socket", W_OK) == 0;
+        if (!journal)
+                (void) log_full_errno(priority, 0, "%s", msg);
+}
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
+}
+
+typedef struct RateLimit {
+        uint64_t begin;
+        unsigned n;
+        unsigned suppressed;
+} RateLimit;
+
+/* Returns true if this record may be written; reports suppressed counts when a new interval
+ * starts. */
+static bool ratelimit_test(RateLimit *rl, const char *what) {
+        uint64_t t = now_usec();
+
+        if (rl->begin == 0 || t - rl->begin > ANOMALY_INTERVAL_USEC) {
+                if (rl->suppressed > 0)
+                        log_warning("Suppressed %u %s records in the last %llu s.", rl->suppressed,
+                                    what, ANOMALY_INTERVAL_USEC / 1000000ULL);
+                rl->begin = t;
+                rl->n = 0;
+                rl->suppressed = 0;
+        }
+        if (rl->n >= ANOMALY_BURST) {
+                rl->suppressed++;
+                return false;
+        }
+        rl->n++;
+        return true;
+}
+
+#define CLIENT_FIELDS(c)                                                                \
+        "NOIOMMUD_CLIENT_UID=%u", (unsigned) (c)->uid,                                  \
+        "NOIOMMUD_CLIENT_GID=%u", (unsigned) (c)->gid,                                  \
+        "NOIOMMUD_CLIENT_PID=%i", (int) (c)->pid,                                       \
+        "NOIOMMUD_CLIENT_START_TIME=%llu", (c)->start_time,                             \
+        "NOIOMMUD_CLIENT_PIDFD_INO=%" PRIu64, (c)->pidfd_ino,                           \
+        "NOIOMMUD_CLIENT_UNIT=%s", (c)->unit
+
+void audit_started(const char *listen_description) {
+        char msg[512];
+
+        (void) snprintf(msg, sizeof(msg), "noiommud " PACKAGE_VERSION " started, listening on %s.",
+                        listen_description);
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=" NOIOMMU_MSGID_STARTED,
+                               "PRIORITY=%i", LOG_INFO,
+                               "NOIOMMUD_VERSION=%s", PACKAGE_VERSION,
+                               NULL);
+        mirror(LOG_INFO, msg);
+}
+
+void audit_stopping(unsigned n_connections, unsigned n_regions) {
+        char msg[512];
+
+        (void) snprintf(msg, sizeof(msg), "noiommud stopping, closing %u connections and freeing %u allocations.",
+                        n_connections, n_regions);
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=" NOIOMMU_MSGID_STOPPING,
+                               "PRIORITY=%i", LOG_INFO,
+                               NULL);
+        mirror(LOG_INFO, msg);
+}
+
+void audit_authorization(const ClientIdentity *c, const char *action, char **details,
+                         bool interactive, AuditResult result, const char *reason,
+                         const char *polkit_error) {
+        char dstr[512] = "";
+        size_t off = 0;
+        bool ok = result == AUDIT_RESULT_AUTHORIZED;
+
+        for (char **d = details; d && d[0] && d[1]; d += 2) {
+                int k = snprintf(dstr + off, sizeof(dstr) - off, "%s%s=%s", off ? " " : "", d[0], d[1]);
+                if (k < 0 || (size_t) k >= sizeof(dstr) - off)
+                        break;
+                off += (size_t) k;
+        }
+
+        char msg[512];
+
+        (void) snprintf(msg, sizeof(msg), "%s %s for UID %u (PID %i): %s%s%s",
+                        action, ok ? "authorized" : "denied", (unsigned) c->uid, (int) c->pid,
+                        audit_result_to_string(result),
+                        reason ? ", " : "", reason ?: "");
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=%s", ok ? NOIOMMU_MSGID_AUTHZ_GRANTED : NOIOMMU_MSGID_AUTHZ_DENIED,
+                               "PRIORITY=%i", ok ? LOG_NOTICE : LOG_WARNING,
+                               CLIENT_FIELDS(c),
+                               "NOIOMMUD_POLKIT_ACTION=%s", action,
+                               "NOIOMMUD_POLKIT_RESULT=%s", audit_result_to_string(result),
+                               "NOIOMMUD_POLKIT_DETAILS=%s", dstr,
+                               "NOIOMMUD_POLKIT_ERROR=%s", polkit_error ?: "",
+                               "NOIOMMUD_INTERACTIVE=%i", (int) interactive,
+                               "NOIOMMUD_REASON=%s", reason ?: (ok ? "authorized" : "denied"),
+                               NULL);
+        mirror(ok ? LOG_NOTICE : LOG_WARNING, msg);
+        linux_audit_acct(c, action, ok, reason);
+}
+
+void audit_policy_unavailable(const ClientIdentity *c, const char *action, const char *why) {
+        static RateLimit rl;
+
+        if (!ratelimit_test(&rl, "policy-unavailable"))
+                return;
+        char msg[512];
+
+        (void) snprintf(msg, sizeof(msg), "Cannot ask polkit about %s for UID %u: %s. Denying.",
+                        action, (unsigned) c->uid, why);
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=" NOIOMMU_MSGID_POLICY_UNAVAILABLE,
+                               "PRIORITY=%i", LOG_ERR,
+                               CLIENT_FIELDS(c),
+                               "NOIOMMUD_POLKIT_ACTION=%s", action,
+                               "NOIOMMUD_REASON=%s", why,
+                               NULL);
+        mirror(LOG_ERR, msg);
+}
+
+void audit_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n_segments) {
+        char msg[512];
+
+        (void) snprintf(msg, sizeof(msg), "Granted %" PRIu64 " bytes of pinned DMA memory (%zu x %" PRIu64 " byte pages) to UID %u (PID %i)",
+                        r->size, r->n_pages, r->hugepage_size, (unsigned) c->uid, (int) c->pid);
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=" NOIOMMU_MSGID_MEMORY_GRANTED,
+                               "PRIORITY=%i", LOG_NOTICE,
+                               CLIENT_FIELDS(c),
+                               "NOIOMMUD_MEMORY_ID=%s", r->id,
+                               "NOIOMMUD_MEM_BYTES=%" PRIu64, r->size,
+                               "NOIOMMUD_HUGEPAGE_SIZE=%" PRIu64, r->hugepage_size,
+                               "NOIOMMUD_PAGES=%zu", r->n_pages,
+                               "NOIOMMUD_SEGMENTS=%zu", n_segments,
+                               "NOIOMMUD_NUMA_NODE=%i", r->numa_node,
+                               "NOIOMMUD_ADDRESS_KIND=physical",
+                               "NOIOMMUD_FIRST_DMA_ADDRESS=0x%" PRIx64, r->n_pages ? r->phys[0] : 0,
+                               "NOIOMMUD_PIN=io_uring",
+                               NULL);
+        mirror(LOG_NOTICE, msg);
+}
+
+void audit_memory_freed(const ClientIdentity *c, const HugeRegion *r, const char *reason,
+                        bool pfn_changed) {
+        char msg[512];
+
+        (void) snprintf(msg, sizeof(msg), "Freed %" PRIu64 " bytes of DMA memory of UID %u (PID %i): %s%s",
+                        r->size, (unsigned) c->uid, (int) c->pid, reason,
+                        pfn_changed ? "; pages moved or were punched out while allocated" : "");
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=" NOIOMMU_MSGID_MEMORY_FREED,
+                               "PRIORITY=%i", pfn_changed ? LOG_WARNING : LOG_INFO,
+                               CLIENT_FIELDS(c),
+                               "NOIOMMUD_MEMORY_ID=%s", r->id,
+                               "NOIOMMUD_MEM_BYTES=%" PRIu64, r->size,
+                               "NOIOMMUD_HUGEPAGE_SIZE=%" PRIu64, r->hugepage_size,
+                               "NOIOMMUD_REASON=%s", reason,
+                               "NOIOMMUD_PFN_CHANGED=%i", (int) pfn_changed,
+                               NULL);
+        mirror(pfn_changed ? LOG_WARNING : LOG_INFO, msg);
+}
+
+void audit_protocol_violation(const ClientIdentity *c, const char *reason) {
+        static RateLimit rl;
+
+        if (!ratelimit_test(&rl, "protocol-violation"))
+                return;
+        char msg[512];
+
+        (void) snprintf(msg, sizeof(msg), "Protocol violation by UID %u (PID %i): %s. Disconnecting.",
+                        (unsigned) c->uid, (int) c->pid, reason);
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=" NOIOMMU_MSGID_PROTOCOL_VIOLATION,
+                               "PRIORITY=%i", LOG_WARNING,
+                               CLIENT_FIELDS(c),
+                               "NOIOMMUD_REASON=%s", reason,
+                               NULL);
+        mirror(LOG_WARNING, msg);
+}
+
+void audit_limit_exceeded(const ClientIdentity *c, const char *limit) {
+        static RateLimit rl;
+
+        if (!ratelimit_test(&rl, "limit-exceeded"))
+                return;
+        char msg[512];
+
+        (void) snprintf(msg, sizeof(msg), "UID %u (PID %i) hit the limit %s.",
+                        (unsigned) c->uid, (int) c->pid, limit);
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=" NOIOMMU_MSGID_LIMIT_EXCEEDED,
+                               "PRIORITY=%i", LOG_WARNING,
+                               CLIENT_FIELDS(c),
+                               "NOIOMMUD_LIMIT=%s", limit,
+                               NULL);
+        mirror(LOG_WARNING, msg);
+}

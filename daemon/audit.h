@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Audit trail: one structured journal record per authorization decision and per memory grant
+ * and free, each with its own MESSAGE_ID (msgid.h, explained in policy/noiommud.catalog), and a
+ * Linux audit record (AUDIT_USER_ACCT) per authorization decision when libaudit is built in and
+ * the kernel accepts it.
+ *
+ * journald adds _PID/_UID/... itself, but those describe the daemon. The client is always named
+ * explicitly in NOIOMMUD_CLIENT_* fields (security.md §9).
+ */
+#pragma once
+
+#include "hugepage.h"
+#include "identity.h"
+
+typedef enum AuditResult {
+        AUDIT_RESULT_AUTHORIZED,
+        AUDIT_RESULT_DENIED,
+        AUDIT_RESULT_CHALLENGE,
+        AUDIT_RESULT_ERROR,
+        _AUDIT_RESULT_MAX,
+        _AUDIT_RESULT_INVALID = -EINVAL,
+} AuditResult;
+
+const char *audit_result_to_string(AuditResult r);
+
+/* Opens the Linux audit netlink socket, if libaudit is built in. Failure is not fatal:
+ * ECONNREFUSED (user namespace) or EPROTONOSUPPORT (no CONFIG_AUDIT) mean "no audit here". */
+void audit_setup(void);
+void audit_shutdown(void);
+
+void audit_started(const char *listen_description);
+void audit_stopping(unsigned n_connections, unsigned n_regions);
+
+/* One authorization decision. details is a NULL-terminated key, value, ... list (the validated
+ * values sent to polkit); reason is NULL or the PermissionDenied reason. */
+void audit_authorization(const ClientIdentity *c, const char *action, char **details,
+                         bool interactive, AuditResult result, const char *reason,
+                         const char *polkit_error);
+
+/* polkit could not be asked at all (bus or polkitd missing, action not registered). */
+void audit_policy_unavailable(const ClientIdentity *c, const char *action, const char *why);
+
+void audit_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n_segments);
+
+/* reason: "free", "client-exit" or "shutdown". pfn_changed: a page moved or was punched. */
+void audit_memory_freed(const ClientIdentity *c, const HugeRegion *r, const char *reason,
+                        bool pfn_changed);
+
+/* A client broke the protocol or hit a limit; rate-limited per call site. */
+void audit_protocol_violation(const ClientIdentity *c, const char *reason);
+void audit_limit_exceeded(const ClientIdentity *c, const char *limit);

@@ -1,0 +1,525 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * See conn.h.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "conn.h"
+#include "dispatch.h"
+#include "internal/json-util.h"
+#include "internal/log.h"
+#include "internal/macro.h"
+#include "manager.h"
+#include "noiommu/protocol.h"
+#include "polkit.h"
+
+struct OutMsg {
+        OutMsg *next;
+        size_t size;
+        size_t off;
+        int fds[NOIOMMU_FDS_PER_REPLY_MAX];
+        size_t n_fds;
+        bool close_after;               /* the connection ends once this is written */
+        char data[];
+};
+
+static int conn_process(Conn *c);
+
+static uint64_t now(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
+}
+
+static uint64_t conn_now(Conn *c) {
+        uint64_t t;
+
+        if (sd_event_now(c->manager->event, CLOCK_MONOTONIC, &t) < 0)
+                return now();
+        return t;
+}
+
+static OutMsg *out_msg_free(OutMsg *o) {
+        if (!o)
+                return NULL;
+        close_many(o->fds, o->n_fds);
+        free(o);
+        return NULL;
+}
+
+static void conn_update_timer(Conn *c) {
+        uint64_t deadline = 0;
+
+        if (c->state == CONN_CLOSING)
+                deadline = c->out_since + NOIOMMU_REQUEST_TIMEOUT_USEC;
+        else if (c->out_head)
+                deadline = c->out_since + NOIOMMU_WRITE_TIMEOUT_USEC;
+        else if (c->state == CONN_RUNNING)
+                deadline = 0;                   /* polkit has its own timeout */
+        else if (c->in.n > 0)
+                deadline = c->in_since + NOIOMMU_REQUEST_TIMEOUT_USEC;
+        else if (c->n_regions == 0)
+                deadline = c->last_activity +
+                           (c->had_request ? NOIOMMU_IDLE_TIMEOUT_USEC : NOIOMMU_REQUEST_TIMEOUT_USEC);
+
+        if (deadline == 0) {
+                (void) sd_event_source_set_enabled(c->timer_source, SD_EVENT_OFF);
+                return;
+        }
+        (void) sd_event_source_set_time(c->timer_source, deadline);
+        (void) sd_event_source_set_enabled(c->timer_source, SD_EVENT_ONESHOT);
+}
+
+static void conn_update_io(Conn *c) {
+        uint32_t events = 0;
+
+        if (c->out_head)
+                events |= EPOLLOUT;
+        /* Read only when idle and nothing is waiting to be written: one request at a time. */
+        if (c->state == CONN_IDLE && !c->out_head)
+                events |= EPOLLIN;
+        (void) sd_event_source_set_io_events(c->io_source, events);
+        conn_update_timer(c);
+}
+
+static void conn_schedule(Conn *c) {
+        (void) sd_event_source_set_enabled(c->defer_source, SD_EVENT_ONESHOT);
+}
+
+void conn_redispatch(void *userdata) {
+        conn_schedule(userdata);
+}
+
+static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Conn *c = userdata;
+        int r;
+
+        /* epoll reports a hang-up even while we are not asking for EPOLLIN (a request is
+         * pending in polkit): the client is gone, so whatever it asked for is moot. Freeing
+         * here cancels a pending polkit check and releases its memory at once, and keeps a
+         * level-triggered HUP from spinning the loop. */
+        if (revents & (EPOLLHUP | EPOLLERR)) {
+                (void) conn_free(c, "client-exit");
+                return 0;
+        }
+
+        r = conn_process(c);
+        if (r < 0)
+                (void) conn_free(c, "client-exit");
+        return 0;
+}
+
+static int on_defer(sd_event_source *s, void *userdata) {
+        Conn *c = userdata;
+        int r;
+
+        r = conn_process(c);
+        if (r < 0)
+                (void) conn_free(c, "client-exit");
+        return 0;
+}
+
+static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Conn *c = userdata;
+
+        log_debug("Closing connection of UID %u (PID %i): %s.", (unsigned) c->id.uid, (int) c->id.pid,
+                  c->state == CONN_CLOSING ? "final reply not read" :
+                  c->out_head ? "reply not read" :
+                  c->in.n > 0 ? "request not completed in time" : "idle");
+        (void) conn_free(c, "client-exit");
+        return 0;
+}
+
+int conn_new(Manager *m, int fd, Conn **ret) {
+        _cleanup_(client_identity_done) ClientIdentity id = CLIENT_IDENTITY_INIT;
+        Conn *c;
+        int r;
+
+        assert(m);
+        assert(fd >= 0);
+        assert(ret);
+
+        r = client_identity_from_socket(fd, &id);     /* identity is fixed at accept time */
+        if (r < 0)
+                return r;
+
+        c = new0(Conn, 1);
+        if (!c)
+                return -ENOMEM;
+        *c = (Conn) {
+                .manager = m,
+                .fd = -EBADF,
+                .id = id,
+                .state = CONN_IDLE,
+        };
+        id.pidfd = -EBADF;                             /* moved into c->id */
+        wire_buffer_init(&c->in, NOIOMMU_REQUEST_SIZE_MAX);
+        c->last_activity = conn_now(c);
+
+        r = sd_event_add_io(m->event, &c->io_source, fd, EPOLLIN, on_io, c);
+        if (r >= 0)
+                r = sd_event_add_time(m->event, &c->timer_source, CLOCK_MONOTONIC, 0, 0, on_timer, c);
+        if (r >= 0)
+                r = sd_event_add_defer(m->event, &c->defer_source, on_defer, c);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(c->defer_source, SD_EVENT_OFF);
+        if (r >= 0)
+                r = manager_conn_added(m, c);
+        if (r < 0) {
+                c->io_source = sd_event_source_disable_unref(c->io_source);
+                c->timer_source = sd_event_source_disable_unref(c->timer_source);
+                c->defer_source = sd_event_source_disable_unref(c->defer_source);
+                wire_buffer_done(&c->in);
+                client_identity_done(&c->id);
+                free(c);
+                return r;
+        }
+
+        c->fd = fd;                  /* ours only on success; the caller then forgets it */
+        conn_update_io(c);
+        *ret = c;
+        return 0;
+}
+
+Conn *conn_free(Conn *c, const char *reason) {
+        if (!c)
+                return NULL;
+
+        /* Pending polkit check: cancel it; the reply, if any, is ignored. */
+        c->polkit = polkit_query_free(c->polkit);
+
+        while (c->n_regions > 0)
+                conn_free_region(c, c->n_regions - 1, reason);
+
+        c->io_source = sd_event_source_disable_unref(c->io_source);
+        c->timer_source = sd_event_source_disable_unref(c->timer_source);
+        c->defer_source = sd_event_source_disable_unref(c->defer_source);
+
+        while (c->out_head) {
+                OutMsg *o = c->out_head;
+                c->out_head = o->next;
+                out_msg_free(o);
+        }
+        json_decref(c->current);
+        wire_buffer_done(&c->in);
+        client_identity_done(&c->id);
+        c->fd = safe_close(c->fd);
+
+        manager_conn_removed(c->manager, c);
+        free(c);
+        return NULL;
+}
+
+/* Writes queued output. Returns 0 when everything is written or the socket is full, 1 when a
+ * final message was written and the connection should end, negative errno on a dead peer. */
+static int conn_write(Conn *c) {
+        while (c->out_head) {
+                OutMsg *o = c->out_head;
+                ssize_t n;
+
+                n = wire_send(c->fd, o->data + o->off, o->size - o->off,
+                              o->off == 0 ? o->fds : NULL, o->off == 0 ? o->n_fds : 0);
+                if (n == -EAGAIN || n == -EINTR)
+                        return 0;
+                if (n < 0)
+                        return (int) n;             /* EPIPE, ECONNRESET, ETOOMANYREFS, ... */
+
+                c->out_since = conn_now(c);
+                /* The kernel duplicated the fds into the message on the first sendmsg();
+                 * our copies can go now. */
+                close_many(o->fds, o->n_fds);
+                o->n_fds = 0;
+                o->off += (size_t) n;
+                c->out_bytes -= (size_t) n;
+                if (o->off < o->size)
+                        continue;
+
+                c->out_head = o->next;
+                if (!c->out_head)
+                        c->out_tail = NULL;
+                if (o->close_after) {
+                        out_msg_free(o);
+                        return 1;
+                }
+                out_msg_free(o);
+        }
+        return 0;
+}
+
+static int conn_queue(Conn *c, json_t *msg, const int *fds, size_t n_fds, bool close_after) {
+        _cleanup_free_ char *s = NULL;
+        OutMsg *o;
+        size_t n;
+
+        s = json_dumps(msg, JSON_COMPACT);
+        json_decref(msg);
+        if (!s)
+                return -ENOMEM;
+        n = strlen(s) + 1;                      /* the NUL terminates the message */
+        if (n > NOIOMMU_REPLY_SIZE_MAX)
+                return -E2BIG;
+
+        o = malloc(sizeof(OutMsg) + n);
+        if (!o)
+                return -ENOMEM;
+        *o = (OutMsg) { .size = n, .close_after = close_after };
+        memcpy(o->data, s, n);
+        for (size_t i = 0; i < n_fds; i++) {
+                o->fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+                if (o->fds[i] < 0) {
+                        int e = negative_errno();
+                        close_many(o->fds, i);
+                        free(o);
+                        return e;
+                }
+                o->n_fds = i + 1;
+        }
+
+        if (!c->out_head)
+                c->out_since = conn_now(c);
+        if (c->out_tail)
+                c->out_tail->next = o;
+        else
+                c->out_head = o;
+        c->out_tail = o;
+        c->out_bytes += n;
+        return 0;
+}
+
+/* The current request is answered: forget it and let the next one in. */
+static void conn_request_done(Conn *c) {
+        json_decref(c->current);
+        c->current = NULL;
+        c->current_oneway = false;
+        if (c->state == CONN_RUNNING)
+                c->state = CONN_IDLE;
+        c->last_activity = conn_now(c);
+}
+
+int conn_reply(Conn *c, json_t *params, const int *fds, size_t n_fds) {
+        json_t *msg;
+        int r;
+
+        assert(c->current);
+
+        if (c->current_oneway) {
+                json_decref(params);
+                conn_request_done(c);
+                return 0;
+        }
+
+        msg = json_pack("{s:o}", "parameters", params ?: json_object());
+        if (!msg)
+                return -ENOMEM;
+        r = conn_queue(c, msg, fds, n_fds, false);
+        conn_request_done(c);
+        return r;
+}
+
+int conn_reply_error(Conn *c, const char *error, json_t *params) {
+        json_t *msg;
+        int r;
+
+        if (c->current_oneway) {
+                json_decref(params);
+                conn_request_done(c);
+                return 0;
+        }
+
+        msg = json_pack("{s:s, s:o}", "error", error, "parameters", params ?: json_object());
+        if (!msg)
+                return -ENOMEM;
+        r = conn_queue(c, msg, NULL, 0, false);
+        conn_request_done(c);
+        return r;
+}
+
+void conn_protocol_violation(Conn *c, const char *reason) {
+        json_t *msg;
+
+        audit_protocol_violation(&c->id, reason);
+
+        c->polkit = polkit_query_free(c->polkit);
+        json_decref(c->current);
+        c->current = NULL;
+        c->state = CONN_CLOSING;
+        /* Never try to resync: drop whatever else the client sent. */
+        c->in.n = 0;
+
+        msg = json_pack("{s:s, s:{s:s}}", "error", NOIOMMU_ERROR_PROTOCOL_VIOLATION,
+                        "parameters", "reason", reason);
+        if (!msg || conn_queue(c, msg, NULL, 0, /* close_after= */ true) < 0) {
+                /* Could not even queue the error: close at the next wake-up. */
+                if (!c->out_head) {
+                        (void) shutdown(c->fd, SHUT_RDWR);
+                }
+        }
+        conn_schedule(c);
+}
+
+/* Reads once. Returns 1 if bytes arrived, 0 if nothing to read, negative errno if the
+ * connection must end (EOF, error, protocol violation already handled). */
+static int conn_read(Conn *c) {
+        size_t space;
+        char *p;
+        ssize_t n;
+
+        p = wire_buffer_space(&c->in, 4096, &space);
+        if (!p) {
+                if (space == 0 && errno != ENOMEM) {
+                        conn_protocol_violation(c, "request too large");
+                        return 0;
+                }
+                return -ENOMEM;
+        }
+
+        n = wire_recv_nofds(c->fd, p, space);
+        if (n == -EAGAIN || n == -EINTR)
+                return 0;
+        if (n == -EBADMSG) {
+                /* The kernel already dropped the fds (we offered no room for them). */
+                conn_protocol_violation(c, "file descriptors sent to the daemon");
+                return 0;
+        }
+        if (n < 0)
+                return (int) n;
+        if (n == 0)
+                return -ECONNRESET;             /* EOF: the client is gone */
+
+        if (c->in.n == 0)
+                c->in_since = conn_now(c);
+        c->in.n += (size_t) n;
+        c->last_activity = conn_now(c);
+        return 1;
+}
+
+/* Takes one complete request off the input buffer and dispatches it. Returns 1 if a request
+ * was dispatched, 0 if none is complete. */
+static int conn_parse_and_dispatch(Conn *c) {
+        json_t *msg = NULL;
+        ssize_t len;
+        int r;
+
+        len = wire_buffer_message(&c->in);
+        if (len < 0)
+                return 0;
+
+        r = json_parse_message(c->in.data, (size_t) len, &msg);
+        wire_buffer_consume(&c->in, (size_t) len + 1);
+        if (c->in.n > 0)
+                c->in_since = conn_now(c);
+        if (r < 0) {
+                conn_protocol_violation(c, "malformed message");
+                return 1;
+        }
+
+        c->had_request = true;
+        c->current = msg;
+        c->state = CONN_RUNNING;
+        r = dispatch_current(c);
+        if (r < 0) {
+                log_error_errno(r, "Failed to handle request of UID %u (PID %i): %m",
+                                (unsigned) c->id.uid, (int) c->id.pid);
+                if (c->current)
+                        (void) conn_reply_error(c, NOIOMMU_ERROR_INTERNAL, NULL);
+        }
+        return 1;
+}
+
+static int conn_process(Conn *c) {
+        int r;
+
+        /* 1. write */
+        r = conn_write(c);
+        if (r != 0)
+                return r < 0 ? r : -ECONNRESET;
+        if (c->state == CONN_CLOSING) {
+                conn_update_io(c);
+                return 0;
+        }
+
+        /* 2. dispatch again: an asynchronous step of the current request has finished */
+        if (c->state == CONN_RUNNING) {
+                if (c->current && (!c->polkit || polkit_query_answered(c->polkit))) {
+                        r = dispatch_current(c);
+                        if (r < 0) {
+                                log_error_errno(r, "Failed to handle request of UID %u (PID %i): %m",
+                                                (unsigned) c->id.uid, (int) c->id.pid);
+                                if (c->current)
+                                        (void) conn_reply_error(c, NOIOMMU_ERROR_INTERNAL, NULL);
+                        }
+                }
+        } else if (!c->out_head) {
+                /* 3. parse a buffered request; 4. read once if there is none */
+                r = conn_parse_and_dispatch(c);
+                if (r == 0) {
+                        r = conn_read(c);
+                        if (r < 0)
+                                return r;
+                        if (r > 0 && c->state == CONN_IDLE)
+                                (void) conn_parse_and_dispatch(c);
+                }
+        }
+
+        /* Write what the dispatch produced right away; most replies fit the socket buffer. */
+        r = conn_write(c);
+        if (r != 0)
+                return r < 0 ? r : -ECONNRESET;
+
+        /* More complete requests buffered and nothing pending: continue on the next loop
+         * iteration, after other connections had their turn. */
+        if (c->state == CONN_IDLE && !c->out_head && wire_buffer_message(&c->in) >= 0)
+                conn_schedule(c);
+        if (c->state == CONN_CLOSING)
+                conn_schedule(c);
+
+        conn_update_io(c);
+        return 0;
+}
+
+int conn_add_region(Conn *c, HugeRegion *r) {
+        if (c->n_regions >= NOIOMMU_REGIONS_PER_CONN_MAX)
+                return -EUSERS;
+        c->regions[c->n_regions++] = r;
+        c->manager->n_regions++;
+        c->manager->region_bytes += r->size;
+        return 0;
+}
+
+HugeRegion *conn_find_region(Conn *c, const char *id, size_t *ret_index) {
+        for (size_t i = 0; i < c->n_regions; i++)
+                if (streq(c->regions[i]->id, id)) {
+                        *ret_index = i;
+                        return c->regions[i];
+                }
+        return NULL;
+}
+
+void conn_free_region(Conn *c, size_t index, const char *reason) {
+        HugeRegion *r;
+        int k;
+
+        assert(index < c->n_regions);
+        r = c->regions[index];
+        c->regions[index] = c->regions[--c->n_regions];
+        c->manager->n_regions--;
+        c->manager->region_bytes -= r->size;
+
+        /* Compare the PFNs with those handed out: a difference means a page moved while
+         * pinned, or the client punched a hole (the pinned page stayed ours either way). */
+        k = huge_region_verify(r, c->manager->pagemap_fd);
+        if (k < 0 && k != -ESTALE)
+                log_warning_errno(k, "Failed to re-read physical addresses of %s, ignoring: %m", r->id);
+        audit_memory_freed(&c->id, r, reason, k == -ESTALE);
+        huge_region_free(r);
+}

@@ -1,0 +1,455 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Request dispatch: Varlink message checks, the method table, and the handlers.
+ *
+ * A request is traced through the daemon by reading, in order: conn.c (bytes to a parsed
+ * message), this file (message to handler: parse -> validate -> authorize -> act -> reply),
+ * polkit.c (authorize), inventory.c or hugepage.c (act), audit.c (records).
+ */
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <systemd/sd-id128.h>
+
+#include "audit.h"
+#include "config.h"
+#include "conn.h"
+#include "dispatch.h"
+#include "hugepage.h"
+#include "internal/json-util.h"
+#include "internal/log.h"
+#include "internal/macro.h"
+#include "inventory.h"
+#include "manager.h"
+#include "noiommu/protocol.h"
+#include "polkit.h"
+
+extern const char varlink_service_interface[];
+
+#define ACTION_LIST_DEVICES "io.noiommud.list-devices"
+#define ACTION_ALLOCATE_MEMORY "io.noiommud.allocate-memory"
+
+typedef int (*method_handler_t)(Conn *c, json_t *params);
+
+typedef enum MethodFlags {
+        METHOD_SENDS_FDS = 1 << 0,      /* the reply carries fds: a oneway call makes no sense */
+} MethodFlags;
+
+typedef struct Method {
+        const char *name;
+        method_handler_t handler;
+        MethodFlags flags;
+} Method;
+
+static int reply_invalid_parameter(Conn *c, const char *parameter) {
+        return conn_reply_error(c, VARLINK_ERROR_INVALID_PARAMETER,
+                                json_pack("{s:s}", "parameter", parameter));
+}
+
+/* Returns the first key of params not in allowed, or NULL. Unknown parameters are an error so
+ * that a typo never silently means "default". */
+static const char *params_unknown_key(json_t *params, const char *const *allowed) {
+        const char *key;
+        json_t *v;
+
+        json_object_foreach(params, key, v) {
+                bool found = false;
+
+                for (const char *const *a = allowed; *a; a++)
+                        if (streq(*a, key))
+                                found = true;
+                if (!found)
+                        return key;
+        }
+        return NULL;
+}
+
+/* A parameter that is absent or null is "not given" (Varlink's optional fields). */
+static json_t *param_get(json_t *params, const char *key) {
+        json_t *v = json_object_get(params, key);
+
+        return json_is_null(v) ? NULL : v;
+}
+
+/* Authorization step shared by all handlers. Returns 1 to go on and act, 0 when the handler
+ * must return 0 now (the check is pending, or a denial was already answered), negative errno
+ * on our own failure. */
+static int authorize(Conn *c, const char *action, char **details, bool interactive) {
+        const char *reason = NULL;
+        int r;
+
+        r = polkit_verify(c->manager->polkit, &c->polkit, &c->id, action, details, interactive,
+                          conn_redispatch, c, &reason);
+        if (r > 0)
+                return 1;
+        if (r == 0)
+                return 0;               /* pending: the whole handler runs again later */
+        if (r == -EACCES)
+                r = conn_reply_error(c, NOIOMMU_ERROR_PERMISSION_DENIED,
+                                     json_pack("{s:s}", "reason", reason ?: POLKIT_REASON_DENIED));
+        else if (r == -EKEYREJECTED)
+                r = conn_reply_error(c, NOIOMMU_ERROR_INTERACTIVE_AUTH_REQUIRED, NULL);
+        else if (r == -EUSERS) {
+                audit_limit_exceeded(&c->id, reason);
+                r = conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED,
+                                     json_pack("{s:s}", "limit", reason));
+        } else
+                return r;
+        return r < 0 ? r : 0;
+}
+
+/* Why each method may be called by anyone who reaches the socket:
+ *   GetInfo, GetInterfaceDescription: static introspection data, no state, no polkit.
+ *   ListDevices:     read-only inventory of sysfs; polkit io.noiommud.list-devices (default yes).
+ *   AllocateMemory:  takes pinned memory from the shared hugepage pool and reveals physical
+ *                    addresses; per-connection cap, then polkit io.noiommud.allocate-memory
+ *                    (auth_admin by default). Sizes are integers only, rounded to whole pages.
+ *   FreeMemory:      acts only on memory this very connection allocated; no polkit needed. */
+
+static int method_get_info(Conn *c, json_t *params) {
+        static const char *const allowed[] = { NULL };
+        const char *k = params_unknown_key(params, allowed);
+
+        if (k)
+                return reply_invalid_parameter(c, k);
+
+        return conn_reply(c, json_pack("{s:s, s:s, s:s, s:s, s:[s, s]}",
+                                       "vendor", "noiommud project",
+                                       "product", "noiommud",
+                                       "version", PACKAGE_VERSION,
+                                       "url", "urn:noiommud",
+                                       "interfaces", VARLINK_SERVICE_INTERFACE, NOIOMMU_INTERFACE),
+                          NULL, 0);
+}
+
+static int method_get_interface_description(Conn *c, json_t *params) {
+        static const char *const allowed[] = { "interface", NULL };
+        const char *k = params_unknown_key(params, allowed), *name;
+        json_t *v;
+
+        if (k)
+                return reply_invalid_parameter(c, k);
+        v = param_get(params, "interface");
+        if (!json_is_string(v))
+                return reply_invalid_parameter(c, "interface");
+        name = json_string_value(v);
+
+        if (streq(name, NOIOMMU_INTERFACE))
+                return conn_reply(c, json_pack("{s:s}", "description", noiommu_broker_interface), NULL, 0);
+        if (streq(name, VARLINK_SERVICE_INTERFACE))
+                return conn_reply(c, json_pack("{s:s}", "description", varlink_service_interface), NULL, 0);
+        return conn_reply_error(c, VARLINK_ERROR_INTERFACE_NOT_FOUND, json_pack("{s:s}", "interface", name));
+}
+
+static json_t *device_to_json(const InventoryDevice *d) {
+        char vendor[8], device[8];
+        const char *backend = backend_to_string(d->backend);
+
+        (void) snprintf(vendor, sizeof(vendor), "%04x", d->vendor_id);
+        (void) snprintf(device, sizeof(device), "%04x", d->device_id);
+        return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:i, s:s, s:o}",
+                         "address", d->address,
+                         "vendorId", vendor,
+                         "deviceId", device,
+                         "driver", d->driver,
+                         "backend", backend ? json_string(backend) : json_null(),
+                         "iommuGroup", d->iommu_group >= 0 ? json_integer(d->iommu_group) : json_null(),
+                         "numaNode", d->numa_node,
+                         "state", backend ? "available" : "unsupported",
+                         "reason", d->reason ? json_string(d->reason) : json_null());
+}
+
+static int method_list_devices(Conn *c, json_t *params) {
+        static const char *const allowed[] = { NULL };
+        _cleanup_free_ InventoryDevice *devices = NULL;
+        const char *k = params_unknown_key(params, allowed);
+        json_t *list;
+        int n, r;
+
+        if (k)
+                return reply_invalid_parameter(c, k);
+
+        r = authorize(c, ACTION_LIST_DEVICES, NULL, false);
+        if (r <= 0)
+                return r;
+
+        n = inventory_scan("/", &devices);
+        if (n < 0)
+                return log_error_errno(n, "Failed to scan PCI devices: %m");
+
+        list = json_array();
+        if (!list)
+                return -ENOMEM;
+        for (int i = 0; i < n; i++)
+                if (json_array_append_new(list, device_to_json(&devices[i])) < 0) {
+                        json_decref(list);
+                        return -ENOMEM;
+                }
+        return conn_reply(c, json_pack("{s:o}", "devices", list), NULL, 0);
+}
+
+static bool numa_node_exists(int64_t node) {
+        char path[64];
+
+        (void) snprintf(path, sizeof(path), "/sys/devices/system/node/node%" PRIi64, node);
+        return access(path, F_OK) == 0;
+}
+
+static int method_allocate_memory(Conn *c, json_t *params) {
+        static const char *const allowed[] = { "size", "lease", "hugepageSize", "numaNode", "interactive", NULL };
+        _cleanup_(huge_region_freep) HugeRegion *region = NULL;
+        _cleanup_free_ DmaSegment *segments = NULL;
+        Manager *m = c->manager;
+        uint64_t size, hugepage_size = m->default_hugepage_size, pages;
+        int64_t numa_node = -1;
+        bool interactive = false;
+        char id[SD_ID128_STRING_MAX], s_size[32], s_hp[32], s_node[32];
+        const char *k;
+        json_t *v, *segs;
+        sd_id128_t rid;
+        int n, r;
+
+        /* parse + validate */
+        k = params_unknown_key(params, allowed);
+        if (k)
+                return reply_invalid_parameter(c, k);
+        if (json_get_u64(param_get(params, "size"), &size) < 0 || size == 0)
+                return reply_invalid_parameter(c, "size");
+        if ((v = param_get(params, "hugepageSize"))) {
+                if (json_get_u64(v, &hugepage_size) < 0 || hugepage_size == 0 ||
+                    (hugepage_size & (hugepage_size - 1)) != 0)
+                        return reply_invalid_parameter(c, "hugepageSize");
+        }
+        if ((v = param_get(params, "numaNode"))) {
+                if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 1023)
+                        return reply_invalid_parameter(c, "numaNode");
+                numa_node = json_integer_value(v);
+        }
+        if ((v = param_get(params, "interactive"))) {
+                if (!json_is_boolean(v))
+                        return reply_invalid_parameter(c, "interactive");
+                interactive = json_is_true(v);
+        }
+        if ((v = param_get(params, "lease"))) {
+                if (!json_is_string(v) || !noiommu_id_is_valid(json_string_value(v)))
+                        return reply_invalid_parameter(c, "lease");
+                /* Device leases do not exist in this version of the daemon. */
+                return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_LEASE,
+                                        json_pack("{s:s}", "lease", json_string_value(v)));
+        }
+
+        if (hugepage_size == 0)
+                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                                        json_pack("{s:s}", "reason", "the kernel offers no hugepages"));
+        if (hugepage_size_supported(hugepage_size) <= 0)
+                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                                        json_pack("{s:s}", "reason", "hugepage size not offered by the kernel"));
+        if (numa_node >= 0 && !numa_node_exists(numa_node))
+                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                                        json_pack("{s:s}", "reason", "no such NUMA node"));
+        if (size > NOIOMMU_ALLOC_SIZE_MAX)
+                return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED,
+                                        json_pack("{s:s}", "limit", "allocation-size"));
+        pages = (size + hugepage_size - 1) / hugepage_size;
+        size = pages * hugepage_size;
+        if (c->n_regions >= NOIOMMU_REGIONS_PER_CONN_MAX) {
+                audit_limit_exceeded(&c->id, "allocations-per-connection");
+                return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED,
+                                        json_pack("{s:s}", "limit", "allocations-per-connection"));
+        }
+
+        /* authorize: details carry validated numbers only, never client text */
+        (void) snprintf(s_size, sizeof(s_size), "%" PRIu64, size);
+        (void) snprintf(s_hp, sizeof(s_hp), "%" PRIu64, hugepage_size);
+        if (numa_node >= 0)
+                (void) snprintf(s_node, sizeof(s_node), "%" PRIi64, numa_node);
+        else
+                (void) snprintf(s_node, sizeof(s_node), "any");
+        char *details[] = { (char *) "size", s_size, (char *) "hugepage_size", s_hp,
+                            (char *) "numa_node", s_node, NULL };
+        r = authorize(c, ACTION_ALLOCATE_MEMORY, details, interactive);
+        if (r <= 0)
+                return r;
+
+        /* act */
+        r = sd_id128_randomize(&rid);
+        if (r < 0)
+                return r;
+        (void) sd_id128_to_string(rid, id);
+
+        r = huge_region_new(id, size, hugepage_size, (int) numa_node, m->pagemap_fd, &region);
+        if (r == -ENOSPC || r == -ENOMEM) {
+                log_info("Not enough free %" PRIu64 "-byte hugepages for %" PRIu64 " bytes for UID %u (PID %i).",
+                         hugepage_size, size, (unsigned) c->id.uid, (int) c->id.pid);
+                return conn_reply_error(c, NOIOMMU_ERROR_OUT_OF_MEMORY,
+                                        json_pack("{s:I, s:I}", "requested", (json_int_t) size,
+                                                  "hugepageSize", (json_int_t) hugepage_size));
+        }
+        if (r == -EPERM || r == -EOPNOTSUPP || r == -ENOSYS)
+                return log_error_errno(r, "Cannot pin DMA memory with io_uring (is kernel.io_uring_disabled set?): %m");
+        if (r == -ENXIO)
+                return log_error_errno(r, "pagemap shows no physical addresses: the daemon needs CAP_SYS_ADMIN when it starts.");
+        if (r < 0)
+                return log_error_errno(r, "Failed to allocate %" PRIu64 " bytes of DMA memory: %m", size);
+
+        n = dma_segments_merge(region->phys, region->n_pages, region->hugepage_size, &segments);
+        if (n < 0)
+                return n;
+
+        segs = json_array();
+        if (!segs)
+                return -ENOMEM;
+        for (int i = 0; i < n; i++)
+                if (json_array_append_new(segs, json_pack("{s:I, s:I, s:I}",
+                                                          "offset", (json_int_t) segments[i].offset,
+                                                          "length", (json_int_t) segments[i].length,
+                                                          "dmaAddress", (json_int_t) segments[i].dma_address)) < 0) {
+                        json_decref(segs);
+                        return -ENOMEM;
+                }
+
+        r = conn_add_region(c, region);
+        if (r < 0) {
+                json_decref(segs);
+                return r;
+        }
+        audit_memory_granted(&c->id, region, (size_t) n);
+
+        /* reply: the memfd rides on the first byte; "fd" is its index among the reply's fds */
+        int memfd = region->memfd, node = region->numa_node;
+        (void) TAKE_PTR(region);                /* owned by the connection now */
+        return conn_reply(c, json_pack("{s:s, s:I, s:I, s:i, s:s, s:o, s:i}",
+                                       "memory", id,
+                                       "size", (json_int_t) size,
+                                       "hugepageSize", (json_int_t) hugepage_size,
+                                       "numaNode", node,
+                                       "addressKind", "physical",
+                                       "segments", segs,
+                                       "fd", 0),
+                          &memfd, 1);
+}
+
+static int method_free_memory(Conn *c, json_t *params) {
+        static const char *const allowed[] = { "memory", NULL };
+        const char *k = params_unknown_key(params, allowed), *id;
+        size_t index;
+        json_t *v;
+
+        if (k)
+                return reply_invalid_parameter(c, k);
+        v = param_get(params, "memory");
+        if (!json_is_string(v) || !noiommu_id_is_valid(json_string_value(v)))
+                return reply_invalid_parameter(c, "memory");
+        id = json_string_value(v);
+
+        if (!conn_find_region(c, id, &index))
+                return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_MEMORY, json_pack("{s:s}", "memory", id));
+
+        conn_free_region(c, index, "free");
+        return conn_reply(c, NULL, NULL, 0);
+}
+
+static const Method methods[] = {
+        { VARLINK_METHOD_GET_INFO, method_get_info, 0 },
+        { VARLINK_METHOD_GET_INTERFACE_DESCRIPTION, method_get_interface_description, 0 },
+        { NOIOMMU_METHOD_LIST_DEVICES, method_list_devices, 0 },
+        { NOIOMMU_METHOD_ALLOCATE_MEMORY, method_allocate_memory, METHOD_SENDS_FDS },
+        { NOIOMMU_METHOD_FREE_MEMORY, method_free_memory, 0 },
+        {}
+};
+
+static const Method *method_find(const char *name) {
+        for (const Method *m = methods; m->name; m++)
+                if (streq(m->name, name))
+                        return m;
+        return NULL;
+}
+
+static bool interface_known(const char *method) {
+        const char *dot = strrchr(method, '.');
+        size_t n;
+
+        if (!dot)
+                return false;
+        n = (size_t) (dot - method);
+        return (n == strlen(NOIOMMU_INTERFACE) && strncmp(method, NOIOMMU_INTERFACE, n) == 0) ||
+               (n == strlen(VARLINK_SERVICE_INTERFACE) && strncmp(method, VARLINK_SERVICE_INTERFACE, n) == 0);
+}
+
+int dispatch_current(Conn *c) {
+        static const char *const allowed[] = { "method", "parameters", "oneway", "more", "upgrade", NULL };
+        json_t *msg = c->current, *params, *v;
+        const Method *method;
+        const char *name, *k;
+        int r;
+
+        assert(msg);
+
+        k = params_unknown_key(msg, allowed);
+        if (k) {
+                conn_protocol_violation(c, "unknown field in message");
+                return 0;
+        }
+        v = json_object_get(msg, "method");
+        if (!json_is_string(v)) {
+                conn_protocol_violation(c, "message without a method");
+                return 0;
+        }
+        name = json_string_value(v);
+
+        params = json_object_get(msg, "parameters");
+        if (params && !json_is_object(params) && !json_is_null(params)) {
+                conn_protocol_violation(c, "parameters is not an object");
+                return 0;
+        }
+        v = json_object_get(msg, "upgrade");
+        if (v && !json_is_false(v))
+                return conn_reply_error(c, VARLINK_ERROR_INVALID_PARAMETER,
+                                        json_pack("{s:s}", "parameter", "upgrade"));
+        for (const char *const *flag = (const char *const[]) { "oneway", "more", NULL }; *flag; flag++) {
+                v = json_object_get(msg, *flag);
+                if (v && !json_is_boolean(v)) {
+                        conn_protocol_violation(c, "oneway or more is not a boolean");
+                        return 0;
+                }
+        }
+
+        method = method_find(name);
+        if (!method) {
+                if (interface_known(name))
+                        return conn_reply_error(c, VARLINK_ERROR_METHOD_NOT_FOUND,
+                                                json_pack("{s:s}", "method", name));
+                return conn_reply_error(c, VARLINK_ERROR_INTERFACE_NOT_FOUND,
+                                        json_pack("{s:s%}", "interface", name,
+                                                  strrchr(name, '.') ? (size_t) (strrchr(name, '.') - name)
+                                                                     : strlen(name)));
+        }
+
+        if (json_is_true(json_object_get(msg, "oneway"))) {
+                if (method->flags & METHOD_SENDS_FDS)
+                        return reply_invalid_parameter(c, "oneway");
+                c->current_oneway = true;
+        }
+
+        if (!params || json_is_null(params)) {
+                _cleanup_(json_decrefp) json_t *empty = json_object();
+
+                if (!empty)
+                        return -ENOMEM;
+                r = method->handler(c, empty);
+        } else
+                r = method->handler(c, params);
+        if (r < 0)
+                return r;
+
+        /* A handler either answered or left a polkit check pending; anything else is our bug. */
+        if (c->current && !c->polkit && c->state == CONN_RUNNING) {
+                log_error("Handler for %s neither replied nor waits for polkit.", name);
+                return -EPROTO;
+        }
+        return 0;
+}

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The method table: every request is parsed, validated, authorized, acted on and answered, in
+ * that order, by one handler. Handlers may run more than once for one request (after an
+ * asynchronous polkit reply the whole handler runs again from the top), so nothing before the
+ * authorization step may change state.
+ */
+#pragma once
+
+typedef struct Conn Conn;
+
+/* Runs the handler for c->current. Returns 0 when the request was answered or is waiting for an
+ * asynchronous step, negative errno on the daemon's own failure (the caller answers with
+ * InternalError). Client mistakes are answered here and are not failures. */
+int dispatch_current(Conn *c);
+
+/* The interface description of io.noiommud.Broker, embedded at build time. */
+extern const char noiommu_broker_interface[];

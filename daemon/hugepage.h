@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * DMA memory: one fresh hugetlb memfd per allocation, preallocated, sealed, mapped by the
+ * daemon, held by a long-term pin, with its physical addresses resolved from pagemap.
+ *
+ * Why each step (security.md §5):
+ *   - fallocate() preallocates, so hugepage exhaustion is ENOSPC here and never SIGBUS in the
+ *     client; fresh hugetlb pages are zeroed by the kernel, so no client sees another's data.
+ *   - F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL: the client cannot truncate pages the device uses.
+ *     Punch-hole is not blocked by any usable seal; the pin below keeps a punched page out of
+ *     the free pool until the daemon releases it.
+ *   - The pin is an io_uring fixed-buffer registration of the daemon's own mapping
+ *     (IORING_REGISTER_BUFFERS pins with FOLL_LONGTERM). mlock() is not a pin: mlocked pages can
+ *     still migrate. The pin is taken *before* pagemap is read, because a long-term pin may first
+ *     migrate pages out of ZONE_MOVABLE/CMA.
+ *   - pagemap shows PFNs only to openers with CAP_SYS_ADMIN; the daemon opens /proc/self/pagemap
+ *     once at start and never passes that fd on.
+ *
+ * This module never logs; it returns negative errno. -ENOSPC means the pool cannot satisfy the
+ * request (OutOfMemory to the client).
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal/macro.h"
+#include "noiommu/protocol.h"
+
+/* Largest single allocation: bounds the arithmetic and the reply size, far above real use. */
+#define NOIOMMU_ALLOC_SIZE_MAX (UINT64_C(1) << 40)
+
+typedef struct DmaSegment {
+        uint64_t offset;
+        uint64_t length;
+        uint64_t dma_address;
+} DmaSegment;
+
+typedef struct HugeRegion {
+        char id[NOIOMMU_ID_LEN + 1];
+        int memfd;
+        int pin_fd;                   /* io_uring instance holding the FOLL_LONGTERM pin */
+        void *addr;                   /* the daemon's own MAP_SHARED mapping */
+        uint64_t size;
+        uint64_t hugepage_size;
+        int numa_node;                /* node of the first page, -1 if unknown */
+        size_t n_pages;
+        uint64_t *phys;               /* physical address of each hugepage */
+} HugeRegion;
+
+/* Hugepage sizes the kernel offers (from /sys/kernel/mm/hugepages), ascending. */
+int hugepage_sizes(uint64_t *ret_sizes, size_t max, size_t *ret_n);
+
+/* The default hugepage size (Hugepagesize in /proc/meminfo). */
+int hugepage_default_size(uint64_t *ret);
+
+/* Whether hugepage_size is offered by the kernel. */
+int hugepage_size_supported(uint64_t hugepage_size);
+
+/* Allocates size bytes (already rounded to whole pages of hugepage_size) on numa_node (-1 for
+ * any) and resolves physical addresses through pagemap_fd. On success the region owns a memfd,
+ * a mapping and a pin. */
+int huge_region_new(const char *id, uint64_t size, uint64_t hugepage_size, int numa_node,
+                    int pagemap_fd, HugeRegion **ret);
+
+/* Unpins, unmaps and closes. Returns NULL. */
+HugeRegion *huge_region_free(HugeRegion *r);
+DEFINE_TRIVIAL_CLEANUP_FUNC(HugeRegion *, huge_region_free);
+
+/* Re-reads the physical addresses and compares them with those handed out: 0 if unchanged,
+ * -ESTALE if any page moved or left the file (a client punched a hole). */
+int huge_region_verify(const HugeRegion *r, int pagemap_fd);
+
+/* Merges per-page physical addresses into segments: consecutive pages whose addresses are
+ * contiguous form one segment. Returns the number of segments written to *ret (malloc'ed). */
+int dma_segments_merge(const uint64_t *phys, size_t n_pages, uint64_t page_size,
+                       DmaSegment **ret);
+
+/* Reads the physical address of the 4 KiB page at addr from pagemap_fd and checks that the
+ * "len" bytes from addr are physically contiguous. Returns -ENXIO when a page is not present or
+ * the PFN is hidden (the opener lacked CAP_SYS_ADMIN), -EFAULT when not contiguous. */
+int pagemap_resolve(int pagemap_fd, const void *addr, uint64_t len, uint64_t *ret_phys);

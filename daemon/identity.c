@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Peer identity at accept time. The pid + start time pair is a weak identity (CVE-2019-6133);
+ * the pidfd from SO_PEERPIDFD (Linux 6.5+) pins the very process that connected. On older
+ * kernels we fall back to pidfd_open(pid) right after accept, a weaker binding that is still
+ * checked against the start time, and say so in the journal record (security.md §3.7 (b)).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <systemd/sd-login.h>
+
+#include "identity.h"
+#include "internal/fd-util.h"
+#include "internal/macro.h"
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77                 /* Linux 6.5; bookworm's headers lack it */
+#endif
+
+#ifndef PIDFS_MAGIC
+#define PIDFS_MAGIC 0x50494446
+#endif
+
+/* The "Pid:" line of a pidfd's fdinfo: the pid in our namespace, -1 once the process exited
+ * (and was reaped), 0 if it is not visible to us. */
+static int pidfd_get_pid(int pidfd, pid_t *ret) {
+        _cleanup_free_ char *s = NULL;
+        char path[64];
+        const char *p;
+        int pid, r;
+
+        (void) snprintf(path, sizeof(path), "/proc/self/fdinfo/%i", pidfd);
+        r = read_small_file_at(AT_FDCWD, path, &s);
+        if (r < 0)
+                return r;
+        p = strstr(s, "\nPid:");
+        if (!p || sscanf(p, "\nPid: %i", &pid) != 1)
+                return -EBADMSG;
+        *ret = pid;
+        return 0;
+}
+
+static int pidfd_is_alive(int pidfd) {
+        if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0)
+                return errno == ESRCH ? 0 : negative_errno();
+        return 1;
+}
+
+static int peer_pidfd(int fd, pid_t pid, bool *ret_from_peer) {
+        socklen_t l = sizeof(int);
+        int pidfd = -EBADF;
+
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &l) >= 0 && pidfd >= 0) {
+                *ret_from_peer = true;
+                return pidfd;
+        }
+        /* ENOPROTOOPT: kernel older than 6.5. EINVAL/ESRCH: the peer was already reaped. */
+        if (errno != ENOPROTOOPT)
+                return negative_errno();
+
+        pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
+        if (pidfd < 0)
+                return negative_errno();
+        /* pidfds are always O_CLOEXEC */
+        *ret_from_peer = false;
+        return pidfd;
+}
+
+int client_identity_from_socket(int fd, ClientIdentity *ret) {
+        ClientIdentity id = CLIENT_IDENTITY_INIT;
+        struct ucred cred = { .pid = 0, .uid = (uid_t) -1, .gid = (gid_t) -1 };
+        socklen_t l = sizeof(cred);
+        _cleanup_close_ int pidfd = -EBADF;
+        _cleanup_free_ char *unit = NULL;
+        struct statfs sfs;
+        struct stat st;
+        pid_t fdinfo_pid;
+        int r;
+
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &l) < 0)
+                return negative_errno();
+        /* pid 0: the peer is in a pid namespace we cannot see into. The daemon runs in the
+         * initial user namespace, so every uid is mapped and the overflow uid cannot appear. */
+        if (cred.pid <= 0 || cred.uid == (uid_t) -1 || cred.gid == (gid_t) -1)
+                return -EPERM;
+
+        pidfd = peer_pidfd(fd, cred.pid, &id.pidfd_from_peer);
+        if (pidfd < 0)
+                return pidfd;
+
+        r = pidfd_get_pid(pidfd, &fdinfo_pid);
+        if (r < 0)
+                return r;
+        if (fdinfo_pid != cred.pid)
+                return -ESRCH;                  /* exited (-1) or not the connector */
+
+        r = proc_get_starttime(cred.pid, &id.start_time);
+        if (r < 0)
+                return r == -ENOENT ? -ESRCH : r;
+
+        /* Check again now that the start time is read: if the connector exited in between,
+         * /proc/PID may already belong to a new process with a reused pid. */
+        r = pidfd_is_alive(pidfd);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return -ESRCH;
+
+        if (fstatfs(pidfd, &sfs) >= 0 && sfs.f_type == PIDFS_MAGIC && fstat(pidfd, &st) >= 0)
+                id.pidfd_ino = (uint64_t) st.st_ino;
+
+        /* Informative only (audit records); the uid is what authorization uses. */
+        if (sd_pid_get_unit(cred.pid, &unit) >= 0 ||
+            sd_pid_get_user_unit(cred.pid, &unit) >= 0 ||
+            sd_pid_get_cgroup(cred.pid, &unit) >= 0)
+                (void) snprintf(id.unit, sizeof(id.unit), "%s", unit);
+
+        id.uid = cred.uid;
+        id.gid = cred.gid;
+        id.pid = cred.pid;
+        id.pidfd = TAKE_FD(pidfd);
+        *ret = id;
+        return 0;
+}
+
+int client_identity_still_valid(const ClientIdentity *id) {
+        unsigned long long st;
+        pid_t pid;
+        int r;
+
+        if (id->pidfd < 0 || id->pid <= 0)
+                return 0;
+
+        r = pidfd_is_alive(id->pidfd);
+        if (r <= 0)
+                return r;
+        r = pidfd_get_pid(id->pidfd, &pid);
+        if (r < 0)
+                return r;
+        if (pid != id->pid)
+                return 0;
+        r = proc_get_starttime(id->pid, &st);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        return st == id->start_time;
+}
+
+void client_identity_done(ClientIdentity *id) {
+        id->pidfd = safe_close(id->pidfd);
+}

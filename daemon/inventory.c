@@ -1,0 +1,725 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * See inventory.h for the classification rules (kernel-api.md §3.4, hazards 2, 5 and 6 of §10).
+ *
+ * What this module trusts: sysfs is written by the kernel, but the tree below "root" is still
+ * treated as input. Every path is resolved inside root (openat2() with RESOLVE_IN_ROOT, so
+ * neither ".." nor an absolute symlink leaves it), the "driver" and "iommu_group" links are
+ * only readlink()ed and reduced to their last component, and only names of the exact expected
+ * shape ("0000:01:00.0", "noiommu-vfioN", "vfioN", a decimal group number) are used to build
+ * further paths. No device node is opened here: the backend opens nodes by the major:minor
+ * found here and checks them with fstat().
+ *
+ * Nothing here logs; errors are returned, and per-device problems become a reason string.
+ */
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "internal/fd-util.h"
+#include "internal/json-util.h"
+#include "internal/macro.h"
+#include "inventory.h"
+#include "noiommu/protocol.h"
+
+#define SYSFS_PCI_DEVICES      "sys/bus/pci/devices"
+#define SYSFS_IOMMU_GROUPS     "sys/kernel/iommu_groups"
+#define SYSFS_CLASS_VFIO       "sys/class/vfio"
+#define SYSFS_CLASS_IOMMU      "sys/class/iommu"
+#define SYSFS_VFIO_PARAMETERS  "sys/module/vfio/parameters"
+#define NOIOMMU_PARAMETER      "enable_unsafe_noiommu_mode"
+
+#define DRIVER_VFIO_PCI        "vfio-pci"
+#define GROUP_NAME_NOIOMMU     "vfio-noiommu"
+#define CDEV_PREFIX_NOIOMMU    "noiommu-vfio"
+#define CDEV_PREFIX_IOMMU      "vfio"
+#define GROUP_CDEV_PREFIX      "noiommu-"
+
+/* Linux dev_t: 12-bit major, 20-bit minor (MINORBITS). */
+#define DEV_MAJOR_MAX 0xfffU
+#define DEV_MINOR_MAX 0xfffffU
+
+/* Index numbers in node names ("vfio%d", group ids) are ints in the kernel. */
+#define INDEX_DIGITS_MAX 9
+
+static const char *const backend_table[_BACKEND_MAX] = {
+        [BACKEND_CDEV_NOIOMMU]  = "cdev-noiommu",
+        [BACKEND_CDEV_IOMMU]    = "cdev-iommu",
+        [BACKEND_GROUP_NOIOMMU] = "group-noiommu",
+};
+
+const char *backend_to_string(Backend b) {
+        if (b < 0 || b >= _BACKEND_MAX)
+                return NULL;
+        return backend_table[b];
+}
+
+Backend backend_from_string(const char *s) {
+        if (!s)
+                return _BACKEND_INVALID;
+        for (size_t i = 0; i < ELEMENTSOF(backend_table); i++)
+                if (streq(backend_table[i], s))
+                        return (Backend) i;
+        return _BACKEND_INVALID;
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(DIR *, closedir);
+
+/* Opens "path" relative to root_fd with root_fd acting as "/" for every component, symlinks
+ * included. Kernels before 5.6 and seccomp filters that predate openat2() (which answer ENOSYS
+ * or EPERM) get plain openat(): in production root is "/", where there is nothing to escape to,
+ * so only fixture trees lose the confinement. */
+static int open_in_root(int root_fd, const char *path, int flags) {
+        struct open_how how = {
+                .flags = (uint64_t) (flags | O_CLOEXEC),
+                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+        };
+        long fd;
+
+        fd = syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+        if (fd >= 0)
+                return (int) fd;
+        if (errno != ENOSYS && errno != EPERM)
+                return negative_errno();
+
+        fd = openat(root_fd, path, flags | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        return (int) fd;
+}
+
+/* "prefix" followed by 1..INDEX_DIGITS_MAX decimal digits and nothing else. */
+static bool name_is_prefix_number(const char *name, const char *prefix) {
+        size_t l = strlen(prefix), n;
+
+        if (strncmp(name, prefix, l) != 0)
+                return false;
+        n = strspn(name + l, "0123456789");
+        return n > 0 && n <= INDEX_DIGITS_MAX && name[l + n] == 0;
+}
+
+/* A decimal number without sign, at most INDEX_DIGITS_MAX digits. */
+static int parse_index(const char *s, int *ret) {
+        size_t n;
+        long v;
+
+        n = strspn(s, "0123456789");
+        if (n == 0 || n > INDEX_DIGITS_MAX || s[n] != 0)
+                return -EINVAL;
+        v = strtol(s, NULL, 10);
+        *ret = (int) v;
+        return 0;
+}
+
+/* sysfs "vendor" and "device" read "0x1234" (%#06x). */
+static int parse_pci_id(const char *s, uint16_t *ret) {
+        size_t n;
+        unsigned long v;
+
+        if (s[0] != '0' || s[1] != 'x')
+                return -EINVAL;
+        n = strspn(s + 2, "0123456789abcdefABCDEF");
+        if (n == 0 || n > 4 || s[2 + n] != 0)
+                return -EINVAL;
+        v = strtoul(s + 2, NULL, 16);
+        *ret = (uint16_t) v;
+        return 0;
+}
+
+/* A "dev" attribute: "major:minor" in decimal. */
+static int parse_devnum(const char *s, dev_t *ret) {
+        unsigned long ma, mi;
+        size_t n;
+        char *end;
+
+        n = strspn(s, "0123456789");
+        if (n == 0 || n > 4 || s[n] != ':')
+                return -EINVAL;
+        ma = strtoul(s, &end, 10);
+        s = end + 1;
+        n = strspn(s, "0123456789");
+        if (n == 0 || n > 7 || s[n] != 0)
+                return -EINVAL;
+        mi = strtoul(s, NULL, 10);
+        if (ma > DEV_MAJOR_MAX || mi > DEV_MINOR_MAX)
+                return -ERANGE;
+        *ret = makedev((unsigned) ma, (unsigned) mi);
+        return 0;
+}
+
+/* Reads dir_fd/name and parses it as a "dev" attribute. -ENOENT if there is none. */
+static int read_devnum_at(int dir_fd, const char *name, dev_t *ret) {
+        _cleanup_free_ char *s = NULL;
+        int r;
+
+        r = read_small_file_at(dir_fd, name, &s);
+        if (r < 0)
+                return r;
+        return parse_devnum(s, ret);
+}
+
+/* Reads a link and copies its last component into ret (size ret_size). -ENOENT if there is no
+ * link, -EINVAL if the entry is not a link, -ENAMETOOLONG if it does not fit. The target is never
+ * followed. */
+static int readlink_basename_at(int dir_fd, const char *name, char *ret, size_t ret_size) {
+        char buf[PATH_MAX];
+        const char *b;
+        ssize_t n;
+
+        n = readlinkat(dir_fd, name, buf, sizeof(buf));
+        if (n < 0)
+                return negative_errno();
+        if ((size_t) n >= sizeof(buf))
+                return -ENAMETOOLONG;
+        buf[n] = 0;
+
+        b = strrchr(buf, '/');
+        b = b ? b + 1 : buf;
+        if (b[0] == 0 || streq(b, ".") || streq(b, ".."))
+                return -EINVAL;
+        if (strlen(b) >= ret_size)
+                return -ENAMETOOLONG;
+        strcpy(ret, b);
+        return 0;
+}
+
+/* Whether dir_fd/name is a directory (not a link to one). */
+static bool has_subdir_at(int dir_fd, const char *name) {
+        struct stat st;
+
+        if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return false;
+        return S_ISDIR(st.st_mode);
+}
+
+/* Whether a directory below root has any entry not starting with '.' (fixture trees keep empty
+ * directories alive with a ".keep" file). 0 for a missing directory. */
+static int dir_has_entries_in_root(int root_fd, const char *path) {
+        _cleanup_(closedirp) DIR *d = NULL;
+        struct dirent *de;
+        int fd;
+
+        fd = open_in_root(root_fd, path, O_RDONLY | O_DIRECTORY);
+        if (fd == -ENOENT)
+                return 0;
+        if (fd < 0)
+                return fd;
+        d = fdopendir(fd);
+        if (!d) {
+                (void) safe_close(fd);
+                return -ENOMEM;
+        }
+
+        for (;;) {
+                errno = 0;
+                de = readdir(d);
+                if (!de)
+                        return errno > 0 ? -errno : 0;
+                if (de->d_name[0] != '.')
+                        return 1;
+        }
+}
+
+static int noiommu_enabled_at(int root_fd) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *s = NULL;
+        int r;
+
+        fd = open_in_root(root_fd, SYSFS_VFIO_PARAMETERS, O_PATH | O_DIRECTORY);
+        if (fd == -ENOENT)
+                return 0;               /* vfio not loaded, or CONFIG_VFIO_NOIOMMU=n */
+        if (fd < 0)
+                return fd;
+
+        r = read_small_file_at(fd, NOIOMMU_PARAMETER, &s);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+
+        /* A bool module parameter reads back as exactly "Y" or "N". */
+        if (streq(s, "Y"))
+                return 1;
+        if (streq(s, "N"))
+                return 0;
+        return -EBADMSG;
+}
+
+int inventory_noiommu_enabled(const char *root) {
+        _cleanup_close_ int root_fd = -EBADF;
+
+        assert(root);
+
+        root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root_fd < 0)
+                return negative_errno();
+        return noiommu_enabled_at(root_fd);
+}
+
+/* What the scan learns once, for all devices. */
+typedef struct ScanContext {
+        int root_fd;
+        int noiommu_enabled;    /* as noiommu_enabled_at() */
+        bool have_iommu;        /* root/sys/class/iommu has an entry */
+} ScanContext;
+
+typedef enum CdevState {
+        CDEV_NONE,              /* no entry of this kind */
+        CDEV_OK,                /* one entry with a valid "dev" attribute */
+        CDEV_NO_DEV,            /* an entry without a "dev" attribute (hazard 6) */
+        CDEV_BAD_DEV,           /* a "dev" attribute that cannot be read or parsed */
+        CDEV_AMBIGUOUS,         /* more than one entry of this kind */
+} CdevState;
+
+typedef struct Cdev {
+        CdevState state;
+        char name[64];
+        dev_t rdev;
+} Cdev;
+
+static int cdev_add(Cdev *c, int vfio_dev_fd, const char *name) {
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        if (c->state != CDEV_NONE) {
+                c->state = CDEV_AMBIGUOUS;
+                return 0;
+        }
+
+        /* Entries below vfio-dev/ are device directories, never links. */
+        fd = openat(vfio_dev_fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
+                        return 0;       /* vanished, or not a device directory: not an entry */
+                return negative_errno();
+        }
+
+        assert(strlen(name) < sizeof(c->name));
+        strcpy(c->name, name);
+
+        r = read_devnum_at(fd, "dev", &c->rdev);
+        if (r == -ENOMEM)
+                return r;
+        if (r == -ENOENT)
+                c->state = CDEV_NO_DEV;
+        else if (r < 0)
+                c->state = CDEV_BAD_DEV;
+        else
+                c->state = CDEV_OK;
+        return 0;
+}
+
+/* Looks through dev_fd/vfio-dev/ for "noiommu-vfioN" and "vfioN" entries. */
+static int scan_vfio_dev(int dev_fd, Cdev *ret_noiommu, Cdev *ret_iommu) {
+        _cleanup_(closedirp) DIR *d = NULL;
+        Cdev noiommu = {}, iommu = {};
+        struct dirent *de;
+        int fd, r;
+
+        fd = openat(dev_fd, "vfio-dev", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP)
+                        return negative_errno();
+        } else {
+                d = fdopendir(fd);
+                if (!d) {
+                        (void) safe_close(fd);
+                        return -ENOMEM;
+                }
+
+                for (;;) {
+                        errno = 0;
+                        de = readdir(d);
+                        if (!de) {
+                                if (errno > 0)
+                                        return -errno;
+                                break;
+                        }
+
+                        /* Match the noiommu prefix first: "noiommu-vfio0" must never be taken
+                         * for a "vfioN" node (hazard 5). */
+                        if (name_is_prefix_number(de->d_name, CDEV_PREFIX_NOIOMMU))
+                                r = cdev_add(&noiommu, dirfd(d), de->d_name);
+                        else if (name_is_prefix_number(de->d_name, CDEV_PREFIX_IOMMU))
+                                r = cdev_add(&iommu, dirfd(d), de->d_name);
+                        else
+                                continue;
+                        if (r < 0)
+                                return r;
+                }
+        }
+
+        *ret_noiommu = noiommu;
+        *ret_iommu = iommu;
+        return 0;
+}
+
+typedef struct Group {
+        bool noiommu_name;      /* "name" reads "vfio-noiommu" */
+        bool real;              /* "type" is DMA, DMA-FQ or identity, and not noiommu_name */
+} Group;
+
+/* Reads root/sys/kernel/iommu_groups/N/{name,type}. A missing "name" is normal: only named
+ * groups have one. */
+static int read_group(int root_fd, int group, Group *ret) {
+        _cleanup_free_ char *name = NULL, *type = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        char path[sizeof(SYSFS_IOMMU_GROUPS) + 16];
+        Group g = {};
+        int r;
+
+        (void) snprintf(path, sizeof(path), SYSFS_IOMMU_GROUPS "/%i", group);
+        fd = open_in_root(root_fd, path, O_PATH | O_DIRECTORY);
+        if (fd < 0)
+                return fd;
+
+        r = read_small_file_at(fd, "name", &name);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        g.noiommu_name = name && streq(name, GROUP_NAME_NOIOMMU);
+
+        r = read_small_file_at(fd, "type", &type);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        g.real = !g.noiommu_name && type &&
+                 (streq(type, "DMA") || streq(type, "DMA-FQ") || streq(type, "identity"));
+
+        *ret = g;
+        return 0;
+}
+
+/* Reads the dev attribute of the legacy group char device root/sys/class/vfio/noiommu-N. */
+static int read_group_cdev(int root_fd, int group, dev_t *ret) {
+        _cleanup_close_ int fd = -EBADF;
+        char path[sizeof(SYSFS_CLASS_VFIO) + sizeof(GROUP_CDEV_PREFIX) + 16];
+
+        (void) snprintf(path, sizeof(path), SYSFS_CLASS_VFIO "/" GROUP_CDEV_PREFIX "%i", group);
+        fd = open_in_root(root_fd, path, O_PATH | O_DIRECTORY);
+        if (fd < 0)
+                return fd;
+        return read_devnum_at(fd, "dev", ret);
+}
+
+static const char *cdev_reason(CdevState s) {
+        switch (s) {
+        case CDEV_NO_DEV:
+                return "cdev node has no dev attribute";
+        case CDEV_BAD_DEV:
+                return "cdev node has a bad dev attribute";
+        case CDEV_AMBIGUOUS:
+                return "more than one vfio cdev entry of the same kind";
+        case CDEV_NONE:
+        case CDEV_OK:
+        default:
+                return NULL;
+        }
+}
+
+static void device_set_invalid(InventoryDevice *d, const char *reason) {
+        d->backend = _BACKEND_INVALID;
+        d->node_name[0] = 0;
+        d->rdev = 0;
+        d->reason = reason;
+}
+
+static void device_set_backend(InventoryDevice *d, Backend b, const char *node, dev_t rdev) {
+        assert(strlen(node) < sizeof(d->node_name));
+
+        d->backend = b;
+        strcpy(d->node_name, node);
+        d->rdev = rdev;
+        d->reason = NULL;
+}
+
+/* Decides the backend from the markers of kernel-api.md §3.4. Only ENOMEM is fatal; everything
+ * else the device lacks becomes its reason. */
+static int device_classify(const ScanContext *ctx, int dev_fd, InventoryDevice *d) {
+        Cdev noiommu, iommu;
+        Group g = {};
+        dev_t rdev;
+        int r;
+
+        r = scan_vfio_dev(dev_fd, &noiommu, &iommu);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                device_set_invalid(d, "cannot read the vfio-dev directory");
+                return 0;
+        }
+
+        if (d->iommu_group >= 0) {
+                r = read_group(ctx->root_fd, d->iommu_group, &g);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0) {
+                        device_set_invalid(d, "cannot read the IOMMU group");
+                        return 0;
+                }
+        }
+
+        if (noiommu.state == CDEV_OK) {
+                /* Backend C. A noiommu node in a group with a real IOMMU domain contradicts
+                 * itself: trust neither marker. */
+                if (g.real) {
+                        device_set_invalid(d, "noiommu cdev in a real IOMMU group");
+                        return 0;
+                }
+                device_set_backend(d, BACKEND_CDEV_NOIOMMU, noiommu.name, noiommu.rdev);
+
+        } else if (d->iommu_group >= 0 && g.noiommu_name) {
+                /* Backend B. A noiommu-vfioN entry without a usable node (hazard 6: a kernel
+                 * that registers the device but not the cdev) falls back to the group. */
+                char node[sizeof(d->node_name)];
+
+                r = read_group_cdev(ctx->root_fd, d->iommu_group, &rdev);
+                if (r == -ENOMEM)
+                        return r;
+                if (r == -ENOENT) {
+                        device_set_invalid(d, "noiommu group has no group device");
+                        return 0;
+                }
+                if (r < 0) {
+                        device_set_invalid(d, "group device has a bad dev attribute");
+                        return 0;
+                }
+                (void) snprintf(node, sizeof(node), GROUP_CDEV_PREFIX "%i", d->iommu_group);
+                device_set_backend(d, BACKEND_GROUP_NOIOMMU, node, rdev);
+
+        } else if (noiommu.state != CDEV_NONE) {
+                device_set_invalid(d, cdev_reason(noiommu.state));
+                return 0;
+
+        } else if (iommu.state == CDEV_OK) {
+                /* Backend A needs all three markers of a real IOMMU. A vfioN node alone proves
+                 * nothing: emulated and mdev-like devices have one too (hazard 2). */
+                if (d->iommu_group < 0) {
+                        device_set_invalid(d, "no IOMMU group and no noiommu marker");
+                        return 0;
+                }
+                if (!g.real) {
+                        device_set_invalid(d, "IOMMU group type is not DMA, DMA-FQ or identity");
+                        return 0;
+                }
+                if (!ctx->have_iommu) {
+                        device_set_invalid(d, "no IOMMU registered in /sys/class/iommu");
+                        return 0;
+                }
+                device_set_backend(d, BACKEND_CDEV_IOMMU, iommu.name, iommu.rdev);
+                return 0;
+
+        } else if (iommu.state != CDEV_NONE) {
+                device_set_invalid(d, cdev_reason(iommu.state));
+                return 0;
+
+        } else if (d->iommu_group < 0) {
+                device_set_invalid(d, "no IOMMU group and no noiommu marker");
+                return 0;
+
+        } else {
+                device_set_invalid(d, "no usable VFIO device node");
+                return 0;
+        }
+
+        /* Only the noiommu backends get here. */
+        if (ctx->noiommu_enabled < 0)
+                device_set_invalid(d, "cannot read the noiommu mode parameter");
+        else if (ctx->noiommu_enabled == 0)
+                device_set_invalid(d, "noiommu mode is not enabled");
+        return 0;
+}
+
+/* Reads the ids, NUMA node and IOMMU group of a device. Returns NULL, or the reason why the
+ * device cannot be served when an attribute is missing or malformed, or sets *ret_error to a
+ * negative errno on ENOMEM. */
+static const char *device_read_attributes(int dev_fd, InventoryDevice *d, int *ret_error) {
+        _cleanup_free_ char *vendor = NULL, *device = NULL, *numa = NULL;
+        char group[32];
+        int r, r2;
+
+        *ret_error = 0;
+
+        r = read_small_file_at(dev_fd, "numa_node", &numa);
+        if (r == -ENOMEM) {
+                *ret_error = r;
+                return NULL;
+        }
+        if (r >= 0) {
+                int v;
+
+                /* "-1" when the platform does not say; anything unparsable counts the same. */
+                if (parse_index(numa, &v) >= 0)
+                        d->numa_node = v;
+        }
+
+        r = readlink_basename_at(dev_fd, "iommu_group", group, sizeof(group));
+        if (r >= 0 && parse_index(group, &d->iommu_group) < 0) {
+                d->iommu_group = -1;
+                r = -EINVAL;
+        }
+        if (r < 0 && r != -ENOENT)
+                return "iommu_group link is malformed";
+
+        r = read_small_file_at(dev_fd, "vendor", &vendor);
+        r2 = read_small_file_at(dev_fd, "device", &device);
+        if (r == -ENOMEM || r2 == -ENOMEM) {
+                *ret_error = -ENOMEM;
+                return NULL;
+        }
+        if (r < 0 || r2 < 0 ||
+            parse_pci_id(vendor, &d->vendor_id) < 0 ||
+            parse_pci_id(device, &d->device_id) < 0) {
+                d->vendor_id = d->device_id = 0;
+                return "cannot read vendor or device id";
+        }
+
+        return NULL;
+}
+
+/* Looks at root/sys/bus/pci/devices/<name>. Returns 1 and fills *ret if the device is bound
+ * to a VFIO PCI driver, 0 if it is not (or vanished meanwhile), or a negative errno. */
+static int device_probe(const ScanContext *ctx, const char *name, InventoryDevice *ret) {
+        _cleanup_close_ int dev_fd = -EBADF;
+        char path[sizeof(SYSFS_PCI_DEVICES) + NOIOMMU_PCI_ADDRESS_LEN + 2];
+        InventoryDevice d = {
+                .backend = _BACKEND_INVALID,
+                .iommu_group = -1,
+                .numa_node = -1,
+        };
+        const char *reason;
+        int r;
+
+        assert(strlen(name) == NOIOMMU_PCI_ADDRESS_LEN);
+
+        (void) snprintf(path, sizeof(path), SYSFS_PCI_DEVICES "/%.*s",
+                        NOIOMMU_PCI_ADDRESS_LEN, name);
+        dev_fd = open_in_root(ctx->root_fd, path, O_PATH | O_DIRECTORY);
+        if (dev_fd == -ENOENT || dev_fd == -ENOTDIR)
+                return 0;               /* removed while we looked */
+        if (dev_fd < 0)
+                return dev_fd;
+
+        /* The driver link's target is not followed; its basename is the driver's name. */
+        r = readlink_basename_at(dev_fd, "driver", d.driver, sizeof(d.driver));
+        if (r < 0)
+                return 0;               /* unbound, not a link, or a name no driver has */
+        if (!streq(d.driver, DRIVER_VFIO_PCI) && !has_subdir_at(dev_fd, "vfio-dev"))
+                return 0;
+
+        strcpy(d.address, name);
+
+        reason = device_read_attributes(dev_fd, &d, &r);
+        if (r < 0)
+                return r;
+        if (reason)
+                device_set_invalid(&d, reason);
+        else {
+                r = device_classify(ctx, dev_fd, &d);
+                if (r < 0)
+                        return r;
+        }
+
+        *ret = d;
+        return 1;
+}
+
+static int device_compare(const void *a, const void *b) {
+        const InventoryDevice *x = a, *y = b;
+
+        return strcmp(x->address, y->address);
+}
+
+int inventory_scan(const char *root, InventoryDevice **ret) {
+        _cleanup_free_ InventoryDevice *devices = NULL;
+        _cleanup_(closedirp) DIR *d = NULL;
+        _cleanup_close_ int root_fd = -EBADF;
+        size_t n = 0, allocated = 0;
+        ScanContext ctx;
+        struct dirent *de;
+        int fd, r;
+
+        assert(root);
+        assert(ret);
+
+        root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root_fd < 0)
+                return negative_errno();
+
+        fd = open_in_root(root_fd, SYSFS_PCI_DEVICES, O_RDONLY | O_DIRECTORY);
+        if (fd == -ENOENT) {
+                *ret = NULL;            /* no PCI bus at all */
+                return 0;
+        }
+        if (fd < 0)
+                return fd;
+        d = fdopendir(fd);
+        if (!d) {
+                (void) safe_close(fd);
+                return -ENOMEM;
+        }
+
+        ctx = (ScanContext) {
+                .root_fd = root_fd,
+                .noiommu_enabled = noiommu_enabled_at(root_fd),
+        };
+        if (ctx.noiommu_enabled == -ENOMEM)
+                return -ENOMEM;
+
+        r = dir_has_entries_in_root(root_fd, SYSFS_CLASS_IOMMU);
+        if (r == -ENOMEM)
+                return r;
+        ctx.have_iommu = r > 0;         /* unreadable counts as "no IOMMU": fail closed */
+
+        for (;;) {
+                InventoryDevice dev;
+
+                errno = 0;
+                de = readdir(d);
+                if (!de) {
+                        if (errno > 0)
+                                return -errno;
+                        break;
+                }
+
+                /* Only canonical addresses: this also skips ".", "..", ".keep" and anything
+                 * that could walk out of the directory. */
+                if (!pci_address_is_valid(de->d_name))
+                        continue;
+
+                r = device_probe(&ctx, de->d_name, &dev);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        continue;
+
+                if (n >= allocated) {
+                        size_t a = MAX(allocated * 2, (size_t) 16);
+                        InventoryDevice *p;
+
+                        if (a > INT_MAX)
+                                return -E2BIG;
+                        p = reallocarray(devices, a, sizeof(InventoryDevice));
+                        if (!p)
+                                return -ENOMEM;
+                        devices = p;
+                        allocated = a;
+                }
+                devices[n++] = dev;
+        }
+
+        if (n > 1)
+                qsort(devices, n, sizeof(InventoryDevice), device_compare);
+
+        *ret = TAKE_PTR(devices);
+        return (int) n;
+}

@@ -1,0 +1,362 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * See manager.h.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/epoll.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "audit.h"
+#include "conn.h"
+#include "hugepage.h"
+#include "internal/fd-util.h"
+#include "internal/log.h"
+#include "internal/wire.h"
+#include "internal/macro.h"
+#include "manager.h"
+#include "noiommu/protocol.h"
+#include "polkit.h"
+
+struct UidCount {
+        UidCount *next;
+        uid_t uid;
+        unsigned n;
+};
+
+static UidCount **uid_bucket(Manager *m, uid_t uid) {
+        return &m->uid_counts[(uid * 2654435761U) % ELEMENTSOF(m->uid_counts)];
+}
+
+unsigned manager_conns_for_uid(Manager *m, uid_t uid) {
+        for (UidCount *u = *uid_bucket(m, uid); u; u = u->next)
+                if (u->uid == uid)
+                        return u->n;
+        return 0;
+}
+
+int manager_conn_added(Manager *m, Conn *c) {
+        UidCount **b = uid_bucket(m, c->id.uid), *u;
+
+        for (u = *b; u; u = u->next)
+                if (u->uid == c->id.uid)
+                        break;
+        if (!u) {
+                u = new0(UidCount, 1);
+                if (!u)
+                        return -ENOMEM;
+                u->uid = c->id.uid;
+                u->next = *b;
+                *b = u;
+        }
+        u->n++;
+
+        c->next = m->conns;
+        if (m->conns)
+                m->conns->prev = c;
+        m->conns = c;
+        m->n_conns++;
+        return 0;
+}
+
+void manager_conn_removed(Manager *m, Conn *c) {
+        UidCount **b = uid_bucket(m, c->id.uid);
+
+        for (UidCount **p = b; *p; p = &(*p)->next)
+                if ((*p)->uid == c->id.uid) {
+                        if (--(*p)->n == 0) {
+                                UidCount *dead = *p;
+                                *p = dead->next;
+                                free(dead);
+                        }
+                        break;
+                }
+
+        if (c->prev)
+                c->prev->next = c->next;
+        else if (m->conns == c)
+                m->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        m->n_conns--;
+
+        /* An fd was freed: accept again if EMFILE had paused us. */
+        if (m->accept_paused) {
+                m->accept_paused = false;
+                (void) sd_event_source_set_enabled(m->listen_source, SD_EVENT_ON);
+        }
+}
+
+/* Refuses a connection over a limit with a best-effort error, without allocating anything. */
+static void refuse_connection(int fd, uid_t uid, pid_t pid, const char *limit) {
+        ClientIdentity id = CLIENT_IDENTITY_INIT;
+        char msg[256];
+        int n;
+
+        id.uid = uid;
+        id.pid = pid;
+        audit_limit_exceeded(&id, limit);
+        n = snprintf(msg, sizeof(msg), "{\"error\":\"%s\",\"parameters\":{\"limit\":\"%s\"}}",
+                     NOIOMMU_ERROR_LIMIT_EXCEEDED, limit);
+        if (n > 0 && (size_t) n < sizeof(msg))
+                (void) wire_send(fd, msg, (size_t) n + 1, NULL, 0);
+}
+
+static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Manager *m = userdata;
+
+        for (unsigned i = 0; i < NOIOMMU_ACCEPT_BATCH; i++) {
+                _cleanup_close_ int cfd = -EBADF;
+                struct ucred cred = {};
+                socklen_t l = sizeof(cred);
+                Conn *c;
+                int r;
+
+                cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                if (cfd < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                return 0;
+                        if (errno == ECONNABORTED || errno == EPROTO)
+                                continue;
+                        if (errno == EMFILE || errno == ENFILE) {
+                                /* The listening socket stays readable; without pausing, the
+                                 * loop would spin. Resume when a connection closes. */
+                                log_warning("Out of file descriptors, not accepting connections until one closes.");
+                                m->accept_paused = true;
+                                (void) sd_event_source_set_enabled(m->listen_source, SD_EVENT_OFF);
+                                return 0;
+                        }
+                        return log_error_errno(errno, "accept4() failed: %m");
+                }
+
+                if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &l) < 0)
+                        continue;
+                if (m->n_conns >= NOIOMMU_CONNS_MAX) {
+                        refuse_connection(cfd, cred.uid, cred.pid, "connections");
+                        continue;
+                }
+                if (manager_conns_for_uid(m, cred.uid) >= NOIOMMU_CONNS_PER_UID_MAX) {
+                        refuse_connection(cfd, cred.uid, cred.pid, "connections-per-uid");
+                        continue;
+                }
+
+                r = conn_new(m, cfd, &c);
+                if (r == -ENOMEM)
+                        return log_error_errno(r, "Out of memory accepting a connection.");
+                if (r < 0) {
+                        log_debug_errno(r, "Refusing connection from PID %i: peer not identifiable: %m",
+                                        (int) cred.pid);
+                        continue;
+                }
+                cfd = -EBADF;                           /* owned by c now */
+        }
+        return 0;
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+        unsigned n_conns = m->n_conns, n_regions = m->n_regions;
+
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down, freeing all memory.");
+        audit_stopping(n_conns, n_regions);
+        /* The fd store does not survive a plain stop, so everything is released now, with
+         * reason "shutdown" in the records. */
+        while (m->conns)
+                (void) conn_free(m->conns, "shutdown");
+        return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
+int manager_new(Manager **ret) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        sigset_t ss;
+        int r;
+
+        m = new0(Manager, 1);
+        if (!m)
+                return -ENOMEM;
+        m->listen_fd = -EBADF;
+        m->pagemap_fd = -EBADF;
+
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                return r;
+        (void) sd_event_set_watchdog(m->event, true);
+
+        (void) sigemptyset(&ss);
+        (void) sigaddset(&ss, SIGTERM);
+        (void) sigaddset(&ss, SIGINT);
+        if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
+                return negative_errno();
+        (void) signal(SIGPIPE, SIG_IGN);
+        r = sd_event_add_signal(m->event, NULL, SIGTERM, on_signal, m);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, NULL, SIGINT, on_signal, m);
+        if (r < 0)
+                return r;
+
+        /* PFNs in pagemap are visible only if the *opener* had CAP_SYS_ADMIN. Open it now, keep
+         * the fd, and never hand it to anyone. */
+        m->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+        if (m->pagemap_fd < 0)
+                return log_error_errno(errno, "Failed to open /proc/self/pagemap: %m");
+
+        if (hugepage_default_size(&m->default_hugepage_size) < 0) {
+                log_warning("The kernel offers no hugepages; AllocateMemory will answer NotSupported.");
+                m->default_hugepage_size = 0;
+        }
+
+        r = polkit_new(m->event, &m->polkit);
+        if (r < 0)
+                return r;
+
+        audit_setup();
+
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        while (m->conns)
+                (void) conn_free(m->conns, "shutdown");
+        m->polkit = polkit_free(m->polkit);
+        m->listen_source = sd_event_source_disable_unref(m->listen_source);
+        m->listen_fd = safe_close(m->listen_fd);
+        if (m->listen_path) {
+                (void) unlink(m->listen_path);
+                free(m->listen_path);
+        }
+        m->pagemap_fd = safe_close(m->pagemap_fd);
+        m->event = sd_event_unref(m->event);
+        audit_shutdown();
+        for (size_t i = 0; i < ELEMENTSOF(m->uid_counts); i++)
+                while (m->uid_counts[i]) {
+                        UidCount *u = m->uid_counts[i];
+                        m->uid_counts[i] = u->next;
+                        free(u);
+                }
+        free(m);
+        return NULL;
+}
+
+static int mkdir_parents(const char *path) {
+        _cleanup_free_ char *p = strdup(path);
+
+        if (!p)
+                return -ENOMEM;
+        for (char *s = strchr(p + 1, '/'); s; s = strchr(s + 1, '/')) {
+                *s = 0;
+                if (mkdir(p, 0755) < 0 && errno != EEXIST)
+                        return negative_errno();
+                *s = '/';
+        }
+        return 0;
+}
+
+static int bind_socket(Manager *m, const char *path) {
+        _cleanup_close_ int fd = -EBADF;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct stat st;
+        int r;
+
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return log_error_errno(ENAMETOOLONG, "Socket path '%s' is too long.", path);
+        memcpy(sa.sun_path, path, strlen(path));
+
+        r = mkdir_parents(path);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the directory of '%s': %m", path);
+
+        /* A stale socket from an earlier run is replaced; anything else at the path is not
+         * ours to remove. */
+        if (lstat(path, &st) == 0) {
+                if (!S_ISSOCK(st.st_mode))
+                        return log_error_errno(EEXIST, "'%s' exists and is not a socket, refusing to replace it.", path);
+                (void) unlink(path);
+        }
+
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return log_error_errno(errno, "socket() failed: %m");
+        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                return log_error_errno(errno, "Failed to bind '%s': %m", path);
+        /* Anyone may connect; polkit decides what they get. systemd socket units restrict this
+         * further with SocketMode=/SocketGroup= as defence in depth. */
+        if (chmod(path, 0666) < 0)
+                return log_error_errno(errno, "Failed to chmod '%s': %m", path);
+        if (listen(fd, SOMAXCONN) < 0)
+                return log_error_errno(errno, "listen() failed: %m");
+
+        m->listen_path = strdup(path);
+        if (!m->listen_path)
+                return -ENOMEM;
+        (void) snprintf(m->listen_description, sizeof(m->listen_description), "%s", path);
+        return TAKE_FD(fd);
+}
+
+int manager_listen(Manager *m, const char *path) {
+        int n, r;
+
+        n = sd_listen_fds(/* unset_environment= */ true);
+        if (n < 0)
+                return log_error_errno(n, "Failed to read $LISTEN_FDS: %m");
+
+        for (int i = 0; i < n; i++) {
+                int fd = SD_LISTEN_FDS_START + i;
+
+                if (m->listen_fd < 0 && sd_is_socket_unix(fd, SOCK_STREAM, /* listening= */ 1, NULL, 0) > 0) {
+                        m->listen_fd = fd;
+                        (void) fd_nonblock(fd, true);
+                        (void) snprintf(m->listen_description, sizeof(m->listen_description),
+                                        "the socket passed by the service manager");
+                        continue;
+                }
+                log_warning("Closing unexpected file descriptor %i passed by the service manager.", fd);
+                (void) safe_close(fd);
+        }
+
+        if (m->listen_fd < 0) {
+                if (!path)
+                        path = getenv(NOIOMMU_SOCKET_ENV);
+                if (!path || !*path)
+                        path = NOIOMMU_SOCKET_PATH_DEFAULT;
+                r = bind_socket(m, path);
+                if (r < 0)
+                        return r;
+                m->listen_fd = r;
+        }
+
+        r = sd_event_add_io(m->event, &m->listen_source, m->listen_fd, EPOLLIN, on_accept, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the listening socket: %m");
+        return 0;
+}
+
+int manager_run(Manager *m) {
+        char status[512];
+        int r;
+
+        polkit_connect(m->polkit);
+
+        audit_started(m->listen_description);
+        (void) snprintf(status, sizeof(status), "STATUS=Listening on %s.", m->listen_description);
+        (void) sd_notify(false, "READY=1");
+        (void) sd_notify(false, status);
+        log_info("Listening on %s.", m->listen_description);
+
+        r = sd_event_loop(m->event);
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %m");
+        return 0;
+}

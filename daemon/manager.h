@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The daemon process: event loop, the listening socket, connection bookkeeping and limits, and
+ * the resources every request shares (the polkit client, the pagemap fd).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <systemd/sd-event.h>
+
+#include "internal/macro.h"
+
+typedef struct Conn Conn;
+typedef struct Polkit Polkit;
+
+/* Connections in total and per uid (security.md §7.1). max_completed / per_uid is the number of
+ * uids that can together deny service to everyone else. */
+#define NOIOMMU_CONNS_MAX 16384
+#define NOIOMMU_CONNS_PER_UID_MAX 4096
+/* Connections accepted per wake-up of the listening socket. */
+#define NOIOMMU_ACCEPT_BATCH 64
+
+typedef struct UidCount UidCount;
+
+typedef struct Manager {
+        sd_event *event;
+        sd_event_source *listen_source;
+        int listen_fd;
+        char *listen_path;              /* set when we bound the socket ourselves */
+        char listen_description[256];
+
+        Polkit *polkit;
+        int pagemap_fd;                 /* /proc/self/pagemap, opened with CAP_SYS_ADMIN */
+        uint64_t default_hugepage_size;
+
+        Conn *conns;
+        unsigned n_conns;
+        UidCount *uid_counts[256];
+
+        unsigned n_regions;             /* across all connections */
+        uint64_t region_bytes;
+
+        bool accept_paused;             /* EMFILE: listening source disabled until an fd frees */
+} Manager;
+
+int manager_new(Manager **ret);
+Manager *manager_free(Manager *m);
+
+/* Takes the listening socket from socket activation ($LISTEN_FDS), or binds path. */
+int manager_listen(Manager *m, const char *path);
+
+int manager_run(Manager *m);
+
+/* Connection bookkeeping, called by conn.c. */
+unsigned manager_conns_for_uid(Manager *m, uid_t uid);
+int manager_conn_added(Manager *m, Conn *c);
+void manager_conn_removed(Manager *m, Conn *c);
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);

@@ -1,0 +1,427 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * See polkit.h for the pattern. Facts it relies on (security.md §3):
+ *   - polkitd accepts a subject with another uid and details only from uid 0, and trusts a root
+ *     caller completely: the daemon alone is responsible for the uid it sends, which is always
+ *     SO_PEERCRED's, taken at accept.
+ *   - start-time is never 0 (0 makes polkitd read it itself, racily).
+ *   - "Action ... is not registered" is polkitd's PolicyKit1.Error.Failed for a missing action
+ *     file; ServiceUnknown means no polkitd on the bus. Both deny.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit.h"
+#include "internal/log.h"
+#include "internal/macro.h"
+#include "polkit.h"
+
+typedef enum PolkitVerdict {
+        POLKIT_PENDING,
+        POLKIT_AUTHORIZED,
+        POLKIT_DENIED,
+        POLKIT_CHALLENGE,
+        POLKIT_FAILED,                 /* could not get an answer: reason says why */
+        _POLKIT_VERDICT_MAX,
+        _POLKIT_VERDICT_INVALID = -EINVAL,
+} PolkitVerdict;
+
+struct Polkit {
+        sd_event *event;
+        sd_bus *bus;
+        PolkitQuery *pending;           /* list of queries waiting for polkitd */
+        unsigned n_pending;
+        uint64_t counter;               /* for cancellation ids */
+};
+
+struct PolkitQuery {
+        Polkit *polkit;
+        PolkitQuery *next, *prev;       /* in polkit->pending while verdict is PENDING */
+        sd_bus_slot *slot;
+        ClientIdentity id;              /* copy; the pidfd is borrowed from the connection */
+        char *action;
+        char **details;
+        bool interactive;
+        PolkitVerdict verdict;
+        const char *reason;             /* static POLKIT_REASON_* */
+        char *error_name;
+        char cancel_id[64];
+        polkit_done_t done;
+        void *userdata;
+};
+
+static void strv_free(char **l) {
+        for (char **i = l; i && *i; i++)
+                free(*i);
+        free(l);
+}
+
+static char **strv_copy(char **l) {
+        size_t n = 0;
+        char **c;
+
+        while (l && l[n])
+                n++;
+        c = new0(char *, n + 1);
+        if (!c)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                c[i] = strdup(l[i]);
+                if (!c[i]) {
+                        strv_free(c);
+                        return NULL;
+                }
+        }
+        return c;
+}
+
+static bool strv_equal(char **a, char **b) {
+        size_t i;
+
+        for (i = 0; a && a[i] && b && b[i]; i++)
+                if (!streq(a[i], b[i]))
+                        return false;
+        return (!a || !a[i]) && (!b || !b[i]);
+}
+
+int polkit_new(sd_event *event, Polkit **ret) {
+        Polkit *p;
+
+        p = new0(Polkit, 1);
+        if (!p)
+                return -ENOMEM;
+        p->event = sd_event_ref(event);
+        *ret = p;
+        return 0;
+}
+
+static void pending_unlink(PolkitQuery *q) {
+        Polkit *p = q->polkit;
+
+        if (!p || (!q->prev && p->pending != q))
+                return;
+        if (q->prev)
+                q->prev->next = q->next;
+        else
+                p->pending = q->next;
+        if (q->next)
+                q->next->prev = q->prev;
+        q->next = q->prev = NULL;
+        p->n_pending--;
+}
+
+Polkit *polkit_free(Polkit *p) {
+        if (!p)
+                return NULL;
+        /* Queries belong to connections, which are freed first; detach any stragglers. */
+        while (p->pending) {
+                PolkitQuery *q = p->pending;
+                pending_unlink(q);
+                q->polkit = NULL;
+                q->slot = sd_bus_slot_unref(q->slot);
+        }
+        p->bus = sd_bus_flush_close_unref(p->bus);
+        sd_event_unref(p->event);
+        free(p);
+        return NULL;
+}
+
+static int polkit_get_bus(Polkit *p, sd_bus **ret) {
+        _cleanup_(sd_bus_unrefp) sd_bus *bus = NULL;
+        int r;
+
+        if (p->bus && sd_bus_is_open(p->bus) > 0) {
+                *ret = p->bus;
+                return 0;
+        }
+        /* The bus went away (or was never there). Checks in flight on the old connection get
+         * an error reply from sd-bus and fail closed; new checks use a new connection. */
+        p->bus = sd_bus_flush_close_unref(p->bus);
+
+        r = sd_bus_open_system(&bus);
+        if (r < 0)
+                return r;
+        r = sd_bus_attach_event(bus, p->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return r;
+        p->bus = TAKE_PTR(bus);
+        *ret = p->bus;
+        return 0;
+}
+
+void polkit_connect(Polkit *p) {
+        sd_bus *bus;
+        int r;
+
+        r = polkit_get_bus(p, &bus);
+        if (r < 0)
+                log_warning_errno(r, "Cannot connect to the system bus yet, requests that need polkit will be denied until it is reachable: %m");
+}
+
+static void query_set_failed(PolkitQuery *q, const char *reason, const char *error_name) {
+        q->verdict = POLKIT_FAILED;
+        q->reason = reason;
+        free(q->error_name);
+        q->error_name = error_name ? strdup(error_name) : NULL;
+}
+
+static int on_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        PolkitQuery *q = userdata;
+        const sd_bus_error *e;
+        int authorized = 0, challenge = 0, r;
+
+        pending_unlink(q);
+        q->slot = sd_bus_slot_unref(q->slot);
+
+        e = sd_bus_message_get_error(reply);
+        if (e) {
+                const char *msg = e->message ?: "";
+
+                if (sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN,
+                                           SD_BUS_ERROR_NAME_HAS_NO_OWNER,
+                                           SD_BUS_ERROR_NO_REPLY,
+                                           SD_BUS_ERROR_TIMEOUT,
+                                           SD_BUS_ERROR_DISCONNECTED,
+                                           SD_BUS_ERROR_NO_SERVER))
+                        query_set_failed(q, POLKIT_REASON_UNAVAILABLE, e->name);
+                else if (strstr(msg, "is not registered"))
+                        query_set_failed(q, POLKIT_REASON_NOT_REGISTERED, e->name);
+                else if (strstr(msg, "has been replaced") || strstr(msg, "/proc/"))
+                        query_set_failed(q, POLKIT_REASON_SUBJECT_GONE, e->name);
+                else
+                        query_set_failed(q, POLKIT_REASON_ERROR, e->name);
+                log_debug("polkit CheckAuthorization(%s) failed: %s: %s", q->action, e->name, msg);
+        } else {
+                r = sd_bus_message_enter_container(reply, 'r', "bba{ss}");
+                if (r >= 0)
+                        r = sd_bus_message_read(reply, "bb", &authorized, &challenge);
+                if (r < 0)
+                        query_set_failed(q, POLKIT_REASON_ERROR, "reply-parse");
+                else if (authorized)
+                        q->verdict = POLKIT_AUTHORIZED;
+                else if (challenge)
+                        q->verdict = POLKIT_CHALLENGE;
+                else
+                        q->verdict = POLKIT_DENIED, q->reason = POLKIT_REASON_DENIED;
+        }
+
+        if (q->done)
+                q->done(q->userdata);
+        return 0;
+}
+
+static int query_send(Polkit *p, PolkitQuery *q) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        sd_bus *bus;
+        bool with_pidfd;
+        int r;
+
+        r = polkit_get_bus(p, &bus);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_new_method_call(bus, &m, "org.freedesktop.PolicyKit1",
+                                           "/org/freedesktop/PolicyKit1/Authority",
+                                           "org.freedesktop.PolicyKit1.Authority",
+                                           "CheckAuthorization");
+        if (r < 0)
+                return r;
+
+        /* sd_bus_can_send() would block until the bus is authenticated; ask it only once the
+         * connection is ready. Every bus daemon on a unix socket passes fds anyway. */
+        with_pidfd = q->id.pidfd >= 0 && (sd_bus_is_ready(bus) <= 0 || sd_bus_can_send(bus, 'h') > 0);
+
+        /* Subject: unix-process {pid:u, start-time:t, uid:i[, pidfd:h]}. uid MUST be 'i'. */
+        r = sd_bus_message_open_container(m, 'r', "sa{sv}");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", "unix-process");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "{sv}{sv}{sv}",
+                                          "pid", "u", (uint32_t) q->id.pid,
+                                          "start-time", "t", (uint64_t) q->id.start_time,
+                                          "uid", "i", (int32_t) q->id.uid);
+        if (r >= 0 && with_pidfd)
+                r = sd_bus_message_append(m, "{sv}", "pidfd", "h", q->id.pidfd);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", q->action);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{ss}");
+        for (char **d = q->details; r >= 0 && d && d[0] && d[1]; d += 2)
+                r = sd_bus_message_append(m, "{ss}", d[0], d[1]);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "us", (uint32_t) (q->interactive ? 1 : 0), q->cancel_id);
+        if (r < 0)
+                return r;
+
+        return sd_bus_call_async(bus, &q->slot, m, on_check_reply, q,
+                                 q->interactive ? NOIOMMU_POLKIT_INTERACTIVE_TIMEOUT_USEC
+                                                : NOIOMMU_POLKIT_TIMEOUT_USEC);
+}
+
+static unsigned pending_for_uid(Polkit *p, uid_t uid) {
+        unsigned n = 0;
+
+        for (PolkitQuery *q = p->pending; q; q = q->next)
+                if (q->id.uid == uid)
+                        n++;
+        return n;
+}
+
+static bool query_matches(const PolkitQuery *q, const char *action, char **details, bool interactive) {
+        return streq(q->action, action) && strv_equal(q->details, details) &&
+               q->interactive == interactive;
+}
+
+int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const char *action,
+                  char **details, bool interactive, polkit_done_t done, void *userdata,
+                  const char **ret_reason) {
+        _cleanup_(polkit_query_freep) PolkitQuery *q = NULL;
+        AuditResult result;
+        int r;
+
+        assert(p);
+        assert(slot);
+        assert(id);
+        assert(action);
+
+        *ret_reason = NULL;
+
+        if (*slot) {
+                if ((*slot)->verdict == POLKIT_PENDING)
+                        return 0;
+                if (!query_matches(*slot, action, details, interactive))
+                        *slot = polkit_query_free(*slot);   /* a different question: ask anew */
+        }
+
+        if (*slot) {
+                /* The answer to exactly this question has arrived: consume it. */
+                q = TAKE_PTR(*slot);
+                switch (q->verdict) {
+                case POLKIT_AUTHORIZED:
+                        /* Re-validate after the asynchronous reply, before committing anything:
+                         * the connector must still be the same live process. */
+                        r = client_identity_still_valid(id);
+                        if (r <= 0) {
+                                audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
+                                                    POLKIT_REASON_SUBJECT_GONE, NULL);
+                                *ret_reason = POLKIT_REASON_SUBJECT_GONE;
+                                return -EACCES;
+                        }
+                        audit_authorization(id, action, details, interactive, AUDIT_RESULT_AUTHORIZED,
+                                            NULL, NULL);
+                        return 1;
+                case POLKIT_CHALLENGE:
+                        audit_authorization(id, action, details, interactive, AUDIT_RESULT_CHALLENGE,
+                                            "interactive-authentication-required", NULL);
+                        return -EKEYREJECTED;
+                case POLKIT_DENIED:
+                        audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
+                                            POLKIT_REASON_DENIED, NULL);
+                        *ret_reason = POLKIT_REASON_DENIED;
+                        return -EACCES;
+                case POLKIT_FAILED:
+                        result = AUDIT_RESULT_ERROR;
+                        if (streq(q->reason, POLKIT_REASON_UNAVAILABLE) ||
+                            streq(q->reason, POLKIT_REASON_NOT_REGISTERED))
+                                audit_policy_unavailable(id, action, q->reason);
+                        audit_authorization(id, action, details, interactive, result, q->reason,
+                                            q->error_name);
+                        *ret_reason = q->reason;
+                        return -EACCES;
+                case POLKIT_PENDING:
+                case _POLKIT_VERDICT_MAX:
+                case _POLKIT_VERDICT_INVALID:
+                default:
+                        assert(false);
+                        return -EINVAL;
+                }
+        }
+
+        if (p->n_pending >= NOIOMMU_POLKIT_PENDING_MAX) {
+                *ret_reason = "polkit-checks";
+                return -EUSERS;
+        }
+        if (pending_for_uid(p, id->uid) >= NOIOMMU_POLKIT_PENDING_PER_UID_MAX) {
+                *ret_reason = "polkit-checks-per-uid";
+                return -EUSERS;
+        }
+
+        q = new0(PolkitQuery, 1);
+        if (!q)
+                return -ENOMEM;
+        *q = (PolkitQuery) {
+                .id = *id,
+                .interactive = interactive,
+                .verdict = POLKIT_PENDING,
+                .done = done,
+                .userdata = userdata,
+        };
+        q->action = strdup(action);
+        q->details = strv_copy(details);
+        if (!q->action || (details && !q->details))
+                return -ENOMEM;
+        (void) snprintf(q->cancel_id, sizeof(q->cancel_id), "noiommud-%" PRIu64, ++p->counter);
+
+        r = query_send(p, q);
+        if (r < 0) {
+                /* No bus, or the message could not be sent: deny, loudly. */
+                log_debug_errno(r, "Cannot send CheckAuthorization: %m");
+                audit_policy_unavailable(id, action, "system bus unreachable");
+                audit_authorization(id, action, details, interactive, AUDIT_RESULT_ERROR,
+                                    POLKIT_REASON_UNAVAILABLE, "bus-unreachable");
+                *ret_reason = POLKIT_REASON_UNAVAILABLE;
+                return -EACCES;
+        }
+
+        q->polkit = p;
+        q->next = p->pending;
+        if (p->pending)
+                p->pending->prev = q;
+        p->pending = q;
+        p->n_pending++;
+
+        *slot = TAKE_PTR(q);
+        return 0;
+}
+
+bool polkit_query_answered(const PolkitQuery *q) {
+        return q && q->verdict != POLKIT_PENDING;
+}
+
+PolkitQuery *polkit_query_free(PolkitQuery *q) {
+        if (!q)
+                return NULL;
+
+        if (q->slot && q->polkit) {
+                /* The client went away while polkit was deciding: tell polkitd, and drop our
+                 * interest in the reply (unref'ing the slot cancels the callback). */
+                sd_bus *bus = sd_bus_slot_get_bus(q->slot);
+
+                (void) sd_bus_call_method_async(bus, NULL, "org.freedesktop.PolicyKit1",
+                                                "/org/freedesktop/PolicyKit1/Authority",
+                                                "org.freedesktop.PolicyKit1.Authority",
+                                                "CancelCheckAuthorization", NULL, NULL,
+                                                "s", q->cancel_id);
+                audit_authorization(&q->id, q->action, q->details, q->interactive,
+                                    AUDIT_RESULT_DENIED, "client-disconnected", NULL);
+        }
+        pending_unlink(q);
+        q->slot = sd_bus_slot_unref(q->slot);
+        free(q->action);
+        strv_free(q->details);
+        free(q->error_name);
+        free(q);
+        return NULL;
+}

@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "settings.h"
+#include "internal/json-util.h"
+#include "internal/log.h"
+#include "internal/macro.h"
+
+static void strv_free(char **l) {
+        for (char **i = l; i && *i; i++)
+                free(*i);
+        free(l);
+}
+
+static int strv_push(char ***l, const char *s) {
+        size_t n = 0;
+        char **nl;
+
+        while (*l && (*l)[n])
+                n++;
+        nl = realloc(*l, sizeof(char *) * (n + 2));
+        if (!nl)
+                return -ENOMEM;
+        nl[n] = strdup(s);
+        if (!nl[n]) {
+                nl[n] = NULL;
+                *l = nl;
+                return -ENOMEM;
+        }
+        nl[n + 1] = NULL;
+        *l = nl;
+        return 0;
+}
+
+static bool strv_contains(char **l, const char *s) {
+        for (char **i = l; i && *i; i++)
+                if (streq(*i, s))
+                        return true;
+        return false;
+}
+
+static int parse_address_list(const char *path, const char *key, json_t *v, char ***list) {
+        size_t i;
+        json_t *e;
+
+        if (!json_is_array(v))
+                return log_error_errno(EINVAL, "%s: \"%s\" must be a list of PCI addresses.", path, key);
+        json_array_foreach(v, i, e) {
+                if (!json_is_string(e) || !pci_address_is_valid(json_string_value(e)))
+                        return log_error_errno(EINVAL, "%s: \"%s\"[%zu] is not a PCI address like \"0000:01:00.0\".",
+                                               path, key, i);
+                if (!strv_contains(*list, json_string_value(e)) && strv_push(list, json_string_value(e)) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+static int settings_merge_file(Settings *c, const char *path) {
+        json_error_t err;
+        json_t *root, *v;
+        const char *key;
+        int r = 0;
+
+        root = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
+        if (!root) {
+                FILE *f = fopen(path, "re");
+                if (!f && errno == ENOENT)
+                        return 0;
+                if (f)
+                        fclose(f);
+                return log_error_errno(EINVAL, "%s:%d: %s", path, err.line, err.text);
+        }
+        if (!json_is_object(root)) {
+                json_decref(root);
+                return log_error_errno(EINVAL, "%s: the configuration must be a JSON object.", path);
+        }
+
+        json_object_foreach(root, key, v) {
+                if (streq(key, "noiommuDevices"))
+                        r = parse_address_list(path, key, v, &c->noiommu_devices);
+                else if (streq(key, "iommuDevices")) {
+                        if (json_is_string(v) && streq(json_string_value(v), "all"))
+                                c->iommu_devices_all = true;
+                        else {
+                                c->iommu_devices_all = false;
+                                r = parse_address_list(path, key, v, &c->iommu_devices);
+                        }
+                } else
+                        r = log_error_errno(EINVAL, "%s: unknown key \"%s\".", path, key);
+                if (r < 0)
+                        break;
+        }
+        json_decref(root);
+        return r;
+}
+
+static int cmp_str(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+int settings_load(const char *path, Settings *ret) {
+        Settings c = { .iommu_devices_all = true };
+        char dpath[4096];
+        char **files = NULL;
+        size_t n = 0;
+        DIR *d;
+        int r;
+
+        r = settings_merge_file(&c, path);
+        if (r < 0)
+                goto fail;
+
+        (void) snprintf(dpath, sizeof(dpath), "%s.d", path);
+        d = opendir(dpath);
+        if (d) {
+                struct dirent *de;
+
+                while ((de = readdir(d))) {
+                        size_t l = strlen(de->d_name);
+                        char f[4096 + 256];
+
+                        if (de->d_name[0] == '.' || l < 6 || !streq(de->d_name + l - 5, ".conf"))
+                                continue;
+                        (void) snprintf(f, sizeof(f), "%s/%s", dpath, de->d_name);
+                        if (strv_push(&files, f) < 0) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        n++;
+                }
+                (void) closedir(d);
+                if (r < 0)
+                        goto fail;
+                if (n > 0)
+                        qsort(files, n, sizeof(char *), cmp_str);
+                for (size_t i = 0; i < n; i++) {
+                        r = settings_merge_file(&c, files[i]);
+                        if (r < 0)
+                                goto fail;
+                }
+        }
+        strv_free(files);
+        *ret = c;
+        return 0;
+
+fail:
+        strv_free(files);
+        settings_done(&c);
+        return r;
+}
+
+void settings_done(Settings *c) {
+        strv_free(c->noiommu_devices);
+        strv_free(c->iommu_devices);
+        *c = (Settings) {};
+}
+
+bool settings_allows_noiommu(const Settings *c, const char *address) {
+        return strv_contains(c->noiommu_devices, address);
+}
+
+bool settings_allows_iommu(const Settings *c, const char *address) {
+        return c->iommu_devices_all || strv_contains(c->iommu_devices, address);
+}

@@ -1,0 +1,533 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * See vfio.h. Sequences follow kernel-api.md: §5 (cdev + iommufd), §6 (noiommu cdev, the
+ * posted v9/v10 ABI), §7 (legacy group noiommu), §8 (teardown order).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal/fd-util.h"
+#include "internal/macro.h"
+#include "vfio-uapi.h"
+#include "vfio.h"
+
+#define VFIO_MAPS_MAX 64
+
+typedef struct VfioMap {
+        const HugeRegion *region;
+        uint64_t iova;
+        uint64_t length;
+} VfioMap;
+
+struct VfioDevice {
+        Backend backend;
+        char address[13];
+
+        int container_fd;               /* group-noiommu */
+        int group_fd;                   /* group-noiommu */
+        int iommufd;                    /* cdev backends: one per lease, never handed out */
+        uint32_t ioas_id;
+        uint32_t dev_id;
+        bool attached;
+
+        int device_fd;                  /* the daemon's own handle: quiesce goes through it */
+        int client_fd;                  /* what the client gets, until sent */
+
+        uint64_t config_offset;         /* VFIO_PCI_CONFIG_REGION_INDEX */
+        bool can_reset;
+
+        struct iommu_iova_range *ranges;
+        size_t n_ranges;
+        uint64_t iova_next;
+
+        VfioMap maps[VFIO_MAPS_MAX];
+        size_t n_maps;
+};
+
+static const char *const address_kind_table[_ADDRESS_KIND_MAX] = {
+        [ADDRESS_PHYSICAL] = "physical",
+        [ADDRESS_IOVA] = "iova",
+};
+
+const char *address_kind_to_string(AddressKind k) {
+        if (k < 0 || k >= _ADDRESS_KIND_MAX)
+                return NULL;
+        return address_kind_table[k];
+}
+
+int vfio_open_node(const char *path, dev_t rdev, int flags) {
+        struct open_how how = {
+                .flags = (uint64_t) (flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW),
+                .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+        };
+        _cleanup_close_ int fd = -EBADF;
+        struct stat st;
+
+        /* openat2(RESOLVE_NO_SYMLINKS) refuses a symlink in any path component, not only the
+         * last; O_NONBLOCK keeps a FIFO planted at the path from blocking the daemon. */
+        fd = (int) syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+        if (fd < 0 && (errno == ENOSYS || errno == EPERM))     /* EPERM: seccomp without openat2 */
+                fd = open(path, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
+        if (fd < 0)
+                return negative_errno();
+
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (!S_ISCHR(st.st_mode) || st.st_rdev != rdev)
+                return -ENODEV;
+
+        if (fd_nonblock(fd, false) < 0)
+                return negative_errno();
+        return TAKE_FD(fd);
+}
+
+/* major:minor of a misc device (vfio, iommu) from /sys/class/misc/NAME/dev. */
+static int misc_rdev(const char *name, dev_t *ret) {
+        _cleanup_free_ char *s = NULL;
+        char path[128];
+        unsigned ma, mi;
+        int r;
+
+        (void) snprintf(path, sizeof(path), "/sys/class/misc/%s/dev", name);
+        r = read_small_file_at(AT_FDCWD, path, &s);
+        if (r < 0)
+                return r;
+        if (sscanf(s, "%u:%u", &ma, &mi) != 2)
+                return -EBADMSG;
+        *ret = makedev(ma, mi);
+        return 0;
+}
+
+static int open_misc(const char *name, const char *path) {
+        dev_t rdev;
+        int r;
+
+        r = misc_rdev(name, &rdev);
+        if (r < 0)
+                return r == -ENOENT ? -EOPNOTSUPP : r;
+        return vfio_open_node(path, rdev, O_RDWR);
+}
+
+static int device_probe_regions(VfioDevice *v) {
+        struct vfio_device_info info = { .argsz = sizeof(info) };
+        struct vfio_region_info reg = { .argsz = sizeof(reg), .index = VFIO_PCI_CONFIG_REGION_INDEX };
+
+        if (ioctl(v->device_fd, VFIO_DEVICE_GET_INFO, &info) < 0)
+                return negative_errno();
+        if (!(info.flags & VFIO_DEVICE_FLAGS_PCI) || info.num_regions <= VFIO_PCI_CONFIG_REGION_INDEX)
+                return -ENODEV;
+        v->can_reset = info.flags & VFIO_DEVICE_FLAGS_RESET;
+
+        if (ioctl(v->device_fd, VFIO_DEVICE_GET_REGION_INFO, &reg) < 0)
+                return negative_errno();
+        if (!(reg.flags & VFIO_REGION_INFO_FLAG_READ) || !(reg.flags & VFIO_REGION_INFO_FLAG_WRITE))
+                return -ENODEV;
+        v->config_offset = reg.offset;
+        return 0;
+}
+
+static int open_group_noiommu(VfioDevice *v, const InventoryDevice *d) {
+        struct vfio_group_status status = { .argsz = sizeof(status) };
+        char path[128];
+        int r;
+
+        v->container_fd = open_misc("vfio", "/dev/vfio/vfio");
+        if (v->container_fd < 0)
+                return v->container_fd;
+        if (ioctl(v->container_fd, VFIO_GET_API_VERSION) != VFIO_API_VERSION)
+                return -EOPNOTSUPP;
+        /* By value; 1 only while vfio.enable_unsafe_noiommu_mode is on. */
+        if (ioctl(v->container_fd, VFIO_CHECK_EXTENSION, VFIO_NOIOMMU_IOMMU) != 1)
+                return -EOPNOTSUPP;
+
+        (void) snprintf(path, sizeof(path), "/dev/vfio/%s", d->node_name);
+        r = vfio_open_node(path, d->rdev, O_RDWR);
+        if (r < 0)
+                return r;                       /* EBUSY: the group is open elsewhere */
+        v->group_fd = r;
+
+        if (ioctl(v->group_fd, VFIO_GROUP_GET_STATUS, &status) < 0)
+                return negative_errno();
+        if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE))
+                return -EBUSY;                  /* another group member bound to a host driver */
+        if (ioctl(v->group_fd, VFIO_GROUP_SET_CONTAINER, &v->container_fd) < 0)
+                return negative_errno();
+        if (ioctl(v->container_fd, VFIO_SET_IOMMU, VFIO_NOIOMMU_IOMMU) < 0)
+                return negative_errno();
+
+        /* The group path lets the same device be opened several times: the daemon keeps one
+         * device fd for itself (quiesce) and gives the client another. */
+        v->device_fd = ioctl(v->group_fd, VFIO_GROUP_GET_DEVICE_FD, d->address);
+        if (v->device_fd < 0)
+                return negative_errno();
+        v->client_fd = ioctl(v->group_fd, VFIO_GROUP_GET_DEVICE_FD, d->address);
+        if (v->client_fd < 0)
+                return negative_errno();
+        return 0;
+}
+
+static int iova_ranges_load(VfioDevice *v) {
+        struct iommu_ioas_iova_ranges q = { .size = sizeof(q), .ioas_id = v->ioas_id };
+
+        /* The first call reports how many ranges there are (EMSGSIZE when num_iovas is too
+         * small). Ask after attaching: attaching narrows the ranges (e.g. the MSI window). */
+        if (ioctl(v->iommufd, IOMMU_IOAS_IOVA_RANGES, &q) < 0 && errno != EMSGSIZE)
+                return negative_errno();
+        if (q.num_iovas == 0)
+                return -ENOSPC;
+        free(v->ranges);
+        v->ranges = new0(struct iommu_iova_range, q.num_iovas);
+        if (!v->ranges)
+                return -ENOMEM;
+        q.allowed_iovas = (uintptr_t) v->ranges;
+        if (ioctl(v->iommufd, IOMMU_IOAS_IOVA_RANGES, &q) < 0)
+                return negative_errno();
+        v->n_ranges = q.num_iovas;
+        return 0;
+}
+
+static int open_cdev(VfioDevice *v, const InventoryDevice *d) {
+        struct vfio_device_bind_iommufd bind = { .argsz = sizeof(bind) };
+        struct vfio_device_attach_iommufd_pt attach = { .argsz = sizeof(attach) };
+        struct iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
+        char path[128];
+        int r;
+
+        v->iommufd = open_misc("iommu", "/dev/iommu");
+        if (v->iommufd < 0)
+                return v->iommufd;
+
+        (void) snprintf(path, sizeof(path), "/dev/vfio/devices/%s", d->node_name);
+        r = vfio_open_node(path, d->rdev, O_RDWR);
+        if (r < 0)
+                return r;
+        v->device_fd = r;
+
+        /* A cdev binds once: if a previous holder kept a copy of its device fd, the device is
+         * still bound and this fails. That is how a leaked fd is detected at the next grant. */
+        bind.iommufd = v->iommufd;
+        if (ioctl(v->device_fd, VFIO_DEVICE_BIND_IOMMUFD, &bind) < 0)
+                return errno == EINVAL || errno == EBUSY ? -EBUSY : negative_errno();
+        v->dev_id = bind.out_devid;
+
+        if (ioctl(v->iommufd, IOMMU_IOAS_ALLOC, &alloc) < 0)
+                return negative_errno();
+        v->ioas_id = alloc.out_ioas_id;
+
+        /* Pages are pinned only while a HWPT is attached (iopt_area_fill_domains()); for the
+         * noiommu cdev the attach creates the software page table GET_PA reads. */
+        attach.pt_id = v->ioas_id;
+        if (ioctl(v->device_fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach) < 0)
+                return negative_errno();
+        v->attached = true;
+
+        r = iova_ranges_load(v);
+        if (r < 0)
+                return r;
+
+        v->client_fd = fcntl(v->device_fd, F_DUPFD_CLOEXEC, 3);
+        if (v->client_fd < 0)
+                return negative_errno();
+        return 0;
+}
+
+int vfio_device_open(const InventoryDevice *d, VfioDevice **ret) {
+        _cleanup_(vfio_device_closep) VfioDevice *v = NULL;
+        int r;
+
+        if (d->backend < 0 || d->backend >= _BACKEND_MAX || d->rdev == 0 || !d->node_name[0])
+                return -EOPNOTSUPP;
+
+        v = new0(VfioDevice, 1);
+        if (!v)
+                return -ENOMEM;
+        *v = (VfioDevice) {
+                .backend = d->backend,
+                .container_fd = -EBADF,
+                .group_fd = -EBADF,
+                .iommufd = -EBADF,
+                .device_fd = -EBADF,
+                .client_fd = -EBADF,
+        };
+        memcpy(v->address, d->address, sizeof(v->address));
+
+        switch (d->backend) {
+        case BACKEND_GROUP_NOIOMMU:
+                r = open_group_noiommu(v, d);
+                break;
+        case BACKEND_CDEV_IOMMU:
+        case BACKEND_CDEV_NOIOMMU:
+                r = open_cdev(v, d);
+                break;
+        case _BACKEND_MAX:
+        case _BACKEND_INVALID:
+        default:
+                r = -EOPNOTSUPP;
+        }
+        if (r < 0)
+                return r;
+
+        r = device_probe_regions(v);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(v);
+        return 0;
+}
+
+int vfio_device_client_fd(const VfioDevice *v) {
+        return v->client_fd;
+}
+
+void vfio_device_client_fd_sent(VfioDevice *v) {
+        v->client_fd = safe_close(v->client_fd);
+}
+
+bool vfio_device_can_reset(const VfioDevice *v) {
+        return v->can_reset;
+}
+
+Backend vfio_device_backend(const VfioDevice *v) {
+        return v->backend;
+}
+
+/* First IOVA in the allowed ranges at or above iova_next, aligned to align, with room for len.
+ * IOVA 0 is never used. */
+static int iova_alloc(VfioDevice *v, uint64_t len, uint64_t align, uint64_t *ret) {
+        for (size_t i = 0; i < v->n_ranges; i++) {
+                uint64_t start = MAX(MAX(v->ranges[i].start, v->iova_next), align);
+
+                start = (start + align - 1) & ~(align - 1);
+                if (start < v->ranges[i].start || start > v->ranges[i].last ||
+                    len - 1 > v->ranges[i].last - start)
+                        continue;
+                v->iova_next = start + len;
+                *ret = start;
+                return 0;
+        }
+        return -ENOSPC;
+}
+
+static int ioas_map(VfioDevice *v, HugeRegion *r, uint64_t *ret_iova) {
+        struct iommu_ioas_map map = {
+                .size = sizeof(map),
+                .flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+                .ioas_id = v->ioas_id,
+                .user_va = (uintptr_t) r->addr,   /* the daemon's mapping stays for the lease */
+                .length = r->size,
+        };
+        uint64_t iova;
+        int k;
+
+        k = iova_alloc(v, r->size, r->hugepage_size, &iova);
+        if (k < 0)
+                return k;
+        map.iova = iova;
+        /* IOMMU_IOAS_MAP pins (pin_user_pages) while a HWPT is attached, which it is. */
+        if (ioctl(v->iommufd, IOMMU_IOAS_MAP, &map) < 0)
+                return negative_errno();
+        *ret_iova = map.iova;
+        return 0;
+}
+
+/* Backend C: physical addresses from IOMMU_IOAS_NOIOMMU_GET_PA, walking contiguous runs. */
+static int noiommu_get_pa(VfioDevice *v, const HugeRegion *r, uint64_t iova, DmaSegment **ret,
+                          size_t *ret_n) {
+        _cleanup_free_ DmaSegment *s = NULL;
+        size_t n = 0;
+
+        s = new0(DmaSegment, r->n_pages);
+        if (!s)
+                return -ENOMEM;
+
+        for (uint64_t off = 0; off < r->size;) {
+                struct iommu_ioas_noiommu_get_pa q = {
+                        .size = sizeof(q),
+                        .ioas_id = v->ioas_id,
+                        .iova = iova + off,
+                        .length = r->size - off,        /* an upper bound; 0 is rejected (v9) */
+                };
+                uint64_t len;
+
+                if (ioctl(v->iommufd, IOMMU_IOAS_NOIOMMU_GET_PA, &q) < 0) {
+                        if (errno == ENOTTY || errno == EINVAL || errno == E2BIG || errno == EOPNOTSUPP)
+                                return -EOPNOTSUPP;     /* not this ABI revision, or none */
+                        return negative_errno();
+                }
+                len = MIN(q.length, r->size - off);
+                if (len == 0 || len % r->hugepage_size != 0)
+                        return -EIO;
+
+                /* Cross-check with what pagemap said for the daemon's own mapping: both name
+                 * the pages the pin holds. A difference means one of them is wrong. */
+                for (uint64_t p = 0; p < len; p += r->hugepage_size)
+                        if (r->phys[(off + p) / r->hugepage_size] != q.out_phys + p)
+                                return -EIO;
+
+                if (n > 0 && s[n - 1].dma_address + s[n - 1].length == q.out_phys)
+                        s[n - 1].length += len;
+                else {
+                        if (n >= r->n_pages)
+                                return -EIO;
+                        s[n++] = (DmaSegment) { .offset = off, .length = len, .dma_address = q.out_phys };
+                }
+                off += len;
+        }
+        *ret = TAKE_PTR(s);
+        *ret_n = n;
+        return 0;
+}
+
+int vfio_device_map(VfioDevice *v, HugeRegion *r, DmaSegment **ret_segments, size_t *ret_n,
+                    AddressKind *ret_kind) {
+        _cleanup_free_ DmaSegment *s = NULL;
+        uint64_t iova = 0;
+        size_t n = 0;
+        int k;
+
+        if (v->n_maps >= VFIO_MAPS_MAX)
+                return -EUSERS;
+
+        switch (v->backend) {
+        case BACKEND_GROUP_NOIOMMU:
+                /* No mapping API: the device uses physical addresses, from pagemap, of pages the
+                 * daemon's io_uring pin holds. */
+                k = dma_segments_merge(r->phys, r->n_pages, r->hugepage_size, &s);
+                if (k < 0)
+                        return k;
+                n = (size_t) k;
+                *ret_kind = ADDRESS_PHYSICAL;
+                break;
+
+        case BACKEND_CDEV_IOMMU:
+                k = ioas_map(v, r, &iova);
+                if (k < 0)
+                        return k;
+                s = new0(DmaSegment, 1);
+                if (!s) {
+                        struct iommu_ioas_unmap u = { .size = sizeof(u), .ioas_id = v->ioas_id,
+                                                      .iova = iova, .length = r->size };
+                        (void) ioctl(v->iommufd, IOMMU_IOAS_UNMAP, &u);
+                        return -ENOMEM;
+                }
+                s[0] = (DmaSegment) { .offset = 0, .length = r->size, .dma_address = iova };
+                n = 1;
+                *ret_kind = ADDRESS_IOVA;
+                break;
+
+        case BACKEND_CDEV_NOIOMMU:
+                /* The IOVA is only a lookup key into the software page table, never a bus
+                 * address; the device is programmed with the physical addresses. */
+                k = ioas_map(v, r, &iova);
+                if (k < 0)
+                        return k;
+                k = noiommu_get_pa(v, r, iova, &s, &n);
+                if (k < 0) {
+                        struct iommu_ioas_unmap u = { .size = sizeof(u), .ioas_id = v->ioas_id,
+                                                      .iova = iova, .length = r->size };
+                        (void) ioctl(v->iommufd, IOMMU_IOAS_UNMAP, &u);
+                        return k;
+                }
+                *ret_kind = ADDRESS_PHYSICAL;
+                break;
+
+        case _BACKEND_MAX:
+        case _BACKEND_INVALID:
+        default:
+                return -EOPNOTSUPP;
+        }
+
+        v->maps[v->n_maps++] = (VfioMap) { .region = r, .iova = iova, .length = r->size };
+        *ret_segments = TAKE_PTR(s);
+        *ret_n = n;
+        return 0;
+}
+
+int vfio_device_unmap(VfioDevice *v, HugeRegion *r) {
+        for (size_t i = 0; i < v->n_maps; i++) {
+                VfioMap m = v->maps[i];
+
+                if (m.region != r)
+                        continue;
+                v->maps[i] = v->maps[--v->n_maps];
+                if (v->backend == BACKEND_GROUP_NOIOMMU)
+                        return 0;
+
+                struct iommu_ioas_unmap u = { .size = sizeof(u), .ioas_id = v->ioas_id,
+                                              .iova = m.iova, .length = m.length };
+                if (ioctl(v->iommufd, IOMMU_IOAS_UNMAP, &u) < 0)
+                        return negative_errno();
+                return 0;
+        }
+        return -ENOENT;
+}
+
+int vfio_device_quiesce(VfioDevice *v, bool *ret_reset) {
+        off_t off = (off_t) (v->config_offset + PCI_COMMAND);
+        uint16_t cmd;
+
+        *ret_reset = false;
+
+        /* Through the daemon's own handle: the client's copy may be gone (a dying process loses
+         * its mm before its fds) or still in use by a process that kept it. */
+        if (pread(v->device_fd, &cmd, sizeof(cmd), off) != (ssize_t) sizeof(cmd))
+                return -EIO;
+        if (cmd & PCI_COMMAND_MASTER) {
+                cmd &= (uint16_t) ~PCI_COMMAND_MASTER;
+                if (pwrite(v->device_fd, &cmd, sizeof(cmd), off) != (ssize_t) sizeof(cmd))
+                        return -EIO;
+        }
+        if (pread(v->device_fd, &cmd, sizeof(cmd), off) != (ssize_t) sizeof(cmd))
+                return -EIO;
+        if (cmd & PCI_COMMAND_MASTER)
+                return -EIO;                    /* still bus master: do not free anything */
+
+        if (v->can_reset) {
+                if (ioctl(v->device_fd, VFIO_DEVICE_RESET) < 0)
+                        return negative_errno();
+                *ret_reset = true;
+        }
+        return 0;
+}
+
+VfioDevice *vfio_device_close(VfioDevice *v) {
+        if (!v)
+                return NULL;
+
+        v->client_fd = safe_close(v->client_fd);
+
+        if (v->iommufd >= 0) {
+                for (size_t i = 0; i < v->n_maps; i++) {
+                        struct iommu_ioas_unmap u = { .size = sizeof(u), .ioas_id = v->ioas_id,
+                                                      .iova = v->maps[i].iova, .length = v->maps[i].length };
+                        (void) ioctl(v->iommufd, IOMMU_IOAS_UNMAP, &u);
+                }
+                /* Detach through our handle: a client that kept a copy of the (shared) device
+                 * file is left without any page table — with a real IOMMU its DMA faults. */
+                if (v->attached && v->device_fd >= 0) {
+                        struct vfio_device_detach_iommufd_pt detach = { .argsz = sizeof(detach) };
+                        (void) ioctl(v->device_fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, &detach);
+                }
+                if (v->ioas_id != 0) {
+                        struct iommu_destroy d = { .size = sizeof(d), .id = v->ioas_id };
+                        (void) ioctl(v->iommufd, IOMMU_DESTROY, &d);
+                }
+        }
+        v->device_fd = safe_close(v->device_fd);
+        v->group_fd = safe_close(v->group_fd);
+        v->container_fd = safe_close(v->container_fd);
+        v->iommufd = safe_close(v->iommufd);
+        free(v->ranges);
+        free(v);
+        return NULL;
+}

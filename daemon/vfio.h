@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The three kernel VFIO backends (kernel-api.md §5–§8), behind one small interface:
+ *
+ *   vfio_device_open()   open and bind the device the way its backend needs, keep the daemon's
+ *                        own handle (for quiesce), and prepare the fd the client gets
+ *   vfio_device_map()    make a region of pinned memory reachable by the device, and say at
+ *                        which DMA addresses (physical for the noiommu backends, IOVAs with an
+ *                        IOMMU)
+ *   vfio_device_quiesce()  Bus Master off through the daemon's handle (read back), then
+ *                        VFIO_DEVICE_RESET where the device supports it
+ *   vfio_device_unmap()  undo a map (only after quiesce for the noiommu backends)
+ *   vfio_device_close()
+ *
+ * Rules from the review of the noiommu cdev series that this module keeps (kernel-api.md §10):
+ * a noiommu device id is only ever passed to BIND, ATTACH/DETACH_PT, IOAS_ALLOC/MAP/UNMAP/
+ * IOVA_RANGES, NOIOMMU_GET_PA and DESTROY — never to hw-info, hwpt, viommu, dirty tracking or
+ * PASID calls; the backend comes from inventory.c's explicit markers; every node is opened by
+ * path and then verified by fstat() against the major:minor sysfs reported, so no symlink, FIFO
+ * or node swap can redirect the daemon. One iommufd per device lease, never handed out.
+ *
+ * Nothing here logs; errors are negative errno.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "hugepage.h"
+#include "internal/macro.h"
+#include "inventory.h"
+
+typedef enum AddressKind {
+        ADDRESS_PHYSICAL,
+        ADDRESS_IOVA,
+        _ADDRESS_KIND_MAX,
+        _ADDRESS_KIND_INVALID = -EINVAL,
+} AddressKind;
+
+const char *address_kind_to_string(AddressKind k);
+
+typedef struct VfioDevice VfioDevice;
+
+/* Opens "path" without following symlinks in any component and without blocking (a FIFO
+ * never blocks the daemon), and checks it is a character device with exactly rdev. Returns the
+ * fd (O_CLOEXEC, blocking mode restored) or -ELOOP (symlink), -ENODEV (not the expected
+ * device), or another negative errno. */
+int vfio_open_node(const char *path, dev_t rdev, int flags);
+
+/* Opens and binds d. Returns -EBUSY when the kernel refuses because someone (a previous holder
+ * that kept a copy of its fd, or another program) still has the device or group open,
+ * -EOPNOTSUPP when the backend is not usable on this kernel (e.g. NOIOMMU_GET_PA missing). */
+int vfio_device_open(const InventoryDevice *d, VfioDevice **ret);
+
+VfioDevice *vfio_device_close(VfioDevice *v);
+DEFINE_TRIVIAL_CLEANUP_FUNC(VfioDevice *, vfio_device_close);
+
+/* The fd to hand to the client (borrowed; valid until vfio_device_close()). */
+int vfio_device_client_fd(const VfioDevice *v);
+/* Drops the daemon's reference to the client's fd once it was sent. */
+void vfio_device_client_fd_sent(VfioDevice *v);
+
+bool vfio_device_can_reset(const VfioDevice *v);
+Backend vfio_device_backend(const VfioDevice *v);
+
+/* Maps region r for DMA by the device. On success *ret_segments (malloc'ed, *ret_n entries)
+ * and *ret_kind say where the device sees it. */
+int vfio_device_map(VfioDevice *v, HugeRegion *r, DmaSegment **ret_segments, size_t *ret_n,
+                    AddressKind *ret_kind);
+int vfio_device_unmap(VfioDevice *v, HugeRegion *r);
+
+/* Bus Master off (read back to confirm), then reset if supported. Returns 0 when the device can
+ * no longer DMA as far as the kernel lets us know; ret_reset says whether a reset was done.
+ * A failure means the device must be quarantined. */
+int vfio_device_quiesce(VfioDevice *v, bool *ret_reset);

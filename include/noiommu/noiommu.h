@@ -1,0 +1,372 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libnoiommu: the client library of noiommud, the broker for VFIO devices and pinned DMA
+ * memory. It speaks the io.noiommud.Broker Varlink protocol (protocol.h, the interface file
+ * io.noiommud.Broker.varlink) over the daemon's UNIX socket and hands the caller what the daemon
+ * grants: sealed hugepage memory, already mapped, with its table of DMA addresses.
+ *
+ * Conventions (the systemd dialect):
+ *   - Functions return 0 (or a documented positive value) on success and a negative errno on
+ *     failure. Out-parameters are named ret* and are written only on success.
+ *   - Destructors accept NULL and return NULL: c = noiommu_disconnect(c);
+ *   - Every fd the library creates or receives is O_CLOEXEC.
+ *   - The library never logs, never prints and never calls exit(); it does not install signal
+ *     handlers. Sockets are written with MSG_NOSIGNAL, so a vanished daemon is -EPIPE, not
+ *     SIGPIPE.
+ *   - A noiommu_conn is not thread-safe: use one connection per thread, or serialise calls on it
+ *     yourself. Calls on one connection are blocking and strictly one at a time (Varlink allows
+ *     one outstanding call per connection). Memory objects and device lists are independent of
+ *     the connection and may be used from any thread.
+ *
+ * Errors from the daemon are Varlink errors. Each maps to one negative errno; the name and the
+ * parameters of the error are available from noiommu_last_error() and
+ * noiommu_last_error_parameters() until the next call on the same connection:
+ *
+ *   io.noiommud.Broker.PermissionDenied                  -EACCES
+ *   io.noiommud.Broker.InteractiveAuthenticationRequired -EKEYREJECTED
+ *   io.noiommud.Broker.OutOfMemory                       -ENOMEM
+ *   io.noiommud.Broker.LimitExceeded                     -EUSERS
+ *   io.noiommud.Broker.NoSuchMemory, .NoSuchLease, .NoSuchDevice   -ENOENT
+ *   io.noiommud.Broker.NotSupported                      -EOPNOTSUPP
+ *   io.noiommud.Broker.DeviceBusy                        -EBUSY
+ *   io.noiommud.Broker.DeviceQuarantined                 -EIO
+ *   org.varlink.service.InvalidParameter                 -EINVAL
+ *   io.noiommud.Broker.ProtocolViolation                 -EPROTO
+ *   anything else (InternalError, MethodNotFound, ...)   -EIO
+ *
+ * Errors found by the library itself (noiommu_last_error() is NULL for these):
+ *
+ *   -EBADMSG     the reply is not a valid Varlink reply, or does not match the interface, or
+ *                carries more fds than it names
+ *   -EXFULL      fewer fds arrived than the reply names (the kernel dropped some: MSG_CTRUNC,
+ *                RLIMIT_NOFILE, an LSM), i.e. a failed grant
+ *   -EPROTO      fds arrived on a byte other than the first byte of a reply, or the daemon sent
+ *                data nobody asked for
+ *   -EMSGSIZE    the reply exceeds NOIOMMU_REPLY_SIZE_MAX
+ *   -ECONNRESET  the daemon closed the connection (-EPIPE if it did so before our request
+ *                was written)
+ *   -ENOTCONN    the connection was dropped by an earlier protocol error
+ *   -ECHILD      the connection is used from a process other than the one that opened it
+ *
+ * After any of these the library drops the connection (shutdown() and close() of the socket),
+ * so the daemon releases everything it pinned for it, and every later call on it fails with
+ * -ENOTCONN. Memory objects already returned stay valid (see noiommu_disconnect()).
+ *
+ * ABI: exported symbols carry the version node LIBNOIOMMU_0.1. Handles are opaque. The only
+ * public structures are noiommu_segment (fixed, never grows) and noiommu_alloc_options, which
+ * starts with its own size (see there).
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "protocol.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct noiommu_conn noiommu_conn;
+typedef struct noiommu_device_list noiommu_device_list;
+typedef struct noiommu_memory noiommu_memory;
+
+/*
+ * struct noiommu_segment - one run of memory whose DMA addresses are contiguous
+ * @offset:      byte offset of the run within the memory object (and its mapping)
+ * @length:      length of the run in bytes
+ * @dma_address: the address at which the device sees byte @offset: a physical address or an
+ *               IOVA, see noiommu_memory_get_address_kind()
+ */
+typedef struct noiommu_segment {
+        uint64_t offset;
+        uint64_t length;
+        uint64_t dma_address;
+} noiommu_segment;
+
+/* What noiommu_segment.dma_address means. */
+typedef enum noiommu_address_kind {
+        NOIOMMU_ADDRESS_PHYSICAL = 0,   /* CPU physical address (noiommu mode) */
+        NOIOMMU_ADDRESS_IOVA = 1,       /* I/O virtual address in the lease's IOMMU domain */
+} noiommu_address_kind;
+
+/* noiommu_alloc_options.flags */
+#define NOIOMMU_ALLOC_INTERACTIVE (UINT32_C(1) << 0)
+
+/*
+ * struct noiommu_alloc_options - optional parameters of noiommu_allocate()
+ * @size:          sizeof(noiommu_alloc_options) as the caller was compiled; set by
+ *                 noiommu_alloc_options_init()
+ * @hugepage_size: page size in bytes (e.g. 2 MiB or 1 GiB); 0 = the system's default
+ * @numa_node:     NUMA node to place the pages on, -1 = any. The daemon fails the allocation
+ *                 rather than falling back to another node.
+ * @flags:         NOIOMMU_ALLOC_INTERACTIVE: let polkit ask the user for authentication
+ *                 instead of failing with InteractiveAuthenticationRequired (-EKEYREJECTED)
+ * @lease:         lease id (NOIOMMU_ID_LEN hex digits) whose DMA context the memory is mapped
+ *                 into, or NULL for memory with physical addresses outside any lease
+ *
+ * ABI: the structure is versioned by its leading @size field, the way openat2() and clone3()
+ * version theirs. New fields are only ever appended. The library reads the fields that fit in
+ * @size and uses defaults for the rest, so a program built against an older header keeps
+ * working; a program built against a newer header works with an older library as long as
+ * every field the older library does not know is zero (its default), and gets -E2BIG
+ * otherwise. Always initialise with noiommu_alloc_options_init(), which zeroes the structure
+ * (padding included) and sets @size and the non-zero defaults; a plain "= {0}" would silently
+ * ask for NUMA node 0 and is rejected for its @size of 0 (-EINVAL).
+ */
+typedef struct noiommu_alloc_options {
+        uint64_t size;
+        uint64_t hugepage_size;
+        int32_t numa_node;
+        uint32_t flags;
+        const char *lease;
+} noiommu_alloc_options;
+
+/* Size of the first version of noiommu_alloc_options (up to and including @lease). */
+#define NOIOMMU_ALLOC_OPTIONS_SIZE_VER0 \
+        (offsetof(noiommu_alloc_options, lease) + sizeof(const char *))
+
+/**
+ * noiommu_alloc_options_init() - initialise allocation options to their defaults
+ * @o: the options to initialise
+ *
+ * Inline on purpose: @o->size must be the size the caller was compiled with.
+ */
+static inline void noiommu_alloc_options_init(noiommu_alloc_options *o) {
+        unsigned char *p = (unsigned char *) o;
+
+        for (size_t i = 0; i < sizeof(*o); i++)
+                p[i] = 0;
+        o->size = sizeof(*o);
+        o->numa_node = -1;
+}
+
+/**
+ * noiommu_connect() - connect to noiommud
+ * @path: socket path; NULL means $NOIOMMUD_SOCKET if set and not empty (ignored in setuid and
+ *        other secure-execution processes), otherwise NOIOMMU_SOCKET_PATH_DEFAULT. A path
+ *        starting with '@' names an abstract socket.
+ * @ret:  on success, the new connection
+ *
+ * Opens a blocking SOCK_STREAM|SOCK_CLOEXEC socket and connects it.
+ *
+ * The daemon takes the identity of the connecting process (uid, pid, start time, pidfd) from the
+ * kernel when it accepts the connection, and authorises every call on it as that process. Keep
+ * a connection in the process that opened it: after fork() the child must not use it (calls
+ * fail with -ECHILD) and should only noiommu_disconnect() it, which in a process other than the
+ * opener just closes the child's copy of the socket.
+ *
+ * Return: 0; -EINVAL or -ENAMETOOLONG for a bad path; -ENOENT or -ECONNREFUSED when noiommud is
+ * not running; -EACCES when the socket may not be opened; another negative errno from socket()
+ * or connect().
+ */
+int noiommu_connect(const char *path, noiommu_conn **ret);
+
+/**
+ * noiommu_disconnect() - close a connection
+ * @c: the connection, or NULL
+ *
+ * Shuts the socket down and closes it. The daemon then frees every memory object allocated on
+ * this connection (and ends its leases). Memory objects the caller still holds are not touched:
+ * they remain valid, mapped and open until noiommu_memory_unref(), and the memfd keeps the
+ * pages alive, but the pages are no longer pinned for DMA and their DMA addresses are no longer
+ * valid. Do not let a device DMA into them after disconnecting.
+ *
+ * Called from a process other than the one that opened @c (after fork()), it only closes that
+ * process's copy of the socket, so the opener's connection stays up.
+ *
+ * Return: NULL.
+ */
+noiommu_conn *noiommu_disconnect(noiommu_conn *c);
+
+/**
+ * noiommu_last_error() - Varlink error name of the last failed call
+ * @c: the connection
+ *
+ * Return: the error name (e.g. "io.noiommud.Broker.PermissionDenied") if the last call on @c
+ * failed with an error reply from the daemon, NULL if it succeeded or failed locally. The string
+ * belongs to @c and is valid until the next call on @c.
+ */
+const char *noiommu_last_error(noiommu_conn *c);
+
+/**
+ * noiommu_last_error_parameters() - parameters of the last error
+ * @c: the connection
+ *
+ * Return: the parameters of the error reply of the last failed call as compact JSON text
+ * (e.g. {"requested":4294967296,"hugepageSize":2097152}; "{}" if the error had none), or NULL
+ * when noiommu_last_error() is NULL. Valid until the next call on @c.
+ */
+const char *noiommu_last_error_parameters(noiommu_conn *c);
+
+/**
+ * noiommu_list_devices() - list the PCI functions bound to vfio-pci
+ * @c:   the connection
+ * @ret: on success, the device list; free it with noiommu_device_list_free()
+ *
+ * Calls io.noiommud.Broker.ListDevices and validates every entry.
+ *
+ * Return: 0 or a negative errno (see the top of this header).
+ */
+int noiommu_list_devices(noiommu_conn *c, noiommu_device_list **ret);
+
+/**
+ * noiommu_device_list_free() - free a device list
+ * @l: the list, or NULL
+ *
+ * Return: NULL.
+ */
+noiommu_device_list *noiommu_device_list_free(noiommu_device_list *l);
+
+/**
+ * noiommu_device_list_get_count() - number of devices in a list
+ * @l: the list
+ *
+ * Return: the number of devices; valid indices for the accessors below are 0 to count - 1.
+ * Devices appear in the order the daemon sent them (sorted by address).
+ */
+size_t noiommu_device_list_get_count(const noiommu_device_list *l);
+
+/*
+ * Accessors for device @i of a list. Strings belong to the list and live as long as it does.
+ * For an index out of range the string accessors return NULL and the int accessors -EINVAL.
+ *
+ * noiommu_device_list_get_address():     PCI address "dddd:bb:dd.f", lower-case hex
+ * noiommu_device_list_get_vendor_id():   PCI vendor id, 0 to 0xffff
+ * noiommu_device_list_get_device_id():   PCI device id, 0 to 0xffff
+ * noiommu_device_list_get_driver():      driver the function is bound to (vfio-pci, a variant)
+ * noiommu_device_list_get_backend():     "cdev-noiommu", "cdev-iommu", "group-noiommu", or NULL
+ *                                        when no backend can serve the device
+ * noiommu_device_list_get_iommu_group(): IOMMU group number, -1 if the device has none
+ * noiommu_device_list_get_numa_node():   NUMA node, -1 if the platform does not say
+ * noiommu_device_list_get_state():       "available" or "unsupported"
+ * noiommu_device_list_get_reason():      why the device cannot be served, or NULL
+ */
+const char *noiommu_device_list_get_address(const noiommu_device_list *l, size_t i);
+int noiommu_device_list_get_vendor_id(const noiommu_device_list *l, size_t i);
+int noiommu_device_list_get_device_id(const noiommu_device_list *l, size_t i);
+const char *noiommu_device_list_get_driver(const noiommu_device_list *l, size_t i);
+const char *noiommu_device_list_get_backend(const noiommu_device_list *l, size_t i);
+int noiommu_device_list_get_iommu_group(const noiommu_device_list *l, size_t i);
+int noiommu_device_list_get_numa_node(const noiommu_device_list *l, size_t i);
+const char *noiommu_device_list_get_state(const noiommu_device_list *l, size_t i);
+const char *noiommu_device_list_get_reason(const noiommu_device_list *l, size_t i);
+
+/**
+ * noiommu_allocate() - allocate pinned hugepage DMA memory
+ * @c:    the connection; the memory belongs to it (only it can free it, and closing it frees it)
+ * @size: bytes wanted, > 0; the daemon rounds up to whole hugepages
+ * @opts: options, or NULL for the defaults (see struct noiommu_alloc_options)
+ * @ret:  on success, the memory object
+ *
+ * Calls io.noiommud.Broker.AllocateMemory, receives the memfd, and checks before trusting it:
+ * exactly the one fd the reply names arrived; the memfd's size is the reply's size, which is
+ * @size rounded up to whole pages of the reply's hugepage size (and that size and the NUMA
+ * node are the ones asked for, if any were); F_SEAL_SHRINK and F_SEAL_GROW are set; the
+ * segments cover [0, size) in order, without gaps or overlaps. The memory is then mapped
+ * MAP_SHARED, PROT_READ|PROT_WRITE and populated (never MAP_NORESERVE: the daemon preallocated
+ * every page, so touching it cannot SIGBUS).
+ *
+ * If the reply breaks any of these rules, or its fds were truncated, every received fd is
+ * closed and the connection is dropped, so the daemon releases the pages (and everything else
+ * this connection holds). If only a local step fails (mmap(), malloc()), the library frees the
+ * memory with FreeMemory and keeps the connection.
+ *
+ * Ownership: the memory object owns the memfd and the mapping. noiommu_memory_get_fd() lends
+ * the memfd; dup() it (with F_DUPFD_CLOEXEC) to keep it beyond the object.
+ *
+ * Return: 0; -EINVAL for a bad argument; -E2BIG for options with unknown non-zero fields;
+ * -EBADMSG or -EXFULL as above; a daemon error mapped to an errno (-ENOMEM: not enough free
+ * hugepages; -EACCES: polkit said no); another negative errno.
+ */
+int noiommu_allocate(noiommu_conn *c, uint64_t size, const noiommu_alloc_options *opts,
+                     noiommu_memory **ret);
+
+/**
+ * noiommu_free() - free memory in the daemon and locally
+ * @c: the connection that allocated @m
+ * @m: the memory object, or NULL (then nothing happens and 0 is returned)
+ *
+ * Calls io.noiommud.Broker.FreeMemory, then unmaps @m, closes its memfd and frees the object.
+ * The local object is freed even when the call fails; the error is returned. Stop all DMA
+ * into the memory before calling this.
+ *
+ * Return: 0 or a negative errno (-ENOENT: the daemon does not know the memory on @c).
+ */
+int noiommu_free(noiommu_conn *c, noiommu_memory *m);
+
+/**
+ * noiommu_memory_unref() - drop a memory object without telling the daemon
+ * @m: the memory object, or NULL
+ *
+ * Unmaps the memory, closes the memfd and frees the object. The daemon keeps the pages pinned
+ * until FreeMemory is called for the id (noiommu_call()) or the connection closes.
+ *
+ * Return: NULL.
+ */
+noiommu_memory *noiommu_memory_unref(noiommu_memory *m);
+
+/*
+ * Accessors of a memory object. Nothing they return needs freeing; everything lives as long
+ * as @m.
+ *
+ * noiommu_memory_get_id():             memory id, NOIOMMU_ID_LEN lower-case hex digits
+ * noiommu_memory_get_fd():             the sealed memfd, borrowed: do not close it
+ * noiommu_memory_get_address():        start of the MAP_SHARED read/write mapping
+ * noiommu_memory_get_size():           size in bytes (a multiple of the hugepage size)
+ * noiommu_memory_get_hugepage_size():  page size in bytes
+ * noiommu_memory_get_numa_node():      NUMA node of the pages, -1 if unknown
+ * noiommu_memory_get_address_kind():   whether DMA addresses are physical or IOVAs
+ * noiommu_memory_get_segments():       the DMA address table, in offset order, covering
+ *                                      [0, size); its length goes to *ret_n (may be NULL)
+ */
+const char *noiommu_memory_get_id(const noiommu_memory *m);
+int noiommu_memory_get_fd(const noiommu_memory *m);
+void *noiommu_memory_get_address(const noiommu_memory *m);
+uint64_t noiommu_memory_get_size(const noiommu_memory *m);
+uint64_t noiommu_memory_get_hugepage_size(const noiommu_memory *m);
+int noiommu_memory_get_numa_node(const noiommu_memory *m);
+noiommu_address_kind noiommu_memory_get_address_kind(const noiommu_memory *m);
+const noiommu_segment *noiommu_memory_get_segments(const noiommu_memory *m, size_t *ret_n);
+
+/**
+ * noiommu_address_kind_to_string() - protocol name of an address kind
+ * @k: the kind
+ *
+ * Return: "physical", "iova", or NULL for a value that is neither.
+ */
+const char *noiommu_address_kind_to_string(noiommu_address_kind k);
+
+/**
+ * noiommu_call() - make any Varlink call
+ * @c:                         the connection
+ * @method:                    fully qualified method name, e.g. "org.varlink.service.GetInfo"
+ * @parameters_json:           the parameters as a JSON object text, or NULL for {}
+ * @ret_reply_parameters_json: on success, the reply's parameters as compact JSON text, to be
+ *                             freed with free(); may be NULL if not wanted
+ * @ret_fds:                   array of @max_fds ints that receives the reply's fds; may be NULL
+ *                             when @max_fds is 0
+ * @max_fds:                   how many fds the caller accepts (at most NOIOMMU_FDS_PER_REPLY_MAX
+ *                             can arrive)
+ * @ret_n_fds:                 on success, how many fds were stored in @ret_fds; may be NULL only
+ *                             when @max_fds is 0
+ *
+ * An escape hatch for scripts, tests and methods this version of the library does not wrap.
+ * Nothing in the reply parameters is interpreted or verified beyond the Varlink framing.
+ *
+ * fd ownership: on success the caller owns the fds in @ret_fds[0 .. *ret_n_fds) and must close
+ * them; they are O_CLOEXEC. On failure no fd is returned: every received fd is closed. If the
+ * reply carries more fds than @max_fds, they are all closed and the connection is dropped
+ * (-EXFULL), because whatever they granted would otherwise stay pinned for a caller that never
+ * got it.
+ *
+ * Return: 0 or a negative errno (see the top of this header; -EINVAL for a bad method name or
+ * parameters that are not a JSON object).
+ */
+int noiommu_call(noiommu_conn *c, const char *method, const char *parameters_json,
+                 char **ret_reply_parameters_json, int *ret_fds, size_t max_fds,
+                 size_t *ret_n_fds);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Wire protocol constants of io.noiommud.Broker, shared by the daemon, libnoiommu and anything
+ * else that speaks to the broker. Everything here is part of the protocol: changing a value
+ * breaks existing clients. The interface description itself is daemon/io.noiommud.Broker.varlink.
+ *
+ * Framing is Varlink: each message is one JSON object followed by a NUL byte, over a
+ * SOCK_STREAM UNIX socket. File descriptors travel only from the daemon to the client, attached
+ * with SCM_RIGHTS to the first byte of the reply that names them by index.
+ */
+#pragma once
+
+#define NOIOMMU_SOCKET_PATH_DEFAULT "/run/noiommud/io.noiommud.Broker"
+#define NOIOMMU_SOCKET_ENV "NOIOMMUD_SOCKET"
+
+#define NOIOMMU_INTERFACE "io.noiommud.Broker"
+
+#define NOIOMMU_METHOD_LIST_DEVICES    NOIOMMU_INTERFACE ".ListDevices"
+#define NOIOMMU_METHOD_ALLOCATE_MEMORY NOIOMMU_INTERFACE ".AllocateMemory"
+#define NOIOMMU_METHOD_FREE_MEMORY     NOIOMMU_INTERFACE ".FreeMemory"
+
+#define VARLINK_SERVICE_INTERFACE                "org.varlink.service"
+#define VARLINK_METHOD_GET_INFO                  VARLINK_SERVICE_INTERFACE ".GetInfo"
+#define VARLINK_METHOD_GET_INTERFACE_DESCRIPTION VARLINK_SERVICE_INTERFACE ".GetInterfaceDescription"
+
+#define NOIOMMU_ERROR_NO_SUCH_DEVICE        NOIOMMU_INTERFACE ".NoSuchDevice"
+#define NOIOMMU_ERROR_DEVICE_BUSY           NOIOMMU_INTERFACE ".DeviceBusy"
+#define NOIOMMU_ERROR_DEVICE_QUARANTINED    NOIOMMU_INTERFACE ".DeviceQuarantined"
+#define NOIOMMU_ERROR_PERMISSION_DENIED     NOIOMMU_INTERFACE ".PermissionDenied"
+#define NOIOMMU_ERROR_INTERACTIVE_AUTH_REQUIRED NOIOMMU_INTERFACE ".InteractiveAuthenticationRequired"
+#define NOIOMMU_ERROR_NOT_SUPPORTED         NOIOMMU_INTERFACE ".NotSupported"
+#define NOIOMMU_ERROR_OUT_OF_MEMORY         NOIOMMU_INTERFACE ".OutOfMemory"
+#define NOIOMMU_ERROR_LIMIT_EXCEEDED        NOIOMMU_INTERFACE ".LimitExceeded"
+#define NOIOMMU_ERROR_NO_SUCH_LEASE         NOIOMMU_INTERFACE ".NoSuchLease"
+#define NOIOMMU_ERROR_NO_SUCH_MEMORY        NOIOMMU_INTERFACE ".NoSuchMemory"
+#define NOIOMMU_ERROR_PROTOCOL_VIOLATION    NOIOMMU_INTERFACE ".ProtocolViolation"
+#define NOIOMMU_ERROR_INTERNAL              NOIOMMU_INTERFACE ".InternalError"
+
+#define VARLINK_ERROR_INVALID_PARAMETER     VARLINK_SERVICE_INTERFACE ".InvalidParameter"
+#define VARLINK_ERROR_METHOD_NOT_FOUND      VARLINK_SERVICE_INTERFACE ".MethodNotFound"
+#define VARLINK_ERROR_INTERFACE_NOT_FOUND   VARLINK_SERVICE_INTERFACE ".InterfaceNotFound"
+
+/* Largest request the daemon accepts, including the terminating NUL. Requests are tiny; a
+ * longer one is a protocol violation and ends the connection. */
+#define NOIOMMU_REQUEST_SIZE_MAX (64U * 1024U)
+
+/* Largest reply a client accepts. A segment table of 1 GiB in 2 MiB pages that are not
+ * contiguous is 512 segments (about 40 KiB of JSON); a 64-GiB table or a long device list still
+ * fits. */
+#define NOIOMMU_REPLY_SIZE_MAX (4U * 1024U * 1024U)
+
+/* Most fds one reply carries (device fd, memfd and room for eventfds later). */
+#define NOIOMMU_FDS_PER_REPLY_MAX 4
+
+/* Device addresses are PCI "domain:bus:device.function", lower-case hex, e.g. 0000:01:00.0. */
+#define NOIOMMU_PCI_ADDRESS_LEN 12
+
+/* Memory and lease ids are 32 lower-case hex digits (a random 128-bit id). */
+#define NOIOMMU_ID_LEN 32

@@ -1,0 +1,32 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Installs every Debian 12 package noiommud needs to build, run and test. Idempotent; run as root.
+set -euo pipefail
+
+PACKAGES=(
+        # build
+        meson ninja-build gcc clang pkg-config
+        libsystemd-dev libjansson-dev libaudit-dev
+        # run: the daemon asks polkit on the system bus
+        dbus-daemon polkitd libsystemd0 libjansson4
+        # tests: private bus + real polkitd in a mount namespace, unprivileged clients via setpriv
+        python3 python3-dbus python3-dbusmock util-linux procps strace valgrind
+)
+
+if [ "$(id -u)" != 0 ]; then
+        echo "install-deps.sh: must run as root (apt-get install)" >&2
+        exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+        echo "install-deps.sh: all packages present"
+        exit 0
+fi
+echo "install-deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

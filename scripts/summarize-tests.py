@@ -1,0 +1,32 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Prints skipped tests with their reasons, and the closing "N passed, N failed, N skipped" line,
+# from meson's testlog.json. Exits 1 if anything failed or nothing ran.
+import json
+import re
+import sys
+
+passed = failed = skipped = 0
+skips = []
+with open(sys.argv[1], encoding='utf-8') as f:
+    for line in f:
+        t = json.loads(line)
+        result = t.get('result')
+        if result in ('OK', 'EXPECTEDFAIL'):
+            passed += 1
+        elif result == 'SKIP':
+            skipped += 1
+            out = (t.get('stdout') or '') + (t.get('stderr') or '')
+            reasons = [l for l in out.splitlines() if re.search(r'SKIP', l)]
+            skips.append((t['name'], reasons[-1] if reasons else 'no reason printed'))
+        else:
+            failed += 1
+
+if skips:
+    print('=' * 78)
+    print('SKIPPED TIERS/TESTS (these did NOT run; they are not passes):')
+    for name, reason in skips:
+        print('  %s: %s' % (name, reason))
+    print('=' * 78)
+print('%d passed, %d failed, %d skipped' % (passed, failed, skipped))
+sys.exit(1 if failed or passed == 0 else 0)
