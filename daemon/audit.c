@@ -6,7 +6,9 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,6 +23,11 @@
 #if HAVE_LIBAUDIT
 #include <libaudit.h>
 static int audit_fd = -EBADF;
+#define AUDIT_DEV_ALLOC_TYPE AUDIT_DEV_ALLOC
+#define AUDIT_DEV_DEALLOC_TYPE AUDIT_DEV_DEALLOC
+#else
+#define AUDIT_DEV_ALLOC_TYPE 0
+#define AUDIT_DEV_DEALLOC_TYPE 0
 #endif
 
 /* At most this many anomaly records per interval; the rest are counted and summarized. */
@@ -291,6 +298,124 @@ void audit_limit_exceeded(const ClientIdentity *c, const char *limit) {
                                "PRIORITY=%i", LOG_WARNING,
                                CLIENT_FIELDS(c),
                                "NOIOMMUD_LIMIT=%s", limit,
+                               NULL);
+        mirror(LOG_WARNING, msg);
+}
+
+#define DEVICE_FIELDS(d)                                                                \
+        "NOIOMMUD_DEVICE=%s", (d)->address,                                             \
+        "NOIOMMUD_PCI_ID=%04x:%04x", (unsigned) (d)->vendor_id, (unsigned) (d)->device_id, \
+        "NOIOMMUD_BACKEND=%s", backend_to_string((d)->backend) ?: "none",               \
+        "NOIOMMUD_IOMMU_GROUP=%i", (d)->iommu_group,                                    \
+        "NOIOMMUD_NODE=%s", (d)->node_name,                                             \
+        "NOIOMMUD_NODE_RDEV=%u:%u", major((d)->rdev), minor((d)->rdev)
+
+static void linux_audit_dev(int type, const ClientIdentity *c, const char *op, const char *lease_id,
+                            const InventoryDevice *d, const char *reason, bool ok) {
+#if HAVE_LIBAUDIT
+        char msg[512];
+
+        if (audit_fd < 0)
+                return;
+        /* Every value here is validated (BDF, hex ids) or our own constant. */
+        (void) snprintf(msg, sizeof(msg),
+                        "op=%s uuid=%s resrc=dev bus=pci device=%s pci_id=%04x:%04x backend=%s reason=%s spid=%i suid=%u",
+                        op, lease_id, d->address, (unsigned) d->vendor_id, (unsigned) d->device_id,
+                        backend_to_string(d->backend) ?: "none", reason, (int) c->pid, (unsigned) c->uid);
+        if (audit_log_user_message(audit_fd, type, msg, NULL, NULL, NULL, ok ? 1 : 0) <= 0 && errno != ECONNREFUSED)
+                log_warning_errno(errno, "Failed to write audit record, ignoring: %m");
+#endif
+}
+
+void audit_lease_granted(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d) {
+        char msg[512];
+
+        (void) snprintf(msg, sizeof(msg), "Granted device %s (%04x:%04x, %s) to UID %u (PID %i), lease %s",
+                        d->address, (unsigned) d->vendor_id, (unsigned) d->device_id,
+                        backend_to_string(d->backend) ?: "none", (unsigned) c->uid, (int) c->pid, lease_id);
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=" NOIOMMU_MSGID_LEASE_GRANTED,
+                               "PRIORITY=%i", LOG_NOTICE,
+                               CLIENT_FIELDS(c),
+                               DEVICE_FIELDS(d),
+                               "NOIOMMUD_LEASE_ID=%s", lease_id,
+                               NULL);
+        mirror(LOG_NOTICE, msg);
+        linux_audit_dev(AUDIT_DEV_ALLOC_TYPE, c, "lease-grant", lease_id, d, "grant", true);
+}
+
+void audit_lease_quiesced(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
+                          bool reset, const char *reason) {
+        char msg[512];
+
+        (void) snprintf(msg, sizeof(msg), "Quiesced device %s of lease %s (%s): Bus Master cleared%s",
+                        d->address, lease_id, reason, reset ? ", device reset" : ", no reset available");
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=" NOIOMMU_MSGID_LEASE_QUIESCED,
+                               "PRIORITY=%i", reset ? LOG_INFO : LOG_WARNING,
+                               CLIENT_FIELDS(c),
+                               DEVICE_FIELDS(d),
+                               "NOIOMMUD_LEASE_ID=%s", lease_id,
+                               "NOIOMMUD_BUS_MASTER_CLEARED=1",
+                               "NOIOMMUD_RESET=%i", (int) reset,
+                               "NOIOMMUD_REASON=%s", reason,
+                               NULL);
+        mirror(reset ? LOG_INFO : LOG_WARNING, msg);
+}
+
+void audit_lease_released(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
+                          const char *reason, uint64_t bytes_freed, uint64_t duration_usec) {
+        char msg[512];
+
+        (void) snprintf(msg, sizeof(msg), "Released device %s of UID %u (PID %i), lease %s: %s",
+                        d->address, (unsigned) c->uid, (int) c->pid, lease_id, reason);
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=" NOIOMMU_MSGID_LEASE_RELEASED,
+                               "PRIORITY=%i", LOG_INFO,
+                               CLIENT_FIELDS(c),
+                               DEVICE_FIELDS(d),
+                               "NOIOMMUD_LEASE_ID=%s", lease_id,
+                               "NOIOMMUD_REASON=%s", reason,
+                               "NOIOMMUD_MEM_BYTES=%" PRIu64, bytes_freed,
+                               "NOIOMMUD_DURATION_USEC=%" PRIu64, duration_usec,
+                               NULL);
+        mirror(LOG_INFO, msg);
+        linux_audit_dev(AUDIT_DEV_DEALLOC_TYPE, c, "lease-release", lease_id, d, reason, true);
+}
+
+void audit_quiesce_failed(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
+                          int error, uint64_t bytes_kept) {
+        char msg[512];
+
+        (void) snprintf(msg, sizeof(msg),
+                        "Failed to quiesce device %s of lease %s: %s. Device quarantined, %" PRIu64 " bytes stay pinned.",
+                        d->address, lease_id, strerror(abs(error)), bytes_kept);
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=" NOIOMMU_MSGID_QUIESCE_FAILED,
+                               "PRIORITY=%i", LOG_CRIT,
+                               "ERRNO=%i", abs(error),
+                               CLIENT_FIELDS(c),
+                               DEVICE_FIELDS(d),
+                               "NOIOMMUD_LEASE_ID=%s", lease_id,
+                               "NOIOMMUD_MEM_BYTES=%" PRIu64, bytes_kept,
+                               NULL);
+        mirror(LOG_CRIT, msg);
+        linux_audit_dev(AUDIT_DEV_DEALLOC_TYPE, c, "lease-quarantine", lease_id, d, "quiesce-failed", false);
+}
+
+void audit_lease_refused(const ClientIdentity *c, const InventoryDevice *d, int error, const char *why) {
+        char msg[512];
+
+        (void) snprintf(msg, sizeof(msg), "Could not open device %s for UID %u (PID %i): %s (%s)",
+                        d->address, (unsigned) c->uid, (int) c->pid, why, strerror(abs(error)));
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=" NOIOMMU_MSGID_AUTHZ_DENIED,
+                               "PRIORITY=%i", LOG_WARNING,
+                               "ERRNO=%i", abs(error),
+                               CLIENT_FIELDS(c),
+                               DEVICE_FIELDS(d),
+                               "NOIOMMUD_POLKIT_RESULT=authorized",
+                               "NOIOMMUD_REASON=%s", why,
                                NULL);
         mirror(LOG_WARNING, msg);
 }

@@ -12,6 +12,7 @@
 
 #include "hugepage.h"
 #include "identity.h"
+#include "inventory.h"
 
 typedef enum AuditResult {
         AUDIT_RESULT_AUTHORIZED,
@@ -50,3 +51,15 @@ void audit_memory_freed(const ClientIdentity *c, const HugeRegion *r, const char
 /* A client broke the protocol or hit a limit; rate-limited per call site. */
 void audit_protocol_violation(const ClientIdentity *c, const char *reason);
 void audit_limit_exceeded(const ClientIdentity *c, const char *limit);
+
+/* Device leases. dev is the device as classified at acquire time. */
+void audit_lease_granted(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev);
+void audit_lease_quiesced(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
+                          bool reset, const char *reason);
+void audit_lease_released(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
+                          const char *reason, uint64_t bytes_freed, uint64_t duration_usec);
+void audit_quiesce_failed(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
+                          int error, uint64_t bytes_kept);
+/* A grant the kernel refused although polkit allowed it (device busy elsewhere, node swapped). */
+void audit_lease_refused(const ClientIdentity *c, const InventoryDevice *dev, int error,
+                         const char *why);

@@ -18,6 +18,7 @@
 #include "internal/json-util.h"
 #include "internal/log.h"
 #include "internal/macro.h"
+#include "lease.h"
 #include "manager.h"
 #include "noiommu/protocol.h"
 #include "polkit.h"
@@ -197,6 +198,11 @@ Conn *conn_free(Conn *c, const char *reason) {
 
         /* Pending polkit check: cancel it; the reply, if any, is ignored. */
         c->polkit = polkit_query_free(c->polkit);
+        c->pending_lease = lease_unreserve(c->pending_lease);
+
+        /* Devices first: each is quiesced before its memory is let go. */
+        while (c->n_leases > 0)
+                (void) conn_end_lease(c, c->n_leases - 1, reason);
 
         while (c->n_regions > 0)
                 conn_free_region(c, c->n_regions - 1, reason);
@@ -298,6 +304,10 @@ static int conn_queue(Conn *c, json_t *msg, const int *fds, size_t n_fds, bool c
 
 /* The current request is answered: forget it and let the next one in. */
 static void conn_request_done(Conn *c) {
+        if (c->current)
+                log_debug("%s answered in %llu us.",
+                          json_string_value(json_object_get(c->current, "method")) ?: "(none)",
+                          (unsigned long long) (now() - c->current_since));
         json_decref(c->current);
         c->current = NULL;
         c->current_oneway = false;
@@ -350,6 +360,7 @@ void conn_protocol_violation(Conn *c, const char *reason) {
         audit_protocol_violation(&c->id, reason);
 
         c->polkit = polkit_query_free(c->polkit);
+        c->pending_lease = lease_unreserve(c->pending_lease);
         json_decref(c->current);
         c->current = NULL;
         c->state = CONN_CLOSING;
@@ -425,6 +436,7 @@ static int conn_parse_and_dispatch(Conn *c) {
 
         c->had_request = true;
         c->current = msg;
+        c->current_since = now();
         c->state = CONN_RUNNING;
         r = dispatch_current(c);
         if (r < 0) {
@@ -522,4 +534,22 @@ void conn_free_region(Conn *c, size_t index, const char *reason) {
                 log_warning_errno(k, "Failed to re-read physical addresses of %s, ignoring: %m", r->id);
         audit_memory_freed(&c->id, r, reason, k == -ESTALE);
         huge_region_free(r);
+}
+
+Lease *conn_find_lease(Conn *c, const char *id, size_t *ret_index) {
+        for (size_t i = 0; i < c->n_leases; i++)
+                if (streq(c->leases[i]->id, id)) {
+                        *ret_index = i;
+                        return c->leases[i];
+                }
+        return NULL;
+}
+
+int conn_end_lease(Conn *c, size_t index, const char *reason) {
+        Lease *l;
+
+        assert(index < c->n_leases);
+        l = c->leases[index];
+        c->leases[index] = c->leases[--c->n_leases];
+        return lease_end(l, reason);
 }

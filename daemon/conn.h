@@ -22,6 +22,7 @@
 
 typedef struct Manager Manager;
 typedef struct PolkitQuery PolkitQuery;
+typedef struct Lease Lease;
 typedef struct OutMsg OutMsg;
 
 /* Time from accept to a complete first request, and from the first byte of any request to its
@@ -64,11 +65,16 @@ typedef struct Conn {
         uint64_t out_since;             /* last write progress while output is queued */
 
         json_t *current;                /* the request being answered */
+        uint64_t current_since;         /* when it was parsed (debug timing) */
         bool current_oneway;
         PolkitQuery *polkit;
 
-        HugeRegion *regions[NOIOMMU_REGIONS_PER_CONN_MAX];
+        HugeRegion *regions[NOIOMMU_REGIONS_PER_CONN_MAX];     /* memory without a lease */
         size_t n_regions;
+
+        Lease *pending_lease;           /* reserved while polkit decides an AcquireDevice */
+        Lease *leases[8];               /* NOIOMMU_LEASES_PER_CONN_MAX */
+        size_t n_leases;
 } Conn;
 
 /* Takes ownership of fd (an accepted, non-blocking, close-on-exec socket) on success only. */
@@ -95,3 +101,7 @@ void conn_redispatch(void *userdata);
 int conn_add_region(Conn *c, HugeRegion *r);
 HugeRegion *conn_find_region(Conn *c, const char *id, size_t *ret_index);
 void conn_free_region(Conn *c, size_t index, const char *reason);
+
+Lease *conn_find_lease(Conn *c, const char *id, size_t *ret_index);
+/* Ends lease number index (see lease_end()) and forgets it. Returns lease_end()'s result. */
+int conn_end_lease(Conn *c, size_t index, const char *reason);

@@ -24,6 +24,7 @@
 #include "internal/log.h"
 #include "internal/macro.h"
 #include "inventory.h"
+#include "lease.h"
 #include "manager.h"
 #include "noiommu/protocol.h"
 #include "polkit.h"
@@ -32,6 +33,8 @@ extern const char varlink_service_interface[];
 
 #define ACTION_LIST_DEVICES "io.noiommud.list-devices"
 #define ACTION_ALLOCATE_MEMORY "io.noiommud.allocate-memory"
+#define ACTION_ACQUIRE_DEVICE "io.noiommud.acquire-device"
+#define ACTION_ACQUIRE_DEVICE_IOMMU "io.noiommud.acquire-device-iommu"
 
 typedef int (*method_handler_t)(Conn *c, json_t *params);
 
@@ -108,7 +111,13 @@ static int authorize(Conn *c, const char *action, char **details, bool interacti
  *   AllocateMemory:  takes pinned memory from the shared hugepage pool and reveals physical
  *                    addresses; per-connection cap, then polkit io.noiommud.allocate-memory
  *                    (auth_admin by default). Sizes are integers only, rounded to whole pages.
- *   FreeMemory:      acts only on memory this very connection allocated; no polkit needed. */
+ *   FreeMemory:      acts only on memory this very connection allocated; no polkit needed.
+ *   AcquireDevice:   hands out a device fd; noiommu devices are root-equivalent. The device name
+ *                    is validated before any filesystem access, must be in the inventory, must be
+ *                    enabled in the configuration for noiommu use, and is reserved before polkit
+ *                    io.noiommud.acquire-device (noiommu) / -iommu (cdev-iommu) decides, chosen
+ *                    from the backend the inventory found, never from the request.
+ *   ReleaseDevice:   acts only on a lease of this very connection. */
 
 static int method_get_info(Conn *c, json_t *params) {
         static const char *const allowed[] = { NULL };
@@ -203,8 +212,12 @@ static int method_allocate_memory(Conn *c, json_t *params) {
         static const char *const allowed[] = { "size", "lease", "hugepageSize", "numaNode", "interactive", NULL };
         _cleanup_(huge_region_freep) HugeRegion *region = NULL;
         _cleanup_free_ DmaSegment *segments = NULL;
+        HugeRegion *owned;
         Manager *m = c->manager;
         uint64_t size, hugepage_size = m->default_hugepage_size, pages;
+        AddressKind kind = ADDRESS_PHYSICAL;
+        Lease *lease = NULL;
+        size_t n_segments = 0;
         int64_t numa_node = -1;
         bool interactive = false;
         char id[SD_ID128_STRING_MAX], s_size[32], s_hp[32], s_node[32];
@@ -235,11 +248,19 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                 interactive = json_is_true(v);
         }
         if ((v = param_get(params, "lease"))) {
+                size_t li;
+
                 if (!json_is_string(v) || !noiommu_id_is_valid(json_string_value(v)))
                         return reply_invalid_parameter(c, "lease");
-                /* Device leases do not exist in this version of the daemon. */
-                return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_LEASE,
-                                        json_pack("{s:s}", "lease", json_string_value(v)));
+                lease = conn_find_lease(c, json_string_value(v), &li);
+                if (!lease || lease->state != LEASE_ACTIVE)
+                        return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_LEASE,
+                                                json_pack("{s:s}", "lease", json_string_value(v)));
+                if (lease->n_regions >= NOIOMMU_REGIONS_PER_LEASE_MAX) {
+                        audit_limit_exceeded(&c->id, "allocations-per-lease");
+                        return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED,
+                                                json_pack("{s:s}", "limit", "allocations-per-lease"));
+                }
         }
 
         if (hugepage_size == 0)
@@ -256,7 +277,7 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                                         json_pack("{s:s}", "limit", "allocation-size"));
         pages = (size + hugepage_size - 1) / hugepage_size;
         size = pages * hugepage_size;
-        if (c->n_regions >= NOIOMMU_REGIONS_PER_CONN_MAX) {
+        if (!lease && c->n_regions >= NOIOMMU_REGIONS_PER_CONN_MAX) {
                 audit_limit_exceeded(&c->id, "allocations-per-connection");
                 return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED,
                                         json_pack("{s:s}", "limit", "allocations-per-connection"));
@@ -270,7 +291,9 @@ static int method_allocate_memory(Conn *c, json_t *params) {
         else
                 (void) snprintf(s_node, sizeof(s_node), "any");
         char *details[] = { (char *) "size", s_size, (char *) "hugepage_size", s_hp,
-                            (char *) "numa_node", s_node, NULL };
+                            (char *) "numa_node", s_node,
+                            lease ? (char *) "device" : NULL, lease ? lease->device.address : NULL,
+                            NULL };
         r = authorize(c, ACTION_ALLOCATE_MEMORY, details, interactive);
         if (r <= 0)
                 return r;
@@ -296,14 +319,37 @@ static int method_allocate_memory(Conn *c, json_t *params) {
         if (r < 0)
                 return log_error_errno(r, "Failed to allocate %" PRIu64 " bytes of DMA memory: %m", size);
 
-        n = dma_segments_merge(region->phys, region->n_pages, region->hugepage_size, &segments);
-        if (n < 0)
-                return n;
+        /* From here on the region is owned by the lease or the connection, so that the
+         * teardown order (quiesce before free) covers it whatever happens next. */
+        if (lease) {
+                /* Into the lease's DMA context: physical addresses (noiommu backends) or IOVAs. */
+                r = lease_add_region(lease, region, &segments, &n_segments, &kind);
+                if (r == -EOPNOTSUPP)
+                        return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                                                json_pack("{s:s}", "reason", "the kernel cannot map memory for this device"));
+                if (r == -ENOSPC)
+                        return conn_reply_error(c, NOIOMMU_ERROR_OUT_OF_MEMORY,
+                                                json_pack("{s:I, s:I}", "requested", (json_int_t) size,
+                                                          "hugepageSize", (json_int_t) hugepage_size));
+                if (r < 0)
+                        return log_error_errno(r, "Failed to map %s into the DMA context of %s: %m",
+                                               region->id, lease->device.address);
+        } else {
+                n = dma_segments_merge(region->phys, region->n_pages, region->hugepage_size, &segments);
+                if (n < 0)
+                        return n;
+                n_segments = (size_t) n;
+                r = conn_add_region(c, region);
+                if (r < 0)
+                        return r;
+        }
+        owned = TAKE_PTR(region);
+        audit_memory_granted(&c->id, owned, n_segments);
 
         segs = json_array();
         if (!segs)
                 return -ENOMEM;
-        for (int i = 0; i < n; i++)
+        for (size_t i = 0; i < n_segments; i++)
                 if (json_array_append_new(segs, json_pack("{s:I, s:I, s:I}",
                                                           "offset", (json_int_t) segments[i].offset,
                                                           "length", (json_int_t) segments[i].length,
@@ -312,25 +358,154 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                         return -ENOMEM;
                 }
 
-        r = conn_add_region(c, region);
-        if (r < 0) {
-                json_decref(segs);
-                return r;
-        }
-        audit_memory_granted(&c->id, region, (size_t) n);
-
         /* reply: the memfd rides on the first byte; "fd" is its index among the reply's fds */
-        int memfd = region->memfd, node = region->numa_node;
-        (void) TAKE_PTR(region);                /* owned by the connection now */
         return conn_reply(c, json_pack("{s:s, s:I, s:I, s:i, s:s, s:o, s:i}",
                                        "memory", id,
                                        "size", (json_int_t) size,
                                        "hugepageSize", (json_int_t) hugepage_size,
-                                       "numaNode", node,
-                                       "addressKind", "physical",
+                                       "numaNode", owned->numa_node,
+                                       "addressKind", address_kind_to_string(kind),
                                        "segments", segs,
                                        "fd", 0),
-                          &memfd, 1);
+                          &owned->memfd, 1);
+}
+
+
+static int method_acquire_device(Conn *c, json_t *params) {
+        static const char *const allowed[] = { "device", "interactive", NULL };
+        _cleanup_free_ InventoryDevice *devices = NULL;
+        const InventoryDevice *d = NULL;
+        Manager *m = c->manager;
+        const char *k, *address, *action;
+        char vendor[8], device[8], group[16];
+        bool interactive = false, noiommu;
+        Lease *l;
+        json_t *v;
+        int n, r;
+
+        /* parse + validate: the name is checked before any filesystem access */
+        k = params_unknown_key(params, allowed);
+        if (k)
+                return reply_invalid_parameter(c, k);
+        v = param_get(params, "device");
+        if (!json_is_string(v) || !pci_address_is_valid(json_string_value(v)))
+                return reply_invalid_parameter(c, "device");
+        address = json_string_value(v);
+        if ((v = param_get(params, "interactive"))) {
+                if (!json_is_boolean(v))
+                        return reply_invalid_parameter(c, "interactive");
+                interactive = json_is_true(v);
+        }
+
+        n = inventory_scan("/", &devices);
+        if (n < 0)
+                return log_error_errno(n, "Failed to scan PCI devices: %m");
+        for (int i = 0; i < n; i++)
+                if (streq(devices[i].address, address))
+                        d = &devices[i];
+        if (!d)
+                return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_DEVICE, json_pack("{s:s}", "device", address));
+        if (d->backend < 0)
+                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                                        json_pack("{s:s}", "reason", d->reason ?: "no backend can serve this device"));
+
+        noiommu = d->backend != BACKEND_CDEV_IOMMU;
+        if (noiommu && !settings_allows_noiommu(&m->settings, address))
+                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                                        json_pack("{s:s}", "reason",
+                                                  "noiommu use of this device is not enabled in the daemon's configuration"));
+        if (!noiommu && !settings_allows_iommu(&m->settings, address))
+                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                                        json_pack("{s:s}", "reason", "this device is not enabled in the daemon's configuration"));
+
+        /* reserve before asking polkit, so that a racing second request gets DeviceBusy */
+        if (c->pending_lease && !streq(c->pending_lease->device.address, address))
+                c->pending_lease = lease_unreserve(c->pending_lease);
+        if (!c->pending_lease) {
+                if (c->n_leases >= NOIOMMU_LEASES_PER_CONN_MAX) {
+                        audit_limit_exceeded(&c->id, "leases-per-connection");
+                        return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED,
+                                                json_pack("{s:s}", "limit", "leases-per-connection"));
+                }
+                r = lease_reserve(m, c, d, &c->pending_lease);
+                if (r == -EBUSY)
+                        return conn_reply_error(c, NOIOMMU_ERROR_DEVICE_BUSY, json_pack("{s:s}", "device", address));
+                if (r == -EIO)
+                        return conn_reply_error(c, NOIOMMU_ERROR_DEVICE_QUARANTINED, json_pack("{s:s}", "device", address));
+                if (r < 0)
+                        return r;
+        }
+
+        /* authorize: the action follows from the backend the inventory found; details carry
+         * validated values only */
+        action = noiommu ? ACTION_ACQUIRE_DEVICE : ACTION_ACQUIRE_DEVICE_IOMMU;
+        (void) snprintf(vendor, sizeof(vendor), "%04x", d->vendor_id);
+        (void) snprintf(device, sizeof(device), "%04x", d->device_id);
+        (void) snprintf(group, sizeof(group), "%i", d->iommu_group);
+        char *details[] = { (char *) "device", (char *) address,
+                            (char *) "vendor_id", vendor,
+                            (char *) "device_id", device,
+                            (char *) "backend", (char *) backend_to_string(d->backend),
+                            (char *) "iommu_group", group,
+                            NULL };
+        r = authorize(c, action, details, interactive);
+        if (r <= 0)
+                return r;       /* pending, or denied (dispatch_current() drops the reservation) */
+
+        /* act */
+        l = TAKE_PTR(c->pending_lease);
+        l->device = *d;                         /* as scanned now, after the authorization */
+        r = lease_activate(l);
+        if (r < 0) {
+                const char *why = r == -EBUSY ? "the device or its group is still open elsewhere (a previous holder may have kept a copy of its fd)" :
+                                  r == -ENODEV || r == -ELOOP ? "the device node does not match sysfs" :
+                                  r == -EOPNOTSUPP ? "the backend is not usable on this kernel" : "the kernel refused";
+                audit_lease_refused(&c->id, d, r, why);
+                lease_unreserve(l);
+                if (r == -EBUSY)
+                        return conn_reply_error(c, NOIOMMU_ERROR_DEVICE_BUSY, json_pack("{s:s}", "device", address));
+                if (r == -ENODEV || r == -ELOOP || r == -EOPNOTSUPP || r == -ENOENT)
+                        return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED, json_pack("{s:s}", "reason", why));
+                return log_error_errno(r, "Failed to open %s: %m", address);
+        }
+        c->leases[c->n_leases++] = l;
+        audit_lease_granted(&c->id, l->id, &l->device);
+
+        r = conn_reply(c, json_pack("{s:s, s:o, s:i}",
+                                    "lease", l->id,
+                                    "device", device_to_json(&l->device),
+                                    "fd", 0),
+                       (const int[]) { vfio_device_client_fd(l->vfio) }, 1);
+        /* The reply holds its own duplicate for the send; the daemon keeps only its handle. */
+        vfio_device_client_fd_sent(l->vfio);
+        return r;
+}
+
+static int method_release_device(Conn *c, json_t *params) {
+        static const char *const allowed[] = { "lease", NULL };
+        const char *k = params_unknown_key(params, allowed), *id;
+        size_t index;
+        json_t *v;
+        Lease *l;
+        int r;
+
+        if (k)
+                return reply_invalid_parameter(c, k);
+        v = param_get(params, "lease");
+        if (!json_is_string(v) || !noiommu_id_is_valid(json_string_value(v)))
+                return reply_invalid_parameter(c, "lease");
+        id = json_string_value(v);
+
+        l = conn_find_lease(c, id, &index);
+        if (!l)
+                return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_LEASE, json_pack("{s:s}", "lease", id));
+
+        char address[sizeof(l->device.address)];
+        memcpy(address, l->device.address, sizeof(address));
+        r = conn_end_lease(c, index, "release");
+        if (r == -EIO)
+                return conn_reply_error(c, NOIOMMU_ERROR_DEVICE_QUARANTINED, json_pack("{s:s}", "device", address));
+        return conn_reply(c, NULL, NULL, 0);
 }
 
 static int method_free_memory(Conn *c, json_t *params) {
@@ -346,11 +521,16 @@ static int method_free_memory(Conn *c, json_t *params) {
                 return reply_invalid_parameter(c, "memory");
         id = json_string_value(v);
 
-        if (!conn_find_region(c, id, &index))
-                return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_MEMORY, json_pack("{s:s}", "memory", id));
-
-        conn_free_region(c, index, "free");
-        return conn_reply(c, NULL, NULL, 0);
+        if (conn_find_region(c, id, &index)) {
+                conn_free_region(c, index, "free");
+                return conn_reply(c, NULL, NULL, 0);
+        }
+        for (size_t i = 0; i < c->n_leases; i++)
+                if (lease_find_region(c->leases[i], id, &index)) {
+                        lease_free_region(c->leases[i], index);
+                        return conn_reply(c, NULL, NULL, 0);
+                }
+        return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_MEMORY, json_pack("{s:s}", "memory", id));
 }
 
 static const Method methods[] = {
@@ -359,6 +539,8 @@ static const Method methods[] = {
         { NOIOMMU_METHOD_LIST_DEVICES, method_list_devices, 0 },
         { NOIOMMU_METHOD_ALLOCATE_MEMORY, method_allocate_memory, METHOD_SENDS_FDS },
         { NOIOMMU_METHOD_FREE_MEMORY, method_free_memory, 0 },
+        { NOIOMMU_METHOD_ACQUIRE_DEVICE, method_acquire_device, METHOD_SENDS_FDS },
+        { NOIOMMU_METHOD_RELEASE_DEVICE, method_release_device, 0 },
         {}
 };
 
@@ -443,6 +625,12 @@ int dispatch_current(Conn *c) {
                 r = method->handler(c, empty);
         } else
                 r = method->handler(c, params);
+
+        /* A device reservation lives only while polkit decides: whatever path the handler
+         * took (denied, device gone meanwhile, error), none may outlive the request. */
+        if (c->pending_lease && !c->polkit)
+                c->pending_lease = lease_unreserve(c->pending_lease);
+
         if (r < 0)
                 return r;
 

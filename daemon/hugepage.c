@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/io_uring.h>
+#include <stdbool.h>
 #include <linux/memfd.h>
 #include <linux/mempolicy.h>
 #include <stdio.h>
@@ -88,13 +89,19 @@ int hugepage_default_size(uint64_t *ret) {
 }
 
 int hugepage_size_supported(uint64_t hugepage_size) {
-        uint64_t sizes[8];
-        size_t n;
+        /* The sizes a kernel offers are fixed at boot (hstates are set up then), so read them
+         * once instead of on every request. */
+        static uint64_t sizes[8];
+        static size_t n;
+        static bool loaded;
         int r;
 
-        r = hugepage_sizes(sizes, ELEMENTSOF(sizes), &n);
-        if (r < 0)
-                return r;
+        if (!loaded) {
+                r = hugepage_sizes(sizes, ELEMENTSOF(sizes), &n);
+                if (r < 0)
+                        return r;
+                loaded = true;
+        }
         for (size_t i = 0; i < n; i++)
                 if (sizes[i] == hugepage_size)
                         return 1;
@@ -201,8 +208,9 @@ static int pin_mapping(void *addr, uint64_t size) {
         /* IORING_REGISTER_BUFFERS pins with FOLL_LONGTERM (io_pin_pages()); hugetlb is the one
          * file-backed mapping io_uring accepts. The pin lasts until UNREGISTER or the ring's
          * release. */
-        if (sys_io_uring_register(fd, IORING_REGISTER_BUFFERS, iov, (unsigned) n) < 0)
-                return negative_errno();
+        while (sys_io_uring_register(fd, IORING_REGISTER_BUFFERS, iov, (unsigned) n) < 0)
+                if (errno != EINTR)
+                        return negative_errno();
 
         return TAKE_FD(fd);
 }
@@ -298,7 +306,11 @@ int huge_region_new(const char *id, uint64_t size, uint64_t hugepage_size, int n
                 if (k < 0)
                         return k;
         }
-        k = fallocate(r->memfd, 0, 0, (off_t) size) < 0 ? negative_errno() : 0;
+        /* hugetlbfs_fallocate() may stop with EINTR on a signal (a ptrace attach, say); what
+         * it allocated stays, so simply go on. */
+        do
+                k = fallocate(r->memfd, 0, 0, (off_t) size) < 0 ? negative_errno() : 0;
+        while (k == -EINTR);
         if (numa_node >= 0)
                 (void) set_node_policy(-1);
         if (k < 0)

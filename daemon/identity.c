@@ -16,7 +16,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <systemd/sd-login.h>
 
 #include "identity.h"
 #include "internal/fd-util.h"
@@ -75,12 +74,53 @@ static int peer_pidfd(int fd, pid_t pid, bool *ret_from_peer) {
         return pidfd;
 }
 
+/* The client's systemd unit (the last NAME.service, NAME.scope or NAME.socket component of its cgroup
+ * path), or the cgroup path itself. One read of /proc/PID/cgroup: this runs for every accepted
+ * connection, and sd_pid_get_unit() and friends read the file (and PID 1's) several times. */
+static int proc_get_unit(pid_t pid, char *buf, size_t size) {
+        _cleanup_free_ char *s = NULL;
+        char path[64];
+        const char *cg = NULL, *unit = NULL;
+        int r;
+
+        (void) snprintf(path, sizeof(path), "/proc/%i/cgroup", (int) pid);
+        r = read_small_file_at(AT_FDCWD, path, &s);
+        if (r < 0)
+                return r;
+
+        /* cgroup v2 ("0::/path"), else the named systemd hierarchy of v1. */
+        for (char *line = s, *next; line && *line; line = next) {
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = 0;
+                if (strncmp(line, "0::", 3) == 0)
+                        cg = line + 3;
+                else if (!cg && strstr(line, ":name=systemd:"))
+                        cg = strstr(line, ":name=systemd:") + strlen(":name=systemd:");
+        }
+        if (!cg)
+                return -ENODATA;
+
+        for (const char *p = cg; p && *p; p = strchr(p, '/') ? strchr(p, '/') + 1 : NULL) {
+                size_t n = strcspn(p, "/");
+
+                if ((n > 8 && strncmp(p + n - 8, ".service", 8) == 0) ||
+                    (n > 6 && strncmp(p + n - 6, ".scope", 6) == 0) ||
+                    (n > 7 && strncmp(p + n - 7, ".socket", 7) == 0))
+                        unit = p;
+        }
+        if (unit)
+                (void) snprintf(buf, size, "%.*s", (int) strcspn(unit, "/"), unit);
+        else
+                (void) snprintf(buf, size, "%s", cg);
+        return 0;
+}
+
 int client_identity_from_socket(int fd, ClientIdentity *ret) {
         ClientIdentity id = CLIENT_IDENTITY_INIT;
         struct ucred cred = { .pid = 0, .uid = (uid_t) -1, .gid = (gid_t) -1 };
         socklen_t l = sizeof(cred);
         _cleanup_close_ int pidfd = -EBADF;
-        _cleanup_free_ char *unit = NULL;
         struct statfs sfs;
         struct stat st;
         pid_t fdinfo_pid;
@@ -119,10 +159,7 @@ int client_identity_from_socket(int fd, ClientIdentity *ret) {
                 id.pidfd_ino = (uint64_t) st.st_ino;
 
         /* Informative only (audit records); the uid is what authorization uses. */
-        if (sd_pid_get_unit(cred.pid, &unit) >= 0 ||
-            sd_pid_get_user_unit(cred.pid, &unit) >= 0 ||
-            sd_pid_get_cgroup(cred.pid, &unit) >= 0)
-                (void) snprintf(id.unit, sizeof(id.unit), "%s", unit);
+        (void) proc_get_unit(cred.pid, id.unit, sizeof(id.unit));
 
         id.uid = cred.uid;
         id.gid = cred.gid;

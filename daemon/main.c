@@ -11,6 +11,7 @@
 #include "config.h"
 #include "internal/log.h"
 #include "manager.h"
+#include "settings.h"
 #include "noiommu/protocol.h"
 
 static void help(void) {
@@ -21,21 +22,24 @@ static void help(void) {
                "     --listen PATH      Bind the Varlink socket at PATH unless the service manager\n"
                "                        passed one (default: $" NOIOMMU_SOCKET_ENV " or\n"
                "                        " NOIOMMU_SOCKET_PATH_DEFAULT ")\n"
+               "     --config PATH      Configuration file (default: " NOIOMMU_SETTINGS_PATH ",\n"
+               "                        plus PATH.d/NAME.conf drop-ins)\n"
                "     --log-level LEVEL  debug, info, notice, warning or err\n\n"
                "polkit is reached on the system bus ($DBUS_SYSTEM_BUS_ADDRESS honoured).\n");
 }
 
 int main(int argc, char *argv[]) {
-        enum { ARG_VERSION = 0x100, ARG_LISTEN, ARG_LOG_LEVEL };
+        enum { ARG_VERSION = 0x100, ARG_LISTEN, ARG_LOG_LEVEL, ARG_CONFIG };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 { "listen", required_argument, NULL, ARG_LISTEN },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "config", required_argument, NULL, ARG_CONFIG },
                 {}
         };
         _cleanup_(manager_freep) Manager *m = NULL;
-        const char *listen_path = NULL;
+        const char *listen_path = NULL, *config_path = NULL;
         int c, r;
 
         log_setup("noiommud", LOG_TARGET_AUTO);
@@ -50,6 +54,9 @@ int main(int argc, char *argv[]) {
                         return EXIT_SUCCESS;
                 case ARG_LISTEN:
                         listen_path = optarg;
+                        break;
+                case ARG_CONFIG:
+                        config_path = optarg;
                         break;
                 case ARG_LOG_LEVEL:
                         if (streq(optarg, "debug"))
@@ -77,7 +84,7 @@ int main(int argc, char *argv[]) {
                 return EXIT_FAILURE;
         }
 
-        r = manager_new(&m);
+        r = manager_new(config_path, &m);
         if (r < 0) {
                 log_error_errno(r, "Failed to set up: %m");
                 return EXIT_FAILURE;

@@ -24,6 +24,7 @@
 #include "internal/log.h"
 #include "internal/wire.h"
 #include "internal/macro.h"
+#include "lease.h"
 #include "manager.h"
 #include "noiommu/protocol.h"
 #include "polkit.h"
@@ -176,7 +177,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return sd_event_exit(sd_event_source_get_event(s), 0);
 }
 
-int manager_new(Manager **ret) {
+int manager_new(const char *config_path, Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
         sigset_t ss;
         int r;
@@ -215,6 +216,10 @@ int manager_new(Manager **ret) {
                 m->default_hugepage_size = 0;
         }
 
+        r = settings_load(config_path ?: NOIOMMU_SETTINGS_PATH, &m->settings);
+        if (r < 0)
+                return r;
+
         r = polkit_new(m->event, &m->polkit);
         if (r < 0)
                 return r;
@@ -230,6 +235,9 @@ Manager *manager_free(Manager *m) {
                 return NULL;
         while (m->conns)
                 (void) conn_free(m->conns, "shutdown");
+        /* Only quarantined leases are left: the process exit releases their memory anyway. */
+        lease_free_all(m);
+        settings_done(&m->settings);
         m->polkit = polkit_free(m->polkit);
         m->listen_source = sd_event_source_disable_unref(m->listen_source);
         m->listen_fd = safe_close(m->listen_fd);

@@ -12,9 +12,11 @@
 #include <systemd/sd-event.h>
 
 #include "internal/macro.h"
+#include "settings.h"
 
 typedef struct Conn Conn;
 typedef struct Polkit Polkit;
+typedef struct Lease Lease;
 
 /* Connections in total and per uid (security.md §7.1). max_completed / per_uid is the number of
  * uids that can together deny service to everyone else. */
@@ -40,13 +42,17 @@ typedef struct Manager {
         unsigned n_conns;
         UidCount *uid_counts[256];
 
+        Settings settings;
+        Lease *leases;                  /* every device lease, reservations and quarantined ones too */
+
         unsigned n_regions;             /* across all connections */
         uint64_t region_bytes;
 
         bool accept_paused;             /* EMFILE: listening source disabled until an fd frees */
 } Manager;
 
-int manager_new(Manager **ret);
+/* Loads the configuration from config_path (NULL: the default path). */
+int manager_new(const char *config_path, Manager **ret);
 Manager *manager_free(Manager *m);
 
 /* Takes the listening socket from socket activation ($LISTEN_FDS), or binds path. */

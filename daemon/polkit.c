@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "audit.h"
 #include "internal/log.h"
@@ -50,9 +51,17 @@ struct PolkitQuery {
         const char *reason;             /* static POLKIT_REASON_* */
         char *error_name;
         char cancel_id[64];
+        uint64_t sent_usec;
         polkit_done_t done;
         void *userdata;
 };
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
+}
 
 static void strv_free(char **l) {
         for (char **i = l; i && *i; i++)
@@ -176,6 +185,7 @@ static int on_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *r
 
         pending_unlink(q);
         q->slot = sd_bus_slot_unref(q->slot);
+        log_debug("polkit answered %s in %llu us.", q->action, (unsigned long long) (now_usec() - q->sent_usec));
 
         e = sd_bus_message_get_error(reply);
         if (e) {
@@ -265,6 +275,7 @@ static int query_send(Polkit *p, PolkitQuery *q) {
         if (r < 0)
                 return r;
 
+        q->sent_usec = now_usec();
         return sd_bus_call_async(bus, &q->slot, m, on_check_reply, q,
                                  q->interactive ? NOIOMMU_POLKIT_INTERACTIVE_TIMEOUT_USEC
                                                 : NOIOMMU_POLKIT_TIMEOUT_USEC);

@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * See lease.h for the state machine and the teardown order.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <systemd/sd-id128.h>
+
+#include "audit.h"
+#include "conn.h"
+#include "internal/log.h"
+#include "internal/macro.h"
+#include "lease.h"
+#include "manager.h"
+
+static const char *const lease_state_table[_LEASE_STATE_MAX] = {
+        [LEASE_AUTHORIZING] = "authorizing",
+        [LEASE_ACTIVE] = "active",
+        [LEASE_QUIESCING] = "quiescing",
+        [LEASE_QUARANTINED] = "quarantined",
+};
+
+const char *lease_state_to_string(LeaseState s) {
+        if (s < 0 || s >= _LEASE_STATE_MAX)
+                return NULL;
+        return lease_state_table[s];
+}
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
+}
+
+Lease *lease_find_by_address(Manager *m, const char *address) {
+        for (Lease *l = m->leases; l; l = l->next)
+                if (streq(l->device.address, address))
+                        return l;
+        return NULL;
+}
+
+static void lease_link(Manager *m, Lease *l) {
+        l->next = m->leases;
+        if (m->leases)
+                m->leases->prev = l;
+        m->leases = l;
+}
+
+static void lease_unlink(Lease *l) {
+        Manager *m = l->manager;
+
+        if (l->prev)
+                l->prev->next = l->next;
+        else if (m->leases == l)
+                m->leases = l->next;
+        if (l->next)
+                l->next->prev = l->prev;
+        l->next = l->prev = NULL;
+}
+
+int lease_reserve(Manager *m, Conn *conn, const InventoryDevice *d, Lease **ret) {
+        Lease *l, *existing;
+        sd_id128_t id;
+        int r;
+
+        existing = lease_find_by_address(m, d->address);
+        if (existing)
+                return existing->state == LEASE_QUARANTINED ? -EIO : -EBUSY;
+
+        r = sd_id128_randomize(&id);
+        if (r < 0)
+                return r;
+
+        l = new0(Lease, 1);
+        if (!l)
+                return -ENOMEM;
+        *l = (Lease) {
+                .manager = m,
+                .state = LEASE_AUTHORIZING,
+                .conn = conn,
+                .holder = conn->id,
+                .device = *d,
+                .created_usec = now_usec(),
+        };
+        l->holder.pidfd = -EBADF;               /* a copy for records; the conn owns the fd */
+        (void) sd_id128_to_string(id, l->id);
+        lease_link(m, l);
+        *ret = l;
+        return 0;
+}
+
+static Lease *lease_free(Lease *l) {
+        if (!l)
+                return NULL;
+        lease_unlink(l);
+        for (size_t i = 0; i < l->n_regions; i++)
+                huge_region_free(l->regions[i]);
+        vfio_device_close(l->vfio);
+        free(l);
+        return NULL;
+}
+
+Lease *lease_unreserve(Lease *l) {
+        if (!l)
+                return NULL;
+        assert(l->state == LEASE_AUTHORIZING);
+        return lease_free(l);
+}
+
+int lease_activate(Lease *l) {
+        int r;
+
+        assert(l->state == LEASE_AUTHORIZING);
+
+        r = vfio_device_open(&l->device, &l->vfio);
+        if (r < 0)
+                return r;
+        l->state = LEASE_ACTIVE;
+        l->created_usec = now_usec();
+        return 0;
+}
+
+int lease_add_region(Lease *l, HugeRegion *r, DmaSegment **ret_segments, size_t *ret_n,
+                     AddressKind *ret_kind) {
+        int k;
+
+        if (l->state != LEASE_ACTIVE)
+                return -ESTALE;
+        if (l->n_regions >= NOIOMMU_REGIONS_PER_LEASE_MAX)
+                return -EUSERS;
+
+        k = vfio_device_map(l->vfio, r, ret_segments, ret_n, ret_kind);
+        if (k < 0)
+                return k;
+        l->regions[l->n_regions] = r;
+        l->kinds[l->n_regions] = *ret_kind;
+        l->retired[l->n_regions] = false;
+        l->n_regions++;
+        l->manager->n_regions++;
+        l->manager->region_bytes += r->size;
+        return 0;
+}
+
+HugeRegion *lease_find_region(Lease *l, const char *id, size_t *ret_index) {
+        for (size_t i = 0; i < l->n_regions; i++)
+                if (!l->retired[i] && streq(l->regions[i]->id, id)) {
+                        *ret_index = i;
+                        return l->regions[i];
+                }
+        return NULL;
+}
+
+static void lease_drop_region(Lease *l, size_t index, const char *reason) {
+        HugeRegion *r = l->regions[index];
+        int k;
+
+        k = vfio_device_unmap(l->vfio, r);
+        if (k < 0)
+                log_warning_errno(k, "Failed to unmap %s from the device's DMA context, ignoring: %m", r->id);
+
+        k = huge_region_verify(r, l->manager->pagemap_fd);
+        if (k < 0 && k != -ESTALE)
+                log_warning_errno(k, "Failed to re-read physical addresses of %s, ignoring: %m", r->id);
+        audit_memory_freed(&l->holder, r, reason, k == -ESTALE);
+
+        l->manager->n_regions--;
+        l->manager->region_bytes -= r->size;
+        huge_region_free(r);
+
+        l->n_regions--;
+        l->regions[index] = l->regions[l->n_regions];
+        l->kinds[index] = l->kinds[l->n_regions];
+        l->retired[index] = l->retired[l->n_regions];
+}
+
+void lease_free_region(Lease *l, size_t index) {
+        assert(index < l->n_regions);
+
+        /* Behind a real IOMMU, unmapping blocks the device's access at once: free now. Without
+         * one, the device may still be writing there; keep the pages pinned (and out of the
+         * client's view) until the lease ends with a quiesce. */
+        if (l->kinds[index] == ADDRESS_IOVA)
+                lease_drop_region(l, index, "free");
+        else
+                l->retired[index] = true;
+}
+
+int lease_end(Lease *l, const char *reason) {
+        uint64_t bytes = 0;
+        bool reset = false;
+        int r;
+
+        if (l->state == LEASE_AUTHORIZING) {
+                lease_unreserve(l);
+                return 0;
+        }
+        if (l->state == LEASE_QUARANTINED)
+                return -EIO;
+
+        assert(l->state == LEASE_ACTIVE);
+        l->state = LEASE_QUIESCING;     /* nobody can be granted the device meanwhile */
+
+        for (size_t i = 0; i < l->n_regions; i++)
+                bytes += l->regions[i]->size;
+
+        /* 1. Stop the device: Bus Master off (read back), then reset if it can. */
+        r = vfio_device_quiesce(l->vfio, &reset);
+        if (r < 0) {
+                /* The device may still be able to DMA: keep everything pinned and never hand
+                 * the device out again until an administrator acts. */
+                l->state = LEASE_QUARANTINED;
+                l->conn = NULL;
+                audit_quiesce_failed(&l->holder, l->id, &l->device, r, bytes);
+                return -EIO;
+        }
+        audit_lease_quiesced(&l->holder, l->id, &l->device, reset, reason);
+
+        /* 2. Only now: unmap, unpin and free the memory, last allocation first. */
+        while (l->n_regions > 0)
+                lease_drop_region(l, l->n_regions - 1, reason);
+
+        /* 3. Close the device; it is free for the next client. */
+        l->vfio = vfio_device_close(l->vfio);
+        audit_lease_released(&l->holder, l->id, &l->device, reason, bytes, now_usec() - l->created_usec);
+        lease_free(l);
+        return 0;
+}
+
+void lease_free_all(Manager *m) {
+        while (m->leases)
+                lease_free(m->leases);
+}

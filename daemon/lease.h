@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Device leases: who holds which device, the memory mapped for it, and the teardown order.
+ *
+ * A lease is created as a reservation (AUTHORIZING) before polkit is asked, so that a second
+ * request for the same device — even one racing the first through polkit — gets DeviceBusy
+ * (security.md §3.8). It becomes ACTIVE when the device is open and its fd is on its way to the
+ * client. It ends on ReleaseDevice or when the connection closes, always in this order
+ * (design.md §3.3):
+ *
+ *   QUIESCING: Bus Master off through the daemon's own device fd (read back) -> VFIO_DEVICE_RESET
+ *              if the device supports it -> unmap/unpin the lease's memory -> free the memory
+ *              -> close the device, which frees it for the next client.
+ *
+ * If quiescing fails the device is QUARANTINED: its memory stays pinned, it is never handed out
+ * again, and it is audited; an administrator has to act. A device fd cannot be revoked: a
+ * client that kept a copy keeps it, which the next grant detects where the kernel allows (the
+ * group stays busy, or a cdev refuses a second bind).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hugepage.h"
+#include "identity.h"
+#include "inventory.h"
+#include "noiommu/protocol.h"
+#include "vfio.h"
+
+typedef struct Manager Manager;
+typedef struct Conn Conn;
+
+/* Leases one connection may hold, and memory allocations one lease may have mapped. */
+#define NOIOMMU_LEASES_PER_CONN_MAX 8
+#define NOIOMMU_REGIONS_PER_LEASE_MAX 64
+
+typedef enum LeaseState {
+        LEASE_AUTHORIZING,
+        LEASE_ACTIVE,
+        LEASE_QUIESCING,
+        LEASE_QUARANTINED,
+        _LEASE_STATE_MAX,
+        _LEASE_STATE_INVALID = -EINVAL,
+} LeaseState;
+
+const char *lease_state_to_string(LeaseState s);
+
+typedef struct Lease {
+        Manager *manager;
+        struct Lease *next, *prev;      /* in manager->leases */
+        char id[NOIOMMU_ID_LEN + 1];
+        LeaseState state;
+        Conn *conn;                     /* the holder; NULL once quarantined */
+        ClientIdentity holder;          /* copy for records (pidfd not owned) */
+        InventoryDevice device;         /* as classified when acquired */
+        VfioDevice *vfio;
+        HugeRegion *regions[NOIOMMU_REGIONS_PER_LEASE_MAX];
+        AddressKind kinds[NOIOMMU_REGIONS_PER_LEASE_MAX];
+        bool retired[NOIOMMU_REGIONS_PER_LEASE_MAX];   /* freed by the client, kept until quiesce */
+        size_t n_regions;
+        uint64_t created_usec;
+} Lease;
+
+/* Reserves d for conn. -EBUSY if a lease exists for that address, -EIO if quarantined. */
+int lease_reserve(Manager *m, Conn *conn, const InventoryDevice *d, Lease **ret);
+
+/* Drops a reservation that never became active (denied, or the client left). */
+Lease *lease_unreserve(Lease *l);
+
+/* Opens the device for an authorized reservation and makes the lease active. */
+int lease_activate(Lease *l);
+
+/* Ends a lease in the order above. reason: "release", "client-exit", "shutdown". Returns 0, or
+ * -EIO when quiescing failed and the device is now quarantined (the lease object stays in the
+ * manager's list, detached from its connection). */
+int lease_end(Lease *l, const char *reason);
+
+Lease *lease_find_by_address(Manager *m, const char *address);
+
+/* Maps a freshly allocated region into the lease's DMA context and adopts it. */
+int lease_add_region(Lease *l, HugeRegion *r, DmaSegment **ret_segments, size_t *ret_n,
+                     AddressKind *ret_kind);
+/* Finds a region the client has not freed yet. */
+HugeRegion *lease_find_region(Lease *l, const char *id, size_t *ret_index);
+/* The client frees lease memory: behind an IOMMU it is unmapped and freed now; in noiommu mode
+ * it stays pinned until the device is quiesced. */
+void lease_free_region(Lease *l, size_t index);
+
+/* Frees all quarantined leases' bookkeeping at daemon exit, without touching the memory
+ * state again (the process is going away). */
+void lease_free_all(Manager *m);

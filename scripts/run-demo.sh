@@ -1,0 +1,10 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# The main job on a fresh Debian 12 machine, as root: install what is needed, build, start
+# noiommud (with a private bus and the real polkitd) and show a real unprivileged client getting
+# real pinned DMA memory, checked against /proc/PID/pagemap.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+./scripts/build.sh
+exec /usr/bin/python3 scripts/demo.py "${BUILD_DIR:-build}"
