@@ -177,9 +177,32 @@ def write_int(path, v):
         f.write("%d\n" % v)
 
 
+# nr_hugepages right after the Environment reserved its pages (see hugepages_free).
+_pool_base = None
+
+
+def _pool_counts():
+    """(nr_hugepages, free_hugepages) of the 2 MiB pool, read consistently."""
+    nr_path = os.path.join(HUGEPAGE_SYSFS, "nr_hugepages")
+    free_path = os.path.join(HUGEPAGE_SYSFS, "free_hugepages")
+    while True:
+        a = (read_int(nr_path), read_int(free_path))
+        if a == (read_int(nr_path), read_int(free_path)):
+            return a
+
+
+def hugepages_available():
+    """Free 2 MiB hugepages right now: what an allocation can get."""
+    return _pool_counts()[1]
+
+
 def hugepages_free():
-    """Free 2 MiB hugepages (HugePages_Free of the 2 MiB pool)."""
-    return read_int(os.path.join(HUGEPAGE_SYSFS, "free_hugepages"))
+    """HugePages_Free of the 2 MiB pool, corrected for resizes of the pool by anyone else since
+    the environment reserved its pages (someone writing nr_hugepages changes HugePages_Free by
+    the same amount as HugePages_Total; pages in use are unaffected). Without that correction
+    this is HugePages_Free exactly; it is the oracle for "the daemon gave every page back"."""
+    nr, free = _pool_counts()
+    return free if _pool_base is None else free - (nr - _pool_base)
 
 
 def meminfo_hugepages_free():
@@ -836,18 +859,20 @@ class Environment:
                 continue
             if not os.path.exists("/proc/%d" % pid) and not os.path.exists(os.path.join(d, "keep")):
                 shutil.rmtree(d, ignore_errors=True)
+        global _pool_base
+        _pool_base = None
         orig = read_int(nr_path)
-        free = hugepages_free()
-        if free >= self.hugepages:
-            return
-        self.nr_hugepages_orig = orig
-        write_int(self.STATE_PATH, orig)
-        write_int(nr_path, orig + self.hugepages - free)
-        got = hugepages_free()
-        if got < self.hugepages:
-            raise Skip("could only get %d of %d free 2 MiB hugepages (memory fragmented?)"
-                       % (got, self.hugepages))
-        log("nr_hugepages %d -> %d (restored at exit)" % (orig, read_int(nr_path)))
+        free = hugepages_available()
+        if free < self.hugepages:
+            self.nr_hugepages_orig = orig
+            write_int(self.STATE_PATH, orig)
+            write_int(nr_path, orig + self.hugepages - free)
+            got = hugepages_available()
+            if got < self.hugepages:
+                raise Skip("could only get %d of %d free 2 MiB hugepages (memory fragmented?)"
+                           % (got, self.hugepages))
+            log("nr_hugepages %d -> %d (restored at exit)" % (orig, read_int(nr_path)))
+        _pool_base = _pool_counts()[0]
 
     def _make_tmp(self):
         self.tmp = tempfile.mkdtemp(prefix="noiommud-itest-")
@@ -1101,6 +1126,8 @@ class Environment:
             for name, path in self.logs.items():
                 print("--- %s log (%s) ---\n%s" % (name, path, self.read_log(name)), flush=True)
         os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
+        global _pool_base
+        _pool_base = None
         if self.nr_hugepages_orig is not None:
             write_int(os.path.join(HUGEPAGE_SYSFS, "nr_hugepages"), self.nr_hugepages_orig)
             self.nr_hugepages_orig = None
@@ -1178,9 +1205,19 @@ class Environment:
     def hugepages_free(self):
         return hugepages_free()
 
+    def daemon_hugetlb_kb(self):
+        """Hugetlb memory the daemon maps (Shared_Hugetlb + Private_Hugetlb of smaps_rollup):
+        its own mappings of the memory it holds, independent of anyone else's hugepages."""
+        kb = 0
+        with open("/proc/%d/smaps_rollup" % self.daemon_pid) as f:
+            for line in f:
+                if line.startswith(("Shared_Hugetlb:", "Private_Hugetlb:")):
+                    kb += int(line.split()[1])
+        return kb
+
     def baseline(self):
-        """(daemon fd count, free hugepages) now."""
-        return self.daemon_fd_count(), hugepages_free()
+        """(daemon fd count, free hugepages, daemon hugetlb kB) now."""
+        return self.daemon_fd_count(), hugepages_free(), self.daemon_hugetlb_kb()
 
     def settled_baseline(self, free=None, stable=0.2, timeout=10):
         """Baseline after earlier activity: waits until HugePages_Free equals `free` (if given)
@@ -1196,17 +1233,20 @@ class Environment:
             n = self.daemon_fd_count()
             if n != last:
                 last, since = n, time.monotonic()
-        return last, hugepages_free()
+        return last, hugepages_free(), self.daemon_hugetlb_kb()
 
     def wait_baseline(self, base, timeout=10, what=""):
-        """Waits until the daemon's fd count and HugePages_Free are back at `base`."""
-        fds, free = base
+        """Waits until the daemon's fd count, HugePages_Free and the daemon's hugetlb mappings
+        are back at `base` (a tuple from baseline() or settled_baseline())."""
+        fds, free, kb = base
 
         def describe():
-            return ("%sdaemon fds %d (baseline %d), HugePages_Free %d (baseline %d); fds now: %s"
+            return ("%sdaemon fds %d (baseline %d), HugePages_Free %d (baseline %d), daemon hugetlb "
+                    "mappings %d kB (baseline %d); fds now: %s"
                     % (what + ": " if what else "", self.daemon_fd_count(), fds, hugepages_free(), free,
-                       self.daemon_fds()))
-        wait_until(lambda: self.daemon_fd_count() == fds and hugepages_free() == free, timeout, describe)
+                       self.daemon_hugetlb_kb(), kb, self.daemon_fds()))
+        wait_until(lambda: (self.daemon_fd_count() == fds and hugepages_free() == free
+                            and self.daemon_hugetlb_kb() == kb), timeout, describe)
         self.assert_daemon_alive()
 
     def find_journal(self, name, **fields):

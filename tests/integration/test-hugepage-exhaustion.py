@@ -29,7 +29,7 @@ def main():
         base_c = env.settled_baseline(base[1])          # with c open
 
         with env.subtest("one page more than HugePages_Free: OutOfMemory, nothing leaked"):
-            want = (H.hugepages_free() + 1) * HP
+            want = (H.hugepages_available() + 1) * HP
             err, params = c.call_error(H.ALLOCATE, {"size": want})
             assert err == OOM, (err, params)
             assert params == {"requested": want, "hugepageSize": HP}, params
@@ -37,7 +37,7 @@ def main():
             assert not env.find_journal("MEMORY_GRANTED", NOIOMMUD_CLIENT_PID=c.pid)
 
         with env.subtest("an unaligned size beyond the pool reports the rounded request"):
-            want = H.hugepages_free() * HP + 1
+            want = H.hugepages_available() * HP + 1
             err, params = c.call_error(H.ALLOCATE, {"size": want})
             assert err == OOM, (err, params)
             assert params.get("hugepageSize") == HP and params.get("requested") in (want, want - 1 + HP), params
@@ -48,9 +48,9 @@ def main():
             env.wait_baseline(base_c, what="after 1 TiB")
 
         with env.subtest("the whole pool can be taken, then the next page is OutOfMemory"):
-            n = H.hugepages_free()
+            n = H.hugepages_available()
             r, fd = H.allocate(c, n * HP)
-            assert H.hugepages_free() == 0, H.hugepages_free()
+            assert H.hugepages_available() == 0, H.hugepages_available()
             other = env.connect(uid=H.ALLOWED_UID)
             err, params = other.call_error(H.ALLOCATE, {"size": HP})
             assert err == OOM and params == {"requested": HP, "hugepageSize": HP}, (err, params)
