@@ -49,9 +49,22 @@ static int pidfd_get_pid(int pidfd, pid_t *ret) {
 }
 
 static int pidfd_is_alive(int pidfd) {
-        if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0)
-                return errno == ESRCH ? 0 : negative_errno();
-        return 1;
+        pid_t pid;
+        int r;
+
+        if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) >= 0)
+                return 1;
+        if (errno == ESRCH)
+                return 0;
+        if (errno != ENOSYS)
+                return negative_errno();
+
+        /* No pidfd_send_signal() (valgrind does not know it): the fdinfo "Pid:" line turns -1
+         * once the process has exited and been reaped. */
+        r = pidfd_get_pid(pidfd, &pid);
+        if (r < 0)
+                return r;
+        return pid > 0;
 }
 
 static int peer_pidfd(int fd, pid_t pid, bool *ret_from_peer) {

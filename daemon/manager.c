@@ -155,8 +155,16 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 if (r == -ENOMEM)
                         return log_error_errno(r, "Out of memory accepting a connection.");
                 if (r < 0) {
+                        ClientIdentity id = CLIENT_IDENTITY_INIT;
+
+                        /* Usually a peer that exited right after connecting; recorded (rate
+                         * limited) because it is also what a pid-reuse attempt looks like. */
+                        id.uid = cred.uid;
+                        id.gid = cred.gid;
+                        id.pid = cred.pid;
                         log_debug_errno(r, "Refusing connection from PID %i: peer not identifiable: %m",
                                         (int) cred.pid);
+                        audit_protocol_violation(&id, "peer identity could not be verified at accept");
                         continue;
                 }
                 cfd = -EBADF;                           /* owned by c now */

@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 BUILD_DIR=${BUILD_DIR:-build}
 ./scripts/build.sh
+# The tree must also build warning-free (-Werror) with clang; the tests run on the gcc build.
+if command -v clang >/dev/null; then
+        [ -f build-clang/build.ninja ] || CC=clang meson setup build-clang >/dev/null
+        ninja -C build-clang
+fi
 rc=0
 meson test -C "$BUILD_DIR" --print-errorlogs --num-processes 2 "$@" || rc=$?
 /usr/bin/python3 scripts/summarize-tests.py "$BUILD_DIR/meson-logs/testlog.json" || rc=1

@@ -34,7 +34,9 @@ bool json_value_is_sane(json_t *v, unsigned depth) {
                 return json_string_length(v) <= NOIOMMU_JSON_STRING_MAX &&
                        strlen(json_string_value(v)) == json_string_length(v);
         case JSON_REAL:
-                return false;
+                /* Well-formed JSON: accepted here, and refused by every parameter accessor
+                 * (json_get_u64() wants an integer), so a float size is InvalidParameter, not
+                 * a protocol violation. */
         case JSON_INTEGER:
         case JSON_TRUE:
         case JSON_FALSE:

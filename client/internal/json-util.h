@@ -17,7 +17,7 @@
 /* Longest string value any message carries. */
 #define NOIOMMU_JSON_STRING_MAX 4096
 
-/* Parses one message (without its NUL): a JSON object, no duplicate keys, no floats, no strings
+/* Parses one message (without its NUL): a JSON object, no duplicate keys, no strings
  * with embedded NUL or longer than NOIOMMU_JSON_STRING_MAX, nesting at most
  * NOIOMMU_JSON_DEPTH_MAX. Returns 0 and the object in *ret, or -EBADMSG. */
 int json_parse_message(const char *buf, size_t len, json_t **ret);

@@ -41,11 +41,9 @@ hugepage pool, and HugePages_Free is an oracle. Anything else that allocates hug
 
 import contextlib
 import ctypes
-import errno
 import fcntl
 import glob
 import json
-import mmap
 import os
 import re
 import select

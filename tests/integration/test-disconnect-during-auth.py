@@ -22,7 +22,7 @@ def wait_check_sent(env, before, n=1):
                  % (n, env.monitor_count("CheckAuthorization") - before))
 
 
-def served(env, base_free):
+def served(env):
     """An allowed client gets memory and frees it (also a sync point: polkitd has answered
     everything sent before)."""
     c = env.connect(uid=H.ALLOWED_UID)
@@ -36,7 +36,7 @@ def main():
     with H.Environment() as env:
         env.start_bus_monitor()
         free0 = H.hugepages_free()
-        served(env, free0)
+        served(env)
         base = env.settled_baseline(free0)
         gone = []          # pids of clients that must never be granted anything
 
@@ -58,7 +58,7 @@ def main():
                     cancelled = True
                 except AssertionError:
                     cancelled = False
-            served(env, base[1])
+            served(env)
             env.wait_baseline(base, what="after polkitd answered the abandoned check")
             c.end_process()
             assert not env.find_journal("MEMORY_GRANTED", NOIOMMUD_CLIENT_PID=gone[-1]), \
@@ -77,7 +77,7 @@ def main():
                 wait_check_sent(env, n0)
                 c.close(keep_process=True)
                 c.end_process(kill=True)
-            served(env, base[1])
+            served(env)
             env.wait_baseline(base, what="after the killed client")
             assert not env.find_journal("MEMORY_GRANTED", NOIOMMUD_CLIENT_PID=gone[-1])
 
@@ -138,7 +138,7 @@ def main():
                     c.close(keep_process=bool(i % 2))
                 for c in pending + others:
                     c.end_process(kill=True)
-            served(env, base[1])
+            served(env)
             env.wait_baseline(base, what="after 20 abandoned checks")
             for pid in gone:
                 assert not env.find_journal("MEMORY_GRANTED", NOIOMMUD_CLIENT_PID=pid), pid
