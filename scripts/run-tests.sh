@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
+./scripts/install-vm-deps.sh
 BUILD_DIR=${BUILD_DIR:-build}
 ./scripts/build.sh
 # The tree must also build warning-free (-Werror) with clang; the tests run on the gcc build.
