@@ -186,10 +186,11 @@ void audit_authorization(const ClientIdentity *c, const char *action, char **det
 
         char msg[512];
 
-        (void) snprintf(msg, sizeof(msg), "%s %s for UID %u (PID %i): %s%s%s",
+        /* "denied: denied" says nothing twice: show the reason only when it adds something */
+        (void) snprintf(msg, sizeof(msg), "%s %s for UID %u (PID %i)%s%s",
                         action, ok ? "authorized" : "denied", (unsigned) c->uid, (int) c->pid,
-                        audit_result_to_string(result),
-                        reason ? ", " : "", reason ?: "");
+                        reason && !streq(reason, audit_result_to_string(result)) ? ": " : "",
+                        reason && !streq(reason, audit_result_to_string(result)) ? reason : "");
         (void) sd_journal_send("MESSAGE=%s", msg,
                                "MESSAGE_ID=%s", ok ? NOIOMMU_MSGID_AUTHZ_GRANTED : NOIOMMU_MSGID_AUTHZ_DENIED,
                                "PRIORITY=%i", ok ? LOG_NOTICE : LOG_WARNING,
@@ -224,7 +225,8 @@ void audit_policy_unavailable(const ClientIdentity *c, const char *action, const
         mirror(LOG_ERR, msg);
 }
 
-void audit_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n_segments) {
+void audit_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n_segments,
+                          const char *kind, uint64_t first_dma_address, const char *lease_id) {
         char msg[512];
 
         (void) snprintf(msg, sizeof(msg), "Granted %" PRIu64 " bytes of pinned DMA memory (%zu x %" PRIu64 " byte pages) to UID %u (PID %i)",
@@ -239,8 +241,10 @@ void audit_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n
                                "NOIOMMUD_PAGES=%zu", r->n_pages,
                                "NOIOMMUD_SEGMENTS=%zu", n_segments,
                                "NOIOMMUD_NUMA_NODE=%i", r->numa_node,
-                               "NOIOMMUD_ADDRESS_KIND=physical",
-                               "NOIOMMUD_FIRST_DMA_ADDRESS=0x%" PRIx64, r->n_pages ? r->phys[0] : 0,
+                               "NOIOMMUD_ADDRESS_KIND=%s", kind,
+                               "NOIOMMUD_FIRST_DMA_ADDRESS=0x%" PRIx64, first_dma_address,
+                               "NOIOMMUD_FIRST_PHYSICAL_ADDRESS=0x%" PRIx64, r->n_pages ? r->phys[0] : 0,
+                               "NOIOMMUD_LEASE_ID=%s", lease_id ?: "",
                                "NOIOMMUD_PIN=io_uring",
                                NULL);
         mirror(LOG_NOTICE, msg);

@@ -42,7 +42,10 @@ void audit_authorization(const ClientIdentity *c, const char *action, char **det
 /* polkit could not be asked at all (bus or polkitd missing, action not registered). */
 void audit_policy_unavailable(const ClientIdentity *c, const char *action, const char *why);
 
-void audit_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n_segments);
+/* kind: "physical" or "iova"; first_dma_address: what the client programs for offset 0;
+ * lease_id: the lease whose DMA context the memory is mapped into, or NULL. */
+void audit_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n_segments,
+                          const char *kind, uint64_t first_dma_address, const char *lease_id);
 
 /* reason: "free", "client-exit" or "shutdown". pfn_changed: a page moved or was punched. */
 void audit_memory_freed(const ClientIdentity *c, const HugeRegion *r, const char *reason,

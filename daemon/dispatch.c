@@ -344,7 +344,8 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                         return r;
         }
         owned = TAKE_PTR(region);
-        audit_memory_granted(&c->id, owned, n_segments);
+        audit_memory_granted(&c->id, owned, n_segments, address_kind_to_string(kind),
+                             segments[0].dma_address, lease ? lease->id : NULL);
 
         segs = json_array();
         if (!segs)
