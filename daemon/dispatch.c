@@ -458,16 +458,23 @@ static int method_acquire_device(Conn *c, json_t *params) {
         l->device = *d;                         /* as scanned now, after the authorization */
         r = lease_activate(l);
         if (r < 0) {
-                const char *why = r == -EBUSY ? "the device or its group is still open elsewhere (a previous holder may have kept a copy of its fd)" :
-                                  r == -ENODEV || r == -ELOOP ? "the device node does not match sysfs" :
-                                  r == -EOPNOTSUPP ? "the backend is not usable on this kernel" : "the kernel refused";
+                const char *why =
+                        r == -EBUSY ? "the device or its group is still open elsewhere (a previous holder may have kept a copy of its fd)" :
+                        r == -ENODEV || r == -ELOOP ? "the device node does not match sysfs" :
+                        r == -ENOENT ? "the device node is missing" :
+                        r == -EOPNOTSUPP ? "the backend is not usable on this kernel" :
+                        "the kernel refused to open the device";
+
                 audit_lease_refused(&c->id, d, r, why);
                 lease_unreserve(l);
+                if (r == -ENOMEM)
+                        return r;
                 if (r == -EBUSY)
                         return conn_reply_error(c, NOIOMMU_ERROR_DEVICE_BUSY, json_pack("{s:s}", "device", address));
-                if (r == -ENODEV || r == -ELOOP || r == -EOPNOTSUPP || r == -ENOENT)
-                        return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED, json_pack("{s:s}", "reason", why));
-                return log_error_errno(r, "Failed to open %s: %m", address);
+                /* Whatever the kernel said (a swapped node, a missing driver, a backend this
+                 * kernel lacks), this device cannot be served now: say why, keep running. */
+                log_warning_errno(r, "Cannot open %s: %s: %m", address, why);
+                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED, json_pack("{s:s}", "reason", why));
         }
         c->leases[c->n_leases++] = l;
         audit_lease_granted(&c->id, l->id, &l->device);

@@ -67,28 +67,36 @@ const char *address_kind_to_string(AddressKind k) {
 
 int vfio_open_node(const char *path, dev_t rdev, int flags) {
         struct open_how how = {
-                .flags = (uint64_t) (flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW),
+                .flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
                 .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
         };
-        _cleanup_close_ int fd = -EBADF;
+        _cleanup_close_ int pfd = -EBADF;
+        char proc[64];
         struct stat st;
+        int fd;
 
-        /* openat2(RESOLVE_NO_SYMLINKS) refuses a symlink in any path component, not only the
-         * last; O_NONBLOCK keeps a FIFO planted at the path from blocking the daemon. */
-        fd = (int) syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
-        if (fd < 0 && (errno == ENOSYS || errno == EPERM))     /* EPERM: seccomp without openat2 */
-                fd = open(path, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
-        if (fd < 0)
+        /* First an O_PATH handle, without following a symlink in any component (openat2
+         * RESOLVE_NO_SYMLINKS; a symlink as the last component comes back as itself and fails
+         * the type check). Nothing is opened for real yet, so a FIFO, a socket or a regular
+         * file planted at the path never blocks or affects the daemon. */
+        pfd = (int) syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+        if (pfd < 0 && (errno == ENOSYS || errno == EPERM))     /* EPERM: seccomp without openat2 */
+                pfd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (pfd < 0)
                 return negative_errno();
 
-        if (fstat(fd, &st) < 0)
+        if (fstat(pfd, &st) < 0)
                 return negative_errno();
         if (!S_ISCHR(st.st_mode) || st.st_rdev != rdev)
                 return -ENODEV;
 
-        if (fd_nonblock(fd, false) < 0)
+        /* Then the real open of exactly that inode, through our own fd: no second path lookup
+         * that a swap could redirect. */
+        (void) snprintf(proc, sizeof(proc), "/proc/self/fd/%i", pfd);
+        fd = open(proc, (flags & ~O_CREAT) | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
                 return negative_errno();
-        return TAKE_FD(fd);
+        return fd;
 }
 
 /* major:minor of a misc device (vfio, iommu) from /sys/class/misc/NAME/dev. */
@@ -234,6 +242,21 @@ static int open_cdev(VfioDevice *v, const InventoryDevice *d) {
         r = iova_ranges_load(v);
         if (r < 0)
                 return r;
+
+        if (d->backend == BACKEND_CDEV_NOIOMMU) {
+                /* Without IOMMU_IOAS_NOIOMMU_GET_PA the daemon cannot say where memory is, so
+                 * refuse the device now rather than after handing it out. Only answers that
+                 * can only mean "no such command / other ABI" count: ENOTTY (unknown command),
+                 * E2BIG (a longer struct), EOPNOTSUPP; anything else (the IOAS is empty, so
+                 * ENOENT or EINVAL) means the command exists. */
+                struct iommu_ioas_noiommu_get_pa q = {
+                        .size = sizeof(q), .ioas_id = v->ioas_id, .iova = 0, .length = 1,
+                };
+
+                if (ioctl(v->iommufd, IOMMU_IOAS_NOIOMMU_GET_PA, &q) < 0 &&
+                    (errno == ENOTTY || errno == E2BIG || errno == EOPNOTSUPP))
+                        return -EOPNOTSUPP;
+        }
 
         v->client_fd = fcntl(v->device_fd, F_DUPFD_CLOEXEC, 3);
         if (v->client_fd < 0)

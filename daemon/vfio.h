@@ -42,10 +42,12 @@ const char *address_kind_to_string(AddressKind k);
 
 typedef struct VfioDevice VfioDevice;
 
-/* Opens "path" without following symlinks in any component and without blocking (a FIFO
- * never blocks the daemon), and checks it is a character device with exactly rdev. Returns the
- * fd (O_CLOEXEC, blocking mode restored) or -ELOOP (symlink), -ENODEV (not the expected
- * device), or another negative errno. */
+/* Opens "path" only if it is the character device rdev: resolved without following symlinks in
+ * any component, checked through an O_PATH handle before anything is opened for real (so a
+ * FIFO, socket or file planted there is never opened), then reopened through that handle.
+ * Returns the fd (O_CLOEXEC) or -ENODEV (not the expected device: wrong type or major:minor,
+ * or a symlink as last component), -ELOOP (a symlink in an earlier component), -ENOENT, or the
+ * error of the final open. */
 int vfio_open_node(const char *path, dev_t rdev, int flags);
 
 /* Opens and binds d. Returns -EBUSY when the kernel refuses because someone (a previous holder

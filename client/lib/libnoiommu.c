@@ -80,6 +80,13 @@ struct noiommu_memory {
         size_t n_segments;
 };
 
+struct noiommu_lease {
+        char id[NOIOMMU_ID_LEN + 1];
+        int fd;                 /* the device fd; -EBADF once closed */
+        json_t *reply;          /* the AcquireDevice reply: device's strings point into it */
+        Device device;
+};
+
 /* The fds that arrived with one reply. Closed by the cleanup unless taken. */
 typedef struct ReplyFds {
         int fds[NOIOMMU_FDS_PER_REPLY_MAX];
@@ -92,6 +99,7 @@ static void reply_fds_done(ReplyFds *f) {
 }
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_memory *, noiommu_memory_unref);
+DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_lease *, noiommu_lease_unref);
 DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_device_list *, noiommu_device_list_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_conn *, noiommu_disconnect);
 
@@ -974,6 +982,182 @@ _public_ const char *noiommu_address_kind_to_string(noiommu_address_kind k) {
         default:
                 return NULL;
         }
+}
+
+/* Builds a lease object from an AcquireDevice reply and its fds, checking the reply against the
+ * request and the fds against the reply. Returns -EBADMSG or -EXFULL when the daemon broke the
+ * contract, -ENOMEM when we ran out. Takes the device fd out of *fds and a reference to reply
+ * on success. */
+static int lease_from_reply(json_t *reply, ReplyFds *fds, const char *address,
+                            noiommu_lease **ret) {
+        _cleanup_(noiommu_lease_unrefp) noiommu_lease *l = NULL;
+        json_int_t fd_index;
+        const char *id;
+        json_t *device;
+        Device d;
+        int flags;
+
+        if (json_unpack_ex(reply, NULL, JSON_STRICT, "{s:s, s:o, s:I}",
+                           "lease", &id,
+                           "device", &device,
+                           "fd", &fd_index) < 0)
+                return -EBADMSG;
+
+        /* Exactly the fds the reply names: one device fd. */
+        if (fd_index < 0 || fd_index >= NOIOMMU_FDS_PER_REPLY_MAX)
+                return -EBADMSG;
+        if (fds->n <= (size_t) fd_index)
+                return -EXFULL;
+        if (fds->n != 1)
+                return -EBADMSG;
+
+        if (!noiommu_id_is_valid(id))
+                return -EBADMSG;
+
+        /* The device we asked for, and one some backend serves: a lease on anything else is
+         * not what the caller agreed to hold. */
+        if (device_from_json(device, &d) < 0 || !streq(d.address, address) || !d.backend)
+                return -EBADMSG;
+
+        l = new0(noiommu_lease, 1);
+        if (!l)
+                return -ENOMEM;
+        l->fd = -EBADF;
+        memcpy(l->id, id, NOIOMMU_ID_LEN + 1);
+
+        l->fd = fds->fds[fd_index];
+        fds->fds[fd_index] = -EBADF;
+        fds->n = 0;
+
+        /* A VFIO device fd is read-write (the group path's anon inode and the cdev alike); its
+         * file type says nothing (an anon inode has none), so that is all we can check. */
+        flags = fcntl(l->fd, F_GETFL);
+        if (flags < 0 || (flags & O_ACCMODE) != O_RDWR)
+                return -EBADMSG;
+
+        l->reply = json_incref(reply);
+        l->device = d;                          /* its strings point into l->reply */
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+static int conn_release_lease_id(noiommu_conn *c, const char *id) {
+        _cleanup_(reply_fds_done) ReplyFds fds = {};
+        json_auto_t *parameters = NULL, *reply = NULL;
+        int r;
+
+        parameters = json_pack("{s:s}", "lease", id);
+        if (!parameters)
+                return -ENOMEM;
+
+        r = conn_transact(c, NOIOMMU_METHOD_RELEASE_DEVICE, parameters, &reply, &fds);
+        if (r < 0)
+                return r;
+        if (fds.n > 0) {
+                conn_drop(c);
+                return -EBADMSG;
+        }
+        return 0;
+}
+
+_public_ int noiommu_acquire_device(noiommu_conn *c, const char *address, unsigned flags,
+                                    noiommu_lease **ret) {
+        _cleanup_(noiommu_lease_unrefp) noiommu_lease *l = NULL;
+        _cleanup_(reply_fds_done) ReplyFds fds = {};
+        json_auto_t *parameters = NULL, *reply = NULL;
+        int r;
+
+        /* The address is checked here too, so a typo never reaches the daemon (and its audit
+         * log) as anything but a well-formed name. */
+        if (!c || !ret || !address || !pci_address_is_valid(address) ||
+            (flags & ~NOIOMMU_ACQUIRE_INTERACTIVE) != 0)
+                return -EINVAL;
+
+        parameters = json_pack("{s:s}", "device", address);
+        if (!parameters)
+                return -ENOMEM;
+        if ((flags & NOIOMMU_ACQUIRE_INTERACTIVE) &&
+            json_object_set_new(parameters, "interactive", json_true()) < 0)
+                return -ENOMEM;
+
+        r = conn_transact(c, NOIOMMU_METHOD_ACQUIRE_DEVICE, parameters, &reply, &fds);
+        if (r < 0)
+                return r;
+
+        r = lease_from_reply(reply, &fds, address, &l);
+        if (r < 0) {
+                const char *id = json_string_value(json_object_get(reply, "lease"));
+
+                /* As in noiommu_allocate(): only our own ENOMEM is released politely; a reply
+                 * we cannot trust ends the connection, and with it the lease. */
+                if (r != -ENOMEM || !noiommu_id_is_valid(id) || conn_release_lease_id(c, id) < 0)
+                        conn_drop(c);
+                conn_clear_error(c);
+                return r;
+        }
+
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+_public_ int noiommu_release_device(noiommu_conn *c, noiommu_lease *l) {
+        int r;
+
+        if (!l)
+                return 0;
+
+        /* Our copy goes first: a cdev stays bound while any copy of its fd is open, and the
+         * next holder's bind would then fail. */
+        l->fd = safe_close(l->fd);
+        r = c ? conn_release_lease_id(c, l->id) : -EINVAL;
+        (void) noiommu_lease_unref(l);
+        return r;
+}
+
+_public_ noiommu_lease *noiommu_lease_unref(noiommu_lease *l) {
+        if (!l)
+                return NULL;
+
+        l->fd = safe_close(l->fd);
+        json_decref(l->reply);
+        free(l);
+        return NULL;
+}
+
+_public_ const char *noiommu_lease_get_id(const noiommu_lease *l) {
+        return l ? l->id : NULL;
+}
+
+_public_ int noiommu_lease_get_fd(const noiommu_lease *l) {
+        return l ? l->fd : -EINVAL;
+}
+
+_public_ const char *noiommu_lease_get_address(const noiommu_lease *l) {
+        return l ? l->device.address : NULL;
+}
+
+_public_ const char *noiommu_lease_get_backend(const noiommu_lease *l) {
+        return l ? l->device.backend : NULL;
+}
+
+_public_ int noiommu_lease_get_vendor_id(const noiommu_lease *l) {
+        return l ? (int) l->device.vendor_id : -EINVAL;
+}
+
+_public_ int noiommu_lease_get_device_id(const noiommu_lease *l) {
+        return l ? (int) l->device.device_id : -EINVAL;
+}
+
+_public_ const char *noiommu_lease_get_driver(const noiommu_lease *l) {
+        return l ? l->device.driver : NULL;
+}
+
+_public_ int noiommu_lease_get_iommu_group(const noiommu_lease *l) {
+        return l ? l->device.iommu_group : -EINVAL;
+}
+
+_public_ int noiommu_lease_get_numa_node(const noiommu_lease *l) {
+        return l ? l->device.numa_node : -EINVAL;
 }
 
 _public_ int noiommu_call(noiommu_conn *c, const char *method, const char *parameters_json,

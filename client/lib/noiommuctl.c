@@ -5,6 +5,8 @@
  *   noiommuctl [--socket PATH] [--json] list
  *   noiommuctl [--socket PATH] [--json] alloc SIZE [--hugepage-size SIZE] [--numa-node N] [--hold]
  *   noiommuctl [--socket PATH] [--json] free MEMORY-ID
+ *   noiommuctl [--socket PATH] [--json] acquire BDF [--hold] [--interactive]
+ *   noiommuctl [--socket PATH] [--json] release LEASE-ID
  *   noiommuctl [--socket PATH] [--json] batch
  *
  * Results go to stdout (one JSON line per result with --json), diagnostics to stderr. Exit
@@ -47,14 +49,20 @@ typedef struct AllocArgs {
         uint64_t size;
         uint64_t hugepage_size;         /* 0 = daemon's default */
         int numa_node;                  /* -1 = any */
+        const char *lease;              /* batch only: map into this lease's DMA context */
         bool hold;
+        bool interactive;
 } AllocArgs;
 
-/* The memory objects this process holds, so that "free ID" in batch mode unmaps what it frees. */
+/* The memory objects and leases this process holds, so that "free ID" and "release ID" in batch
+ * mode unmap and close what they end. */
 typedef struct Held {
         noiommu_memory **memory;
         size_t n;
         size_t allocated;
+        noiommu_lease **leases;
+        size_t n_leases;
+        size_t allocated_leases;
 } Held;
 
 static const char *arg_socket = NULL;
@@ -87,13 +95,46 @@ static int log_oom(void) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_conn *, noiommu_disconnect);
 DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_memory *, noiommu_memory_unref);
+DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_lease *, noiommu_lease_unref);
 DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_device_list *, noiommu_device_list_free);
 
 static void held_done(Held *h) {
+        /* Device fds first: the daemon ends the leases when the connection closes, and a cdev
+         * only becomes free once every copy of its fd is closed. */
+        for (size_t i = 0; i < h->n_leases; i++)
+                h->leases[i] = noiommu_lease_unref(h->leases[i]);
+        free(h->leases);
         for (size_t i = 0; i < h->n; i++)
                 h->memory[i] = noiommu_memory_unref(h->memory[i]);
         free(h->memory);
         *h = (Held) {};
+}
+
+static int held_add_lease(Held *h, noiommu_lease *l) {
+        if (h->n_leases == h->allocated_leases) {
+                size_t a = MAX(h->allocated_leases * 2, (size_t) 4);
+                noiommu_lease **p;
+
+                p = realloc(h->leases, a * sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                h->leases = p;
+                h->allocated_leases = a;
+        }
+        h->leases[h->n_leases++] = l;
+        return 0;
+}
+
+/* Removes and returns the held lease with this id, or NULL. */
+static noiommu_lease *held_take_lease(Held *h, const char *id) {
+        for (size_t i = 0; i < h->n_leases; i++)
+                if (streq(noiommu_lease_get_id(h->leases[i]), id)) {
+                        noiommu_lease *l = h->leases[i];
+
+                        h->leases[i] = h->leases[--h->n_leases];
+                        return l;
+                }
+        return NULL;
 }
 
 static int held_add(Held *h, noiommu_memory *m) {
@@ -200,6 +241,20 @@ static int usage_error_bad_id(const char *id) {
                            shown ? sanitize(shown) : "", NOIOMMU_ID_LEN);
 }
 
+static int usage_error_bad_lease(const char *id) {
+        _cleanup_free_ char *shown = strdup(id);
+
+        return usage_error("Invalid lease id '%s': expected %i lower-case hex digits.",
+                           shown ? sanitize(shown) : "", NOIOMMU_ID_LEN);
+}
+
+static int usage_error_bad_address(const char *address) {
+        _cleanup_free_ char *shown = strdup(address);
+
+        return usage_error("Invalid PCI address '%s': expected dddd:bb:dd.f in lower-case hex, "
+                           "as 'noiommuctl list' shows it.", shown ? sanitize(shown) : "");
+}
+
 static const char *json_param_string(json_t *p, const char *key) {
         const char *s = json_string_value(json_object_get(p, key));
 
@@ -255,7 +310,10 @@ static char *varlink_error_message(const char *name, json_t *p, uint64_t request
                               "'noiommuctl batch' to allocate and free on one connection",
                               json_param_string(p, "memory"));
         else if (streq(name, NOIOMMU_ERROR_NO_SUCH_LEASE))
-                s = strprintf("no such lease %s", json_param_string(p, "lease"));
+                s = strprintf("no lease %s on this connection: a lease belongs to the connection "
+                              "that acquired it and ends when that connection closes; use "
+                              "'noiommuctl batch' to acquire, allocate and release on one "
+                              "connection", json_param_string(p, "lease"));
         else if (streq(name, NOIOMMU_ERROR_NO_SUCH_DEVICE))
                 s = strprintf("no such device %s", json_param_string(p, "device"));
         else if (streq(name, NOIOMMU_ERROR_NOT_SUPPORTED))
@@ -572,6 +630,9 @@ static int do_alloc(noiommu_conn *c, const AllocArgs *a, Held *held) {
         noiommu_alloc_options_init(&o);
         o.hugepage_size = a->hugepage_size;
         o.numa_node = a->numa_node;
+        o.lease = a->lease;
+        if (a->interactive)
+                o.flags |= NOIOMMU_ALLOC_INTERACTIVE;
 
         r = noiommu_allocate(c, a->size, &o, &m);
         if (r < 0)
@@ -647,12 +708,145 @@ static int do_free(noiommu_conn *c, const char *id, Held *held) {
         return EXIT_SUCCESS;
 }
 
+static int print_lease(noiommu_lease *l) {
+        int group = noiommu_lease_get_iommu_group(l), numa = noiommu_lease_get_numa_node(l);
+        char vendor[8], device[8];
+
+        (void) snprintf(vendor, sizeof(vendor), "%04x", (unsigned) noiommu_lease_get_vendor_id(l));
+        (void) snprintf(device, sizeof(device), "%04x", (unsigned) noiommu_lease_get_device_id(l));
+
+        if (arg_json) {
+                json_auto_t *v = NULL;
+
+                /* The reply parameters with "fd" (an index into the reply's fds, meaningless
+                 * here) replaced by "deviceFd", our fd number for the device. */
+                v = json_pack("{s:s,s:{s:s,s:s,s:s,s:s,s:s,s:o,s:i},s:i}",
+                              "lease", noiommu_lease_get_id(l),
+                              "device",
+                              "address", noiommu_lease_get_address(l),
+                              "vendorId", vendor,
+                              "deviceId", device,
+                              "driver", noiommu_lease_get_driver(l),
+                              "backend", noiommu_lease_get_backend(l),
+                              "iommuGroup", group >= 0 ? json_integer(group) : json_null(),
+                              "numaNode", numa,
+                              "deviceFd", noiommu_lease_get_fd(l));
+                if (!v)
+                        return log_oom();
+                return print_json_line(v) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        }
+
+        {
+                _cleanup_free_ char *driver = strdup(noiommu_lease_get_driver(l));
+                _cleanup_free_ char *backend = strdup(noiommu_lease_get_backend(l));
+
+                if (!driver || !backend)
+                        return log_oom();
+                printf("Lease:          %s\n", noiommu_lease_get_id(l));
+                printf("Device:         %s (%s:%s, %s)\n", noiommu_lease_get_address(l), vendor,
+                       device, sanitize(driver));
+                printf("Backend:        %s\n", sanitize(backend));
+                if (group >= 0)
+                        printf("IOMMU group:    %i\n", group);
+                else
+                        printf("IOMMU group:    -\n");
+                if (numa >= 0)
+                        printf("NUMA node:      %i\n", numa);
+                else
+                        printf("NUMA node:      -\n");
+                printf("Device fd:      %i\n", noiommu_lease_get_fd(l));
+        }
+        return EXIT_SUCCESS;
+}
+
+static int do_acquire(noiommu_conn *c, const char *address, bool hold, bool interactive,
+                      Held *held) {
+        _cleanup_(noiommu_lease_unrefp) noiommu_lease *l = NULL;
+        sigset_t mask;
+        int r, ret;
+
+        if (!pci_address_is_valid(address))
+                return usage_error_bad_address(address);
+
+        r = noiommu_acquire_device(c, address, interactive ? NOIOMMU_ACQUIRE_INTERACTIVE : 0, &l);
+        if (r < 0)
+                return report_call_error(c, r, 0, 0, "Failed to acquire %s", address);
+
+        if (hold) {
+                /* As for alloc --hold: blocked before anyone learns from our output. */
+                sigemptyset(&mask);
+                sigaddset(&mask, SIGINT);
+                sigaddset(&mask, SIGTERM);
+                if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                        return log_error_errno(negative_errno(), "Failed to block signals: %m"),
+                               EXIT_FAILURE;
+        }
+
+        ret = print_lease(l);
+        if (fflush(stdout) != 0)
+                ret = EXIT_FAILURE;
+
+        if (hold) {
+                /* The device fd stays open here while we wait: tests look at /proc/PID/fd. */
+                r = wait_for_release(&mask);
+                if (r < 0)
+                        ret = EXIT_FAILURE;
+
+                r = noiommu_release_device(c, TAKE_PTR(l));
+                if (r < 0)
+                        return report_call_error(c, r, 0, 0, "Failed to release the lease");
+                return ret;
+        }
+
+        if (held && ret == EXIT_SUCCESS) {
+                r = held_add_lease(held, l);
+                if (r < 0)
+                        return log_oom();
+                TAKE_PTR(l);
+        }
+
+        /* Otherwise the lease ends when the connection closes on exit. */
+        return ret;
+}
+
+static int do_release(noiommu_conn *c, const char *id, Held *held) {
+        noiommu_lease *l;
+        int r;
+
+        if (!noiommu_id_is_valid(id))
+                return usage_error_bad_lease(id);
+
+        l = held ? held_take_lease(held, id) : NULL;
+        if (l)
+                r = noiommu_release_device(c, l);
+        else {
+                json_auto_t *p = NULL;
+                _cleanup_free_ char *text = NULL;
+
+                p = json_pack("{s:s}", "lease", id);
+                text = p ? json_dumps(p, JSON_COMPACT) : NULL;
+                if (!text)
+                        return log_oom();
+                r = noiommu_call(c, NOIOMMU_METHOD_RELEASE_DEVICE, text, NULL, NULL, 0, NULL);
+        }
+        if (r < 0)
+                return report_call_error(c, r, 0, 0, "Failed to release lease %s", id);
+
+        if (arg_json)
+                (void) puts("{}");
+        else
+                printf("Released lease %s.\n", id);
+        return EXIT_SUCCESS;
+}
+
 enum {
         ARG_SOCKET = 0x100,
         ARG_JSON,
         ARG_HUGEPAGE_SIZE,
         ARG_NUMA_NODE,
         ARG_HOLD,
+        ARG_INTERACTIVE,
+        ARG_LEASE,
         ARG_VERSION,
 };
 
@@ -662,6 +856,8 @@ static int parse_batch_alloc(int n, char **words, AllocArgs *a) {
         static const struct option options[] = {
                 { "hugepage-size", required_argument, NULL, ARG_HUGEPAGE_SIZE },
                 { "numa-node",     required_argument, NULL, ARG_NUMA_NODE     },
+                { "lease",         required_argument, NULL, ARG_LEASE         },
+                { "interactive",   no_argument,       NULL, ARG_INTERACTIVE   },
                 {}
         };
         int c, r;
@@ -682,12 +878,21 @@ static int parse_batch_alloc(int n, char **words, AllocArgs *a) {
                         if (r != 0)
                                 return r;
                         break;
+                case ARG_LEASE:
+                        if (!noiommu_id_is_valid(optarg))
+                                return usage_error_bad_lease(optarg);
+                        a->lease = optarg;
+                        break;
+                case ARG_INTERACTIVE:
+                        a->interactive = true;
+                        break;
                 case ':':
                         return usage_error("alloc: option '%s' needs an argument.",
                                            words[optind - 1]);
                 case '?':
                         return usage_error("alloc: unknown option '%s' (in batch mode alloc takes "
-                                           "--hugepage-size and --numa-node).", words[optind - 1]);
+                                           "--hugepage-size, --numa-node, --lease and "
+                                           "--interactive).", words[optind - 1]);
                 default:
                         return usage_error("alloc: unknown option.");
                 }
@@ -731,9 +936,22 @@ static int batch_line(noiommu_conn *c, char *line, Held *held) {
                         return usage_error("free needs exactly one MEMORY-ID.");
                 return do_free(c, words[1], held);
         }
+        if (streq(words[0], "acquire")) {
+                bool interactive = n == 3 && streq(words[2], "--interactive");
 
-        return usage_error("Unknown command '%s' (expected list, alloc or free).",
-                           sanitize(words[0]));
+                if (n != 2 && !interactive)
+                        return usage_error("acquire needs exactly one PCI address (and takes "
+                                           "only --interactive in batch mode).");
+                return do_acquire(c, words[1], /* hold= */ false, interactive, held);
+        }
+        if (streq(words[0], "release")) {
+                if (n != 2)
+                        return usage_error("release needs exactly one LEASE-ID.");
+                return do_release(c, words[1], held);
+        }
+
+        return usage_error("Unknown command '%s' (expected list, alloc, free, acquire or "
+                           "release).", sanitize(words[0]));
 }
 
 static int do_batch(noiommu_conn *c) {
@@ -790,9 +1008,17 @@ static void help(void) {
                "                           that allocated it and is freed when that connection\n"
                "                           closes, so on its own this normally fails with\n"
                "                           NoSuchMemory; use it inside 'batch'\n"
-               "  batch                    Read commands (list, alloc SIZE [--hugepage-size SIZE]\n"
-               "                           [--numa-node N], free MEMORY-ID) from stdin, one per\n"
-               "                           line, and run them on one connection\n"
+               "  acquire BDF              Lease the VFIO device at PCI address BDF and print the\n"
+               "                           lease; the lease ends when noiommuctl exits (see\n"
+               "                           --hold)\n"
+               "  release LEASE-ID         End a lease. A lease belongs to the connection that\n"
+               "                           acquired it, so on its own this fails with\n"
+               "                           NoSuchLease; use it inside 'batch'\n"
+               "  batch                    Read commands from stdin, one per line, and run them\n"
+               "                           on one connection: list; alloc SIZE [--hugepage-size\n"
+               "                           SIZE] [--numa-node N] [--lease LEASE-ID]\n"
+               "                           [--interactive]; free MEMORY-ID; acquire BDF\n"
+               "                           [--interactive]; release LEASE-ID\n"
                "\n"
                "Options:\n"
                "  -h --help                Show this help\n"
@@ -802,9 +1028,10 @@ static void help(void) {
                "     --json                Print results and errors as one JSON object per line\n"
                "     --hugepage-size=SIZE  alloc: hugepage size (default: the system's default)\n"
                "     --numa-node=N         alloc: NUMA node for the pages (default: any)\n"
-               "     --hold                alloc: keep the memory allocated and mapped until\n"
-               "                           stdin reaches EOF or SIGINT/SIGTERM arrives, then\n"
-               "                           free it\n"
+               "     --hold                alloc, acquire: keep the memory (allocated and mapped)\n"
+               "                           or the lease (and the device fd) until stdin reaches\n"
+               "                           EOF or SIGINT/SIGTERM arrives, then free or release it\n"
+               "     --interactive         alloc, acquire: let polkit ask for authentication\n"
                "\n"
                "Exit status: 0 on success, 1 if a call failed, 2 on a usage error.\n",
                program_invocation_short_name, NOIOMMU_SOCKET_ENV, NOIOMMU_SOCKET_PATH_DEFAULT);
@@ -814,6 +1041,8 @@ typedef enum Verb {
         VERB_LIST,
         VERB_ALLOC,
         VERB_FREE,
+        VERB_ACQUIRE,
+        VERB_RELEASE,
         VERB_BATCH,
         _VERB_MAX,
         _VERB_INVALID = -EINVAL,
@@ -826,6 +1055,8 @@ static const struct {
         [VERB_LIST]  = { "list",  0 },
         [VERB_ALLOC] = { "alloc", 1 },
         [VERB_FREE]  = { "free",  1 },
+        [VERB_ACQUIRE] = { "acquire", 1 },
+        [VERB_RELEASE] = { "release", 1 },
         [VERB_BATCH] = { "batch", 0 },
 };
 
@@ -840,9 +1071,10 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                 { "hugepage-size", required_argument, NULL, ARG_HUGEPAGE_SIZE },
                 { "numa-node",     required_argument, NULL, ARG_NUMA_NODE     },
                 { "hold",          no_argument,       NULL, ARG_HOLD          },
+                { "interactive",   no_argument,       NULL, ARG_INTERACTIVE   },
                 {}
         };
-        bool alloc_options = false;
+        bool alloc_options = false, hold_option = false;
         int c, r;
 
         *a = (AllocArgs) { .numa_node = -1 };
@@ -877,7 +1109,11 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                         break;
                 case ARG_HOLD:
                         a->hold = true;
-                        alloc_options = true;
+                        hold_option = true;
+                        break;
+                case ARG_INTERACTIVE:
+                        a->interactive = true;
+                        hold_option = true;
                         break;
                 case '?':
                         return EXIT_USAGE;      /* getopt_long printed why */
@@ -886,7 +1122,8 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                 }
 
         if (optind >= argc)
-                return usage_error("Missing command (list, alloc, free or batch); see --help.");
+                return usage_error("Missing command (list, alloc, free, acquire, release or "
+                                   "batch); see --help.");
 
         for (Verb v = 0; v < _VERB_MAX; v++) {
                 if (!streq(argv[optind], verbs[v].name))
@@ -897,9 +1134,14 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                                            verbs[v].n_args == 0 ? "no arguments"
                                                                 : "exactly one argument");
                 if (alloc_options && v != VERB_ALLOC)
-                        return usage_error("--hugepage-size, --numa-node and --hold only apply to "
+                        return usage_error("--hugepage-size and --numa-node only apply to "
                                            "'alloc'%s.", v == VERB_BATCH ? " (write them on the "
                                            "alloc lines of a batch)" : "");
+                if (hold_option && v != VERB_ALLOC && v != VERB_ACQUIRE)
+                        return usage_error("--hold and --interactive only apply to 'alloc' and "
+                                           "'acquire'%s.", v == VERB_BATCH ? " (in a batch, "
+                                           "write --interactive on the alloc or acquire line; "
+                                           "there is no --hold)" : "");
                 if (v == VERB_ALLOC) {
                         r = parse_size_arg(argv[optind + 1], "size", &a->size);
                         if (r != 0)
@@ -907,6 +1149,10 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                 }
                 if (v == VERB_FREE && !noiommu_id_is_valid(argv[optind + 1]))
                         return usage_error_bad_id(argv[optind + 1]);
+                if (v == VERB_RELEASE && !noiommu_id_is_valid(argv[optind + 1]))
+                        return usage_error_bad_lease(argv[optind + 1]);
+                if (v == VERB_ACQUIRE && !pci_address_is_valid(argv[optind + 1]))
+                        return usage_error_bad_address(argv[optind + 1]);
 
                 *ret_verb = v;
                 *ret_args = argv + optind + 1;
@@ -949,6 +1195,12 @@ int main(int argc, char *argv[]) {
                 break;
         case VERB_FREE:
                 r = do_free(c, args[0], NULL);
+                break;
+        case VERB_ACQUIRE:
+                r = do_acquire(c, args[0], a.hold, a.interactive, NULL);
+                break;
+        case VERB_RELEASE:
+                r = do_release(c, args[0], NULL);
                 break;
         case VERB_BATCH:
                 r = do_batch(c);

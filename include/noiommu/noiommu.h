@@ -52,9 +52,10 @@
  * so the daemon releases everything it pinned for it, and every later call on it fails with
  * -ENOTCONN. Memory objects already returned stay valid (see noiommu_disconnect()).
  *
- * ABI: exported symbols carry the version node LIBNOIOMMU_0.1. Handles are opaque. The only
- * public structures are noiommu_segment (fixed, never grows) and noiommu_alloc_options, which
- * starts with its own size (see there).
+ * ABI: exported symbols carry the version node LIBNOIOMMU_0.1, and the device-lease API
+ * (noiommu_acquire_device() and the noiommu_lease_*() functions) LIBNOIOMMU_0.2, which inherits
+ * 0.1. Handles are opaque. The only public structures are noiommu_segment (fixed, never grows)
+ * and noiommu_alloc_options, which starts with its own size (see there).
  */
 #pragma once
 
@@ -70,6 +71,7 @@ extern "C" {
 typedef struct noiommu_conn noiommu_conn;
 typedef struct noiommu_device_list noiommu_device_list;
 typedef struct noiommu_memory noiommu_memory;
+typedef struct noiommu_lease noiommu_lease;
 
 /*
  * struct noiommu_segment - one run of memory whose DMA addresses are contiguous
@@ -366,6 +368,102 @@ const char *noiommu_address_kind_to_string(noiommu_address_kind k);
 int noiommu_call(noiommu_conn *c, const char *method, const char *parameters_json,
                  char **ret_reply_parameters_json, int *ret_fds, size_t max_fds,
                  size_t *ret_n_fds);
+
+/* noiommu_acquire_device() flags */
+#define NOIOMMU_ACQUIRE_INTERACTIVE (1U << 0)
+
+/**
+ * noiommu_acquire_device() - lease a VFIO device
+ * @c:       the connection; the lease belongs to it (only it can release it, and closing it
+ *           ends the lease)
+ * @address: PCI address of the device, "dddd:bb:dd.f" in lower-case hex, as ListDevices
+ *           reports it
+ * @flags:   NOIOMMU_ACQUIRE_INTERACTIVE: let polkit ask the user for authentication instead of
+ *           failing with InteractiveAuthenticationRequired (-EKEYREJECTED)
+ * @ret:     on success, the lease
+ *
+ * Calls io.noiommud.Broker.AcquireDevice. The daemon opens and binds the device the way its
+ * backend needs and sends a pre-bound device fd, ready for VFIO_DEVICE_GET_INFO, region info,
+ * BAR mmap, config space, IRQ setup and reset. Before trusting the reply the library checks:
+ * exactly the one fd the reply names arrived; the lease id is NOIOMMU_ID_LEN hex digits; the
+ * device description is well-formed, names @address and has a backend; the fd is open
+ * read-write. Otherwise every received fd is closed and the connection is dropped (-EBADMSG,
+ * -EXFULL), so the daemon ends the lease it granted. If only a local allocation fails, the
+ * library releases the lease with ReleaseDevice and keeps the connection.
+ *
+ * To map DMA memory into the device's DMA context, pass noiommu_lease_get_id() as the @lease
+ * of noiommu_alloc_options: the segments then carry physical addresses for the noiommu
+ * backends ("cdev-noiommu", "group-noiommu") and IOVAs behind an IOMMU ("cdev-iommu"); see
+ * noiommu_memory_get_address_kind().
+ *
+ * A device fd cannot be revoked. The daemon clears Bus Master and resets the device through
+ * its own handle when the lease ends, but a copy of the fd that outlives the lease (a dup(), a
+ * child, an fd passed on) keeps the device open: a cdev device then cannot be granted again
+ * (DeviceBusy) until that copy is closed, and a noiommu device could still be told to DMA.
+ *
+ * Return: 0; -EINVAL for a bad argument; -EBADMSG or -EXFULL as above; a daemon error mapped
+ * to an errno (-ENOENT: no such device; -EBUSY: leased to someone else, or a previous holder
+ * kept its fd; -EIO: quarantined after a failed teardown; -EOPNOTSUPP: no backend, or not
+ * enabled in the daemon's configuration; -EACCES: polkit said no); another negative errno.
+ */
+int noiommu_acquire_device(noiommu_conn *c, const char *address, unsigned flags,
+                           noiommu_lease **ret);
+
+/**
+ * noiommu_release_device() - end a lease
+ * @c: the connection that acquired @l
+ * @l: the lease, or NULL (then nothing happens and 0 is returned)
+ *
+ * Closes the lease's device fd, calls io.noiommud.Broker.ReleaseDevice and frees the object.
+ * The fd is closed first, so that by the time the daemon frees the device no copy of ours
+ * keeps it bound. The daemon stops the device (Bus Master off, reset) before it frees the
+ * memory mapped for the lease; memory objects allocated with the lease stay mapped here, but
+ * their DMA addresses are no longer valid. The local object is freed even when the call fails;
+ * the error is returned (-ENOENT: the daemon does not know the lease on @c; -EIO: the device
+ * could not be stopped and is now quarantined, its memory stays pinned). Stop using the device
+ * before calling this.
+ *
+ * Return: 0 or a negative errno.
+ */
+int noiommu_release_device(noiommu_conn *c, noiommu_lease *l);
+
+/**
+ * noiommu_lease_unref() - drop a lease object without telling the daemon
+ * @l: the lease, or NULL
+ *
+ * Closes the device fd and frees the object. The lease itself lasts until ReleaseDevice is
+ * called for its id (noiommu_call()) or the connection closes.
+ *
+ * Return: NULL.
+ */
+noiommu_lease *noiommu_lease_unref(noiommu_lease *l);
+
+/*
+ * Accessors of a lease. Strings belong to the lease and live as long as it does.
+ *
+ * noiommu_lease_get_id():          lease id, NOIOMMU_ID_LEN lower-case hex digits
+ * noiommu_lease_get_fd():          the device fd, borrowed: do not close it (dup it with
+ *                                  F_DUPFD_CLOEXEC to keep it, with the caveat above)
+ * noiommu_lease_get_address():     PCI address
+ * noiommu_lease_get_backend():     "cdev-noiommu", "cdev-iommu" or "group-noiommu"
+ * noiommu_lease_get_vendor_id():   PCI vendor id, 0 to 0xffff
+ * noiommu_lease_get_device_id():   PCI device id, 0 to 0xffff
+ * noiommu_lease_get_driver():      driver the function is bound to
+ * noiommu_lease_get_iommu_group(): IOMMU group number, -1 if none
+ * noiommu_lease_get_numa_node():   NUMA node of the device, -1 if the platform does not say
+ *                                  (a good numa_node for its DMA memory)
+ *
+ * For a NULL lease the string accessors return NULL and the int accessors -EINVAL.
+ */
+const char *noiommu_lease_get_id(const noiommu_lease *l);
+int noiommu_lease_get_fd(const noiommu_lease *l);
+const char *noiommu_lease_get_address(const noiommu_lease *l);
+const char *noiommu_lease_get_backend(const noiommu_lease *l);
+int noiommu_lease_get_vendor_id(const noiommu_lease *l);
+int noiommu_lease_get_device_id(const noiommu_lease *l);
+const char *noiommu_lease_get_driver(const noiommu_lease *l);
+int noiommu_lease_get_iommu_group(const noiommu_lease *l);
+int noiommu_lease_get_numa_node(const noiommu_lease *l);
 
 #ifdef __cplusplus
 }

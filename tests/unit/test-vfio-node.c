@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "tests.h"
@@ -36,8 +38,8 @@ static void test_right_node(void) {
         int fd = vfio_open_node("/dev/null", devnull(), O_RDWR);
 
         ASSERT_OK(fd);
-        /* O_NONBLOCK was only for the open: cleared again */
         ASSERT_FALSE(fcntl(fd, F_GETFL) & O_NONBLOCK);
+        ASSERT_TRUE((fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR);
         ASSERT_TRUE(fcntl(fd, F_GETFD) & FD_CLOEXEC);
         close(fd);
 }
@@ -49,8 +51,9 @@ static void test_wrong_rdev(void) {
 }
 
 static void test_symlink_last(void) {
+        /* The O_PATH handle names the symlink itself, which is not the character device. */
         ASSERT_OK(symlink("/dev/null", path("link")));
-        ASSERT_ERROR(vfio_open_node(path("link"), devnull(), O_RDWR), ELOOP);
+        ASSERT_ERROR(vfio_open_node(path("link"), devnull(), O_RDWR), ENODEV);
 }
 
 static void test_symlink_parent(void) {
@@ -60,9 +63,26 @@ static void test_symlink_parent(void) {
 }
 
 static void test_fifo(void) {
-        /* Without O_NONBLOCK, opening a FIFO for reading would block until a writer came. */
+        /* A plain open of a FIFO for reading would block until a writer came. */
         ASSERT_OK(mkfifo(path("fifo"), 0600));
         ASSERT_ERROR(vfio_open_node(path("fifo"), devnull(), O_RDONLY), ENODEV);
+}
+
+static void test_socket(void) {
+        /* A socket node: never opened (a plain open would fail with ENXIO). */
+        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        ASSERT_OK(s);
+        (void) snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path("sock"));
+        ASSERT_OK(bind(s, (struct sockaddr *) &sa, sizeof(sa)));
+        ASSERT_ERROR(vfio_open_node(path("sock"), devnull(), O_RDWR), ENODEV);
+        close(s);
+}
+
+static void test_directory(void) {
+        ASSERT_OK(mkdir(path("dir"), 0700));
+        ASSERT_ERROR(vfio_open_node(path("dir"), devnull(), O_RDWR), ENODEV);
 }
 
 static void test_regular_file(void) {
@@ -83,7 +103,8 @@ static void test_no_fd_leak(void) {
         close(before);
         for (int i = 0; i < 100; i++) {
                 ASSERT_ERROR(vfio_open_node(path("file"), devnull(), O_RDWR), ENODEV);
-                ASSERT_ERROR(vfio_open_node(path("link"), devnull(), O_RDWR), ELOOP);
+                ASSERT_ERROR(vfio_open_node(path("link"), devnull(), O_RDWR), ENODEV);
+                ASSERT_ERROR(vfio_open_node(path("parent/null"), devnull(), O_RDWR), ELOOP);
         }
         after = dup(0);
         close(after);
@@ -98,6 +119,8 @@ int main(void) {
         TEST(test_symlink_last);
         TEST(test_symlink_parent);
         TEST(test_fifo);
+        TEST(test_socket);
+        TEST(test_directory);
         TEST(test_regular_file);
         TEST(test_missing);
         TEST(test_no_fd_leak);
@@ -106,6 +129,8 @@ int main(void) {
         (void) unlink(path("parent"));
         (void) unlink(path("fifo"));
         (void) unlink(path("file"));
+        (void) unlink(path("sock"));
+        (void) rmdir(path("dir"));
         (void) rmdir(dir);
         return 0;
 }

@@ -1,0 +1,2263 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vfio-mock: an LD_PRELOAD fixture backend for noiommud's device tests (security.md §10,
+ * house-style.md §6). It is loaded into the *production* daemon binary; the daemon has no test
+ * switch. Everything is driven by environment variables and files below the fixture root:
+ *
+ *   NOIOMMU_MOCK_ROOT=DIR    required; without it (or in a program other than
+ *                            NOIOMMU_MOCK_PROGRAM, default "noiommud", "*" = any) every function
+ *                            here just forwards to libc, so sh/unshare/mount started with the
+ *                            same LD_PRELOAD are unaffected
+ *   NOIOMMU_MOCK_LOG=FILE    append one line per kernel event: "SEQ EVENT key=value ..."
+ *   NOIOMMU_MOCK_IOVA_RANGES "START-LAST,..." (hex or decimal) reported by IOAS_IOVA_RANGES once a
+ *                            device is attached; default: 48-bit space minus the x86 MSI window
+ *   fault switches: NOIOMMU_MOCK_NO_RESET, NOIOMMU_MOCK_RESET_FAIL, NOIOMMU_MOCK_BME_STUCK,
+ *                   NOIOMMU_MOCK_NO_GET_PA — each "1"/"all" or a list of PCI addresses (the
+ *                   device the call is about; for GET_PA the device attached to the IOAS). The
+ *                   same switches can be flipped at run time by writing DIR/mock-control/
+ *                   no-reset, reset-fail, bme-stuck, no-get-pa (same syntax, re-read on use;
+ *                   an empty or missing file means off).
+ *
+ * 1. Path trap (kmod's style): absolute paths below /sys and /dev/vfio, and /dev/iommu, are
+ *    rewritten to DIR/sys/..., DIR/dev/... for open, openat, their fortified and 64-bit
+ *    variants, fopen, opendir, readlink(at), (l)stat, fstatat, access and faccessat. A relative
+ *    path whose dirfd is an fd of "/" counts as absolute (inventory.c opens "/" and walks from
+ *    there). Not trapped, because the memory is real: /sys/kernel/mm (hugepage sizes),
+ *    /sys/devices/system (NUMA nodes), /sys/fs, /sys/kernel/{security,debug,tracing}.
+ *    syscall(SYS_openat2) answers ENOSYS, so the daemon takes its open()/openat() fallback
+ *    (O_NOFOLLOW + O_NONBLOCK), which is trapped; every other syscall() is forwarded.
+ *
+ * 2. Device nodes: the fixture's dev/ tree is made of real filesystem objects. A character
+ *    device node (mknod) is never opened for real: opening it yields a fake fd — an open of a
+ *    fresh regular file in DIR/mock-state/ — whose fstat() reports S_IFCHR and the node's own
+ *    st_rdev. What the fd *is* follows from that rdev, as in the kernel: the sysfs "dev"
+ *    attributes of the fixture say which rdev is the VFIO container (class/misc/vfio), iommufd
+ *    (class/misc/iommu), a group (class/vfio/NAME), or a device cdev (bus/pci/devices/BDF/
+ *    vfio-dev/NAME). A node with any other rdev opens as an inert object (every ioctl ENOTTY).
+ *    Symlinks, FIFOs and regular files in dev/ are opened for real, so the daemon's own checks
+ *    meet them. An O_PATH fd of a node reopened through /proc/self/fd/N opens the node too.
+ *    Each fake fd's open file description holds an OFD lock on its state file; a fresh open of
+ *    the file that finds the lock taken means "some process (the client!) still holds that
+ *    file", which is how a leaked device fd keeps a cdev bound or a group busy. The mock keeps
+ *    no fd of its own open between calls, so the daemon's fd counts stay meaningful.
+ *
+ * 3. The ioctls vfio.c issues, modelled on the kernel (kernel-api.md §5–§8, §11): container,
+ *    group (exclusive open, viability, SET_CONTAINER, SET_IOMMU(NOIOMMU), GET_DEVICE_FD),
+ *    device (GET_INFO with PCI and optional RESET, GET_REGION_INFO, RESET, config space by
+ *    pread/pwrite with PCI_COMMAND starting with Bus Master on, the access_granted gate, BIND
+ *    once, ATTACH/DETACH_IOMMUFD_PT) and iommufd (IOAS_ALLOC, IOVA_RANGES with the EMSGSIZE
+ *    protocol, IOAS_MAP with FIXED_IOVA, IOAS_UNMAP, DESTROY, and IOMMU_IOAS_NOIOMMU_GET_PA of
+ *    the posted v9/v10 ABI, answering with the real physical address from /proc/self/pagemap).
+ *    Any iommufd call outside that set is logged as a "violation" (kernel-api.md §10 hazard 1).
+ *
+ * 4. The teardown order is logged: config-read/config-write of PCI_COMMAND, clear_bme (or
+ *    bme-stuck), reset, ioas-unmap, detach, destroy, pin/unpin (io_uring
+ *    IORING_(UN)REGISTER_BUFFERS through syscall()), mmap/munmap and close-memfd of the
+ *    daemon's "noiommud-<id>" memfds (last=1 when no other fd of the daemon refers to it),
+ *    close-device/-group/-container/-iommufd (still-open=1 when another fd, maybe the
+ *    client's, refers to the same open file), send-fd for fds leaving with SCM_RIGHTS, every
+ *    refusal (open-node-refused, bind-refused, ...), and every access to /sys or /dev ("open
+ *    path=... trapped=0|1", likewise stat, access, readlink, opendir, fopen).
+ *
+ * The kernel ABI is written down here again from kernel-api.md §11, deliberately not taken
+ * from daemon/vfio-uapi.h, so that a wrong number or layout there shows up as a failed call.
+ * The daemon is single-threaded, but every entry point takes one recursive lock anyway.
+ */
+#undef _FORTIFY_SOURCE          /* the fortified open() is an inline wrapper we could not replace */
+#undef _FILE_OFFSET_BITS        /* meson sets 64: open would be renamed open64, and so on; we
+                                 * define both names ourselves */
+#include <ctype.h>
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* Paths here are bounded by the fixture root (PATH_MAX) and sysfs names; a truncated one
+ * simply does not exist. */
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+
+/* ---- Kernel ABI (kernel-api.md §11), independent of daemon/vfio-uapi.h ---- */
+
+#define M_VFIO_GET_API_VERSION          0x3b64UL
+#define M_VFIO_CHECK_EXTENSION          0x3b65UL
+#define M_VFIO_SET_IOMMU                0x3b66UL
+#define M_VFIO_GROUP_GET_STATUS         0x3b67UL
+#define M_VFIO_GROUP_SET_CONTAINER      0x3b68UL
+#define M_VFIO_GROUP_UNSET_CONTAINER    0x3b69UL
+#define M_VFIO_GROUP_GET_DEVICE_FD      0x3b6aUL
+#define M_VFIO_DEVICE_GET_INFO          0x3b6bUL
+#define M_VFIO_DEVICE_GET_REGION_INFO   0x3b6cUL
+#define M_VFIO_DEVICE_GET_IRQ_INFO      0x3b6dUL
+#define M_VFIO_DEVICE_RESET             0x3b6fUL
+#define M_VFIO_DEVICE_BIND_IOMMUFD      0x3b76UL
+#define M_VFIO_DEVICE_ATTACH_IOMMUFD_PT 0x3b77UL
+#define M_VFIO_DEVICE_DETACH_IOMMUFD_PT 0x3b78UL
+
+#define M_IOMMU_DESTROY                 0x3b80UL
+#define M_IOMMU_IOAS_ALLOC              0x3b81UL
+#define M_IOMMU_IOAS_IOVA_RANGES        0x3b84UL
+#define M_IOMMU_IOAS_MAP                0x3b85UL
+#define M_IOMMU_IOAS_UNMAP              0x3b86UL
+#define M_IOMMU_IOAS_NOIOMMU_GET_PA     0x3b95UL   /* provisional, series v9/v10 */
+
+#define M_VFIO_API_VERSION      0
+#define M_VFIO_NOIOMMU_IOMMU    8
+
+#define M_GROUP_FLAGS_VIABLE            1U
+#define M_GROUP_FLAGS_CONTAINER_SET     2U
+#define M_DEVICE_FLAGS_RESET            1U
+#define M_DEVICE_FLAGS_PCI              2U
+#define M_REGION_INFO_FLAG_READ         1U
+#define M_REGION_INFO_FLAG_WRITE        2U
+#define M_PCI_NUM_REGIONS               9U
+#define M_PCI_NUM_IRQS                  5U
+#define M_PCI_CONFIG_REGION_INDEX       7U
+#define M_PCI_OFFSET_SHIFT              40
+#define M_PCI_CONFIG_SIZE               256U
+
+#define M_IOAS_MAP_FIXED_IOVA           1U
+#define M_IOAS_MAP_WRITEABLE            2U
+#define M_IOAS_MAP_READABLE             4U
+
+#define M_PCI_COMMAND                   0x04
+#define M_PCI_COMMAND_MEMORY            0x2
+#define M_PCI_COMMAND_MASTER            0x4
+
+#define M_IORING_REGISTER_BUFFERS       0
+#define M_IORING_UNREGISTER_BUFFERS     1
+
+struct m_group_status {                 /* 8 */
+        uint32_t argsz, flags;
+};
+struct m_device_info {                  /* minimum 16; 20 with cap_offset */
+        uint32_t argsz, flags, num_regions, num_irqs, cap_offset, pad;
+};
+struct m_region_info {                  /* 32 */
+        uint32_t argsz, flags, index, cap_offset;
+        uint64_t size, offset;
+};
+struct m_irq_info {                     /* 16 */
+        uint32_t argsz, flags, index, count;
+};
+struct m_bind {                         /* minimum 16; 24 in 7.2 (token_uuid_ptr) */
+        uint32_t argsz, flags;
+        int32_t iommufd;
+        uint32_t out_devid;
+        uint64_t token_uuid_ptr;
+};
+struct m_attach {                       /* minimum 12; 16 in 7.2 (pasid) */
+        uint32_t argsz, flags, pt_id, pasid;
+};
+struct m_detach {                       /* minimum 8; 12 in 7.2 */
+        uint32_t argsz, flags, pasid;
+};
+struct m_destroy {                      /* 8 */
+        uint32_t size, id;
+};
+struct m_ioas_alloc {                   /* 12 */
+        uint32_t size, flags, out_ioas_id;
+};
+struct m_iova_range {
+        uint64_t start, last;
+};
+struct m_iova_ranges {                  /* 32 */
+        uint32_t size, ioas_id, num_iovas, reserved;
+        uint64_t allowed_iovas, out_iova_alignment;
+};
+struct m_ioas_map {                     /* 40 */
+        uint32_t size, flags, ioas_id, reserved;
+        uint64_t user_va, length, iova;
+};
+struct m_ioas_unmap {                   /* 24 */
+        uint32_t size, ioas_id;
+        uint64_t iova, length;
+};
+struct m_get_pa {                       /* 40, kernel-api.md §6 */
+        uint32_t size, flags, ioas_id, reserved;
+        uint64_t iova, length, out_phys;
+};
+
+_Static_assert(sizeof(struct m_region_info) == 32, "region info");
+_Static_assert(sizeof(struct m_iova_ranges) == 32, "iova ranges");
+_Static_assert(sizeof(struct m_ioas_map) == 40, "ioas map");
+_Static_assert(sizeof(struct m_ioas_unmap) == 24, "ioas unmap");
+_Static_assert(sizeof(struct m_get_pa) == 40, "get pa");
+_Static_assert(offsetof(struct m_get_pa, out_phys) == 32, "get pa");
+
+/* ---- Real functions ---- */
+
+static void *resolve(const char *name) {
+        void *p = dlsym(RTLD_NEXT, name);
+
+        if (!p) {
+                static const char msg[] = "vfio-mock: cannot resolve a libc function\n";
+                (void) !write(STDERR_FILENO, msg, sizeof(msg) - 1);
+                abort();
+        }
+        return p;
+}
+
+#define REAL(name) ({                                                           \
+        if (!real_##name)                                                       \
+                real_##name = (__typeof__(real_##name)) resolve(#name);         \
+        real_##name;                                                            \
+})
+
+static int (*real_open)(const char *, int, ...);
+static int (*real_openat)(int, const char *, int, ...);
+static FILE *(*real_fopen)(const char *, const char *);
+static FILE *(*real_fopen64)(const char *, const char *);
+static DIR *(*real_opendir)(const char *);
+static ssize_t (*real_readlink)(const char *, char *, size_t);
+static ssize_t (*real_readlinkat)(int, const char *, char *, size_t);
+static int (*real_stat)(const char *, struct stat *);
+static int (*real_stat64)(const char *, struct stat64 *);
+static int (*real_lstat)(const char *, struct stat *);
+static int (*real_lstat64)(const char *, struct stat64 *);
+static int (*real_fstatat)(int, const char *, struct stat *, int);
+static int (*real_fstatat64)(int, const char *, struct stat64 *, int);
+static int (*real_fstat)(int, struct stat *);
+static int (*real_fstat64)(int, struct stat64 *);
+static int (*real_access)(const char *, int);
+static int (*real_faccessat)(int, const char *, int, int);
+static int (*real_ioctl)(int, unsigned long, ...);
+static ssize_t (*real_pread)(int, void *, size_t, off_t);
+static ssize_t (*real_pread64)(int, void *, size_t, off64_t);
+static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
+static ssize_t (*real_pwrite64)(int, const void *, size_t, off64_t);
+static int (*real_close)(int);
+static void *(*real_mmap)(void *, size_t, int, int, int, off_t);
+static void *(*real_mmap64)(void *, size_t, int, int, int, off64_t);
+static int (*real_munmap)(void *, size_t);
+static long (*real_syscall)(long, ...);
+static ssize_t (*real_sendmsg)(int, const struct msghdr *, int);
+
+/* Fortified variants (glibc's <bits/fcntl2.h>), which have no prototypes without
+ * _FORTIFY_SOURCE. */
+int __open_2(const char *path, int flags);
+int __open64_2(const char *path, int flags);
+int __openat_2(int dirfd, const char *path, int flags);
+int __openat64_2(int dirfd, const char *path, int flags);
+
+/* ---- State ---- */
+
+static pthread_mutex_t lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+static int active = -1;                 /* -1: not decided yet */
+static char root[PATH_MAX];
+static char state_dir[PATH_MAX];
+static char log_path[PATH_MAX];
+static unsigned long log_seq;
+
+typedef enum ObjKind {
+        OBJ_CONTAINER,
+        OBJ_GROUP,
+        OBJ_DEVICE,
+        OBJ_IOMMUFD,
+        OBJ_OTHER,
+} ObjKind;
+
+static const char *const obj_kind_name[] = {
+        [OBJ_CONTAINER] = "container",
+        [OBJ_GROUP] = "group",
+        [OBJ_DEVICE] = "device",
+        [OBJ_IOMMUFD] = "iommufd",
+        [OBJ_OTHER] = "other",
+};
+
+/* One PCI function of the fixture; its state outlives the fds (config space is the device's). */
+typedef struct Pci {
+        char bdf[16];
+        int group;                      /* -1: none */
+        bool noiommu_cdev;              /* its cdev is named noiommu-vfioN */
+        uint8_t config[M_PCI_CONFIG_SIZE];
+        struct Pci *next;
+} Pci;
+
+#define MAPS_MAX 256
+#define IOAS_MAX 64
+
+typedef struct Area {
+        uint64_t iova, length, user_va;
+} Area;
+
+typedef struct Ioas {
+        uint32_t id;
+        bool destroyed;
+        Area areas[MAPS_MAX];
+        size_t n_areas;
+} Ioas;
+
+typedef struct Obj {
+        unsigned id;
+        ObjKind kind;
+        bool dead;                      /* no open file description refers to it any more */
+        dev_t st_dev;
+        ino_t st_ino;
+        char path[PATH_MAX];            /* its state file */
+        dev_t rdev;
+        char node[64];
+
+        /* container */
+        bool iommu_set;
+        unsigned n_groups;
+        /* group */
+        int group;
+        struct Obj *container;
+        /* device */
+        Pci *pci;
+        bool cdev;
+        struct Obj *via_group;          /* a group-opened device holds its group open */
+        bool access_granted;
+        struct Obj *ictx;               /* bound to this iommufd */
+        uint32_t devid;
+        uint32_t attached_ioas;         /* 0: not attached */
+        uint32_t hwpt;
+        /* iommufd */
+        uint32_t next_id;
+        Ioas ioas[IOAS_MAX];
+        size_t n_ioas;
+
+        struct Obj *next;
+} Obj;
+
+static Obj *objs;
+static unsigned obj_counter;
+static Pci *pcis;
+
+/* The fixture's rdev table, rebuilt on every node open (tests change the tree at run time). */
+typedef struct Node {
+        ObjKind kind;
+        dev_t rdev;
+        int group;
+        char bdf[16];
+        char name[64];
+        bool noiommu;
+} Node;
+
+#define NODES_MAX 256
+
+/* ---- Small helpers ---- */
+
+static bool streq(const char *a, const char *b) {
+        return strcmp(a, b) == 0;
+}
+
+static bool startswith_component(const char *s, const char *prefix) {
+        size_t n = strlen(prefix);
+
+        return strncmp(s, prefix, n) == 0 && (s[n] == '/' || s[n] == 0);
+}
+
+static bool program_matches(void) {
+        const char *want = getenv("NOIOMMU_MOCK_PROGRAM");
+
+        if (!want || !*want)
+                want = "noiommud";
+        return streq(want, "*") || streq(want, program_invocation_short_name);
+}
+
+static bool is_active(void) {
+        const char *r, *l;
+
+        if (active >= 0)
+                return active;
+
+        /* Decided once NOIOMMU_MOCK_ROOT is seen; until then the environment is looked at again
+         * on every call, so a test program may set it in main(). Other programs (the sh, unshare
+         * and mount that run the daemon inherit the same LD_PRELOAD) are out for good. */
+        pthread_mutex_lock(&lock);
+        if (active < 0) {
+                r = getenv("NOIOMMU_MOCK_ROOT");
+                l = getenv("NOIOMMU_MOCK_LOG");
+                if (!program_matches())
+                        active = 0;
+                else if (r && *r == '/' && strlen(r) < sizeof(root) - 64) {
+                        snprintf(root, sizeof(root), "%s", r);
+                        while (strlen(root) > 1 && root[strlen(root) - 1] == '/')
+                                root[strlen(root) - 1] = 0;
+                        snprintf(state_dir, sizeof(state_dir), "%s/mock-state", root);
+                        if (l && *l)
+                                snprintf(log_path, sizeof(log_path), "%s", l);
+                        active = 1;
+                }
+        }
+        pthread_mutex_unlock(&lock);
+        return active > 0;
+}
+
+__attribute__((format(printf, 1, 2)))
+static void mlog(const char *format, ...) {
+        char line[1024];
+        va_list ap;
+        int n, k, fd;
+
+        if (!log_path[0])
+                return;
+
+        pthread_mutex_lock(&lock);
+        n = snprintf(line, sizeof(line), "%lu ", ++log_seq);
+        va_start(ap, format);
+        k = vsnprintf(line + n, sizeof(line) - (size_t) n - 1, format, ap);
+        va_end(ap);
+        if (k < 0)
+                k = 0;
+        n = (int) strlen(line);
+        line[n++] = '\n';
+
+        fd = REAL(open)(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+                (void) !write(fd, line, (size_t) n);   /* O_APPEND: one line, one write */
+                REAL(close)(fd);
+        }
+        pthread_mutex_unlock(&lock);
+}
+
+/* Reads a small file into buf (NUL-terminated, trailing newlines dropped). */
+static int read_file(const char *path, char *buf, size_t size) {
+        ssize_t n;
+        int fd;
+
+        fd = REAL(open)(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        n = read(fd, buf, size - 1);
+        REAL(close)(fd);
+        if (n < 0)
+                return -EIO;
+        buf[n] = 0;
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+                buf[--n] = 0;
+        return 0;
+}
+
+static int read_devnum(const char *path, dev_t *ret) {
+        char buf[64];
+        unsigned ma, mi;
+
+        if (read_file(path, buf, sizeof(buf)) < 0)
+                return -ENOENT;
+        if (sscanf(buf, "%u:%u", &ma, &mi) != 2)
+                return -EINVAL;
+        *ret = makedev(ma, mi);
+        return 0;
+}
+
+/* Last component of a symlink's target, or "" */
+static void readlink_basename(const char *path, char *ret, size_t size) {
+        char buf[PATH_MAX];
+        const char *b;
+        ssize_t n;
+
+        ret[0] = 0;
+        n = REAL(readlink)(path, buf, sizeof(buf) - 1);
+        if (n <= 0)
+                return;
+        buf[n] = 0;
+        b = strrchr(buf, '/');
+        snprintf(ret, size, "%s", b ? b + 1 : buf);
+}
+
+/* Whether a fault switch applies to the device bdf (NULL: any device). "1"/"all" or a list. */
+static bool switch_list_has(const char *v, const char *bdf) {
+        char buf[1024];
+        char *save = NULL;
+
+        if (!v || !*v || streq(v, "0"))
+                return false;
+        if (streq(v, "1") || streq(v, "all"))
+                return true;
+        if (!bdf)
+                return false;
+        snprintf(buf, sizeof(buf), "%s", v);
+        for (char *w = strtok_r(buf, ", \t\n", &save); w; w = strtok_r(NULL, ", \t\n", &save))
+                if (streq(w, bdf))
+                        return true;
+        return false;
+}
+
+static bool fault(const char *env, const char *file, const char *bdf) {
+        char path[PATH_MAX + 64], buf[1024];
+
+        if (switch_list_has(getenv(env), bdf))
+                return true;
+        snprintf(path, sizeof(path), "%s/mock-control/%s", root, file);
+        if (read_file(path, buf, sizeof(buf)) < 0)
+                return false;
+        return switch_list_has(buf, bdf);
+}
+
+/* ---- Path trap ---- */
+
+static const char *const passthrough[] = {
+        "/sys/kernel/mm",
+        "/sys/devices/system",
+        "/sys/fs",
+        "/sys/kernel/security",
+        "/sys/kernel/debug",
+        "/sys/kernel/tracing",
+        NULL,
+};
+
+static bool path_is_trapped(const char *p) {
+        if (startswith_component(p, "/dev/vfio") || startswith_component(p, "/dev/iommu"))
+                return true;
+        if (!startswith_component(p, "/sys"))
+                return false;
+        for (const char *const *x = passthrough; *x; x++)
+                if (startswith_component(p, *x))
+                        return false;
+        return true;
+}
+
+/* Makes "path" (relative to dirfd) absolute if it is absolute already or dirfd is an fd of
+ * "/". Returns false if it is relative to anything else. */
+static bool path_absolute_at(int dirfd, const char *path, char *ret, size_t size) {
+        char link[64], target[PATH_MAX];
+        ssize_t n;
+
+        if (!path)
+                return false;
+        if (path[0] == '/') {
+                snprintf(ret, size, "%s", path);
+                return true;
+        }
+        if (dirfd < 0 || !path[0])
+                return false;
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd);
+        n = REAL(readlink)(link, target, sizeof(target) - 1);
+        if (n != 1 || target[0] != '/')
+                return false;
+        snprintf(ret, size, "/%s", path);
+        return true;
+}
+
+/* Returns the rewritten path in buf, or NULL when the path is not trapped. Logs accesses to
+ * /sys and /dev (trapped or not), so tests can check that a request touched no file at all. */
+static const char *trap_at(int dirfd, const char *path, char *buf, size_t size, const char *what) {
+        char abs[PATH_MAX];
+
+        if (!is_active() || !path_absolute_at(dirfd, path, abs, sizeof(abs)))
+                return NULL;
+        if (!startswith_component(abs, "/sys") && !startswith_component(abs, "/dev"))
+                return NULL;
+        if (!path_is_trapped(abs)) {
+                mlog("%s path=%s trapped=0", what, abs);
+                return NULL;
+        }
+        if ((size_t) snprintf(buf, size, "%s%s", root, abs) >= size)
+                return NULL;
+        mlog("%s path=%s trapped=1", what, abs);
+        return buf;
+}
+
+/* ---- The fixture's device table ---- */
+
+static int scan_nodes(Node *nodes, size_t max) {
+        char path[PATH_MAX + 256], name[64];
+        struct dirent *de;
+        size_t n = 0;
+        DIR *d;
+        int fd;
+
+        snprintf(path, sizeof(path), "%s/sys/class/misc/vfio/dev", root);
+        if (n < max && read_devnum(path, &nodes[n].rdev) >= 0) {
+                nodes[n] = (Node) { .kind = OBJ_CONTAINER, .rdev = nodes[n].rdev, .group = -1 };
+                snprintf(nodes[n].name, sizeof(nodes[n].name), "vfio");
+                n++;
+        }
+        snprintf(path, sizeof(path), "%s/sys/class/misc/iommu/dev", root);
+        if (n < max && read_devnum(path, &nodes[n].rdev) >= 0) {
+                nodes[n] = (Node) { .kind = OBJ_IOMMUFD, .rdev = nodes[n].rdev, .group = -1 };
+                snprintf(nodes[n].name, sizeof(nodes[n].name), "iommu");
+                n++;
+        }
+
+        /* groups: class/vfio/noiommu-N or class/vfio/N */
+        snprintf(path, sizeof(path), "%s/sys/class/vfio", root);
+        fd = REAL(open)(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0 && (d = fdopendir(fd))) {
+                while ((de = readdir(d)) && n < max) {
+                        const char *num = de->d_name;
+                        char p2[PATH_MAX + 512];
+                        dev_t rdev;
+
+                        if (de->d_name[0] == '.')
+                                continue;
+                        if (strncmp(num, "noiommu-", 8) == 0)
+                                num += 8;
+                        if (!isdigit((unsigned char) num[0]))
+                                continue;
+                        snprintf(p2, sizeof(p2), "%s/%s/dev", path, de->d_name);
+                        if (read_devnum(p2, &rdev) < 0)
+                                continue;
+                        nodes[n] = (Node) { .kind = OBJ_GROUP, .rdev = rdev, .group = atoi(num) };
+                        snprintf(nodes[n].name, sizeof(nodes[n].name), "%s", de->d_name);
+                        n++;
+                }
+                closedir(d);
+        } else if (fd >= 0)
+                REAL(close)(fd);
+
+        /* device cdevs: bus/pci/devices/BDF/vfio-dev/NAME/dev */
+        snprintf(path, sizeof(path), "%s/sys/bus/pci/devices", root);
+        fd = REAL(open)(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0 && (d = fdopendir(fd))) {
+                while ((de = readdir(d)) && n < max) {
+                        char vdir[PATH_MAX + 512], grp[PATH_MAX + 512], g[64];
+                        struct dirent *ve;
+                        DIR *vd;
+                        int vfd;
+
+                        if (de->d_name[0] == '.' || strlen(de->d_name) >= 16)
+                                continue;
+                        snprintf(grp, sizeof(grp), "%s/%s/iommu_group", path, de->d_name);
+                        readlink_basename(grp, g, sizeof(g));
+                        snprintf(vdir, sizeof(vdir), "%s/%s/vfio-dev", path, de->d_name);
+                        vfd = REAL(open)(vdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                        if (vfd < 0)
+                                continue;
+                        vd = fdopendir(vfd);
+                        if (!vd) {
+                                REAL(close)(vfd);
+                                continue;
+                        }
+                        while ((ve = readdir(vd)) && n < max) {
+                                char p2[PATH_MAX + 1024];
+                                dev_t rdev;
+
+                                if (ve->d_name[0] == '.' || strlen(ve->d_name) >= sizeof(name))
+                                        continue;
+                                snprintf(p2, sizeof(p2), "%s/%s/dev", vdir, ve->d_name);
+                                if (read_devnum(p2, &rdev) < 0)
+                                        continue;
+                                nodes[n] = (Node) {
+                                        .kind = OBJ_DEVICE,
+                                        .rdev = rdev,
+                                        .group = g[0] && isdigit((unsigned char) g[0]) ? atoi(g) : -1,
+                                        .noiommu = strncmp(ve->d_name, "noiommu-", 8) == 0,
+                                };
+                                snprintf(nodes[n].bdf, sizeof(nodes[n].bdf), "%s", de->d_name);
+                                snprintf(nodes[n].name, sizeof(nodes[n].name), "%s", ve->d_name);
+                                n++;
+                        }
+                        closedir(vd);
+                }
+                closedir(d);
+        } else if (fd >= 0)
+                REAL(close)(fd);
+
+        return (int) n;
+}
+
+static bool noiommu_enabled(void) {
+        char path[PATH_MAX + 64], buf[16];
+
+        snprintf(path, sizeof(path), "%s/sys/module/vfio/parameters/enable_unsafe_noiommu_mode", root);
+        return read_file(path, buf, sizeof(buf)) >= 0 && (streq(buf, "Y") || streq(buf, "1"));
+}
+
+static Pci *pci_get(const char *bdf) {
+        char path[PATH_MAX + 128], buf[64], g[64];
+        Pci *p;
+
+        for (p = pcis; p; p = p->next)
+                if (streq(p->bdf, bdf))
+                        return p;
+
+        p = calloc(1, sizeof(Pci));
+        if (!p)
+                return NULL;
+        snprintf(p->bdf, sizeof(p->bdf), "%s", bdf);
+        snprintf(path, sizeof(path), "%s/sys/bus/pci/devices/%s/iommu_group", root, bdf);
+        readlink_basename(path, g, sizeof(g));
+        p->group = g[0] && isdigit((unsigned char) g[0]) ? atoi(g) : -1;
+
+        /* config space: ids and class from sysfs, the rest zero */
+        snprintf(path, sizeof(path), "%s/sys/bus/pci/devices/%s/vendor", root, bdf);
+        if (read_file(path, buf, sizeof(buf)) >= 0) {
+                unsigned v = (unsigned) strtoul(buf, NULL, 16);
+                p->config[0] = (uint8_t) v;
+                p->config[1] = (uint8_t) (v >> 8);
+        }
+        snprintf(path, sizeof(path), "%s/sys/bus/pci/devices/%s/device", root, bdf);
+        if (read_file(path, buf, sizeof(buf)) >= 0) {
+                unsigned v = (unsigned) strtoul(buf, NULL, 16);
+                p->config[2] = (uint8_t) v;
+                p->config[3] = (uint8_t) (v >> 8);
+        }
+        snprintf(path, sizeof(path), "%s/sys/bus/pci/devices/%s/class", root, bdf);
+        if (read_file(path, buf, sizeof(buf)) >= 0) {
+                unsigned v = (unsigned) strtoul(buf, NULL, 16);
+                p->config[9] = (uint8_t) v;
+                p->config[10] = (uint8_t) (v >> 8);
+                p->config[11] = (uint8_t) (v >> 16);
+        }
+        p->next = pcis;
+        pcis = p;
+        return p;
+}
+
+static uint16_t pci_command(const Pci *p) {
+        return (uint16_t) (p->config[M_PCI_COMMAND] | p->config[M_PCI_COMMAND + 1] << 8);
+}
+
+static void pci_set_command(Pci *p, uint16_t v) {
+        p->config[M_PCI_COMMAND] = (uint8_t) v;
+        p->config[M_PCI_COMMAND + 1] = (uint8_t) (v >> 8);
+}
+
+/* ---- Objects ---- */
+
+/* Whether some open file description still refers to o: its OFD lock is still held. */
+static bool obj_alive(Obj *o) {
+        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+        int fd;
+
+        if (o->dead)
+                return false;
+        fd = REAL(open)(o->path, O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+                fl.l_type = F_UNLCK;
+        REAL(close)(fd);
+        if (fl.l_type != F_UNLCK)
+                return true;
+
+        /* Dead for good: nothing can refer to it again. Unlinking lets the inode go. */
+        o->dead = true;
+        (void) unlink(o->path);
+        return false;
+}
+
+static Obj *obj_of_fd(int fd) {
+        struct stat st;
+
+        if (fd < 0 || !is_active() || REAL(fstat)(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return NULL;
+        for (Obj *o = objs; o; o = o->next)
+                if (!o->dead && o->st_ino == st.st_ino && o->st_dev == st.st_dev)
+                        return o;
+        return NULL;
+}
+
+static Obj *obj_of_fd_kind(int fd, ObjKind kind) {
+        Obj *o = obj_of_fd(fd);
+
+        return o && o->kind == kind ? o : NULL;
+}
+
+/* Creates the object and returns an fd of a new open file description for it, holding its
+ * OFD lock. */
+static int obj_new(ObjKind kind, const char *node, dev_t rdev, int flags, Obj **ret) {
+        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+        struct stat st;
+        Obj *o;
+        int fd;
+
+        (void) mkdir(state_dir, 0755);
+
+        o = calloc(1, sizeof(Obj));
+        if (!o)
+                return -ENOMEM;
+        o->id = ++obj_counter;
+        o->kind = kind;
+        o->rdev = rdev;
+        o->group = -1;
+        o->next_id = 1;
+        snprintf(o->node, sizeof(o->node), "%s", node);
+        snprintf(o->path, sizeof(o->path), "%s/%u-%d-%s-%s", state_dir, o->id, (int) getpid(),
+                 obj_kind_name[kind], node);
+
+        fd = REAL(open)(o->path, O_RDWR | O_CREAT | O_EXCL | O_NOCTTY |
+                        (flags & (O_CLOEXEC | O_NONBLOCK)), 0600);
+        if (fd < 0) {
+                int r = -errno;
+                free(o);
+                return r;
+        }
+        if (fcntl(fd, F_OFD_SETLK, &fl) < 0 || REAL(fstat)(fd, &st) < 0) {
+                int r = -errno;
+                REAL(close)(fd);
+                (void) unlink(o->path);
+                free(o);
+                return r;
+        }
+        o->st_dev = st.st_dev;
+        o->st_ino = st.st_ino;
+        o->next = objs;
+        objs = o;
+        *ret = o;
+        return fd;
+}
+
+/* A group is open while its file is, or while any device fd obtained from it is (the device
+ * file holds a reference on the group file, kernel-api.md §7 item 9). */
+static bool group_is_open(int group) {
+        for (Obj *o = objs; o; o = o->next) {
+                if (o->kind == OBJ_GROUP && o->group == group && obj_alive(o))
+                        return true;
+                if (o->kind == OBJ_DEVICE && o->via_group && o->via_group->group == group &&
+                    obj_alive(o))
+                        return true;
+        }
+        return false;
+}
+
+/* vfio_device_block_group(): a bound cdev keeps its group from being opened. */
+static bool group_has_bound_cdev(int group) {
+        for (Obj *o = objs; o; o = o->next)
+                if (o->kind == OBJ_DEVICE && o->cdev && o->access_granted && o->pci &&
+                    o->pci->group == group && obj_alive(o))
+                        return true;
+        return false;
+}
+
+/* device->open_count: open device files (group-opened or bound cdevs) other than "self". */
+static unsigned device_open_count(const Pci *p, const Obj *self) {
+        unsigned n = 0;
+
+        for (Obj *o = objs; o; o = o->next)
+                if (o != self && o->kind == OBJ_DEVICE && o->pci == p &&
+                    (o->via_group || o->access_granted) && obj_alive(o))
+                        n++;
+        return n;
+}
+
+static Ioas *ioas_find(Obj *ictx, uint32_t id) {
+        for (size_t i = 0; i < ictx->n_ioas; i++)
+                if (ictx->ioas[i].id == id && !ictx->ioas[i].destroyed)
+                        return &ictx->ioas[i];
+        return NULL;
+}
+
+/* The live device attached to this IOAS, if any. */
+static Obj *ioas_attached_device(Obj *ictx, uint32_t ioas_id) {
+        for (Obj *o = objs; o; o = o->next)
+                if (o->kind == OBJ_DEVICE && o->ictx == ictx && o->access_granted &&
+                    o->attached_ioas == ioas_id && obj_alive(o))
+                        return o;
+        return NULL;
+}
+
+/* ---- Node open ---- */
+
+/* Opens a node of the fixture. Returns -1 with errno set, an fd, or -2 when the path is not a
+ * character device (the caller opens it for real). */
+static int node_open(const char *abs, const char *real_path, int flags) {
+        Node nodes[NODES_MAX];
+        const Node *match = NULL;
+        struct stat st;
+        Obj *o;
+        int n, fd;
+
+        if (REAL(lstat)(real_path, &st) < 0 || !S_ISCHR(st.st_mode))
+                return -2;
+
+        n = scan_nodes(nodes, NODES_MAX);
+        for (int i = 0; i < n; i++)
+                if (nodes[i].rdev == st.st_rdev)
+                        match = &nodes[i];
+
+        if (!match) {
+                /* Some other character device (a /dev/null planted in the fixture): opens, but
+                 * knows no VFIO ioctl. */
+                fd = obj_new(OBJ_OTHER, "other", st.st_rdev, flags, &o);
+                if (fd < 0) {
+                        errno = -fd;
+                        return -1;
+                }
+                mlog("open-node path=%s kind=other rdev=%u:%u obj=%u", abs,
+                     major(st.st_rdev), minor(st.st_rdev), o->id);
+                return fd;
+        }
+
+        if (match->kind == OBJ_GROUP) {
+                /* vfio_group_fops_open(): one opener at a time, and not while a cdev of the
+                 * group is bound. */
+                if (group_is_open(match->group) || group_has_bound_cdev(match->group)) {
+                        mlog("open-node-refused path=%s kind=group group=%d errno=EBUSY", abs,
+                             match->group);
+                        errno = EBUSY;
+                        return -1;
+                }
+        }
+
+        fd = obj_new(match->kind, match->name, st.st_rdev, flags, &o);
+        if (fd < 0) {
+                errno = -fd;
+                return -1;
+        }
+        o->group = match->group;
+        if (match->kind == OBJ_DEVICE) {
+                o->cdev = true;
+                o->pci = pci_get(match->bdf);
+                if (!o->pci) {
+                        REAL(close)(fd);
+                        errno = ENOMEM;
+                        return -1;
+                }
+                o->pci->noiommu_cdev = match->noiommu;
+                /* As if the client had enabled bus mastering during the last lease. */
+                pci_set_command(o->pci, pci_command(o->pci) | M_PCI_COMMAND_MASTER | M_PCI_COMMAND_MEMORY);
+        }
+        mlog("open-node path=%s kind=%s node=%s rdev=%u:%u obj=%u%s%s", abs,
+             obj_kind_name[match->kind], match->name, major(st.st_rdev), minor(st.st_rdev), o->id,
+             match->bdf[0] ? " dev=" : "", match->bdf);
+        return fd;
+}
+
+/* ---- ioctl models ---- */
+
+static int fail(int e) {
+        errno = e;
+        return -1;
+}
+
+/* iommufd's size rule: at least min_size; bytes beyond what we know must be zero (E2BIG). */
+static int iommufd_check_size(const void *arg, size_t min_size, size_t known) {
+        uint32_t size;
+
+        if (!arg)
+                return EFAULT;
+        memcpy(&size, arg, sizeof(size));
+        if (size < min_size)
+                return EINVAL;
+        for (size_t i = known; i < size; i++)
+                if (((const uint8_t *) arg)[i] != 0)
+                        return E2BIG;
+        return 0;
+}
+
+static int container_ioctl(Obj *o, unsigned long req, void *arg) {
+        switch (req) {
+        case M_VFIO_GET_API_VERSION:
+                return M_VFIO_API_VERSION;
+        case M_VFIO_CHECK_EXTENSION:
+                /* By value. Only the noiommu "IOMMU" exists here, and only with the parameter. */
+                if ((long) arg == M_VFIO_NOIOMMU_IOMMU)
+                        return noiommu_enabled() ? 1 : 0;
+                return 0;
+        case M_VFIO_SET_IOMMU:
+                if ((long) arg != M_VFIO_NOIOMMU_IOMMU) {
+                        mlog("set-iommu-refused obj=%u type=%ld", o->id, (long) arg);
+                        return fail(ENODEV);
+                }
+                if (o->n_groups == 0)
+                        return fail(EINVAL);
+                if (o->iommu_set)
+                        return fail(EBUSY);
+                if (!noiommu_enabled())
+                        return fail(ENODEV);
+                o->iommu_set = true;
+                mlog("set-iommu obj=%u type=noiommu", o->id);
+                return 0;
+        default:
+                /* The noiommu backend answers every other container ioctl with ENOTTY. */
+                mlog("unhandled-ioctl kind=container req=0x%lx", req);
+                return fail(ENOTTY);
+        }
+}
+
+static bool group_viable(int group) {
+        char path[PATH_MAX + 64];
+        struct dirent *de;
+        DIR *d;
+        int fd;
+        bool viable = true;
+
+        snprintf(path, sizeof(path), "%s/sys/kernel/iommu_groups/%d/devices", root, group);
+        fd = REAL(open)(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return true;
+        d = fdopendir(fd);
+        if (!d) {
+                REAL(close)(fd);
+                return true;
+        }
+        while ((de = readdir(d))) {
+                char p2[PATH_MAX + 512], drv[64];
+
+                if (de->d_name[0] == '.')
+                        continue;
+                snprintf(p2, sizeof(p2), "%s/%s/driver", path, de->d_name);
+                readlink_basename(p2, drv, sizeof(drv));
+                /* Unbound members are fine; members on a host driver make the group unusable. */
+                if (drv[0] && !strstr(drv, "vfio"))
+                        viable = false;
+        }
+        closedir(d);
+        return viable;
+}
+
+static bool group_has_device(int group, const char *bdf) {
+        char path[PATH_MAX + 128];
+        struct stat st;
+
+        if (strchr(bdf, '/') || streq(bdf, ".") || streq(bdf, ".."))
+                return false;
+        snprintf(path, sizeof(path), "%s/sys/kernel/iommu_groups/%d/devices/%s", root, group, bdf);
+        return REAL(lstat)(path, &st) == 0;
+}
+
+static int group_ioctl(Obj *o, unsigned long req, void *arg) {
+        switch (req) {
+        case M_VFIO_GROUP_GET_STATUS: {
+                struct m_group_status s;
+
+                if (!arg)
+                        return fail(EFAULT);
+                memcpy(&s, arg, sizeof(s));
+                if (s.argsz < sizeof(s))
+                        return fail(EINVAL);
+                s.flags = (group_viable(o->group) ? M_GROUP_FLAGS_VIABLE : 0) |
+                          (o->container ? M_GROUP_FLAGS_CONTAINER_SET : 0);
+                memcpy(arg, &s, sizeof(s));
+                return 0;
+        }
+        case M_VFIO_GROUP_SET_CONTAINER: {
+                Obj *c;
+                int cfd;
+
+                if (!arg)
+                        return fail(EFAULT);
+                memcpy(&cfd, arg, sizeof(cfd));         /* a pointer to an int */
+                c = obj_of_fd_kind(cfd, OBJ_CONTAINER);
+                if (!c)
+                        return fail(EINVAL);
+                if (o->container)
+                        return fail(EINVAL);
+                o->container = c;
+                c->n_groups++;
+                mlog("set-container group=%d container=%u", o->group, c->id);
+                return 0;
+        }
+        case M_VFIO_GROUP_UNSET_CONTAINER:
+                if (!o->container)
+                        return fail(EINVAL);
+                o->container->n_groups--;
+                o->container = NULL;
+                return 0;
+        case M_VFIO_GROUP_GET_DEVICE_FD: {
+                char name[64];
+                Obj *d;
+                int fd;
+
+                if (!arg)
+                        return fail(EFAULT);
+                snprintf(name, sizeof(name), "%s", (const char *) arg);
+                if (!o->container || !o->container->iommu_set)
+                        return fail(EINVAL);
+                if (!group_has_device(o->group, name)) {
+                        mlog("get-device-fd-refused group=%d name=%s errno=ENODEV", o->group, name);
+                        return fail(ENODEV);
+                }
+                fd = obj_new(OBJ_DEVICE, name, 0, O_CLOEXEC, &d);
+                if (fd < 0)
+                        return fail(-fd);
+                d->pci = pci_get(name);
+                if (!d->pci) {
+                        REAL(close)(fd);
+                        return fail(ENOMEM);
+                }
+                d->via_group = o;
+                d->group = o->group;
+                d->access_granted = true;
+                pci_set_command(d->pci, pci_command(d->pci) | M_PCI_COMMAND_MASTER | M_PCI_COMMAND_MEMORY);
+                mlog("get-device-fd group=%d dev=%s obj=%u", o->group, name, d->id);
+                return fd;
+        }
+        default:
+                mlog("unhandled-ioctl kind=group req=0x%lx", req);
+                return fail(ENOTTY);
+        }
+}
+
+static int device_bind(Obj *o, void *arg) {
+        struct m_bind b = {};
+        uint32_t argsz;
+        Obj *ictx;
+
+        if (!arg)
+                return fail(EFAULT);
+        memcpy(&argsz, arg, sizeof(argsz));
+        if (argsz < 16)
+                return fail(EINVAL);
+        memcpy(&b, arg, argsz < sizeof(b) ? argsz : sizeof(b));
+        for (size_t i = sizeof(b); i < argsz; i++)
+                if (((const uint8_t *) arg)[i] != 0)
+                        return fail(E2BIG);
+        if (b.flags != 0 || b.iommufd < 0 || (argsz >= 24 && b.token_uuid_ptr != 0))
+                return fail(EINVAL);
+        if (!o->cdev)
+                return fail(EINVAL);            /* BIND_IOMMUFD only on cdev fds */
+        if (o->pci->group >= 0 && group_is_open(o->pci->group)) {
+                mlog("bind-refused dev=%s obj=%u errno=EBUSY reason=group-open", o->pci->bdf, o->id);
+                return fail(EBUSY);
+        }
+        if (o->access_granted) {
+                mlog("bind-refused dev=%s obj=%u errno=EINVAL reason=bound-twice", o->pci->bdf, o->id);
+                return fail(EINVAL);
+        }
+        /* vfio_df_open(): "Only the group path allows the device to be opened multiple times" */
+        if (device_open_count(o->pci, o) > 0) {
+                mlog("bind-refused dev=%s obj=%u errno=EINVAL reason=still-bound-elsewhere",
+                     o->pci->bdf, o->id);
+                return fail(EINVAL);
+        }
+        ictx = obj_of_fd(b.iommufd);
+        if (!ictx)
+                return fail(fcntl(b.iommufd, F_GETFD) < 0 ? EBADF : EBADFD);
+        if (ictx->kind != OBJ_IOMMUFD)
+                return fail(EBADFD);
+
+        o->ictx = ictx;
+        o->devid = ictx->next_id++;
+        o->access_granted = true;
+        b.out_devid = o->devid;
+        memcpy((uint8_t *) arg + offsetof(struct m_bind, out_devid), &b.out_devid, sizeof(b.out_devid));
+        mlog("bind dev=%s obj=%u iommufd=%u devid=%u", o->pci->bdf, o->id, ictx->id, o->devid);
+        return 0;
+}
+
+static int device_attach(Obj *o, void *arg) {
+        struct m_attach a = {};
+        uint32_t argsz;
+
+        if (!arg)
+                return fail(EFAULT);
+        memcpy(&argsz, arg, sizeof(argsz));
+        if (argsz < 12)
+                return fail(EINVAL);
+        memcpy(&a, arg, argsz < sizeof(a) ? argsz : sizeof(a));
+        if (a.flags != 0 || !o->cdev || !o->ictx)
+                return fail(EINVAL);
+        if (!ioas_find(o->ictx, a.pt_id)) {
+                mlog("attach-refused dev=%s pt_id=%u errno=ENOENT", o->pci->bdf, a.pt_id);
+                return fail(ENOENT);
+        }
+        /* A new automatic domain (a software one for noiommu), whose id is written back. */
+        o->attached_ioas = a.pt_id;
+        o->hwpt = o->ictx->next_id++;
+        memcpy((uint8_t *) arg + offsetof(struct m_attach, pt_id), &o->hwpt, sizeof(o->hwpt));
+        mlog("attach dev=%s obj=%u ioas=%u hwpt=%u", o->pci->bdf, o->id, o->attached_ioas, o->hwpt);
+        return 0;
+}
+
+static int device_detach(Obj *o, void *arg) {
+        struct m_detach d = {};
+        uint32_t argsz;
+
+        if (!arg)
+                return fail(EFAULT);
+        memcpy(&argsz, arg, sizeof(argsz));
+        if (argsz < 8)
+                return fail(EINVAL);
+        memcpy(&d, arg, argsz < sizeof(d) ? argsz : sizeof(d));
+        if (d.flags != 0 || !o->cdev)
+                return fail(EINVAL);
+        mlog("detach dev=%s obj=%u ioas=%u", o->pci->bdf, o->id, o->attached_ioas);
+        o->attached_ioas = 0;
+        o->hwpt = 0;
+        return 0;
+}
+
+static int device_ioctl(Obj *o, unsigned long req, void *arg) {
+        if (req == M_VFIO_DEVICE_BIND_IOMMUFD)
+                return device_bind(o, arg);
+
+        /* The access_granted gate of vfio_main.c: nothing else before BIND. */
+        if (!o->access_granted)
+                return fail(EINVAL);
+
+        switch (req) {
+        case M_VFIO_DEVICE_GET_INFO: {
+                struct m_device_info i = {};
+                uint32_t argsz;
+
+                if (!arg)
+                        return fail(EFAULT);
+                memcpy(&argsz, arg, sizeof(argsz));
+                if (argsz < 16)
+                        return fail(EINVAL);
+                i.argsz = argsz;
+                i.flags = M_DEVICE_FLAGS_PCI |
+                          (fault("NOIOMMU_MOCK_NO_RESET", "no-reset", o->pci->bdf) ? 0 : M_DEVICE_FLAGS_RESET);
+                i.num_regions = M_PCI_NUM_REGIONS;
+                i.num_irqs = M_PCI_NUM_IRQS;
+                memcpy(arg, &i, argsz >= 20 ? 20 : 16);
+                return 0;
+        }
+        case M_VFIO_DEVICE_GET_REGION_INFO: {
+                struct m_region_info r;
+
+                if (!arg)
+                        return fail(EFAULT);
+                memcpy(&r, arg, sizeof(r));
+                if (r.argsz < sizeof(r) || r.index >= M_PCI_NUM_REGIONS)
+                        return fail(EINVAL);
+                r.cap_offset = 0;
+                r.offset = (uint64_t) r.index << M_PCI_OFFSET_SHIFT;
+                if (r.index == M_PCI_CONFIG_REGION_INDEX) {
+                        r.size = M_PCI_CONFIG_SIZE;
+                        r.flags = M_REGION_INFO_FLAG_READ | M_REGION_INFO_FLAG_WRITE;
+                } else if (r.index == 0) {
+                        r.size = 4096;
+                        r.flags = M_REGION_INFO_FLAG_READ | M_REGION_INFO_FLAG_WRITE;
+                } else {
+                        r.size = 0;
+                        r.flags = 0;
+                }
+                memcpy(arg, &r, sizeof(r));
+                return 0;
+        }
+        case M_VFIO_DEVICE_GET_IRQ_INFO: {
+                struct m_irq_info q;
+
+                if (!arg)
+                        return fail(EFAULT);
+                memcpy(&q, arg, sizeof(q));
+                if (q.argsz < sizeof(q) || q.index >= M_PCI_NUM_IRQS)
+                        return fail(EINVAL);
+                q.flags = 1;                    /* EVENTFD */
+                q.count = q.index <= 2 ? 1 : 0;
+                memcpy(arg, &q, sizeof(q));
+                return 0;
+        }
+        case M_VFIO_DEVICE_RESET:
+                if (fault("NOIOMMU_MOCK_NO_RESET", "no-reset", o->pci->bdf)) {
+                        mlog("reset-unsupported dev=%s obj=%u", o->pci->bdf, o->id);
+                        return fail(EINVAL);            /* !vdev->reset_works */
+                }
+                if (fault("NOIOMMU_MOCK_RESET_FAIL", "reset-fail", o->pci->bdf)) {
+                        mlog("reset-failed dev=%s obj=%u", o->pci->bdf, o->id);
+                        return fail(EIO);
+                }
+                /* A function reset returns the command register to 0: no bus mastering. */
+                pci_set_command(o->pci, 0);
+                mlog("reset dev=%s obj=%u", o->pci->bdf, o->id);
+                return 0;
+        case M_VFIO_DEVICE_ATTACH_IOMMUFD_PT:
+                return device_attach(o, arg);
+        case M_VFIO_DEVICE_DETACH_IOMMUFD_PT:
+                return device_detach(o, arg);
+        default:
+                mlog("unhandled-ioctl kind=device dev=%s req=0x%lx", o->pci->bdf, req);
+                return fail(ENOTTY);
+        }
+}
+
+/* ---- iommufd ---- */
+
+static int parse_ranges(struct m_iova_range *r, size_t max) {
+        const char *v = getenv("NOIOMMU_MOCK_IOVA_RANGES");
+        char buf[1024], *save = NULL;
+        size_t n = 0;
+
+        if (!v || !*v)
+                /* 48-bit address space without the x86 MSI window (0xfee00000-0xfeefffff). */
+                v = "0x0-0xfedfffff,0xfef00000-0xffffffffffff";
+        snprintf(buf, sizeof(buf), "%s", v);
+        for (char *w = strtok_r(buf, ", \t\n", &save); w && n < max; w = strtok_r(NULL, ", \t\n", &save)) {
+                char *dash = strchr(w + 1, '-');
+
+                if (!dash)
+                        continue;
+                *dash = 0;
+                r[n].start = strtoull(w, NULL, 0);
+                r[n].last = strtoull(dash + 1, NULL, 0);
+                n++;
+        }
+        return (int) n;
+}
+
+static bool iova_allowed(Obj *ictx, uint32_t ioas_id, uint64_t iova, uint64_t length) {
+        struct m_iova_range r[16];
+        int n;
+
+        if (!ioas_attached_device(ictx, ioas_id))
+                return true;            /* no domain yet: the whole space */
+        n = parse_ranges(r, 16);
+        for (int i = 0; i < n; i++)
+                if (iova >= r[i].start && iova <= r[i].last && length - 1 <= r[i].last - iova)
+                        return true;
+        return false;
+}
+
+/* Physical address of the 4 KiB page at va, from /proc/self/pagemap (the daemon is root). */
+static int virt_to_phys(uint64_t va, uint64_t *ret) {
+        uint64_t e;
+        int fd;
+
+        fd = REAL(open)("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (REAL(pread)(fd, &e, sizeof(e), (off_t) (va / 4096 * 8)) != (ssize_t) sizeof(e)) {
+                REAL(close)(fd);
+                return -EIO;
+        }
+        REAL(close)(fd);
+        if (!(e >> 63) || (e & ((UINT64_C(1) << 55) - 1)) == 0)
+                return -ENXIO;
+        *ret = (e & ((UINT64_C(1) << 55) - 1)) * 4096 + va % 4096;
+        return 0;
+}
+
+static int ioas_map(Obj *ictx, void *arg) {
+        struct m_ioas_map m;
+        unsigned char *vec;
+        Ioas *ioas;
+        size_t pages;
+        int e;
+
+        e = iommufd_check_size(arg, sizeof(m), sizeof(m));
+        if (e)
+                return fail(e);
+        memcpy(&m, arg, sizeof(m));
+        if (m.flags & ~(M_IOAS_MAP_FIXED_IOVA | M_IOAS_MAP_WRITEABLE | M_IOAS_MAP_READABLE) || m.reserved)
+                return fail(EOPNOTSUPP);
+        if (!(m.flags & (M_IOAS_MAP_WRITEABLE | M_IOAS_MAP_READABLE)) || m.length == 0)
+                return fail(EINVAL);
+        ioas = ioas_find(ictx, m.ioas_id);
+        if (!ioas)
+                return fail(ENOENT);
+        if (!(m.flags & M_IOAS_MAP_FIXED_IOVA)) {
+                /* The kernel would pick an IOVA; noiommud must always choose it itself. */
+                mlog("violation what=ioas-map-without-fixed-iova ioas=%u", m.ioas_id);
+                return fail(EINVAL);
+        }
+        if (m.iova % 4096 || m.length % 4096 || m.user_va % 4096 || m.iova + m.length - 1 < m.iova)
+                return fail(EINVAL);
+        if (!iova_allowed(ictx, m.ioas_id, m.iova, m.length)) {
+                mlog("ioas-map-refused ioas=%u iova=0x%" PRIx64 " length=0x%" PRIx64 " errno=EINVAL reason=outside-allowed-ranges",
+                     m.ioas_id, m.iova, m.length);
+                return fail(EINVAL);
+        }
+        for (size_t i = 0; i < ioas->n_areas; i++) {
+                const Area *a = &ioas->areas[i];
+
+                if (m.iova <= a->iova + a->length - 1 && a->iova <= m.iova + m.length - 1)
+                        return fail(EEXIST);
+        }
+        if (ioas->n_areas >= MAPS_MAX)
+                return fail(ENOSPC);
+
+        /* pin_user_pages() needs the range mapped in the caller. */
+        pages = (size_t) (m.length / 4096);
+        vec = malloc(pages);
+        if (!vec)
+                return fail(ENOMEM);
+        if (mincore((void *) (uintptr_t) m.user_va, (size_t) m.length, vec) < 0) {
+                free(vec);
+                mlog("ioas-map-refused ioas=%u user_va=0x%" PRIx64 " errno=EFAULT", m.ioas_id, m.user_va);
+                return fail(EFAULT);
+        }
+        free(vec);
+
+        ioas->areas[ioas->n_areas++] = (Area) { .iova = m.iova, .length = m.length, .user_va = m.user_va };
+        mlog("ioas-map iommufd=%u ioas=%u iova=0x%" PRIx64 " length=0x%" PRIx64 " user_va=0x%" PRIx64 " pinned=%d",
+             ictx->id, m.ioas_id, m.iova, m.length, m.user_va, ioas_attached_device(ictx, m.ioas_id) ? 1 : 0);
+        return 0;
+}
+
+static int ioas_unmap(Obj *ictx, void *arg) {
+        struct m_ioas_unmap u;
+        uint64_t done = 0, last;
+        Ioas *ioas;
+        int e;
+
+        e = iommufd_check_size(arg, sizeof(u), sizeof(u));
+        if (e)
+                return fail(e);
+        memcpy(&u, arg, sizeof(u));
+        ioas = ioas_find(ictx, u.ioas_id);
+        if (!ioas)
+                return fail(ENOENT);
+        if (u.length == 0)
+                return fail(EINVAL);
+        last = u.iova == 0 && u.length == UINT64_MAX ? UINT64_MAX : u.iova + u.length - 1;
+        if (last < u.iova)
+                return fail(EOVERFLOW);
+
+        /* Areas must be covered whole. */
+        for (size_t i = 0; i < ioas->n_areas; i++) {
+                const Area *a = &ioas->areas[i];
+                uint64_t alast = a->iova + a->length - 1;
+
+                if (alast < u.iova || a->iova > last)
+                        continue;
+                if (a->iova < u.iova || alast > last)
+                        return fail(EINVAL);
+        }
+        for (size_t i = 0; i < ioas->n_areas;) {
+                const Area *a = &ioas->areas[i];
+
+                if (a->iova >= u.iova && a->iova + a->length - 1 <= last) {
+                        done += a->length;
+                        ioas->areas[i] = ioas->areas[--ioas->n_areas];
+                } else
+                        i++;
+        }
+        if (done == 0) {
+                mlog("ioas-unmap-refused ioas=%u iova=0x%" PRIx64 " length=0x%" PRIx64 " errno=ENOENT",
+                     u.ioas_id, u.iova, u.length);
+                return fail(ENOENT);
+        }
+        u.length = done;
+        memcpy(arg, &u, sizeof(u));
+        mlog("ioas-unmap iommufd=%u ioas=%u iova=0x%" PRIx64 " unmapped=0x%" PRIx64, ictx->id, u.ioas_id, u.iova, done);
+        return 0;
+}
+
+static int ioas_get_pa(Obj *ictx, void *arg) {
+        struct m_get_pa q;
+        const Area *area = NULL;
+        uint64_t va, pa, run, end;
+        Ioas *ioas;
+        Obj *dev;
+        int e;
+
+        dev = NULL;
+        if (arg) {
+                memcpy(&q, arg, sizeof(q.size) + sizeof(q.flags) + sizeof(q.ioas_id));
+                ioas = ioas_find(ictx, q.ioas_id);
+                if (ioas)
+                        dev = ioas_attached_device(ictx, q.ioas_id);
+        }
+        if (fault("NOIOMMU_MOCK_NO_GET_PA", "no-get-pa", dev && dev->pci ? dev->pci->bdf : NULL)) {
+                mlog("get-pa-absent errno=ENOTTY");
+                return fail(ENOTTY);            /* a kernel without CONFIG_IOMMUFD_NOIOMMU */
+        }
+
+        e = iommufd_check_size(arg, sizeof(q), sizeof(q));
+        if (e)
+                return fail(e);
+        memcpy(&q, arg, sizeof(q));
+        if (q.flags != 0 || q.reserved != 0)
+                return fail(EOPNOTSUPP);
+        if (q.iova >= ULONG_MAX)
+                return fail(EOVERFLOW);
+        if (q.length == 0)
+                return fail(EINVAL);            /* since v9: a real upper bound */
+        ioas = ioas_find(ictx, q.ioas_id);
+        if (!ioas)
+                return fail(ENOENT);
+        dev = ioas_attached_device(ictx, q.ioas_id);
+        if (!dev)
+                return fail(ENOENT);            /* no software page table without an attach */
+        if (!dev->pci->noiommu_cdev) {
+                mlog("violation what=get-pa-on-iommu-device dev=%s", dev->pci->bdf);
+                return fail(EINVAL);
+        }
+        for (size_t i = 0; i < ioas->n_areas; i++)
+                if (q.iova >= ioas->areas[i].iova && q.iova - ioas->areas[i].iova < ioas->areas[i].length)
+                        area = &ioas->areas[i];
+        if (!area) {
+                mlog("get-pa-refused ioas=%u iova=0x%" PRIx64 " errno=ENOENT", q.ioas_id, q.iova);
+                return fail(ENOENT);
+        }
+
+        va = area->user_va + (q.iova - area->iova);
+        if (virt_to_phys(va, &pa) < 0)
+                return fail(EFAULT);
+
+        /* The physically contiguous run from iova, within the area, capped by the input. */
+        end = area->iova + area->length;
+        run = 4096 - q.iova % 4096;
+        while (run < q.length && q.iova + run < end) {
+                uint64_t next;
+
+                if (virt_to_phys(va + run, &next) < 0 || next != pa + run)
+                        break;
+                run += 4096;
+        }
+        if (run > q.length)
+                run = q.length;
+        if (run > end - q.iova)
+                run = end - q.iova;
+
+        q.out_phys = pa;
+        q.length = run;
+        memcpy(arg, &q, sizeof(q));
+        mlog("get-pa ioas=%u iova=0x%" PRIx64 " phys=0x%" PRIx64 " length=0x%" PRIx64, q.ioas_id, q.iova, pa, run);
+        return 0;
+}
+
+static int iommufd_ioctl(Obj *o, unsigned long req, void *arg) {
+        int e;
+
+        switch (req) {
+        case M_IOMMU_IOAS_ALLOC: {
+                struct m_ioas_alloc a;
+
+                e = iommufd_check_size(arg, sizeof(a), sizeof(a));
+                if (e)
+                        return fail(e);
+                memcpy(&a, arg, sizeof(a));
+                if (a.flags != 0)
+                        return fail(EOPNOTSUPP);
+                if (o->n_ioas >= IOAS_MAX)
+                        return fail(ENOSPC);
+                a.out_ioas_id = o->next_id++;
+                o->ioas[o->n_ioas++] = (Ioas) { .id = a.out_ioas_id };
+                memcpy(arg, &a, sizeof(a));
+                mlog("ioas-alloc iommufd=%u ioas=%u", o->id, a.out_ioas_id);
+                return 0;
+        }
+        case M_IOMMU_DESTROY: {
+                struct m_destroy d;
+                Ioas *ioas;
+
+                e = iommufd_check_size(arg, sizeof(d), sizeof(d));
+                if (e)
+                        return fail(e);
+                memcpy(&d, arg, sizeof(d));
+                ioas = ioas_find(o, d.id);
+                if (!ioas) {
+                        mlog("destroy-refused iommufd=%u id=%u errno=ENOENT", o->id, d.id);
+                        return fail(ENOENT);
+                }
+                if (ioas_attached_device(o, d.id)) {
+                        mlog("destroy-refused iommufd=%u id=%u errno=EBUSY", o->id, d.id);
+                        return fail(EBUSY);
+                }
+                ioas->destroyed = true;
+                mlog("destroy iommufd=%u id=%u areas=%zu", o->id, d.id, ioas->n_areas);
+                return 0;
+        }
+        case M_IOMMU_IOAS_IOVA_RANGES: {
+                struct m_iova_ranges q;
+                struct m_iova_range r[16];
+                int n;
+
+                e = iommufd_check_size(arg, sizeof(q), sizeof(q));
+                if (e)
+                        return fail(e);
+                memcpy(&q, arg, sizeof(q));
+                if (q.reserved)
+                        return fail(EOPNOTSUPP);
+                if (!ioas_find(o, q.ioas_id))
+                        return fail(ENOENT);
+                if (ioas_attached_device(o, q.ioas_id))
+                        n = parse_ranges(r, 16);
+                else {
+                        r[0] = (struct m_iova_range) { .start = 0, .last = UINT64_MAX };
+                        n = 1;
+                }
+                for (int i = 0; i < n && (uint32_t) i < q.num_iovas; i++)
+                        memcpy((uint8_t *) (uintptr_t) q.allowed_iovas + (size_t) i * sizeof(r[0]), &r[i], sizeof(r[0]));
+                e = q.num_iovas < (uint32_t) n ? EMSGSIZE : 0;
+                q.num_iovas = (uint32_t) n;
+                q.out_iova_alignment = 4096;
+                memcpy(arg, &q, sizeof(q));
+                mlog("iova-ranges iommufd=%u ioas=%u n=%d%s", o->id, q.ioas_id, n, e ? " errno=EMSGSIZE" : "");
+                return e ? fail(e) : 0;
+        }
+        case M_IOMMU_IOAS_MAP:
+                return ioas_map(o, arg);
+        case M_IOMMU_IOAS_UNMAP:
+                return ioas_unmap(o, arg);
+        case M_IOMMU_IOAS_NOIOMMU_GET_PA:
+                return ioas_get_pa(o, arg);
+        default:
+                /* hw info, hwpt alloc, viommu, dirty tracking, ...: never with noiommu, and not
+                 * needed by noiommud at all (kernel-api.md §10, hazard 1). */
+                mlog("violation what=unexpected-iommufd-ioctl req=0x%lx", req);
+                return fail(ENOTTY);
+        }
+}
+
+static int obj_ioctl(Obj *o, unsigned long req, void *arg) {
+        switch (o->kind) {
+        case OBJ_CONTAINER:
+                return container_ioctl(o, req, arg);
+        case OBJ_GROUP:
+                return group_ioctl(o, req, arg);
+        case OBJ_DEVICE:
+                return device_ioctl(o, req, arg);
+        case OBJ_IOMMUFD:
+                return iommufd_ioctl(o, req, arg);
+        case OBJ_OTHER:
+        default:
+                return fail(ENOTTY);
+        }
+}
+
+/* ---- Config space ---- */
+
+static ssize_t device_rw(Obj *o, void *buf, size_t n, uint64_t off, bool write) {
+        uint64_t index = off >> M_PCI_OFFSET_SHIFT, pos = off & ((UINT64_C(1) << M_PCI_OFFSET_SHIFT) - 1);
+        Pci *p = o->pci;
+
+        if (!o->access_granted) {
+                errno = EINVAL;
+                return -1;
+        }
+        if (index != M_PCI_CONFIG_REGION_INDEX) {
+                errno = EINVAL;
+                return -1;
+        }
+        if (pos >= M_PCI_CONFIG_SIZE)
+                return 0;
+        if (n > M_PCI_CONFIG_SIZE - pos)
+                n = (size_t) (M_PCI_CONFIG_SIZE - pos);
+
+        if (!write) {
+                memcpy(buf, p->config + pos, n);
+                if (pos <= M_PCI_COMMAND + 1 && pos + n > M_PCI_COMMAND)
+                        mlog("config-read dev=%s obj=%u reg=PCI_COMMAND value=0x%04x", p->bdf, o->id, pci_command(p));
+                return (ssize_t) n;
+        }
+
+        for (size_t i = 0; i < n; i++) {
+                uint64_t at = pos + i;
+                uint8_t v = ((const uint8_t *) buf)[i];
+
+                /* Only the command register is writable in this model (vfio-pci virtualizes
+                 * most of the rest). */
+                if (at == M_PCI_COMMAND || at == M_PCI_COMMAND + 1) {
+                        uint16_t before = pci_command(p), after;
+
+                        p->config[at] = v;
+                        after = pci_command(p);
+                        if ((before & M_PCI_COMMAND_MASTER) && !(after & M_PCI_COMMAND_MASTER) &&
+                            fault("NOIOMMU_MOCK_BME_STUCK", "bme-stuck", p->bdf)) {
+                                /* The write does not stick: a broken device, or a second holder
+                                 * of the fd that turned it on again at once. */
+                                pci_set_command(p, after | M_PCI_COMMAND_MASTER);
+                                mlog("bme-stuck dev=%s obj=%u", p->bdf, o->id);
+                        }
+                }
+        }
+        if (pos <= M_PCI_COMMAND + 1 && pos + n > M_PCI_COMMAND) {
+                uint16_t written = 0;
+
+                memcpy(&written, (const uint8_t *) buf + (M_PCI_COMMAND > pos ? M_PCI_COMMAND - pos : 0),
+                       n >= 2 ? 2 : 1);
+                mlog("config-write dev=%s obj=%u reg=PCI_COMMAND value=0x%04x now=0x%04x", p->bdf, o->id,
+                     written, pci_command(p));
+                if (!(written & M_PCI_COMMAND_MASTER) && !(pci_command(p) & M_PCI_COMMAND_MASTER))
+                        mlog("clear_bme dev=%s obj=%u", p->bdf, o->id);
+        }
+        return (ssize_t) n;
+}
+
+/* ---- The daemon's DMA memory: memfds named "noiommud-<id>", their mappings and pins ---- */
+
+typedef struct Mapping {
+        uintptr_t addr;
+        size_t len;
+        char name[80];
+        int ring;                       /* io_uring fd pinning it, -1 */
+} Mapping;
+
+#define MAPPINGS_MAX 1024
+static Mapping mappings[MAPPINGS_MAX];
+static size_t n_mappings;
+
+/* "noiommud-<id>" if fd is one of the daemon's DMA memfds. */
+static bool fd_memfd_name(int fd, char *ret, size_t size) {
+        char link[64], target[PATH_MAX];
+        const char *prefix = "/memfd:noiommud-";
+        ssize_t n;
+
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        n = REAL(readlink)(link, target, sizeof(target) - 1);
+        if (n <= 0)
+                return false;
+        target[n] = 0;
+        if (strncmp(target, prefix, strlen(prefix)) != 0)
+                return false;
+        snprintf(ret, size, "%s", target + strlen("/memfd:"));
+        if (strchr(ret, ' '))
+                *strchr(ret, ' ') = 0;          /* " (deleted)" */
+        return true;
+}
+
+static bool inode_open_in_process(dev_t dev, ino_t ino) {
+        struct dirent *de;
+        DIR *d;
+        int fd;
+        bool found = false;
+
+        fd = REAL(open)("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        d = fdopendir(fd);
+        if (!d) {
+                REAL(close)(fd);
+                return false;
+        }
+        while (!found && (de = readdir(d))) {
+                struct stat st;
+                int n;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                n = atoi(de->d_name);
+                if (n == dirfd(d))
+                        continue;
+                if (REAL(fstat)(n, &st) == 0 && st.st_dev == dev && st.st_ino == ino)
+                        found = true;
+        }
+        closedir(d);
+        return found;
+}
+
+static Mapping *mapping_by_addr(uintptr_t addr) {
+        for (size_t i = 0; i < n_mappings; i++)
+                if (addr >= mappings[i].addr && addr - mappings[i].addr < mappings[i].len)
+                        return &mappings[i];
+        return NULL;
+}
+
+/* ---- Interposed functions ---- */
+
+/* If path is /proc/self/fd/N (or /proc/PID/fd/N of this process) and that fd is an O_PATH fd
+ * of something below the fixture's dev/, puts its path (below root) in buf. */
+static bool reopen_target(int dirfd, const char *path, char *buf, size_t size) {
+        char self[64], dev[PATH_MAX + 8];
+        ssize_t n;
+
+        if (path[0] != '/' || strncmp(path, "/proc/", 6) != 0)
+                return false;
+        snprintf(self, sizeof(self), "/proc/%d/fd/", (int) getpid());
+        if (strncmp(path, "/proc/self/fd/", 14) != 0 && strncmp(path, self, strlen(self)) != 0)
+                return false;
+        n = REAL(readlink)(path, buf, size - 1);
+        if (n <= 0)
+                return false;
+        buf[n] = 0;
+        snprintf(dev, sizeof(dev), "%s/dev/", root);
+        return strncmp(buf, dev, strlen(dev)) == 0;
+}
+
+static int do_openat(int dirfd, const char *path, int flags, mode_t mode) {
+        char buf[PATH_MAX + 256];
+        const char *t;
+        int r;
+
+        if (!is_active())
+                return REAL(openat)(dirfd, path, flags, mode);
+
+        pthread_mutex_lock(&lock);
+        t = trap_at(dirfd, path, buf, sizeof(buf), "open");
+        if (!t && !(flags & O_PATH) && reopen_target(dirfd, path, buf, sizeof(buf))) {
+                /* Reopening an O_PATH fd of a fixture node through /proc/self/fd/N: the node
+                 * is what gets opened, as in the kernel. */
+                r = node_open(buf + strlen(root), buf, flags);
+                if (r != -2) {
+                        int e = errno;
+                        pthread_mutex_unlock(&lock);
+                        errno = e;
+                        return r;
+                }
+        }
+        if (!t) {
+                pthread_mutex_unlock(&lock);
+                return REAL(openat)(dirfd, path, flags, mode);
+        }
+        if (!(flags & O_PATH)) {
+                char abs[PATH_MAX];
+
+                (void) path_absolute_at(dirfd, path, abs, sizeof(abs));
+                r = node_open(abs, t, flags);
+                if (r != -2) {
+                        int e = errno;
+                        pthread_mutex_unlock(&lock);
+                        errno = e;
+                        return r;
+                }
+        }
+        pthread_mutex_unlock(&lock);
+        return REAL(openat)(AT_FDCWD, t, flags, mode);
+}
+
+static mode_t va_mode(int flags, va_list ap) {
+        return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? (mode_t) va_arg(ap, int) : 0;
+}
+
+int open(const char *path, int flags, ...) {
+        va_list ap;
+        mode_t mode;
+
+        va_start(ap, flags);
+        mode = va_mode(flags, ap);
+        va_end(ap);
+        return do_openat(AT_FDCWD, path, flags, mode);
+}
+
+int open64(const char *path, int flags, ...) {
+        va_list ap;
+        mode_t mode;
+
+        va_start(ap, flags);
+        mode = va_mode(flags, ap);
+        va_end(ap);
+        return do_openat(AT_FDCWD, path, flags | O_LARGEFILE, mode);
+}
+
+int openat(int dirfd, const char *path, int flags, ...) {
+        va_list ap;
+        mode_t mode;
+
+        va_start(ap, flags);
+        mode = va_mode(flags, ap);
+        va_end(ap);
+        return do_openat(dirfd, path, flags, mode);
+}
+
+int openat64(int dirfd, const char *path, int flags, ...) {
+        va_list ap;
+        mode_t mode;
+
+        va_start(ap, flags);
+        mode = va_mode(flags, ap);
+        va_end(ap);
+        return do_openat(dirfd, path, flags | O_LARGEFILE, mode);
+}
+
+int __open_2(const char *path, int flags) {
+        return do_openat(AT_FDCWD, path, flags, 0);
+}
+
+int __open64_2(const char *path, int flags) {
+        return do_openat(AT_FDCWD, path, flags | O_LARGEFILE, 0);
+}
+
+int __openat_2(int dirfd, const char *path, int flags) {
+        return do_openat(dirfd, path, flags, 0);
+}
+
+int __openat64_2(int dirfd, const char *path, int flags) {
+        return do_openat(dirfd, path, flags | O_LARGEFILE, 0);
+}
+
+FILE *fopen(const char *path, const char *mode) {
+        char buf[PATH_MAX + 256];
+        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "fopen");
+
+        return REAL(fopen)(t ?: path, mode);
+}
+
+FILE *fopen64(const char *path, const char *mode) {
+        char buf[PATH_MAX + 256];
+        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "fopen");
+
+        return REAL(fopen64)(t ?: path, mode);
+}
+
+DIR *opendir(const char *path) {
+        char buf[PATH_MAX + 256];
+        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "opendir");
+
+        return REAL(opendir)(t ?: path);
+}
+
+ssize_t readlink(const char *path, char *out, size_t size) {
+        char buf[PATH_MAX + 256];
+        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "readlink");
+
+        return REAL(readlink)(t ?: path, out, size);
+}
+
+ssize_t readlinkat(int dirfd, const char *path, char *out, size_t size) {
+        char buf[PATH_MAX + 256];
+        const char *t = trap_at(dirfd, path, buf, sizeof(buf), "readlink");
+
+        return t ? REAL(readlinkat)(AT_FDCWD, t, out, size) : REAL(readlinkat)(dirfd, path, out, size);
+}
+
+int access(const char *path, int mode) {
+        char buf[PATH_MAX + 256];
+        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "access");
+
+        return REAL(access)(t ?: path, mode);
+}
+
+int faccessat(int dirfd, const char *path, int mode, int flags) {
+        char buf[PATH_MAX + 256];
+        const char *t = trap_at(dirfd, path, buf, sizeof(buf), "access");
+
+        return t ? REAL(faccessat)(AT_FDCWD, t, mode, flags) : REAL(faccessat)(dirfd, path, mode, flags);
+}
+
+int stat(const char *path, struct stat *st) {
+        char buf[PATH_MAX + 256];
+        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "stat");
+
+        return REAL(stat)(t ?: path, st);
+}
+
+int stat64(const char *path, struct stat64 *st) {
+        char buf[PATH_MAX + 256];
+        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "stat");
+
+        return REAL(stat64)(t ?: path, st);
+}
+
+int lstat(const char *path, struct stat *st) {
+        char buf[PATH_MAX + 256];
+        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "stat");
+
+        return REAL(lstat)(t ?: path, st);
+}
+
+int lstat64(const char *path, struct stat64 *st) {
+        char buf[PATH_MAX + 256];
+        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "stat");
+
+        return REAL(lstat64)(t ?: path, st);
+}
+
+/* fstat() of a fake fd: a character device with the node's rdev. */
+static void fake_stat(int fd, dev_t *ret_rdev, bool *ret_fake) {
+        Obj *o;
+
+        *ret_fake = false;
+        if (!is_active())
+                return;
+        pthread_mutex_lock(&lock);
+        o = obj_of_fd(fd);
+        if (o) {
+                *ret_fake = true;
+                *ret_rdev = o->rdev;
+        }
+        pthread_mutex_unlock(&lock);
+}
+
+int fstat(int fd, struct stat *st) {
+        dev_t rdev = 0;
+        bool fake;
+        int r;
+
+        r = REAL(fstat)(fd, st);
+        if (r < 0)
+                return r;
+        fake_stat(fd, &rdev, &fake);
+        if (fake) {
+                st->st_mode = S_IFCHR | (st->st_mode & 07777);
+                st->st_rdev = rdev;
+                st->st_size = 0;
+                st->st_blocks = 0;
+        }
+        return r;
+}
+
+int fstat64(int fd, struct stat64 *st) {
+        dev_t rdev = 0;
+        bool fake;
+        int r;
+
+        r = REAL(fstat64)(fd, st);
+        if (r < 0)
+                return r;
+        fake_stat(fd, &rdev, &fake);
+        if (fake) {
+                st->st_mode = S_IFCHR | (st->st_mode & 07777);
+                st->st_rdev = rdev;
+                st->st_size = 0;
+                st->st_blocks = 0;
+        }
+        return r;
+}
+
+int fstatat(int dirfd, const char *path, struct stat *st, int flags) {
+        char buf[PATH_MAX + 256];
+        const char *t;
+
+        if (!path[0] && (flags & AT_EMPTY_PATH))
+                return fstat(dirfd, st);
+        t = trap_at(dirfd, path, buf, sizeof(buf), "stat");
+        return t ? REAL(fstatat)(AT_FDCWD, t, st, flags) : REAL(fstatat)(dirfd, path, st, flags);
+}
+
+int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags) {
+        char buf[PATH_MAX + 256];
+        const char *t;
+
+        if (!path[0] && (flags & AT_EMPTY_PATH))
+                return fstat64(dirfd, st);
+        t = trap_at(dirfd, path, buf, sizeof(buf), "stat");
+        return t ? REAL(fstatat64)(AT_FDCWD, t, st, flags) : REAL(fstatat64)(dirfd, path, st, flags);
+}
+
+int ioctl(int fd, unsigned long req, ...) {
+        va_list ap;
+        void *arg;
+        Obj *o;
+        int r, e;
+
+        va_start(ap, req);
+        arg = va_arg(ap, void *);
+        va_end(ap);
+
+        if (!is_active())
+                return REAL(ioctl)(fd, req, arg);
+
+        pthread_mutex_lock(&lock);
+        o = obj_of_fd(fd);
+        if (!o) {
+                pthread_mutex_unlock(&lock);
+                return REAL(ioctl)(fd, req, arg);
+        }
+        r = obj_ioctl(o, req, arg);
+        e = errno;
+        pthread_mutex_unlock(&lock);
+        errno = e;
+        return r;
+}
+
+static ssize_t do_prw(int fd, void *buf, size_t n, uint64_t off, bool write, bool *handled) {
+        ssize_t r;
+        Obj *o;
+        int e;
+
+        *handled = false;
+        if (!is_active())
+                return 0;
+        pthread_mutex_lock(&lock);
+        o = obj_of_fd_kind(fd, OBJ_DEVICE);
+        if (!o) {
+                pthread_mutex_unlock(&lock);
+                return 0;
+        }
+        *handled = true;
+        r = device_rw(o, buf, n, off, write);
+        e = errno;
+        pthread_mutex_unlock(&lock);
+        errno = e;
+        return r;
+}
+
+ssize_t pread(int fd, void *buf, size_t n, off_t off) {
+        bool handled;
+        ssize_t r = do_prw(fd, buf, n, (uint64_t) off, false, &handled);
+
+        return handled ? r : REAL(pread)(fd, buf, n, off);
+}
+
+ssize_t pread64(int fd, void *buf, size_t n, off64_t off) {
+        bool handled;
+        ssize_t r = do_prw(fd, buf, n, (uint64_t) off, false, &handled);
+
+        return handled ? r : REAL(pread64)(fd, buf, n, off);
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off) {
+        bool handled;
+        ssize_t r = do_prw(fd, (void *) buf, n, (uint64_t) off, true, &handled);
+
+        return handled ? r : REAL(pwrite)(fd, buf, n, off);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t n, off64_t off) {
+        bool handled;
+        ssize_t r = do_prw(fd, (void *) buf, n, (uint64_t) off, true, &handled);
+
+        return handled ? r : REAL(pwrite64)(fd, buf, n, off);
+}
+
+int close(int fd) {
+        char memfd[80];
+        struct stat st;
+        bool is_memfd;
+        Obj *o;
+        int r, e;
+
+        if (!is_active() || fd < 0)
+                return REAL(close)(fd);
+
+        pthread_mutex_lock(&lock);
+        o = obj_of_fd(fd);
+        is_memfd = !o && fd_memfd_name(fd, memfd, sizeof(memfd)) && REAL(fstat)(fd, &st) == 0;
+        r = REAL(close)(fd);
+        e = errno;
+        if (r == 0 && o) {
+                bool alive = obj_alive(o);
+
+                switch (o->kind) {
+                case OBJ_DEVICE:
+                        /* still-open=1: another fd (this process's or the client's) still
+                         * refers to the same open file. */
+                        mlog("close-device dev=%s obj=%u still-open=%d", o->pci ? o->pci->bdf : "?",
+                             o->id, alive);
+                        break;
+                case OBJ_GROUP:
+                        mlog("close-group group=%d obj=%u still-open=%d", o->group, o->id, alive);
+                        break;
+                case OBJ_CONTAINER:
+                        mlog("close-container obj=%u still-open=%d", o->id, alive);
+                        break;
+                case OBJ_IOMMUFD:
+                        mlog("close-iommufd obj=%u still-open=%d", o->id, alive);
+                        break;
+                case OBJ_OTHER:
+                default:
+                        mlog("close-other obj=%u", o->id);
+                        break;
+                }
+        } else if (r == 0 && is_memfd)
+                /* last=1: no other fd of this process refers to that memfd any more */
+                mlog("close-memfd name=%s last=%d", memfd, !inode_open_in_process(st.st_dev, st.st_ino));
+        pthread_mutex_unlock(&lock);
+        errno = e;
+        return r;
+}
+
+static void note_mmap(void *p, size_t len, int fd) {
+        char name[80];
+
+        if (p == MAP_FAILED || fd < 0 || !is_active())
+                return;
+        pthread_mutex_lock(&lock);
+        if (fd_memfd_name(fd, name, sizeof(name)) && n_mappings < MAPPINGS_MAX) {
+                mappings[n_mappings] = (Mapping) { .addr = (uintptr_t) p, .len = len, .ring = -1 };
+                snprintf(mappings[n_mappings].name, sizeof(mappings[n_mappings].name), "%s", name);
+                n_mappings++;
+                mlog("mmap name=%s addr=%p len=0x%zx", name, p, len);
+        }
+        pthread_mutex_unlock(&lock);
+}
+
+void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
+        void *p = REAL(mmap)(addr, len, prot, flags, fd, off);
+        int e = errno;
+
+        note_mmap(p, len, fd);
+        errno = e;
+        return p;
+}
+
+void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off) {
+        void *p = REAL(mmap64)(addr, len, prot, flags, fd, off);
+        int e = errno;
+
+        note_mmap(p, len, fd);
+        errno = e;
+        return p;
+}
+
+int munmap(void *addr, size_t len) {
+        int r, e;
+
+        if (!is_active())
+                return REAL(munmap)(addr, len);
+
+        pthread_mutex_lock(&lock);
+        r = REAL(munmap)(addr, len);
+        e = errno;
+        if (r == 0)
+                for (size_t i = 0; i < n_mappings; i++)
+                        if (mappings[i].addr == (uintptr_t) addr) {
+                                mlog("munmap name=%s addr=%p len=0x%zx", mappings[i].name, addr, len);
+                                mappings[i] = mappings[--n_mappings];
+                                break;
+                        }
+        pthread_mutex_unlock(&lock);
+        errno = e;
+        return r;
+}
+
+static void note_io_uring_register(long fd, long op, long arg, long n) {
+        pthread_mutex_lock(&lock);
+        if (op == M_IORING_REGISTER_BUFFERS && arg && n > 0) {
+                const struct iovec *iov = (const struct iovec *) arg;
+                Mapping *m = mapping_by_addr((uintptr_t) iov[0].iov_base);
+
+                if (m)
+                        m->ring = (int) fd;
+                mlog("pin name=%s ring=%ld n=%ld", m ? m->name : "?", fd, n);
+        } else if (op == M_IORING_UNREGISTER_BUFFERS) {
+                const char *name = "?";
+
+                for (size_t i = 0; i < n_mappings; i++)
+                        if (mappings[i].ring == (int) fd) {
+                                name = mappings[i].name;
+                                mappings[i].ring = -1;
+                        }
+                mlog("unpin name=%s ring=%ld", name, fd);
+        }
+        pthread_mutex_unlock(&lock);
+}
+
+long syscall(long nr, ...) {
+        long a[6];
+        va_list ap;
+
+        va_start(ap, nr);
+        for (size_t i = 0; i < 6; i++)
+                a[i] = va_arg(ap, long);
+        va_end(ap);
+
+        if (is_active()) {
+                if (nr == SYS_openat2) {
+                        /* Makes the daemon use its open()/openat() fallback, which is trapped. */
+                        errno = ENOSYS;
+                        return -1;
+                }
+                if (nr == SYS_io_uring_register) {
+                        long r;
+                        int e;
+
+                        /* Log the unpin before it happens, the pin after it worked. */
+                        if (a[1] == M_IORING_UNREGISTER_BUFFERS)
+                                note_io_uring_register(a[0], a[1], a[2], a[3]);
+                        r = REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+                        e = errno;
+                        if (r >= 0 && a[1] == M_IORING_REGISTER_BUFFERS)
+                                note_io_uring_register(a[0], a[1], a[2], a[3]);
+                        errno = e;
+                        return r;
+                }
+        }
+        return REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
+        if (is_active() && msg && msg->msg_controllen > 0) {
+                pthread_mutex_lock(&lock);
+                for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *) msg); c;
+                     c = CMSG_NXTHDR((struct msghdr *) msg, c)) {
+                        size_t n;
+
+                        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                                continue;
+                        n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                        for (size_t i = 0; i < n; i++) {
+                                int sfd;
+                                char name[80];
+                                Obj *o;
+
+                                memcpy(&sfd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                                o = obj_of_fd(sfd);
+                                if (o)
+                                        mlog("send-fd kind=%s obj=%u%s%s", obj_kind_name[o->kind], o->id,
+                                             o->pci ? " dev=" : "", o->pci ? o->pci->bdf : "");
+                                else if (fd_memfd_name(sfd, name, sizeof(name)))
+                                        mlog("send-fd kind=memfd name=%s", name);
+                        }
+                }
+                pthread_mutex_unlock(&lock);
+        }
+        return REAL(sendmsg)(fd, msg, flags);
+}
