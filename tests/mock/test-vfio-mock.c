@@ -33,7 +33,9 @@
 
 /* Paths here are bounded by the fixture root (PATH_MAX) and sysfs names; a truncated one
  * simply does not exist. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 
 #define GET_API_VERSION          0x3b64UL
 #define CHECK_EXTENSION          0x3b65UL

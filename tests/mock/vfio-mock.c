@@ -93,7 +93,9 @@
 
 /* Paths here are bounded by the fixture root (PATH_MAX) and sysfs names; a truncated one
  * simply does not exist. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 
 /* ---- Kernel ABI (kernel-api.md §11), independent of daemon/vfio-uapi.h ---- */
 
