@@ -136,7 +136,6 @@ int client_identity_from_socket(int fd, ClientIdentity *ret) {
         _cleanup_close_ int pidfd = -EBADF;
         struct statfs sfs;
         struct stat st;
-        pid_t fdinfo_pid;
         int r;
 
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &l) < 0)
@@ -150,18 +149,16 @@ int client_identity_from_socket(int fd, ClientIdentity *ret) {
         if (pidfd < 0)
                 return pidfd;
 
-        r = pidfd_get_pid(pidfd, &fdinfo_pid);
-        if (r < 0)
-                return r;
-        if (fdinfo_pid != cred.pid)
-                return -ESRCH;                  /* exited (-1) or not the connector */
-
         r = proc_get_starttime(cred.pid, &id.start_time);
         if (r < 0)
                 return r == -ENOENT ? -ESRCH : r;
 
-        /* Check again now that the start time is read: if the connector exited in between,
-         * /proc/PID may already belong to a new process with a reused pid. */
+        /* SO_PEERPIDFD names the connecting process itself. Check it is still alive now that
+         * the start time is read: if it exited in between, /proc/PID may already belong to a
+         * new process with a reused pid. (With the pidfd_open() fallback the pidfd may name
+         * such a successor already; its start time then differs from the connector's, which
+         * the re-check after polkit catches only if the connector's start time was read —
+         * that is the documented weakness of kernels without SO_PEERPIDFD.) */
         r = pidfd_is_alive(pidfd);
         if (r < 0)
                 return r;
@@ -184,20 +181,17 @@ int client_identity_from_socket(int fd, ClientIdentity *ret) {
 
 int client_identity_still_valid(const ClientIdentity *id) {
         unsigned long long st;
-        pid_t pid;
         int r;
 
         if (id->pidfd < 0 || id->pid <= 0)
                 return 0;
 
+        /* A pidfd names one process for good: if it is alive, the pid is still that process's,
+         * and /proc/PID below is its entry. The start time catches the pidfd_open() fallback
+         * having opened a successor with a reused pid at accept. */
         r = pidfd_is_alive(id->pidfd);
         if (r <= 0)
                 return r;
-        r = pidfd_get_pid(id->pidfd, &pid);
-        if (r < 0)
-                return r;
-        if (pid != id->pid)
-                return 0;
         r = proc_get_starttime(id->pid, &st);
         if (r == -ENOENT)
                 return 0;

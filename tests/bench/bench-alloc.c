@@ -10,6 +10,8 @@
  *               preallocate-and-zero time
  *   direct      everything the daemon does to the memory, done directly by this root process:
  *               memfd, fallocate, seal, mmap, io_uring pin, pagemap, unpin, close
+ *   transport   connect, a GetInfo round trip and disconnect: what any request costs before
+ *               polkit or the kernel is involved
  *
  * Usage: bench-alloc SOCKET SIZE ITERATIONS
  * Prints medians and p99 in microseconds, and the ratios the design's quality bars name.
@@ -80,6 +82,21 @@ static int bench_daemon(const char *socket_path, uint64_t size, uint64_t *ns) {
                 return r;
         }
         r = noiommu_free(c, m);
+        noiommu_disconnect(c);
+        return r;
+}
+
+/* The transport alone: connect, a GetInfo round trip (no polkit, no memory), disconnect. */
+static int bench_getinfo(const char *socket_path, uint64_t *ns) {
+        noiommu_conn *c = NULL;
+        uint64_t t0 = now_ns();
+        int r;
+
+        r = noiommu_connect(socket_path, &c);
+        if (r < 0)
+                return r;
+        r = noiommu_call(c, "org.varlink.service.GetInfo", NULL, NULL, NULL, 0, NULL);
+        *ns = now_ns() - t0;
         noiommu_disconnect(c);
         return r;
 }
@@ -171,11 +188,11 @@ static int bench_direct(int pagemap_fd, uint64_t size, uint64_t *ns) {
 }
 
 int main(int argc, char *argv[]) {
-        uint64_t size, *d, *pk, *k, *di;
+        uint64_t size, *d, *pk, *k, *di, *gi;
         sd_bus *bus = NULL;
         int iterations, pagemap_fd, r;
         char sz[32];
-        Stats sd, sp, sk, sdi;
+        Stats sd, sp, sk, sdi, sgi;
 
         if (argc != 4 || parse_size(argv[2], &size) < 0 || (iterations = atoi(argv[3])) <= 0) {
                 fprintf(stderr, "Usage: bench-alloc SOCKET SIZE ITERATIONS\n");
@@ -185,7 +202,8 @@ int main(int argc, char *argv[]) {
         pk = calloc((size_t) iterations, sizeof(uint64_t));
         k = calloc((size_t) iterations, sizeof(uint64_t));
         di = calloc((size_t) iterations, sizeof(uint64_t));
-        if (!d || !pk || !k || !di)
+        gi = calloc((size_t) iterations, sizeof(uint64_t));
+        if (!d || !pk || !k || !di || !gi)
                 return 1;
         r = sd_bus_open_system(&bus);
         if (r < 0) {
@@ -201,7 +219,8 @@ int main(int argc, char *argv[]) {
                 if ((r = bench_daemon(argv[1], size, &d[i])) < 0 ||
                     (r = bench_polkit(bus, size, &pk[i])) < 0 ||
                     (r = bench_kernel(size, &k[i])) < 0 ||
-                    (r = bench_direct(pagemap_fd, size, &di[i])) < 0) {
+                    (r = bench_direct(pagemap_fd, size, &di[i])) < 0 ||
+                    (r = bench_getinfo(argv[1], &gi[i])) < 0) {
                         fprintf(stderr, "iteration %d failed: %s\n", i, strerror(-r));
                         return 1;
                 }
@@ -211,12 +230,14 @@ int main(int argc, char *argv[]) {
         sp = stats(pk, (size_t) iterations);
         sk = stats(k, (size_t) iterations);
         sdi = stats(di, (size_t) iterations);
+        sgi = stats(gi, (size_t) iterations);
         format_size(sz, size);
         printf("allocate %s, %d iterations (microseconds)\n", sz, iterations);
         printf("  %-44s p50 %10.1f   p99 %10.1f\n", "daemon round trip (connect..mapped)", sd.p50_us, sd.p99_us);
         printf("  %-44s p50 %10.1f   p99 %10.1f\n", "polkit CheckAuthorization alone", sp.p50_us, sp.p99_us);
         printf("  %-44s p50 %10.1f   p99 %10.1f\n", "kernel memfd+fallocate (prealloc+zero)", sk.p50_us, sk.p99_us);
         printf("  %-44s p50 %10.1f   p99 %10.1f\n", "same kernel calls as daemon, direct as root", sdi.p50_us, sdi.p99_us);
+        printf("  %-44s p50 %10.1f   p99 %10.1f\n", "connect + GetInfo (transport, no polkit)", sgi.p50_us, sgi.p99_us);
         printf("  daemon overhead over polkit + kernel (p50): %.1f us (goal <= 100)\n",
                sd.p50_us - sp.p50_us - sk.p50_us);
         printf("  daemon overhead over polkit + direct (p50): %.1f us\n",
@@ -229,5 +250,6 @@ int main(int argc, char *argv[]) {
         free(pk);
         free(k);
         free(di);
+        free(gi);
         return 0;
 }
