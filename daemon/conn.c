@@ -66,10 +66,14 @@ static void conn_update_timer(Conn *c) {
         else if (c->out_head)
                 deadline = c->out_since + NOIOMMU_WRITE_TIMEOUT_USEC;
         else if (c->state == CONN_RUNNING)
-                deadline = 0;                   /* polkit has its own timeout */
+                /* polkit has its own timeout; this is only a backstop so that a check that
+                 * never completes (it cannot, but if it did) does not hang the client forever */
+                deadline = c->current_since + NOIOMMU_POLKIT_INTERACTIVE_TIMEOUT_USEC + NOIOMMU_IDLE_TIMEOUT_USEC;
         else if (c->in.n > 0)
                 deadline = c->in_since + NOIOMMU_REQUEST_TIMEOUT_USEC;
-        else if (c->n_regions == 0)
+        else if (c->n_regions == 0 && c->n_leases == 0)
+                /* a connection holding memory or a device is never idle: the lease lives as long
+                 * as the connection, however quiet the client is */
                 deadline = c->last_activity +
                            (c->had_request ? NOIOMMU_IDLE_TIMEOUT_USEC : NOIOMMU_REQUEST_TIMEOUT_USEC);
 
@@ -200,12 +204,29 @@ Conn *conn_free(Conn *c, const char *reason) {
         c->polkit = polkit_query_free(c->polkit);
         c->pending_lease = lease_unreserve(c->pending_lease);
 
-        /* Devices first: each is quiesced before its memory is let go. */
-        while (c->n_leases > 0)
-                (void) conn_end_lease(c, c->n_leases - 1, reason);
+        /* Devices first: each is quiesced before its memory is let go. A noiommu device that
+         * could not be quiesced can still write anywhere this connection's memory is: that
+         * memory stays pinned with the quarantined lease. */
+        Lease *quarantined = NULL;
+        while (c->n_leases > 0) {
+                Lease *l = c->leases[c->n_leases - 1];
+                bool noiommu = lease_is_noiommu(l);
 
-        while (c->n_regions > 0)
+                if (conn_end_lease(c, c->n_leases - 1, reason) == -EIO && noiommu)
+                        quarantined = l;        /* still in the manager's list */
+        }
+
+        while (c->n_regions > 0) {
+                HugeRegion *r = c->regions[c->n_regions - 1];
+
+                if (quarantined && lease_adopt_region(quarantined, r) >= 0) {
+                        c->n_regions--;
+                        c->manager->n_regions--;
+                        c->manager->region_bytes -= r->size;
+                        continue;
+                }
                 conn_free_region(c, c->n_regions - 1, reason);
+        }
 
         c->io_source = sd_event_source_disable_unref(c->io_source);
         c->timer_source = sd_event_source_disable_unref(c->timer_source);
@@ -311,9 +332,22 @@ static void conn_request_done(Conn *c) {
         json_decref(c->current);
         c->current = NULL;
         c->current_oneway = false;
+        /* Nothing about an answered request survives it: not a polkit verdict (no caching
+         * across requests), not a device reservation. */
+        c->polkit = polkit_query_free(c->polkit);
+        c->pending_lease = lease_unreserve(c->pending_lease);
         if (c->state == CONN_RUNNING)
                 c->state = CONN_IDLE;
         c->last_activity = conn_now(c);
+}
+
+/* A reply could not even be queued (out of memory or fds): the client would wait forever for
+ * it while holding whatever the request granted. End the connection instead: the hang-up
+ * path then releases everything in the proper order. */
+static void conn_abort(Conn *c, int error) {
+        log_error_errno(error, "Cannot queue a reply to UID %u (PID %i), closing the connection: %m",
+                        (unsigned) c->id.uid, (int) c->id.pid);
+        (void) shutdown(c->fd, SHUT_RDWR);
 }
 
 int conn_reply(Conn *c, json_t *params, const int *fds, size_t n_fds) {
@@ -329,11 +363,11 @@ int conn_reply(Conn *c, json_t *params, const int *fds, size_t n_fds) {
         }
 
         msg = json_pack("{s:o}", "parameters", params ?: json_object());
-        if (!msg)
-                return -ENOMEM;
-        r = conn_queue(c, msg, fds, n_fds, false);
+        r = msg ? conn_queue(c, msg, fds, n_fds, false) : -ENOMEM;
         conn_request_done(c);
-        return r;
+        if (r < 0)
+                conn_abort(c, r);
+        return 0;
 }
 
 int conn_reply_error(Conn *c, const char *error, json_t *params) {
@@ -347,11 +381,11 @@ int conn_reply_error(Conn *c, const char *error, json_t *params) {
         }
 
         msg = json_pack("{s:s, s:o}", "error", error, "parameters", params ?: json_object());
-        if (!msg)
-                return -ENOMEM;
-        r = conn_queue(c, msg, NULL, 0, false);
+        r = msg ? conn_queue(c, msg, NULL, 0, false) : -ENOMEM;
         conn_request_done(c);
-        return r;
+        if (r < 0)
+                conn_abort(c, r);
+        return 0;
 }
 
 void conn_protocol_violation(Conn *c, const char *reason) {
@@ -526,6 +560,17 @@ void conn_free_region(Conn *c, size_t index, const char *reason) {
         c->regions[index] = c->regions[--c->n_regions];
         c->manager->n_regions--;
         c->manager->region_bytes -= r->size;
+
+        /* The client learned this memory's physical addresses; if it also holds a device
+         * without an IOMMU, that device can still write there until it is quiesced. Keep the
+         * pages pinned with the lease until then (design.md §3.2). */
+        for (size_t i = 0; i < c->n_leases; i++)
+                if (c->leases[i]->state == LEASE_ACTIVE && lease_is_noiommu(c->leases[i]) &&
+                    lease_adopt_region(c->leases[i], r) >= 0) {
+                        log_debug("Keeping %s pinned until %s is quiesced.", r->id,
+                                  c->leases[i]->device.address);
+                        return;
+                }
 
         /* Compare the PFNs with those handed out: a difference means a page moved while
          * pinned, or the client punched a hole (the pinned page stayed ours either way). */

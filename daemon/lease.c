@@ -94,12 +94,41 @@ int lease_reserve(Manager *m, Conn *conn, const InventoryDevice *d, Lease **ret)
         return 0;
 }
 
+bool lease_is_noiommu(const Lease *l) {
+        return l->device.backend != BACKEND_CDEV_IOMMU;
+}
+
+int lease_adopt_region(Lease *l, HugeRegion *r) {
+        HugeRegion **a;
+
+        a = realloc(l->adopted, sizeof(HugeRegion *) * (l->n_adopted + 1));
+        if (!a)
+                return -ENOMEM;
+        l->adopted = a;
+        l->adopted[l->n_adopted++] = r;
+        return 0;
+}
+
+static void lease_free_adopted(Lease *l, const char *reason) {
+        for (size_t i = 0; i < l->n_adopted; i++) {
+                HugeRegion *r = l->adopted[i];
+                int k = huge_region_verify(r, l->manager->pagemap_fd);
+
+                audit_memory_freed(&l->holder, r, reason, k == -ESTALE);
+                huge_region_free(r);
+        }
+        l->n_adopted = 0;
+}
+
 static Lease *lease_free(Lease *l) {
         if (!l)
                 return NULL;
         lease_unlink(l);
         for (size_t i = 0; i < l->n_regions; i++)
                 huge_region_free(l->regions[i]);
+        for (size_t i = 0; i < l->n_adopted; i++)
+                huge_region_free(l->adopted[i]);
+        free(l->adopted);
         vfio_device_close(l->vfio);
         free(l);
         return NULL;
@@ -207,6 +236,8 @@ int lease_end(Lease *l, const char *reason) {
 
         for (size_t i = 0; i < l->n_regions; i++)
                 bytes += l->regions[i]->size;
+        for (size_t i = 0; i < l->n_adopted; i++)
+                bytes += l->adopted[i]->size;
 
         /* 1. Stop the device: Bus Master off (read back), then reset if it can. */
         r = vfio_device_quiesce(l->vfio, &reset);
@@ -220,9 +251,11 @@ int lease_end(Lease *l, const char *reason) {
         }
         audit_lease_quiesced(&l->holder, l->id, &l->device, reset, reason);
 
-        /* 2. Only now: unmap, unpin and free the memory, last allocation first. */
+        /* 2. Only now: unmap, unpin and free the memory, last allocation first, and the
+         * connection's own memory the device could have reached. */
         while (l->n_regions > 0)
                 lease_drop_region(l, l->n_regions - 1, reason);
+        lease_free_adopted(l, reason);
 
         /* 3. Close the device; it is free for the next client. */
         l->vfio = vfio_device_close(l->vfio);

@@ -59,6 +59,11 @@ typedef struct Lease {
         AddressKind kinds[NOIOMMU_REGIONS_PER_LEASE_MAX];
         bool retired[NOIOMMU_REGIONS_PER_LEASE_MAX];   /* freed by the client, kept until quiesce */
         size_t n_regions;
+        /* Memory allocated without a lease on the holder's connection, freed by the client (or
+         * left at disconnect) while this noiommu device could still reach it by physical
+         * address: kept pinned until this device is quiesced. */
+        HugeRegion **adopted;
+        size_t n_adopted;
         uint64_t created_usec;
 } Lease;
 
@@ -86,6 +91,12 @@ HugeRegion *lease_find_region(Lease *l, const char *id, size_t *ret_index);
 /* The client frees lease memory: behind an IOMMU it is unmapped and freed now; in noiommu mode
  * it stays pinned until the device is quiesced. */
 void lease_free_region(Lease *l, size_t index);
+
+/* Takes r over until the lease ends (see "adopted" above). */
+int lease_adopt_region(Lease *l, HugeRegion *r);
+
+/* Whether the device can reach memory by physical address (no IOMMU between). */
+bool lease_is_noiommu(const Lease *l);
 
 /* Frees all quarantined leases' bookkeeping at daemon exit, without touching the memory
  * state again (the process is going away). */

@@ -137,7 +137,10 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                                 (void) sd_event_source_set_enabled(m->listen_source, SD_EVENT_OFF);
                                 return 0;
                         }
-                        return log_error_errno(errno, "accept4() failed: %m");
+                        /* Anything else (ENOMEM, ENOBUFS, ...) is transient: a negative return
+                         * would make sd-event disable the listening source for good. */
+                        log_warning_errno(errno, "accept4() failed, trying again later: %m");
+                        return 0;
                 }
 
                 if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &l) < 0)
@@ -152,8 +155,10 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 }
 
                 r = conn_new(m, cfd, &c);
-                if (r == -ENOMEM)
-                        return log_error_errno(r, "Out of memory accepting a connection.");
+                if (r == -ENOMEM) {
+                        log_error_errno(r, "Out of memory accepting a connection, refusing it.");
+                        continue;
+                }
                 if (r < 0) {
                         ClientIdentity id = CLIENT_IDENTITY_INIT;
 

@@ -139,6 +139,23 @@ Polkit *polkit_free(Polkit *p) {
         return NULL;
 }
 
+static void query_set_failed(PolkitQuery *q, const char *reason, const char *error_name);
+
+static void fail_pending_on_bus(Polkit *p, sd_bus *bus) {
+        PolkitQuery *q, *next;
+
+        for (q = p->pending; q; q = next) {
+                next = q->next;
+                if (!q->slot || sd_bus_slot_get_bus(q->slot) != bus)
+                        continue;
+                pending_unlink(q);
+                q->slot = sd_bus_slot_unref(q->slot);
+                query_set_failed(q, POLKIT_REASON_UNAVAILABLE, SD_BUS_ERROR_DISCONNECTED);
+                if (q->done)
+                        q->done(q->userdata);
+        }
+}
+
 static int polkit_get_bus(Polkit *p, sd_bus **ret) {
         _cleanup_(sd_bus_unrefp) sd_bus *bus = NULL;
         int r;
@@ -147,8 +164,11 @@ static int polkit_get_bus(Polkit *p, sd_bus **ret) {
                 *ret = p->bus;
                 return 0;
         }
-        /* The bus went away (or was never there). Checks in flight on the old connection get
-         * an error reply from sd-bus and fail closed; new checks use a new connection. */
+        /* The bus went away (or was never there). sd-bus would deliver a "disconnected" error
+         * to each check in flight, but closing the old connection here would drop those
+         * callbacks; fail them ourselves, closed, before a new connection replaces it. */
+        if (p->bus)
+                fail_pending_on_bus(p, p->bus);
         p->bus = sd_bus_flush_close_unref(p->bus);
 
         r = sd_bus_open_system(&bus);

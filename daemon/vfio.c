@@ -483,6 +483,8 @@ int vfio_device_unmap(VfioDevice *v, HugeRegion *r) {
                 if (m.region != r)
                         continue;
                 v->maps[i] = v->maps[--v->n_maps];
+                if (v->n_maps == 0)
+                        v->iova_next = 0;       /* nothing mapped: the whole space is free again */
                 if (v->backend == BACKEND_GROUP_NOIOMMU)
                         return 0;
 
