@@ -181,6 +181,7 @@ int client_identity_from_socket(int fd, ClientIdentity *ret) {
 
 int client_identity_still_valid(const ClientIdentity *id) {
         unsigned long long st;
+        char state;
         int r;
 
         if (id->pidfd < 0 || id->pid <= 0)
@@ -192,12 +193,14 @@ int client_identity_still_valid(const ClientIdentity *id) {
         r = pidfd_is_alive(id->pidfd);
         if (r <= 0)
                 return r;
-        r = proc_get_starttime(id->pid, &st);
+        r = proc_get_stat(id->pid, &st, &state);
         if (r == -ENOENT)
                 return 0;
         if (r < 0)
                 return r;
-        return st == id->start_time;
+        /* A zombie still answers signal 0 and keeps its start time, but it has exited: the
+         * process that connected is gone (a socket handed to a child, say). */
+        return st == id->start_time && state != 'Z';
 }
 
 void client_identity_done(ClientIdentity *id) {

@@ -85,6 +85,10 @@ int read_small_file_at(int dirfd, const char *path, char **ret) {
 }
 
 int proc_get_starttime(pid_t pid, unsigned long long *ret) {
+        return proc_get_stat(pid, ret, NULL);
+}
+
+int proc_get_stat(pid_t pid, unsigned long long *ret_starttime, char *ret_state) {
         _cleanup_free_ char *s = NULL;
         char path[64];
         const char *p;
@@ -100,9 +104,11 @@ int proc_get_starttime(pid_t pid, unsigned long long *ret) {
         /* comm (field 2) is in parentheses and may itself contain ") ": the fields after it
          * start after the *last* ')'. */
         p = strrchr(s, ')');
-        if (!p || p[1] != ' ')
+        if (!p || p[1] != ' ' || !p[2])
                 return -EBADMSG;
         p += 2;
+        if (ret_state)
+                *ret_state = *p;
 
         /* p is at field 3 (state); starttime is field 22, so skip 19 fields. */
         for (int i = 0; i < 19; i++) {
@@ -119,7 +125,7 @@ int proc_get_starttime(pid_t pid, unsigned long long *ret) {
                 v = strtoull(p, &end, 10);
                 if (errno != 0 || end == p || (*end != ' ' && *end != 0))
                         return -EBADMSG;
-                *ret = v;
+                *ret_starttime = v;
         }
         return 0;
 }

@@ -14,6 +14,10 @@ int fd_nonblock(int fd, bool nonblock);
  * last ')' because comm may contain spaces and parentheses. */
 int proc_get_starttime(pid_t pid, unsigned long long *ret);
 
+/* The same, plus field 3 (the state letter: R, S, D, Z for a zombie, ...). ret_state may be
+ * NULL. */
+int proc_get_stat(pid_t pid, unsigned long long *ret_starttime, char *ret_state);
+
 /* Reads all of a small file (< 64 KiB) into a NUL-terminated string with trailing newlines
  * stripped. dirfd may be AT_FDCWD. */
 int read_small_file_at(int dirfd, const char *path, char **ret);

@@ -256,6 +256,30 @@ static void test_fd_nonblock(void) {
         ASSERT_ERROR(fd_nonblock(-EBADF, true), EBADF);
 }
 
+static void test_proc_stat_zombie(void) {
+        unsigned long long st0, st;
+        char state = 0;
+        pid_t pid;
+
+        ASSERT_OK(proc_get_stat(getpid(), &st0, &state));
+        ASSERT_TRUE(state == 'R' || state == 'S');
+
+        /* A child that exited but was not reaped yet: same start time, state Z. */
+        pid = fork();
+        ASSERT_OK(pid);
+        if (pid == 0)
+                _exit(0);
+        for (int i = 0; i < 1000; i++) {
+                ASSERT_OK(proc_get_stat(pid, &st, &state));
+                if (state == 'Z')
+                        break;
+                usleep(1000);
+        }
+        ASSERT_EQ(state, 'Z');
+        ASSERT_OK(waitpid(pid, NULL, 0));
+        ASSERT_ERROR(proc_get_stat(pid, &st, &state), ENOENT);
+}
+
 int main(void) {
         TEST(test_starttime_self);
         TEST(test_starttime_hostile_comm);
@@ -264,5 +288,7 @@ int main(void) {
         TEST(test_read_small_file);
         TEST(test_fd_count);
         TEST(test_fd_nonblock);
+        TEST(test_proc_stat_zombie);
+        TEST(test_proc_stat_zombie);
         return 0;
 }
