@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from device_harness import (ACQUIRE, ALLOCATE, CDEV_IOMMU_DEV, CDEV_NOIOMMU_DEV, CDEV_NOIOMMU_DEV2,
                             DEFAULT_CONFIG, GROUP_DEV, RELEASE, UNLISTED_DEV, DeviceEnvironment, acquire,
                             run)
+import harness  # noqa: E402
 from harness import ALLOWED_UID, CHALLENGE_UID, DENIED_UID, ERR, INVALID_PARAMETER, hugepages_free
 
 PROTOCOL_VIOLATION = ERR + "ProtocolViolation"
@@ -107,6 +108,8 @@ def body():
             what = rel or "its node"
             with env.subtest("%s, %s swapped -> refused with a reason" % (address, what)):
                 c = env.connect(uid=ALLOWED_UID)
+                # one round trip first: connect() returns before the daemon has accepted
+                c.call_ok(harness.GET_INFO)
                 fds_with_conn = env.daemon_fd_count()
                 for kind in ("symlink", "fifo", "regular", "wrong-rdev"):
                     with env.node_replaced(rel or address, kind):
