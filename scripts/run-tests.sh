@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # The whole test suite on a fresh Debian 12 machine, as root: installs what is needed, builds,
-# runs every tier meson knows, and ends with a one-line summary. A tier that cannot run here is
+# runs every tier meson knows (unit, integration, vm), runs the unit and integration tiers once
+# more on an ASan+UBSan build, and ends with a one-line summary. A tier that cannot run here is
 # reported as SKIPPED with its reason, loudly; skips are never counted as passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,5 +17,14 @@ if command -v clang >/dev/null; then
 fi
 rc=0
 meson test -C "$BUILD_DIR" --print-errorlogs --num-processes 2 "$@" || rc=$?
-/usr/bin/python3 scripts/summarize-tests.py "$BUILD_DIR/meson-logs/testlog.json" || rc=1
+
+# The same daemon, client and tests built with AddressSanitizer and UndefinedBehaviorSanitizer
+# (build-dev.ini): a leak, overflow or UB anywhere in a test run fails it (the harness checks the
+# daemon's exit status, which LeakSanitizer sets).
+[ -f build-asan/build.ninja ] || meson setup build-asan --native-file build-dev.ini >/dev/null
+ninja -C build-asan
+meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit --suite integration || rc=$?
+
+/usr/bin/python3 scripts/summarize-tests.py "$BUILD_DIR/meson-logs/testlog.json" \
+        build-asan/meson-logs/testlog.json || rc=1
 exit $rc

@@ -1,26 +1,33 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Prints skipped tests with their reasons, and the closing "N passed, N failed, N skipped" line,
-# from meson's testlog.json. Exits 1 if anything failed or nothing ran.
+# from one or more of meson's testlog.json files (the plain build, then the sanitizer build).
+# Exits 1 if anything failed or nothing ran.
 import json
 import re
 import sys
 
 passed = failed = skipped = 0
 skips = []
-with open(sys.argv[1], encoding='utf-8') as f:
-    for line in f:
-        t = json.loads(line)
-        result = t.get('result')
-        if result in ('OK', 'EXPECTEDFAIL'):
-            passed += 1
-        elif result == 'SKIP':
-            skipped += 1
-            out = (t.get('stdout') or '') + (t.get('stderr') or '')
-            reasons = [l for l in out.splitlines() if re.search(r'SKIP', l)]
-            skips.append((t['name'], reasons[-1] if reasons else 'no reason printed'))
-        else:
-            failed += 1
+lines = []
+for path in sys.argv[1:]:
+    label = '' if path == sys.argv[1] else ' [%s]' % path.split('/')[0]
+    with open(path, encoding='utf-8') as f:
+        lines += [(label, line) for line in f]
+for label, line in lines:
+    t = json.loads(line)
+    t['name'] = t['name'] + label
+    result = t.get('result')
+    if result in ('OK', 'EXPECTEDFAIL'):
+        passed += 1
+    elif result == 'SKIP':
+        skipped += 1
+        out = (t.get('stdout') or '') + (t.get('stderr') or '')
+        reasons = [l for l in out.splitlines() if re.search(r'SKIP', l)]
+        skips.append((t['name'], reasons[-1] if reasons else 'no reason printed'))
+    else:
+        failed += 1
+        print('FAILED: %s (%s)' % (t['name'], result))
 
 if skips:
     print('=' * 78)
