@@ -21,6 +21,7 @@
 #include "lease.h"
 #include "manager.h"
 #include "noiommu/protocol.h"
+#include "persist.h"
 #include "polkit.h"
 
 struct OutMsg {
@@ -231,6 +232,9 @@ Conn *conn_free(Conn *c, const char *reason) {
         c->io_source = sd_event_source_disable_unref(c->io_source);
         c->timer_source = sd_event_source_disable_unref(c->timer_source);
         c->defer_source = sd_event_source_disable_unref(c->defer_source);
+
+        /* The store's copy of the socket would keep the client's connection open. */
+        persist_forget_conn(c);
 
         while (c->out_head) {
                 OutMsg *o = c->out_head;
@@ -553,7 +557,6 @@ HugeRegion *conn_find_region(Conn *c, const char *id, size_t *ret_index) {
 
 void conn_free_region(Conn *c, size_t index, const char *reason) {
         HugeRegion *r;
-        int k;
 
         assert(index < c->n_regions);
         r = c->regions[index];
@@ -572,13 +575,7 @@ void conn_free_region(Conn *c, size_t index, const char *reason) {
                         return;
                 }
 
-        /* Compare the PFNs with those handed out: a difference means a page moved while
-         * pinned, or the client punched a hole (the pinned page stayed ours either way). */
-        k = huge_region_verify(r, c->manager->pagemap_fd);
-        if (k < 0 && k != -ESTALE)
-                log_warning_errno(k, "Failed to re-read physical addresses of %s, ignoring: %m", r->id);
-        audit_memory_freed(&c->id, r, reason, k == -ESTALE);
-        huge_region_free(r);
+        region_release(c->manager, &c->id, r, reason);
 }
 
 Lease *conn_find_lease(Conn *c, const char *id, size_t *ret_index) {

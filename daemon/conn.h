@@ -72,6 +72,8 @@ typedef struct Conn {
         HugeRegion *regions[NOIOMMU_REGIONS_PER_CONN_MAX];     /* memory without a lease */
         size_t n_regions;
 
+        char store_id[NOIOMMU_ID_LEN + 1]; /* "conn-<id>" in the fd store, "" if not stored */
+
         Lease *pending_lease;           /* reserved while polkit decides an AcquireDevice */
         Lease *leases[8];               /* NOIOMMU_LEASES_PER_CONN_MAX */
         size_t n_leases;

@@ -27,6 +27,7 @@
 #include "lease.h"
 #include "manager.h"
 #include "noiommu/protocol.h"
+#include "persist.h"
 #include "polkit.h"
 
 extern const char varlink_service_interface[];
@@ -35,6 +36,7 @@ extern const char varlink_service_interface[];
 #define ACTION_ALLOCATE_MEMORY "io.noiommud.allocate-memory"
 #define ACTION_ACQUIRE_DEVICE "io.noiommud.acquire-device"
 #define ACTION_ACQUIRE_DEVICE_IOMMU "io.noiommud.acquire-device-iommu"
+#define ACTION_MANAGE "io.noiommud.manage"
 
 typedef int (*method_handler_t)(Conn *c, json_t *params);
 
@@ -78,6 +80,18 @@ static json_t *param_get(json_t *params, const char *key) {
         return json_is_null(v) ? NULL : v;
 }
 
+/* An optional boolean parameter: absent or null leaves *ret alone. */
+static int param_get_bool(json_t *params, const char *key, bool *ret) {
+        json_t *v = param_get(params, key);
+
+        if (!v)
+                return 0;
+        if (!json_is_boolean(v))
+                return -EINVAL;
+        *ret = json_is_true(v);
+        return 0;
+}
+
 /* Authorization step shared by all handlers. Returns 1 to go on and act, 0 when the handler
  * must return 0 now (the check is pending, or a denial was already answered), negative errno
  * on our own failure. */
@@ -117,7 +131,10 @@ static int authorize(Conn *c, const char *action, char **details, bool interacti
  *                    enabled in the configuration for noiommu use, and is reserved before polkit
  *                    io.noiommud.acquire-device (noiommu) / -iommu (cdev-iommu) decides, chosen
  *                    from the backend the inventory found, never from the request.
- *   ReleaseDevice:   acts only on a lease of this very connection. */
+ *   ReleaseDevice:   acts only on a lease of this very connection.
+ *   ListLeases:      reveals who holds which device; polkit io.noiommud.manage (auth_admin).
+ *   RevokeLease:     ends anyone's lease (and retries the quiesce of a quarantined one);
+ *                    polkit io.noiommud.manage, with the validated lease id as detail. */
 
 static int method_get_info(Conn *c, json_t *params) {
         static const char *const allowed[] = { NULL };
@@ -242,11 +259,8 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                         return reply_invalid_parameter(c, "numaNode");
                 numa_node = json_integer_value(v);
         }
-        if ((v = param_get(params, "interactive"))) {
-                if (!json_is_boolean(v))
-                        return reply_invalid_parameter(c, "interactive");
-                interactive = json_is_true(v);
-        }
+        if (param_get_bool(params, "interactive", &interactive) < 0)
+                return reply_invalid_parameter(c, "interactive");
         if ((v = param_get(params, "lease"))) {
                 size_t li;
 
@@ -359,6 +373,10 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                         return -ENOMEM;
                 }
 
+        /* Write-ahead: the fd store holds the memory (and the connection) before the client
+         * does, so a daemon crash after the send cannot orphan it. */
+        (void) persist_grant(c, owned, lease);
+
         /* reply: the memfd rides on the first byte; "fd" is its index among the reply's fds */
         return conn_reply(c, json_pack("{s:s, s:I, s:I, s:i, s:s, s:o, s:i}",
                                        "memory", id,
@@ -392,11 +410,8 @@ static int method_acquire_device(Conn *c, json_t *params) {
         if (!json_is_string(v) || !pci_address_is_valid(json_string_value(v)))
                 return reply_invalid_parameter(c, "device");
         address = json_string_value(v);
-        if ((v = param_get(params, "interactive"))) {
-                if (!json_is_boolean(v))
-                        return reply_invalid_parameter(c, "interactive");
-                interactive = json_is_true(v);
-        }
+        if (param_get_bool(params, "interactive", &interactive) < 0)
+                return reply_invalid_parameter(c, "interactive");
 
         n = inventory_scan("/", &devices);
         if (n < 0)
@@ -478,6 +493,7 @@ static int method_acquire_device(Conn *c, json_t *params) {
         }
         c->leases[c->n_leases++] = l;
         audit_lease_granted(&c->id, l->id, &l->device);
+        (void) persist_grant(c, NULL, l);               /* write-ahead, as for memory */
 
         r = conn_reply(c, json_pack("{s:s, s:o, s:i}",
                                     "lease", l->id,
@@ -516,6 +532,96 @@ static int method_release_device(Conn *c, json_t *params) {
         return conn_reply(c, NULL, NULL, 0);
 }
 
+static int method_list_leases(Conn *c, json_t *params) {
+        static const char *const allowed[] = { "interactive", NULL };
+        const char *k = params_unknown_key(params, allowed);
+        bool interactive = false;
+        json_t *list;
+        uint64_t now;
+        int r;
+
+        if (k)
+                return reply_invalid_parameter(c, k);
+        if (param_get_bool(params, "interactive", &interactive) < 0)
+                return reply_invalid_parameter(c, "interactive");
+
+        r = authorize(c, ACTION_MANAGE, NULL, interactive);
+        if (r <= 0)
+                return r;
+
+        now = lease_now_usec();
+        list = json_array();
+        if (!list)
+                return -ENOMEM;
+        for (Lease *l = c->manager->leases; l; l = l->next) {
+                json_t *holder = l->state == LEASE_QUARANTINED ? json_null() :
+                        json_pack("{s:I, s:I, s:I, s:s}",
+                                  "uid", (json_int_t) l->holder.uid,
+                                  "gid", (json_int_t) l->holder.gid,
+                                  "pid", (json_int_t) l->holder.pid,
+                                  "unit", l->holder.unit);
+
+                if (json_array_append_new(list, json_pack("{s:s, s:o, s:s, s:o, s:{s:I, s:I}, s:I, s:I}",
+                                                          "lease", l->id,
+                                                          "device", device_to_json(&l->device),
+                                                          "state", lease_state_to_string(l->state),
+                                                          "holder", holder,
+                                                          "lastHolder", "uid", (json_int_t) l->holder.uid,
+                                                          "pid", (json_int_t) l->holder.pid,
+                                                          "bytesPinned", (json_int_t) lease_bytes_pinned(l),
+                                                          "ageUsec", (json_int_t) (now - l->created_usec))) < 0) {
+                        json_decref(list);
+                        return -ENOMEM;
+                }
+        }
+        return conn_reply(c, json_pack("{s:o}", "leases", list), NULL, 0);
+}
+
+static int method_revoke_lease(Conn *c, json_t *params) {
+        static const char *const allowed[] = { "lease", "interactive", NULL };
+        const char *k = params_unknown_key(params, allowed), *id;
+        char address[NOIOMMU_PCI_ADDRESS_LEN + 1];
+        bool interactive = false;
+        size_t index;
+        json_t *v;
+        Lease *l;
+        int r;
+
+        if (k)
+                return reply_invalid_parameter(c, k);
+        v = param_get(params, "lease");
+        if (!json_is_string(v) || !noiommu_id_is_valid(json_string_value(v)))
+                return reply_invalid_parameter(c, "lease");
+        id = json_string_value(v);
+        if (param_get_bool(params, "interactive", &interactive) < 0)
+                return reply_invalid_parameter(c, "interactive");
+
+        char *details[] = { (char *) "lease", (char *) id, NULL };
+        r = authorize(c, ACTION_MANAGE, details, interactive);
+        if (r <= 0)
+                return r;
+
+        l = lease_find_by_id(c->manager, id);
+        if (!l || l->state == LEASE_AUTHORIZING || l->state == LEASE_QUIESCING)
+                return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_LEASE, json_pack("{s:s}", "lease", id));
+        memcpy(address, l->device.address, sizeof(address));
+
+        log_notice("UID %u (PID %i) revokes lease %s on %s.", (unsigned) c->id.uid, (int) c->id.pid,
+                   l->id, address);
+        if (l->state == LEASE_QUARANTINED)
+                r = lease_retry_quarantined(l, "revoke");
+        else if (l->conn && conn_find_lease(l->conn, id, &index))
+                /* The holder's connection stays open; its next use of the lease gets
+                 * NoSuchLease, and the lease's records say "revoke". */
+                r = conn_end_lease(l->conn, index, "revoke");
+        else
+                return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_LEASE, json_pack("{s:s}", "lease", id));
+
+        if (r == -EIO)
+                return conn_reply_error(c, NOIOMMU_ERROR_DEVICE_QUARANTINED, json_pack("{s:s}", "device", address));
+        return conn_reply(c, NULL, NULL, 0);
+}
+
 static int method_free_memory(Conn *c, json_t *params) {
         static const char *const allowed[] = { "memory", NULL };
         const char *k = params_unknown_key(params, allowed), *id;
@@ -531,11 +637,13 @@ static int method_free_memory(Conn *c, json_t *params) {
 
         if (conn_find_region(c, id, &index)) {
                 conn_free_region(c, index, "free");
+                persist_dirty(c->manager);
                 return conn_reply(c, NULL, NULL, 0);
         }
         for (size_t i = 0; i < c->n_leases; i++)
                 if (lease_find_region(c->leases[i], id, &index)) {
                         lease_free_region(c->leases[i], index);
+                        persist_dirty(c->manager);
                         return conn_reply(c, NULL, NULL, 0);
                 }
         return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_MEMORY, json_pack("{s:s}", "memory", id));
@@ -549,6 +657,8 @@ static const Method methods[] = {
         { NOIOMMU_METHOD_FREE_MEMORY, method_free_memory, 0 },
         { NOIOMMU_METHOD_ACQUIRE_DEVICE, method_acquire_device, METHOD_SENDS_FDS },
         { NOIOMMU_METHOD_RELEASE_DEVICE, method_release_device, 0 },
+        { NOIOMMU_METHOD_LIST_LEASES, method_list_leases, 0 },
+        { NOIOMMU_METHOD_REVOKE_LEASE, method_revoke_lease, 0 },
         {}
 };
 

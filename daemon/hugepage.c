@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -365,5 +366,60 @@ int huge_region_verify(const HugeRegion *r, int pagemap_fd) {
                 if (k < 0)
                         return k;
         }
+        return 0;
+}
+
+int huge_region_restore(const char *id, int memfd, int pin_fd, uint64_t size, uint64_t hugepage_size,
+                        const uint64_t *phys, size_t n_pages, int pagemap_fd, HugeRegion **ret) {
+        _cleanup_(huge_region_freep) HugeRegion *r = NULL;
+        struct stat st;
+        int k;
+
+        r = new0(HugeRegion, 1);
+        if (!r) {
+                (void) safe_close(memfd);
+                (void) safe_close(pin_fd);
+                return -ENOMEM;
+        }
+        *r = (HugeRegion) {
+                .memfd = memfd,
+                .pin_fd = pin_fd,
+                .addr = MAP_FAILED,
+                .size = size,
+                .hugepage_size = hugepage_size,
+                .numa_node = -1,
+                .n_pages = n_pages,
+        };
+        if (!noiommu_id_is_valid(id) || hugepage_size == 0 || size != n_pages * hugepage_size ||
+            memfd < 0 || pin_fd < 0)
+                return -EINVAL;
+        memcpy(r->id, id, NOIOMMU_ID_LEN);
+
+        /* Only a sealed memfd of exactly the recorded size is ours. */
+        if (fstat(memfd, &st) < 0)
+                return negative_errno();
+        if ((uint64_t) st.st_size != size ||
+            (fcntl(memfd, F_GET_SEALS) & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW))
+                return -EBADF;
+
+        r->phys = new0(uint64_t, n_pages);
+        if (!r->phys)
+                return -ENOMEM;
+        memcpy(r->phys, phys, n_pages * sizeof(uint64_t));
+
+        /* The pages are still in the memfd and still pinned by the ring; populate the new
+         * mapping so pagemap shows them. */
+        r->addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, memfd, 0);
+        if (r->addr == MAP_FAILED)
+                return negative_errno();
+
+        /* A page that moved or was punched out while the daemon was down is recorded at free
+         * (the pinned page is still held by the ring); it does not make the region unusable. */
+        k = huge_region_verify(r, pagemap_fd);
+        if (k < 0 && k != -ESTALE)
+                return k;
+        r->numa_node = node_of(r->addr);
+
+        *ret = TAKE_PTR(r);
         return 0;
 }

@@ -16,6 +16,7 @@
 #include "internal/macro.h"
 #include "lease.h"
 #include "manager.h"
+#include "persist.h"
 
 static const char *const lease_state_table[_LEASE_STATE_MAX] = {
         [LEASE_AUTHORIZING] = "authorizing",
@@ -37,11 +38,38 @@ static uint64_t now_usec(void) {
         return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
 }
 
+uint64_t lease_now_usec(void) {
+        return now_usec();
+}
+
 Lease *lease_find_by_address(Manager *m, const char *address) {
         for (Lease *l = m->leases; l; l = l->next)
                 if (streq(l->device.address, address))
                         return l;
         return NULL;
+}
+
+Lease *lease_find_by_id(Manager *m, const char *id) {
+        for (Lease *l = m->leases; l; l = l->next)
+                if (streq(l->id, id))
+                        return l;
+        return NULL;
+}
+
+uint64_t lease_bytes_pinned(const Lease *l) {
+        uint64_t bytes = 0;
+
+        for (size_t i = 0; i < l->n_regions; i++)
+                bytes += l->regions[i]->size;
+        for (size_t i = 0; i < l->n_adopted; i++)
+                bytes += l->adopted[i]->size;
+        return bytes;
+}
+
+int lease_retry_quarantined(Lease *l, const char *reason) {
+        assert(l->state == LEASE_QUARANTINED);
+        l->state = LEASE_ACTIVE;        /* lease_end() quarantines it again if this fails */
+        return lease_end(l, reason);
 }
 
 static void lease_link(Manager *m, Lease *l) {
@@ -109,14 +137,23 @@ int lease_adopt_region(Lease *l, HugeRegion *r) {
         return 0;
 }
 
-static void lease_free_adopted(Lease *l, const char *reason) {
-        for (size_t i = 0; i < l->n_adopted; i++) {
-                HugeRegion *r = l->adopted[i];
-                int k = huge_region_verify(r, l->manager->pagemap_fd);
+void region_release(Manager *m, const ClientIdentity *holder, HugeRegion *r, const char *reason) {
+        int k;
 
-                audit_memory_freed(&l->holder, r, reason, k == -ESTALE);
-                huge_region_free(r);
-        }
+        persist_forget_region(m, r);
+
+        /* Compare the PFNs with those handed out: a difference means a page moved while
+         * pinned, or the client punched a hole (the pinned page stayed ours either way). */
+        k = huge_region_verify(r, m->pagemap_fd);
+        if (k < 0 && k != -ESTALE)
+                log_warning_errno(k, "Failed to re-read physical addresses of %s, ignoring: %m", r->id);
+        audit_memory_freed(holder, r, reason, k == -ESTALE);
+        huge_region_free(r);
+}
+
+static void lease_free_adopted(Lease *l, const char *reason) {
+        for (size_t i = 0; i < l->n_adopted; i++)
+                region_release(l->manager, &l->holder, l->adopted[i], reason);
         l->n_adopted = 0;
 }
 
@@ -192,14 +229,9 @@ static void lease_drop_region(Lease *l, size_t index, const char *reason) {
         if (k < 0)
                 log_warning_errno(k, "Failed to unmap %s from the device's DMA context, ignoring: %m", r->id);
 
-        k = huge_region_verify(r, l->manager->pagemap_fd);
-        if (k < 0 && k != -ESTALE)
-                log_warning_errno(k, "Failed to re-read physical addresses of %s, ignoring: %m", r->id);
-        audit_memory_freed(&l->holder, r, reason, k == -ESTALE);
-
         l->manager->n_regions--;
         l->manager->region_bytes -= r->size;
-        huge_region_free(r);
+        region_release(l->manager, &l->holder, r, reason);
 
         l->n_regions--;
         l->regions[index] = l->regions[l->n_regions];
@@ -234,10 +266,7 @@ int lease_end(Lease *l, const char *reason) {
         assert(l->state == LEASE_ACTIVE);
         l->state = LEASE_QUIESCING;     /* nobody can be granted the device meanwhile */
 
-        for (size_t i = 0; i < l->n_regions; i++)
-                bytes += l->regions[i]->size;
-        for (size_t i = 0; i < l->n_adopted; i++)
-                bytes += l->adopted[i]->size;
+        bytes = lease_bytes_pinned(l);
 
         /* 1. Stop the device: Bus Master off (read back), then reset if it can. */
         r = vfio_device_quiesce(l->vfio, &reset);
@@ -247,6 +276,7 @@ int lease_end(Lease *l, const char *reason) {
                 l->state = LEASE_QUARANTINED;
                 l->conn = NULL;
                 audit_quiesce_failed(&l->holder, l->id, &l->device, r, bytes);
+                persist_dirty(l->manager);
                 return -EIO;
         }
         audit_lease_quiesced(&l->holder, l->id, &l->device, reset, reason);
@@ -258,6 +288,7 @@ int lease_end(Lease *l, const char *reason) {
         lease_free_adopted(l, reason);
 
         /* 3. Close the device; it is free for the next client. */
+        persist_forget_lease(l->manager, l);
         l->vfio = vfio_device_close(l->vfio);
         audit_lease_released(&l->holder, l->id, &l->device, reason, bytes, now_usec() - l->created_usec);
         lease_free(l);

@@ -82,6 +82,17 @@ int lease_activate(Lease *l);
 int lease_end(Lease *l, const char *reason);
 
 Lease *lease_find_by_address(Manager *m, const char *address);
+Lease *lease_find_by_id(Manager *m, const char *id);
+
+/* CLOCK_MONOTONIC in microseconds, the clock of created_usec. */
+uint64_t lease_now_usec(void);
+
+/* Bytes of memory the lease keeps pinned (mapped, retired and adopted). */
+uint64_t lease_bytes_pinned(const Lease *l);
+
+/* An administrator ends a quarantined lease: the quiesce is tried again, and only if it works
+ * now is the memory freed and the device released. Returns 0 or -EIO (still quarantined). */
+int lease_retry_quarantined(Lease *l, const char *reason);
 
 /* Maps a freshly allocated region into the lease's DMA context and adopts it. */
 int lease_add_region(Lease *l, HugeRegion *r, DmaSegment **ret_segments, size_t *ret_n,
@@ -91,6 +102,10 @@ HugeRegion *lease_find_region(Lease *l, const char *id, size_t *ret_index);
 /* The client frees lease memory: behind an IOMMU it is unmapped and freed now; in noiommu mode
  * it stays pinned until the device is quiesced. */
 void lease_free_region(Lease *l, size_t index);
+
+/* Frees memory whose device (if any) is quiesced: re-reads its physical addresses (a change is
+ * recorded), writes the MEMORY_FREED record for holder, unpins and frees. */
+void region_release(Manager *m, const ClientIdentity *holder, HugeRegion *r, const char *reason);
 
 /* Takes r over until the lease ends (see "adopted" above). */
 int lease_adopt_region(Lease *l, HugeRegion *r);

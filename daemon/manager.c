@@ -24,8 +24,10 @@
 #include "internal/log.h"
 #include "internal/wire.h"
 #include "internal/macro.h"
+#include "fdstore.h"
 #include "lease.h"
 #include "manager.h"
+#include "persist.h"
 #include "noiommu/protocol.h"
 #include "polkit.h"
 
@@ -253,6 +255,7 @@ Manager *manager_free(Manager *m) {
         settings_done(&m->settings);
         m->polkit = polkit_free(m->polkit);
         m->listen_source = sd_event_source_disable_unref(m->listen_source);
+        m->persist_source = sd_event_source_disable_unref(m->persist_source);
         m->listen_fd = safe_close(m->listen_fd);
         if (m->listen_path) {
                 (void) unlink(m->listen_path);
@@ -269,6 +272,14 @@ Manager *manager_free(Manager *m) {
                 }
         free(m);
         return NULL;
+}
+
+static void strv_free_names(char **names, int n) {
+        if (!names)
+                return;
+        for (int i = 0; i < n; i++)
+                free(names[i]);
+        free(names);
 }
 
 static int mkdir_parents(const char *path) {
@@ -327,11 +338,22 @@ static int bind_socket(Manager *m, const char *path) {
 }
 
 int manager_listen(Manager *m, const char *path) {
+        _cleanup_free_ int *stored = NULL;
+        _cleanup_free_ char **stored_names = NULL;
+        char **names = NULL;
+        size_t n_stored = 0;
         int n, r;
 
-        n = sd_listen_fds(/* unset_environment= */ true);
+        n = sd_listen_fds_with_names(/* unset_environment= */ true, &names);
         if (n < 0)
                 return log_error_errno(n, "Failed to read $LISTEN_FDS: %m");
+
+        stored = new0(int, n > 0 ? (size_t) n : 1);
+        stored_names = new0(char *, n > 0 ? (size_t) n : 1);
+        if (!stored || !stored_names) {
+                strv_free_names(names, n);
+                return -ENOMEM;
+        }
 
         for (int i = 0; i < n; i++) {
                 int fd = SD_LISTEN_FDS_START + i;
@@ -343,8 +365,11 @@ int manager_listen(Manager *m, const char *path) {
                                         "the socket passed by the service manager");
                         continue;
                 }
-                log_warning("Closing unexpected file descriptor %i passed by the service manager.", fd);
-                (void) safe_close(fd);
+                /* Everything else comes from our fd store (persist.c decides what it is).
+                 * sd_listen_fds() already made them close-on-exec. */
+                stored[n_stored] = fd;
+                stored_names[n_stored] = names ? names[i] : NULL;
+                n_stored++;
         }
 
         if (m->listen_fd < 0) {
@@ -353,14 +378,28 @@ int manager_listen(Manager *m, const char *path) {
                 if (!path || !*path)
                         path = NOIOMMU_SOCKET_PATH_DEFAULT;
                 r = bind_socket(m, path);
-                if (r < 0)
+                if (r < 0) {
+                        close_many(stored, n_stored);
+                        strv_free_names(names, n);
                         return r;
+                }
                 m->listen_fd = r;
         }
 
         r = sd_event_add_io(m->event, &m->listen_source, m->listen_fd, EPOLLIN, on_accept, m);
-        if (r < 0)
+        if (r < 0) {
+                close_many(stored, n_stored);
+                strv_free_names(names, n);
                 return log_error_errno(r, "Failed to watch the listening socket: %m");
+        }
+
+        if (n_stored > 0 || fdstore_enabled()) {
+                log_info("Restoring from %zu stored file descriptors.", n_stored);
+                r = persist_restore(m, stored, stored_names, n_stored);
+                if (r < 0)
+                        log_warning_errno(r, "Restoring from the fd store failed partially: %m");
+        }
+        strv_free_names(names, n);
         return 0;
 }
 

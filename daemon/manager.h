@@ -48,7 +48,11 @@ typedef struct Manager {
         unsigned n_regions;             /* across all connections */
         uint64_t region_bytes;
 
-        bool accept_paused;             /* EMFILE: listening source disabled until an fd frees */
+        bool accept_paused;
+
+        uint64_t state_generation;      /* of the last state written to the fd store */
+        bool state_dirty;
+        sd_event_source *persist_source;             /* EMFILE: listening source disabled until an fd frees */
 } Manager;
 
 /* Loads the configuration from config_path (NULL: the default path). */

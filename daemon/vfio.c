@@ -556,3 +556,75 @@ VfioDevice *vfio_device_close(VfioDevice *v) {
         free(v);
         return NULL;
 }
+
+void vfio_device_get_fds(const VfioDevice *v, int *ret_dev, int *ret_grp, int *ret_ctr, int *ret_iommufd) {
+        *ret_dev = v->device_fd;
+        *ret_grp = v->group_fd;
+        *ret_ctr = v->container_fd;
+        *ret_iommufd = v->iommufd;
+}
+
+void vfio_device_get_ids(const VfioDevice *v, uint32_t *ret_ioas_id, uint32_t *ret_dev_id) {
+        *ret_ioas_id = v->ioas_id;
+        *ret_dev_id = v->dev_id;
+}
+
+int vfio_device_get_map(const VfioDevice *v, const HugeRegion *r, uint64_t *ret_iova) {
+        for (size_t i = 0; i < v->n_maps; i++)
+                if (v->maps[i].region == r) {
+                        *ret_iova = v->maps[i].iova;
+                        return 0;
+                }
+        return -ENOENT;
+}
+
+int vfio_device_restore(const InventoryDevice *d, int dev_fd, int grp_fd, int ctr_fd, int iommufd,
+                        uint32_t ioas_id, uint32_t dev_id, VfioDevice **ret) {
+        _cleanup_(vfio_device_closep) VfioDevice *v = NULL;
+        int r;
+
+        v = new0(VfioDevice, 1);
+        if (!v) {
+                (void) safe_close(dev_fd);
+                (void) safe_close(grp_fd);
+                (void) safe_close(ctr_fd);
+                (void) safe_close(iommufd);
+                return -ENOMEM;
+        }
+        *v = (VfioDevice) {
+                .backend = d->backend,
+                .container_fd = ctr_fd,
+                .group_fd = grp_fd,
+                .iommufd = iommufd,
+                .ioas_id = ioas_id,
+                .dev_id = dev_id,
+                .attached = iommufd >= 0,
+                .device_fd = dev_fd,
+                .client_fd = -EBADF,
+        };
+        memcpy(v->address, d->address, sizeof(v->address));
+
+        if (v->device_fd < 0)
+                return -EBADF;
+        if (d->backend == BACKEND_GROUP_NOIOMMU ? (v->group_fd < 0 || v->container_fd < 0) : v->iommufd < 0)
+                return -EBADF;
+
+        r = device_probe_regions(v);
+        if (r < 0)
+                return r;
+        if (v->iommufd >= 0) {
+                r = iova_ranges_load(v);
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(v);
+        return 0;
+}
+
+int vfio_device_restore_map(VfioDevice *v, const HugeRegion *r, uint64_t iova) {
+        if (v->n_maps >= VFIO_MAPS_MAX)
+                return -EUSERS;
+        v->maps[v->n_maps++] = (VfioMap) { .region = r, .iova = iova, .length = r->size };
+        v->iova_next = MAX(v->iova_next, iova + r->size);
+        return 0;
+}

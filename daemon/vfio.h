@@ -76,3 +76,19 @@ int vfio_device_unmap(VfioDevice *v, HugeRegion *r);
  * no longer DMA as far as the kernel lets us know; ret_reset says whether a reset was done.
  * A failure means the device must be quarantined. */
 int vfio_device_quiesce(VfioDevice *v, bool *ret_reset);
+
+/* --- fd store (persist.c) --- */
+
+/* The daemon-side fds of an open device, for the fd store: names are "dev", "grp", "ctr",
+ * "iommufd"; absent ones are -EBADF. */
+void vfio_device_get_fds(const VfioDevice *v, int *ret_dev, int *ret_grp, int *ret_ctr, int *ret_iommufd);
+void vfio_device_get_ids(const VfioDevice *v, uint32_t *ret_ioas_id, uint32_t *ret_dev_id);
+/* The IOVA r is mapped at (0 for the group backend, which has no mapping API). */
+int vfio_device_get_map(const VfioDevice *v, const HugeRegion *r, uint64_t *ret_iova);
+
+/* Rebuilds an open device from fds that survived a restart in the fd store (ownership of the
+ * fds passes to the new object, also on failure). The device stays bound and attached. */
+int vfio_device_restore(const InventoryDevice *d, int dev_fd, int grp_fd, int ctr_fd, int iommufd,
+                        uint32_t ioas_id, uint32_t dev_id, VfioDevice **ret);
+/* Records that r was mapped at iova before the restart. */
+int vfio_device_restore_map(VfioDevice *v, const HugeRegion *r, uint64_t iova);

@@ -7,6 +7,8 @@
  *   noiommuctl [--socket PATH] [--json] free MEMORY-ID
  *   noiommuctl [--socket PATH] [--json] acquire BDF [--hold] [--interactive]
  *   noiommuctl [--socket PATH] [--json] release LEASE-ID
+ *   noiommuctl [--socket PATH] [--json] leases [--interactive]
+ *   noiommuctl [--socket PATH] [--json] revoke LEASE-ID [--interactive]
  *   noiommuctl [--socket PATH] [--json] batch
  *
  * Results go to stdout (one JSON line per result with --json), diagnostics to stderr. Exit
@@ -67,6 +69,9 @@ typedef struct Held {
 
 static const char *arg_socket = NULL;
 static bool arg_json = false;
+/* Set by the administrator's commands (leases, revoke): they name leases of any connection, so
+ * NoSuchLease must not be explained as "not on this connection". */
+static bool arg_admin = false;
 
 _printf_(1, 0)
 static char *strvprintf(const char *format, va_list ap) {
@@ -309,6 +314,9 @@ static char *varlink_error_message(const char *name, json_t *p, uint64_t request
                               "that allocated it and is freed when that connection closes; use "
                               "'noiommuctl batch' to allocate and free on one connection",
                               json_param_string(p, "memory"));
+        else if (streq(name, NOIOMMU_ERROR_NO_SUCH_LEASE) && arg_admin)
+                s = strprintf("no lease %s: it has ended already, or the id is wrong (see "
+                              "'noiommuctl leases')", json_param_string(p, "lease"));
         else if (streq(name, NOIOMMU_ERROR_NO_SUCH_LEASE))
                 s = strprintf("no lease %s on this connection: a lease belongs to the connection "
                               "that acquired it and ends when that connection closes; use "
@@ -839,6 +847,157 @@ static int do_release(noiommu_conn *c, const char *id, Held *held) {
         return EXIT_SUCCESS;
 }
 
+/* "3d04h", "2h05m", "4m07s", "12s" from microseconds. */
+static char *format_age(uint64_t usec) {
+        uint64_t sec = usec / 1000000ULL;
+
+        if (sec >= 86400)
+                return strprintf("%" PRIu64 "d%02" PRIu64 "h", sec / 86400, sec % 86400 / 3600);
+        if (sec >= 3600)
+                return strprintf("%" PRIu64 "h%02" PRIu64 "m", sec / 3600, sec % 3600 / 60);
+        if (sec >= 60)
+                return strprintf("%" PRIu64 "m%02" PRIu64 "s", sec / 60, sec % 60);
+        return strprintf("%" PRIu64 "s", sec);
+}
+
+static char *json_int_cell(json_t *v) {
+        if (!json_is_integer(v))
+                return strdup("-");
+        return strprintf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
+}
+
+static char *json_string_cell(json_t *v) {
+        const char *s = json_string_value(v);
+
+        return strdup(s && *s ? s : "-");
+}
+
+static int interactive_parameters(bool interactive, const char *lease, char **ret) {
+        json_auto_t *p = NULL;
+
+        p = lease ? json_pack("{s:s}", "lease", lease) : json_object();
+        if (!p || (interactive && json_object_set_new(p, "interactive", json_true()) < 0))
+                return -ENOMEM;
+        *ret = json_dumps(p, JSON_COMPACT);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* ListLeases (polkit: io.noiommud.manage). Quarantined leases have no holder; their UID and PID
+ * columns show the last holder and UNIT shows "-". */
+static int do_leases(noiommu_conn *c, bool interactive) {
+        static const char *const header[] = {
+                "LEASE", "DEVICE", "BACKEND", "STATE", "UID", "PID", "UNIT", "PINNED", "AGE",
+        };
+        _cleanup_free_ char *params = NULL, *text = NULL;
+        json_auto_t *reply = NULL;
+        size_t width[ELEMENTSOF(header)], n;
+        char *(*cells)[ELEMENTSOF(header)] = NULL;
+        json_t *leases;
+        int r, ret = EXIT_SUCCESS;
+
+        arg_admin = true;
+        if (interactive_parameters(interactive, NULL, &params) < 0)
+                return log_oom();
+        r = noiommu_call(c, NOIOMMU_METHOD_LIST_LEASES, params, &text, NULL, 0, NULL);
+        if (r < 0)
+                return report_call_error(c, r, 0, 0, "Failed to list leases");
+
+        if (arg_json) {
+                /* The reply parameters verbatim, like "list --json". */
+                (void) puts(text);
+                return EXIT_SUCCESS;
+        }
+
+        reply = json_loads(text, 0, NULL);
+        leases = json_object_get(reply, "leases");
+        if (!json_is_array(leases)) {
+                (void) log_error("noiommud sent a ListLeases reply without a leases array.");
+                return EXIT_FAILURE;
+        }
+        n = json_array_size(leases);
+        if (n == 0) {
+                (void) puts("No leases.");
+                return EXIT_SUCCESS;
+        }
+
+        cells = calloc(n, sizeof(*cells));
+        if (!cells)
+                return log_oom();
+        for (size_t i = 0; i < ELEMENTSOF(header); i++)
+                width[i] = strlen(header[i]);
+
+        for (size_t i = 0; i < n; i++) {
+                json_t *l = json_array_get(leases, i);
+                json_t *device = json_object_get(l, "device");
+                json_t *holder = json_object_get(l, "holder");
+                json_t *who = json_is_object(holder) ? holder : json_object_get(l, "lastHolder");
+                json_t *pinned = json_object_get(l, "bytesPinned");
+                json_t *age = json_object_get(l, "ageUsec");
+                char buf[32];
+
+                cells[i][0] = json_string_cell(json_object_get(l, "lease"));
+                cells[i][1] = json_string_cell(json_object_get(device, "address"));
+                cells[i][2] = json_string_cell(json_object_get(device, "backend"));
+                cells[i][3] = json_string_cell(json_object_get(l, "state"));
+                cells[i][4] = json_int_cell(json_object_get(who, "uid"));
+                cells[i][5] = json_int_cell(json_object_get(who, "pid"));
+                cells[i][6] = json_string_cell(json_is_object(holder) ? json_object_get(holder, "unit") : NULL);
+                cells[i][7] = json_is_integer(pinned) && json_integer_value(pinned) >= 0 ?
+                        strdup(format_size(buf, (uint64_t) json_integer_value(pinned))) : strdup("-");
+                cells[i][8] = json_is_integer(age) && json_integer_value(age) >= 0 ?
+                        format_age((uint64_t) json_integer_value(age)) : strdup("-");
+
+                for (size_t j = 0; j < ELEMENTSOF(header); j++) {
+                        if (!cells[i][j]) {
+                                ret = log_oom();
+                                goto finish;
+                        }
+                        width[j] = MAX(width[j], strlen(sanitize(cells[i][j])));
+                }
+        }
+
+        for (size_t j = 0; j < ELEMENTSOF(header); j++)
+                if (j + 1 < ELEMENTSOF(header))
+                        printf("%-*s  ", (int) width[j], header[j]);
+                else
+                        printf("%s\n", header[j]);
+        for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < ELEMENTSOF(header); j++)
+                        if (j + 1 < ELEMENTSOF(header))
+                                printf("%-*s  ", (int) width[j], cells[i][j]);
+                        else
+                                printf("%s\n", cells[i][j]);
+
+finish:
+        for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < ELEMENTSOF(header); j++)
+                        free(cells[i][j]);
+        free(cells);
+        return ret;
+}
+
+/* RevokeLease (polkit: io.noiommud.manage): ends a lease of any connection, or releases a
+ * quarantined device if its quiesce works now. */
+static int do_revoke(noiommu_conn *c, const char *id, bool interactive) {
+        _cleanup_free_ char *params = NULL;
+        int r;
+
+        arg_admin = true;
+        if (!noiommu_id_is_valid(id))
+                return usage_error_bad_lease(id);
+        if (interactive_parameters(interactive, id, &params) < 0)
+                return log_oom();
+        r = noiommu_call(c, NOIOMMU_METHOD_REVOKE_LEASE, params, NULL, NULL, 0, NULL);
+        if (r < 0)
+                return report_call_error(c, r, 0, 0, "Failed to revoke lease %s", id);
+
+        if (arg_json)
+                (void) puts("{}");
+        else
+                printf("Revoked lease %s.\n", id);
+        return EXIT_SUCCESS;
+}
+
 enum {
         ARG_SOCKET = 0x100,
         ARG_JSON,
@@ -1014,6 +1173,11 @@ static void help(void) {
                "  release LEASE-ID         End a lease. A lease belongs to the connection that\n"
                "                           acquired it, so on its own this fails with\n"
                "                           NoSuchLease; use it inside 'batch'\n"
+               "  leases                   List every lease, quarantined devices included\n"
+               "                           (polkit: io.noiommud.manage)\n"
+               "  revoke LEASE-ID          End any lease: Bus Master off, reset, then its memory;\n"
+               "                           on a quarantined device, retry that quiesce\n"
+               "                           (polkit: io.noiommud.manage)\n"
                "  batch                    Read commands from stdin, one per line, and run them\n"
                "                           on one connection: list; alloc SIZE [--hugepage-size\n"
                "                           SIZE] [--numa-node N] [--lease LEASE-ID]\n"
@@ -1031,7 +1195,8 @@ static void help(void) {
                "     --hold                alloc, acquire: keep the memory (allocated and mapped)\n"
                "                           or the lease (and the device fd) until stdin reaches\n"
                "                           EOF or SIGINT/SIGTERM arrives, then free or release it\n"
-               "     --interactive         alloc, acquire: let polkit ask for authentication\n"
+               "     --interactive         alloc, acquire, leases, revoke: let polkit ask for\n"
+               "                           authentication\n"
                "\n"
                "Exit status: 0 on success, 1 if a call failed, 2 on a usage error.\n",
                program_invocation_short_name, NOIOMMU_SOCKET_ENV, NOIOMMU_SOCKET_PATH_DEFAULT);
@@ -1043,6 +1208,8 @@ typedef enum Verb {
         VERB_FREE,
         VERB_ACQUIRE,
         VERB_RELEASE,
+        VERB_LEASES,
+        VERB_REVOKE,
         VERB_BATCH,
         _VERB_MAX,
         _VERB_INVALID = -EINVAL,
@@ -1057,6 +1224,8 @@ static const struct {
         [VERB_FREE]  = { "free",  1 },
         [VERB_ACQUIRE] = { "acquire", 1 },
         [VERB_RELEASE] = { "release", 1 },
+        [VERB_LEASES] = { "leases", 0 },
+        [VERB_REVOKE] = { "revoke", 1 },
         [VERB_BATCH] = { "batch", 0 },
 };
 
@@ -1074,7 +1243,7 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                 { "interactive",   no_argument,       NULL, ARG_INTERACTIVE   },
                 {}
         };
-        bool alloc_options = false, hold_option = false;
+        bool alloc_options = false, hold_option = false, interactive_option = false;
         int c, r;
 
         *a = (AllocArgs) { .numa_node = -1 };
@@ -1113,7 +1282,7 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                         break;
                 case ARG_INTERACTIVE:
                         a->interactive = true;
-                        hold_option = true;
+                        interactive_option = true;
                         break;
                 case '?':
                         return EXIT_USAGE;      /* getopt_long printed why */
@@ -1122,8 +1291,8 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                 }
 
         if (optind >= argc)
-                return usage_error("Missing command (list, alloc, free, acquire, release or "
-                                   "batch); see --help.");
+                return usage_error("Missing command (list, alloc, free, acquire, release, "
+                                   "leases, revoke or batch); see --help.");
 
         for (Verb v = 0; v < _VERB_MAX; v++) {
                 if (!streq(argv[optind], verbs[v].name))
@@ -1142,6 +1311,11 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                                            "'acquire'%s.", v == VERB_BATCH ? " (in a batch, "
                                            "write --interactive on the alloc or acquire line; "
                                            "there is no --hold)" : "");
+                if (interactive_option && v != VERB_ALLOC && v != VERB_ACQUIRE &&
+                    v != VERB_LEASES && v != VERB_REVOKE)
+                        return usage_error("--interactive only applies to 'alloc', 'acquire', "
+                                           "'leases' and 'revoke'%s.", v == VERB_BATCH ? " (in a "
+                                           "batch, write it on the alloc or acquire line)" : "");
                 if (v == VERB_ALLOC) {
                         r = parse_size_arg(argv[optind + 1], "size", &a->size);
                         if (r != 0)
@@ -1149,7 +1323,7 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                 }
                 if (v == VERB_FREE && !noiommu_id_is_valid(argv[optind + 1]))
                         return usage_error_bad_id(argv[optind + 1]);
-                if (v == VERB_RELEASE && !noiommu_id_is_valid(argv[optind + 1]))
+                if ((v == VERB_RELEASE || v == VERB_REVOKE) && !noiommu_id_is_valid(argv[optind + 1]))
                         return usage_error_bad_lease(argv[optind + 1]);
                 if (v == VERB_ACQUIRE && !pci_address_is_valid(argv[optind + 1]))
                         return usage_error_bad_address(argv[optind + 1]);
@@ -1201,6 +1375,12 @@ int main(int argc, char *argv[]) {
                 break;
         case VERB_RELEASE:
                 r = do_release(c, args[0], NULL);
+                break;
+        case VERB_LEASES:
+                r = do_leases(c, a.interactive);
+                break;
+        case VERB_REVOKE:
+                r = do_revoke(c, args[0], a.interactive);
                 break;
         case VERB_BATCH:
                 r = do_batch(c);

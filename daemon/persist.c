@@ -1,0 +1,654 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * See persist.h. The state is JSON, version 1:
+ *
+ *   { "version": 1, "generation": G,
+ *     "conns":   [ { "id", "uid", "pid", "startTime" } ],
+ *     "leases":  [ { "id", "conn" (or null), "state", "createdUsec", "ioasId", "devId",
+ *                    "holder": { "uid", "gid", "pid", "startTime", "unit" },
+ *                    "device": { "address", "vendorId", "deviceId", "driver", "backend",
+ *                                "iommuGroup", "numaNode", "node", "rdev" } } ],
+ *     "regions": [ { "id", "conn" (or null), "lease" (or null), "size", "hugepageSize",
+ *                    "phys": [..], "kind", "iova", "retired", "adopted" } ] }
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <systemd/sd-id128.h>
+
+#include "audit.h"
+#include "conn.h"
+#include "fdstore.h"
+#include "hugepage.h"
+#include "internal/fd-util.h"
+#include "internal/json-util.h"
+#include "internal/log.h"
+#include "internal/macro.h"
+#include "lease.h"
+#include "manager.h"
+#include "persist.h"
+#include "vfio.h"
+
+#define STATE_SIZE_MAX (64U << 20)
+
+static int push_region(const HugeRegion *r) {
+        char name[64];
+        int fds[2] = { r->memfd, r->pin_fd };
+
+        (void) snprintf(name, sizeof(name), "mem-%s", r->id);
+        return fdstore_push(name, fds, 2, /* poll= */ false);
+}
+
+static int push_lease(const Lease *l) {
+        static const char *const kinds[] = { "dev", "grp", "ctr", "iommufd" };
+        int fds[4];
+        int r;
+
+        vfio_device_get_fds(l->vfio, &fds[0], &fds[1], &fds[2], &fds[3]);
+        for (size_t i = 0; i < ELEMENTSOF(kinds); i++) {
+                char name[96];
+
+                if (fds[i] < 0)
+                        continue;
+                (void) snprintf(name, sizeof(name), "lease-%s-%s", l->id, kinds[i]);
+                r = fdstore_push(name, &fds[i], 1, /* poll= */ false);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int persist_grant(Conn *c, const HugeRegion *r, const Lease *l) {
+        int k;
+
+        if (!fdstore_enabled())
+                return 0;
+
+        if (!c->store_id[0]) {
+                char name[64];
+                sd_id128_t id;
+
+                k = sd_id128_randomize(&id);
+                if (k < 0)
+                        return k;
+                (void) sd_id128_to_string(id, c->store_id);
+                (void) snprintf(name, sizeof(name), "conn-%s", c->store_id);
+                /* Polled: a client that hangs up while the daemon is down is dropped by the
+                 * manager, and its leases are reclaimed at the next start. */
+                k = fdstore_push(name, &c->fd, 1, /* poll= */ true);
+                if (k < 0)
+                        return k;
+        }
+        if (r) {
+                k = push_region(r);
+                if (k < 0)
+                        return k;
+        }
+        if (l) {
+                k = push_lease(l);
+                if (k < 0)
+                        return k;
+        }
+        return persist_save(c->manager);
+}
+
+void persist_forget_region(Manager *m, const HugeRegion *r) {
+        char name[64];
+
+        if (!fdstore_enabled())
+                return;
+        (void) snprintf(name, sizeof(name), "mem-%s", r->id);
+        (void) fdstore_remove(name);
+        persist_dirty(m);
+}
+
+void persist_forget_lease(Manager *m, const Lease *l) {
+        static const char *const kinds[] = { "dev", "grp", "ctr", "iommufd" };
+
+        if (!fdstore_enabled())
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(kinds); i++) {
+                char name[96];
+
+                (void) snprintf(name, sizeof(name), "lease-%s-%s", l->id, kinds[i]);
+                (void) fdstore_remove(name);
+        }
+        persist_dirty(m);
+}
+
+void persist_forget_conn(Conn *c) {
+        char name[64];
+
+        if (!c->store_id[0] || !fdstore_enabled())
+                return;
+        /* The stored copy keeps the socket open: without this the client would never see EOF. */
+        (void) snprintf(name, sizeof(name), "conn-%s", c->store_id);
+        (void) fdstore_remove(name);
+        c->store_id[0] = 0;
+        persist_dirty(c->manager);
+}
+
+static json_t *region_json(const HugeRegion *r, const char *conn, const Lease *l, AddressKind kind,
+                           bool retired, bool adopted) {
+        json_t *phys = json_array();
+        uint64_t iova = 0;
+
+        if (!phys)
+                return NULL;
+        for (size_t i = 0; i < r->n_pages; i++)
+                if (json_array_append_new(phys, json_integer((json_int_t) r->phys[i])) < 0) {
+                        json_decref(phys);
+                        return NULL;
+                }
+        if (l && !adopted)
+                (void) vfio_device_get_map(l->vfio, r, &iova);
+        return json_pack("{s:s, s:o, s:o, s:I, s:I, s:o, s:s, s:I, s:b, s:b}",
+                         "id", r->id,
+                         "conn", conn ? json_string(conn) : json_null(),
+                         "lease", l ? json_string(l->id) : json_null(),
+                         "size", (json_int_t) r->size,
+                         "hugepageSize", (json_int_t) r->hugepage_size,
+                         "phys", phys,
+                         "kind", address_kind_to_string(kind),
+                         "iova", (json_int_t) iova,
+                         "retired", retired,
+                         "adopted", adopted);
+}
+
+static json_t *device_json(const InventoryDevice *d) {
+        return json_pack("{s:s, s:i, s:i, s:s, s:s, s:i, s:i, s:s, s:I}",
+                         "address", d->address,
+                         "vendorId", (int) d->vendor_id,
+                         "deviceId", (int) d->device_id,
+                         "driver", d->driver,
+                         "backend", backend_to_string(d->backend) ?: "",
+                         "iommuGroup", d->iommu_group,
+                         "numaNode", d->numa_node,
+                         "node", d->node_name,
+                         "rdev", (json_int_t) d->rdev);
+}
+
+static int append(json_t *a, json_t *v) {
+        if (!v || json_array_append_new(a, v) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static json_t *state_json(Manager *m) {
+        json_t *conns = json_array(), *leases = json_array(), *regions = json_array();
+        int r = 0;
+
+        if (!conns || !leases || !regions)
+                r = -ENOMEM;
+
+        for (Conn *c = m->conns; r >= 0 && c; c = c->next) {
+                if (!c->store_id[0])
+                        continue;
+                r = append(conns, json_pack("{s:s, s:I, s:I, s:I}", "id", c->store_id,
+                                            "uid", (json_int_t) c->id.uid, "pid", (json_int_t) c->id.pid,
+                                            "startTime", (json_int_t) c->id.start_time));
+                for (size_t i = 0; r >= 0 && i < c->n_regions; i++)
+                        r = append(regions, region_json(c->regions[i], c->store_id, NULL,
+                                                        ADDRESS_PHYSICAL, false, false));
+        }
+
+        for (Lease *l = m->leases; r >= 0 && l; l = l->next) {
+                uint32_t ioas = 0, dev = 0;
+                const char *conn = l->conn && l->conn->store_id[0] ? l->conn->store_id : NULL;
+
+                if (l->state != LEASE_ACTIVE && l->state != LEASE_QUARANTINED)
+                        continue;
+                vfio_device_get_ids(l->vfio, &ioas, &dev);
+                r = append(leases, json_pack("{s:s, s:o, s:s, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:s}, s:o}",
+                                             "id", l->id,
+                                             "conn", conn ? json_string(conn) : json_null(),
+                                             "state", lease_state_to_string(l->state),
+                                             "createdUsec", (json_int_t) l->created_usec,
+                                             "ioasId", (json_int_t) ioas,
+                                             "devId", (json_int_t) dev,
+                                             "holder",
+                                             "uid", (json_int_t) l->holder.uid,
+                                             "gid", (json_int_t) l->holder.gid,
+                                             "pid", (json_int_t) l->holder.pid,
+                                             "startTime", (json_int_t) l->holder.start_time,
+                                             "unit", l->holder.unit,
+                                             "device", device_json(&l->device)));
+                for (size_t i = 0; r >= 0 && i < l->n_regions; i++)
+                        r = append(regions, region_json(l->regions[i], NULL, l, l->kinds[i], l->retired[i], false));
+                for (size_t i = 0; r >= 0 && i < l->n_adopted; i++)
+                        r = append(regions, region_json(l->adopted[i], NULL, l, ADDRESS_PHYSICAL, true, true));
+        }
+
+        if (r < 0) {
+                json_decref(conns);
+                json_decref(leases);
+                json_decref(regions);
+                return NULL;
+        }
+        return json_pack("{s:i, s:I, s:o, s:o, s:o}", "version", 1, "generation", (json_int_t) m->state_generation,
+                         "conns", conns, "leases", leases, "regions", regions);
+}
+
+int persist_save(Manager *m) {
+        _cleanup_free_ char *text = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        json_t *state;
+        char name[16];
+        size_t len;
+        int r;
+
+        if (!fdstore_enabled())
+                return 0;
+        m->state_dirty = false;
+        m->state_generation++;
+
+        state = state_json(m);
+        if (!state)
+                return log_error_errno(ENOMEM, "Cannot serialize the lease state.");
+        text = json_dumps(state, JSON_COMPACT);
+        json_decref(state);
+        if (!text)
+                return log_error_errno(ENOMEM, "Cannot serialize the lease state.");
+        len = strlen(text);
+
+        fd = memfd_create("noiommud_state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (fd < 0)
+                return log_error_errno(errno, "Cannot create the state memfd: %m");
+        for (size_t off = 0; off < len;) {
+                ssize_t n = write(fd, text + off, len - off);
+                if (n < 0)
+                        return log_error_errno(errno, "Cannot write the state: %m");
+                off += (size_t) n;
+        }
+        (void) fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+
+        /* Two names used in turn: the older one is replaced, the newer one stays until this
+         * write is in the store, so a crash at any point leaves one complete state. */
+        (void) snprintf(name, sizeof(name), "state-%u", (unsigned) (m->state_generation % 2));
+        (void) fdstore_remove(name);
+        r = fdstore_push(name, &fd, 1, /* poll= */ false);
+        if (r < 0)
+                return r;
+        return 0;
+}
+
+static int on_persist(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+
+        if (m->state_dirty)
+                (void) persist_save(m);
+        return 0;
+}
+
+void persist_dirty(Manager *m) {
+        if (!fdstore_enabled())
+                return;
+        m->state_dirty = true;
+        if (!m->persist_source &&
+            sd_event_add_defer(m->event, &m->persist_source, on_persist, m) >= 0)
+                (void) sd_event_source_set_priority(m->persist_source, SD_EVENT_PRIORITY_IDLE);
+        if (m->persist_source)
+                (void) sd_event_source_set_enabled(m->persist_source, SD_EVENT_ONESHOT);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* restore */
+
+typedef struct StoredFd {
+        int fd;
+        char *name;
+        bool consumed;
+} StoredFd;
+
+typedef struct Stored {
+        StoredFd *fds;
+        size_t n;
+} Stored;
+
+/* Takes the first fd stored under name (and with a matching predicate, if given). */
+static int stored_take(Stored *s, const char *name, bool (*pred)(int fd)) {
+        for (size_t i = 0; i < s->n; i++)
+                if (s->fds[i].fd >= 0 && streq(s->fds[i].name, name) && (!pred || pred(s->fds[i].fd))) {
+                        s->fds[i].consumed = true;
+                        return TAKE_FD(s->fds[i].fd);
+                }
+        return -EBADF;
+}
+
+static bool fd_link_has_prefix(int fd, const char *prefix) {
+        char path[64], target[256];
+        ssize_t n;
+
+        (void) snprintf(path, sizeof(path), "/proc/self/fd/%i", fd);
+        n = readlink(path, target, sizeof(target) - 1);
+        if (n < 0)
+                return false;
+        target[n] = 0;
+        return strncmp(target, prefix, strlen(prefix)) == 0;
+}
+
+static bool is_memfd(int fd) {
+        return fd_link_has_prefix(fd, "/memfd:noiommud-");
+}
+
+static bool is_io_uring(int fd) {
+        return fd_link_has_prefix(fd, "anon_inode:[io_uring]");
+}
+
+static json_t *read_state(int fd) {
+        _cleanup_free_ char *buf = NULL;
+        struct stat st;
+        json_error_t err;
+
+        if (fstat(fd, &st) < 0 || st.st_size <= 0 || (size_t) st.st_size > STATE_SIZE_MAX)
+                return NULL;
+        buf = malloc((size_t) st.st_size);
+        if (!buf || pread(fd, buf, (size_t) st.st_size, 0) != st.st_size)
+                return NULL;
+        return json_loadb(buf, (size_t) st.st_size, JSON_REJECT_DUPLICATES, &err);
+}
+
+static Conn *find_conn(Manager *m, const char *id) {
+        for (Conn *c = m->conns; c && id; c = c->next)
+                if (streq(c->store_id, id))
+                        return c;
+        return NULL;
+}
+
+static int device_from_json(json_t *j, InventoryDevice *ret) {
+        const char *address, *driver, *backend, *node;
+        int vendor, device, group, numa;
+        json_int_t rdev;
+
+        if (json_unpack(j, "{s:s, s:i, s:i, s:s, s:s, s:i, s:i, s:s, s:I}", "address", &address,
+                        "vendorId", &vendor, "deviceId", &device, "driver", &driver, "backend", &backend,
+                        "iommuGroup", &group, "numaNode", &numa, "node", &node, "rdev", &rdev) < 0 ||
+            !pci_address_is_valid(address))
+                return -EBADMSG;
+        *ret = (InventoryDevice) {
+                .vendor_id = (uint16_t) vendor,
+                .device_id = (uint16_t) device,
+                .backend = backend_from_string(backend),
+                .iommu_group = group,
+                .numa_node = numa,
+                .rdev = (dev_t) rdev,
+        };
+        (void) snprintf(ret->address, sizeof(ret->address), "%s", address);
+        (void) snprintf(ret->driver, sizeof(ret->driver), "%s", driver);
+        (void) snprintf(ret->node_name, sizeof(ret->node_name), "%s", node);
+        return ret->backend < 0 ? -EBADMSG : 0;
+}
+
+static void restore_conns(Manager *m, json_t *state, Stored *s) {
+        json_t *e;
+        size_t i;
+
+        json_array_foreach(json_object_get(state, "conns"), i, e) {
+                const char *id = json_string_value(json_object_get(e, "id"));
+                json_int_t uid = json_integer_value(json_object_get(e, "uid"));
+                char name[64];
+                Conn *c;
+                int fd, r;
+
+                if (!id || !noiommu_id_is_valid(id))
+                        continue;
+                (void) snprintf(name, sizeof(name), "conn-%s", id);
+                fd = stored_take(s, name, NULL);
+                if (fd < 0) {
+                        log_info("Client connection %s did not survive the restart (the client hung up).", id);
+                        continue;
+                }
+                (void) fd_nonblock(fd, true);
+                /* The kernel still knows who connected: identity as at accept. */
+                r = conn_new(m, fd, &c);
+                if (r < 0) {
+                        log_info_errno(r, "Client of connection %s is gone: %m", id);
+                        (void) safe_close(fd);
+                        (void) fdstore_remove(name);
+                        continue;
+                }
+                if ((json_int_t) c->id.uid != uid) {
+                        log_warning("Stored connection %s now reports UID %u, not %" PRIi64 "; dropping it.",
+                                    id, (unsigned) c->id.uid, (int64_t) uid);
+                        (void) fdstore_remove(name);
+                        (void) conn_free(c, "reclaim-after-restart");
+                        continue;
+                }
+                memcpy(c->store_id, id, NOIOMMU_ID_LEN + 1);
+                log_info("Restored the connection of UID %u (PID %i).", (unsigned) c->id.uid, (int) c->id.pid);
+        }
+}
+
+static void restore_leases(Manager *m, json_t *state, Stored *s) {
+        json_t *e;
+        size_t i;
+
+        json_array_foreach(json_object_get(state, "leases"), i, e) {
+                const char *id = json_string_value(json_object_get(e, "id"));
+                const char *conn_id = json_string_value(json_object_get(e, "conn"));
+                const char *st = json_string_value(json_object_get(e, "state"));
+                json_t *h = json_object_get(e, "holder");
+                char name[96];
+                int fds[4];
+                static const char *const kinds[] = { "dev", "grp", "ctr", "iommufd" };
+                InventoryDevice d;
+                Lease *l;
+                int r;
+
+                if (!id || !noiommu_id_is_valid(id) || !st || device_from_json(json_object_get(e, "device"), &d) < 0) {
+                        log_error("Unusable lease entry in the stored state, ignoring it.");
+                        continue;
+                }
+                for (size_t k = 0; k < ELEMENTSOF(kinds); k++) {
+                        (void) snprintf(name, sizeof(name), "lease-%s-%s", id, kinds[k]);
+                        fds[k] = stored_take(s, name, NULL);
+                }
+
+                l = new0(Lease, 1);
+                if (!l) {
+                        close_many(fds, 4);
+                        continue;
+                }
+                *l = (Lease) {
+                        .manager = m,
+                        .state = streq(st, "quarantined") ? LEASE_QUARANTINED : LEASE_ACTIVE,
+                        .device = d,
+                        .created_usec = (uint64_t) json_integer_value(json_object_get(e, "createdUsec")),
+                        .holder = CLIENT_IDENTITY_INIT,
+                };
+                memcpy(l->id, id, NOIOMMU_ID_LEN + 1);
+                l->holder.uid = (uid_t) json_integer_value(json_object_get(h, "uid"));
+                l->holder.gid = (gid_t) json_integer_value(json_object_get(h, "gid"));
+                l->holder.pid = (pid_t) json_integer_value(json_object_get(h, "pid"));
+                l->holder.start_time = (unsigned long long) json_integer_value(json_object_get(h, "startTime"));
+                (void) snprintf(l->holder.unit, sizeof(l->holder.unit), "%s",
+                                json_string_value(json_object_get(h, "unit")) ?: "");
+
+                r = vfio_device_restore(&d, fds[0], fds[1], fds[2], fds[3],
+                                        (uint32_t) json_integer_value(json_object_get(e, "ioasId")),
+                                        (uint32_t) json_integer_value(json_object_get(e, "devId")), &l->vfio);
+                if (r < 0) {
+                        /* Without the daemon's own handle the device cannot be quiesced: its
+                         * fds are closed (the kernel clears Bus Master on the last close). */
+                        log_error_errno(r, "Cannot restore the device %s of lease %s: %m", d.address, id);
+                        for (size_t k = 0; k < ELEMENTSOF(kinds); k++) {
+                                (void) snprintf(name, sizeof(name), "lease-%s-%s", id, kinds[k]);
+                                (void) fdstore_remove(name);
+                        }
+                        free(l);
+                        continue;
+                }
+
+                l->next = m->leases;
+                if (m->leases)
+                        m->leases->prev = l;
+                m->leases = l;
+
+                if (l->state == LEASE_ACTIVE) {
+                        Conn *c = find_conn(m, conn_id);
+
+                        if (c && c->n_leases < ELEMENTSOF(c->leases)) {
+                                l->conn = c;
+                                l->holder = c->id;
+                                l->holder.pidfd = -EBADF;
+                                c->leases[c->n_leases++] = l;
+                        }
+                }
+                log_info("Restored lease %s on %s (%s).", id, d.address, lease_state_to_string(l->state));
+        }
+}
+
+static void restore_regions(Manager *m, json_t *state, Stored *s) {
+        json_t *e;
+        size_t i;
+
+        json_array_foreach(json_object_get(state, "regions"), i, e) {
+                const char *id = json_string_value(json_object_get(e, "id"));
+                const char *conn_id = json_string_value(json_object_get(e, "conn"));
+                const char *lease_id = json_string_value(json_object_get(e, "lease"));
+                json_t *phys_j = json_object_get(e, "phys"), *p;
+                uint64_t size = (uint64_t) json_integer_value(json_object_get(e, "size"));
+                uint64_t hp = (uint64_t) json_integer_value(json_object_get(e, "hugepageSize"));
+                _cleanup_free_ uint64_t *phys = NULL;
+                size_t n = json_array_size(phys_j), k;
+                char name[64];
+                int memfd, pin;
+                HugeRegion *r;
+                Lease *l;
+                Conn *c;
+                int q;
+
+                if (!id || !noiommu_id_is_valid(id) || n == 0)
+                        continue;
+                phys = new0(uint64_t, n);
+                if (!phys)
+                        continue;
+                json_array_foreach(phys_j, k, p)
+                        phys[k] = (uint64_t) json_integer_value(p);
+
+                (void) snprintf(name, sizeof(name), "mem-%s", id);
+                memfd = stored_take(s, name, is_memfd);
+                pin = stored_take(s, name, is_io_uring);
+                q = huge_region_restore(id, memfd, pin, size, hp, phys, n, m->pagemap_fd, &r);
+                if (q < 0) {
+                        log_error_errno(q, "Cannot restore memory %s: %m", id);
+                        (void) fdstore_remove(name);
+                        continue;
+                }
+
+                l = lease_id ? lease_find_by_id(m, lease_id) : NULL;
+                if (l) {
+                        bool adopted = json_is_true(json_object_get(e, "adopted"));
+
+                        if (adopted) {
+                                if (lease_adopt_region(l, r) < 0)
+                                        huge_region_free(r);
+                                continue;
+                        }
+                        if (l->n_regions >= NOIOMMU_REGIONS_PER_LEASE_MAX) {
+                                huge_region_free(r);
+                                continue;
+                        }
+                        if (l->device.backend != BACKEND_GROUP_NOIOMMU)
+                                (void) vfio_device_restore_map(l->vfio, r,
+                                                               (uint64_t) json_integer_value(json_object_get(e, "iova")));
+                        l->regions[l->n_regions] = r;
+                        l->kinds[l->n_regions] = streq(json_string_value(json_object_get(e, "kind")) ?: "", "iova")
+                                                 ? ADDRESS_IOVA : ADDRESS_PHYSICAL;
+                        l->retired[l->n_regions] = json_is_true(json_object_get(e, "retired"));
+                        l->n_regions++;
+                        m->n_regions++;
+                        m->region_bytes += r->size;
+                        continue;
+                }
+
+                c = find_conn(m, conn_id);
+                if (c && conn_add_region(c, r) >= 0)
+                        continue;
+
+                /* The client is gone and no device of its can reach this memory any more. */
+                {
+                        ClientIdentity gone = CLIENT_IDENTITY_INIT;
+
+                        gone.uid = 0;
+                        region_release(m, &gone, r, "reclaim-after-restart");
+                }
+        }
+}
+
+int persist_restore(Manager *m, int *fds, char **names, size_t n) {
+        Stored s = { .n = n };
+        json_t *state = NULL;
+        json_int_t best = -1;
+
+        s.fds = new0(StoredFd, n ?: 1);
+        if (!s.fds) {
+                close_many(fds, n);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++)
+                s.fds[i] = (StoredFd) { .fd = fds[i], .name = names[i] };
+
+        /* The newest complete state wins. */
+        for (size_t i = 0; i < n; i++) {
+                json_t *j;
+                json_int_t g;
+
+                if (strncmp(s.fds[i].name, "state-", 6) != 0)
+                        continue;
+                j = read_state(s.fds[i].fd);
+                g = j ? json_integer_value(json_object_get(j, "generation")) : -1;
+                if (j && json_integer_value(json_object_get(j, "version")) == 1 && g > best) {
+                        json_decref(state);
+                        state = j;
+                        best = g;
+                } else
+                        json_decref(j);
+                s.fds[i].fd = safe_close(s.fds[i].fd);
+                s.fds[i].consumed = true;       /* the next save replaces the older one */
+        }
+
+        if (state) {
+                m->state_generation = (uint64_t) best;
+                restore_conns(m, state, &s);
+                restore_leases(m, state, &s);
+                restore_regions(m, state, &s);
+
+                /* Leases whose client did not come back: quiesce, then free (the usual order). */
+                for (Lease *l = m->leases, *next; l; l = next) {
+                        next = l->next;
+                        if (l->state == LEASE_ACTIVE && !l->conn) {
+                                log_notice("Reclaiming lease %s on %s: its client is gone.", l->id, l->device.address);
+                                (void) lease_end(l, "reclaim-after-restart");
+                        }
+                }
+                json_decref(state);
+        }
+
+        /* Whatever nobody claimed is not ours: close it and tell the manager to forget it
+         * (unless another fd of the same name was taken: removal goes by name). */
+        for (size_t i = 0; i < n; i++) {
+                bool sibling_taken = false;
+
+                if (s.fds[i].consumed)
+                        continue;
+                for (size_t j = 0; j < n; j++)
+                        if (s.fds[j].consumed && streq(s.fds[j].name, s.fds[i].name))
+                                sibling_taken = true;
+                log_warning("Dropping unrecognised fd '%s' from the fd store.", s.fds[i].name);
+                s.fds[i].fd = safe_close(s.fds[i].fd);
+                if (!sibling_taken)
+                        (void) fdstore_remove(s.fds[i].name);
+        }
+        free(s.fds);
+        return persist_save(m);
+}

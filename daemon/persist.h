@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * What survives kill -9: the lease table serialized into a state memfd, and every fd a grant
+ * depends on, kept in systemd's fd store (fdstore.h for the names). Rules (security.md §8):
+ *
+ *   - Write-ahead: persist_grant() stores the new fds and the new state BEFORE the grant's fds
+ *     are sent to the client. A crash after that loses nothing; a crash before it means the
+ *     client never got anything.
+ *   - Restore: fds are validated (memfds by type, seals and size; device fds by re-probing the
+ *     config region) before they are trusted. A lease whose client connection is gone (the
+ *     manager dropped the hung-up socket, or the peer cannot be identified any more) is
+ *     reclaimed with the full quiesce-before-free order. Anything not recognised is closed
+ *     and removed from the store.
+ */
+#pragma once
+
+#include <stddef.h>
+
+typedef struct Manager Manager;
+typedef struct Conn Conn;
+typedef struct Lease Lease;
+typedef struct HugeRegion HugeRegion;
+
+/* Write-ahead for a grant: the connection (once), the region and/or the lease, then state. */
+int persist_grant(Conn *c, const HugeRegion *r, const Lease *l);
+
+/* Drop a resource's fds from the store (and schedule a state write). */
+void persist_forget_region(Manager *m, const HugeRegion *r);
+void persist_forget_lease(Manager *m, const Lease *l);
+void persist_forget_conn(Conn *c);
+
+/* Writes the state now (no-op without an fd store). */
+int persist_save(Manager *m);
+
+/* Marks the state as changed; it is written once, at the end of this loop iteration. */
+void persist_dirty(Manager *m);
+
+/* Takes the fds the service manager passed back (all but the listening socket), rebuilds what
+ * they describe, reclaims what lost its client, drops the rest. Consumes every fd. */
+int persist_restore(Manager *m, int *fds, char **names, size_t n);
