@@ -35,6 +35,7 @@ struct OutMsg {
 };
 
 static int conn_process(Conn *c);
+static void conn_abort(Conn *c, int error);
 
 static uint64_t now(void) {
         struct timespec ts;
@@ -69,7 +70,8 @@ static void conn_update_timer(Conn *c) {
         else if (c->state == CONN_RUNNING)
                 /* polkit has its own timeout; this is only a backstop so that a check that
                  * never completes (it cannot, but if it did) does not hang the client forever */
-                deadline = c->current_since + NOIOMMU_POLKIT_INTERACTIVE_TIMEOUT_USEC + NOIOMMU_IDLE_TIMEOUT_USEC;
+                deadline = c->monitoring ? 0 :
+                           c->current_since + NOIOMMU_POLKIT_INTERACTIVE_TIMEOUT_USEC + NOIOMMU_IDLE_TIMEOUT_USEC;
         else if (c->in.n > 0)
                 deadline = c->in_since + NOIOMMU_REQUEST_TIMEOUT_USEC;
         else if (c->n_regions == 0 && c->n_leases == 0)
@@ -345,6 +347,31 @@ static void conn_request_done(Conn *c) {
         c->last_activity = conn_now(c);
 }
 
+int conn_notify(Conn *c, json_t *params) {
+        json_t *msg;
+        int r;
+
+        if (c->state == CONN_CLOSING) {
+                json_decref(params);
+                return 0;
+        }
+        if (c->out_bytes > NOIOMMU_MONITOR_BACKLOG_MAX) {
+                json_decref(params);
+                log_info("Monitor client UID %u (PID %i) does not read its events, disconnecting.",
+                         (unsigned) c->id.uid, (int) c->id.pid);
+                (void) shutdown(c->fd, SHUT_RDWR);
+                return 0;
+        }
+        msg = json_pack("{s:o, s:b}", "parameters", params ?: json_object(), "continues", true);
+        r = msg ? conn_queue(c, msg, NULL, 0, false) : -ENOMEM;
+        if (r < 0) {
+                conn_abort(c, r);
+                return 0;
+        }
+        conn_schedule(c);                       /* write it out on the next iteration */
+        return 0;
+}
+
 /* A reply could not even be queued (out of memory or fds): the client would wait forever for
  * it while holding whatever the request granted. End the connection instead: the hang-up
  * path then releases everything in the proper order. */
@@ -500,7 +527,7 @@ static int conn_process(Conn *c) {
 
         /* 2. dispatch again: an asynchronous step of the current request has finished */
         if (c->state == CONN_RUNNING) {
-                if (c->current && (!c->polkit || polkit_query_answered(c->polkit))) {
+                if (c->current && !c->monitoring && (!c->polkit || polkit_query_answered(c->polkit))) {
                         r = dispatch_current(c);
                         if (r < 0) {
                                 log_error_errno(r, "Failed to handle request of UID %u (PID %i): %m",

@@ -67,6 +67,8 @@ typedef struct Conn {
         json_t *current;                /* the request being answered */
         uint64_t current_since;         /* when it was parsed (debug timing) */
         bool current_oneway;
+        bool current_more;              /* the current request asked for a stream ("more") */
+        bool monitoring;                /* the current request is a Monitor() stream */
         PolkitQuery *polkit;
 
         HugeRegion *regions[NOIOMMU_REGIONS_PER_CONN_MAX];     /* memory without a lease */
@@ -92,6 +94,11 @@ int conn_reply(Conn *c, json_t *params, const int *fds, size_t n_fds);
 
 /* Queues an error reply. params is consumed (may be NULL). */
 int conn_reply_error(Conn *c, const char *error, json_t *params);
+
+/* Queues one more reply of a streaming ("more") request, marked "continues": the request stays
+ * current. A client that lets NOIOMMU_MONITOR_BACKLOG_MAX bytes pile up is disconnected. */
+#define NOIOMMU_MONITOR_BACKLOG_MAX (1024U * 1024U)
+int conn_notify(Conn *c, json_t *params);
 
 /* Replies with ProtocolViolation and closes the connection once that is written. */
 void conn_protocol_violation(Conn *c, const char *reason);

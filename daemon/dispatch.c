@@ -25,6 +25,7 @@
 #include "internal/macro.h"
 #include "inventory.h"
 #include "lease.h"
+#include "monitor.h"
 #include "manager.h"
 #include "noiommu/protocol.h"
 #include "persist.h"
@@ -133,6 +134,7 @@ static int authorize(Conn *c, const char *action, char **details, bool interacti
  *                    from the backend the inventory found, never from the request.
  *   ReleaseDevice:   acts only on a lease of this very connection.
  *   ListLeases:      reveals who holds which device; polkit io.noiommud.manage (auth_admin).
+ *   Monitor:         a stream of device and lease changes; polkit io.noiommud.manage.
  *   RevokeLease:     ends anyone's lease (and retries the quiesce of a quarantined one);
  *                    polkit io.noiommud.manage, with the validated lease id as detail. */
 
@@ -494,6 +496,10 @@ static int method_acquire_device(Conn *c, json_t *params) {
         c->leases[c->n_leases++] = l;
         audit_lease_granted(&c->id, l->id, &l->device);
         (void) persist_grant(c, NULL, l);               /* write-ahead, as for memory */
+        monitor_emit(c->manager, "lease-granted",
+                     json_pack("{s:s, s:s, s:s, s:I, s:I}", "lease", l->id, "device", l->device.address,
+                               "backend", backend_to_string(l->device.backend),
+                               "uid", (json_int_t) c->id.uid, "pid", (json_int_t) c->id.pid));
 
         r = conn_reply(c, json_pack("{s:s, s:o, s:i}",
                                     "lease", l->id,
@@ -622,6 +628,30 @@ static int method_revoke_lease(Conn *c, json_t *params) {
         return conn_reply(c, NULL, NULL, 0);
 }
 
+static int method_monitor(Conn *c, json_t *params) {
+        static const char *const allowed[] = { "interactive", NULL };
+        const char *k = params_unknown_key(params, allowed);
+        bool interactive = false;
+        int r;
+
+        if (k)
+                return reply_invalid_parameter(c, k);
+        if (param_get_bool(params, "interactive", &interactive) < 0)
+                return reply_invalid_parameter(c, "interactive");
+        /* A stream needs a caller that expects more than one reply. */
+        if (!c->current_more)
+                return reply_invalid_parameter(c, "more");
+
+        r = authorize(c, ACTION_MANAGE, NULL, interactive);
+        if (r <= 0)
+                return r;
+
+        /* The request stays current for the life of the connection; every event is one more
+         * reply with "continues": true. The first one says the subscription is in place. */
+        c->monitoring = true;
+        return conn_notify(c, json_pack("{s:s}", "event", "subscribed"));
+}
+
 static int method_free_memory(Conn *c, json_t *params) {
         static const char *const allowed[] = { "memory", NULL };
         const char *k = params_unknown_key(params, allowed), *id;
@@ -659,6 +689,7 @@ static const Method methods[] = {
         { NOIOMMU_METHOD_RELEASE_DEVICE, method_release_device, 0 },
         { NOIOMMU_METHOD_LIST_LEASES, method_list_leases, 0 },
         { NOIOMMU_METHOD_REVOKE_LEASE, method_revoke_lease, 0 },
+        { NOIOMMU_METHOD_MONITOR, method_monitor, 0 },
         {}
 };
 
@@ -729,6 +760,7 @@ int dispatch_current(Conn *c) {
                                                                      : strlen(name)));
         }
 
+        c->current_more = json_is_true(json_object_get(msg, "more"));
         if (json_is_true(json_object_get(msg, "oneway"))) {
                 if (method->flags & METHOD_SENDS_FDS)
                         return reply_invalid_parameter(c, "oneway");
@@ -753,7 +785,7 @@ int dispatch_current(Conn *c) {
                 return r;
 
         /* A handler either answered or left a polkit check pending; anything else is our bug. */
-        if (c->current && !c->polkit && c->state == CONN_RUNNING) {
+        if (c->current && !c->polkit && !c->monitoring && c->state == CONN_RUNNING) {
                 log_error("Handler for %s neither replied nor waits for polkit.", name);
                 return -EPROTO;
         }

@@ -6,7 +6,7 @@
  * sent to a client; on the next start they come back through $LISTEN_FDS/$LISTEN_FDNAMES.
  *
  * Names: "conn-<id>" (client socket; polled, so the manager drops it when the client hangs
- * up), "mem-<id>" (memfd + io_uring pin), "lease-<id>-dev|grp|ctr|iommufd", and "state-0" /
+ * up), "mem-<id>" (the memfd; io_uring fds cannot be passed, so the pin is taken again on restore), "lease-<id>-dev|grp|ctr|iommufd", and "state-0" /
  * "state-1" (the state memfd; the newer generation wins, so a crash between storing one and
  * removing the other never leaves no state). Without $NOTIFY_SOCKET everything here is a no-op.
  */

@@ -369,29 +369,27 @@ int huge_region_verify(const HugeRegion *r, int pagemap_fd) {
         return 0;
 }
 
-int huge_region_restore(const char *id, int memfd, int pin_fd, uint64_t size, uint64_t hugepage_size,
+int huge_region_restore(const char *id, int memfd, uint64_t size, uint64_t hugepage_size,
                         const uint64_t *phys, size_t n_pages, int pagemap_fd, HugeRegion **ret) {
         _cleanup_(huge_region_freep) HugeRegion *r = NULL;
         struct stat st;
-        int k;
+        int k, moved = 0;
 
         r = new0(HugeRegion, 1);
         if (!r) {
                 (void) safe_close(memfd);
-                (void) safe_close(pin_fd);
                 return -ENOMEM;
         }
         *r = (HugeRegion) {
                 .memfd = memfd,
-                .pin_fd = pin_fd,
+                .pin_fd = -EBADF,
                 .addr = MAP_FAILED,
                 .size = size,
                 .hugepage_size = hugepage_size,
                 .numa_node = -1,
                 .n_pages = n_pages,
         };
-        if (!noiommu_id_is_valid(id) || hugepage_size == 0 || size != n_pages * hugepage_size ||
-            memfd < 0 || pin_fd < 0)
+        if (!noiommu_id_is_valid(id) || hugepage_size == 0 || size != n_pages * hugepage_size || memfd < 0)
                 return -EINVAL;
         memcpy(r->id, id, NOIOMMU_ID_LEN);
 
@@ -405,21 +403,24 @@ int huge_region_restore(const char *id, int memfd, int pin_fd, uint64_t size, ui
         r->phys = new0(uint64_t, n_pages);
         if (!r->phys)
                 return -ENOMEM;
-        memcpy(r->phys, phys, n_pages * sizeof(uint64_t));
 
-        /* The pages are still in the memfd and still pinned by the ring; populate the new
-         * mapping so pagemap shows them. */
-        r->addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, memfd, 0);
+        r->addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
         if (r->addr == MAP_FAILED)
                 return negative_errno();
 
-        /* A page that moved or was punched out while the daemon was down is recorded at free
-         * (the pinned page is still held by the ring); it does not make the region unusable. */
-        k = huge_region_verify(r, pagemap_fd);
-        if (k < 0 && k != -ESTALE)
+        k = pin_mapping(r->addr, size);
+        if (k < 0)
                 return k;
+        r->pin_fd = k;
+
+        k = resolve_all(pagemap_fd, r, r->phys);
+        if (k < 0)
+                return k;
+        for (size_t i = 0; i < n_pages; i++)
+                if (r->phys[i] != phys[i])
+                        moved = 1;
         r->numa_node = node_of(r->addr);
 
         *ret = TAKE_PTR(r);
-        return 0;
+        return moved;
 }

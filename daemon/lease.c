@@ -16,6 +16,7 @@
 #include "internal/macro.h"
 #include "lease.h"
 #include "manager.h"
+#include "monitor.h"
 #include "persist.h"
 
 static const char *const lease_state_table[_LEASE_STATE_MAX] = {
@@ -277,6 +278,9 @@ int lease_end(Lease *l, const char *reason) {
                 l->conn = NULL;
                 audit_quiesce_failed(&l->holder, l->id, &l->device, r, bytes);
                 persist_dirty(l->manager);
+                monitor_emit(l->manager, "lease-quarantined",
+                             json_pack("{s:s, s:s, s:s}", "lease", l->id, "device", l->device.address,
+                                       "reason", reason));
                 return -EIO;
         }
         audit_lease_quiesced(&l->holder, l->id, &l->device, reset, reason);
@@ -291,6 +295,8 @@ int lease_end(Lease *l, const char *reason) {
         persist_forget_lease(l->manager, l);
         l->vfio = vfio_device_close(l->vfio);
         audit_lease_released(&l->holder, l->id, &l->device, reason, bytes, now_usec() - l->created_usec);
+        monitor_emit(l->manager, "lease-released",
+                     json_pack("{s:s, s:s, s:s}", "lease", l->id, "device", l->device.address, "reason", reason));
         lease_free(l);
         return 0;
 }

@@ -27,6 +27,7 @@
 #include "fdstore.h"
 #include "lease.h"
 #include "manager.h"
+#include "monitor.h"
 #include "persist.h"
 #include "noiommu/protocol.h"
 #include "polkit.h"
@@ -240,6 +241,7 @@ int manager_new(const char *config_path, Manager **ret) {
                 return r;
 
         audit_setup();
+        monitor_setup(m);
 
         *ret = TAKE_PTR(m);
         return 0;
@@ -256,6 +258,7 @@ Manager *manager_free(Manager *m) {
         m->polkit = polkit_free(m->polkit);
         m->listen_source = sd_event_source_disable_unref(m->listen_source);
         m->persist_source = sd_event_source_disable_unref(m->persist_source);
+        monitor_done(m);
         m->listen_fd = safe_close(m->listen_fd);
         if (m->listen_path) {
                 (void) unlink(m->listen_path);

@@ -52,7 +52,8 @@ typedef struct Manager {
 
         uint64_t state_generation;      /* of the last state written to the fd store */
         bool state_dirty;
-        sd_event_source *persist_source;             /* EMFILE: listening source disabled until an fd frees */
+        sd_event_source *persist_source;
+        sd_event_source *uevent_source;         /* kernel uevents, for Monitor() */             /* EMFILE: listening source disabled until an fd frees */
 } Manager;
 
 /* Loads the configuration from config_path (NULL: the default path). */

@@ -42,10 +42,13 @@
 
 static int push_region(const HugeRegion *r) {
         char name[64];
-        int fds[2] = { r->memfd, r->pin_fd };
 
+        /* Only the memfd: io_uring fds cannot travel over SCM_RIGHTS (the kernel refuses them
+         * with EINVAL since 6.7), so the pin cannot outlive the daemon. The memfd keeps the
+         * pages allocated meanwhile; huge_region_restore() pins them again and checks that no
+         * page moved. */
         (void) snprintf(name, sizeof(name), "mem-%s", r->id);
-        return fdstore_push(name, fds, 2, /* poll= */ false);
+        return fdstore_push(name, &r->memfd, 1, /* poll= */ false);
 }
 
 static int push_lease(const Lease *l) {
@@ -73,6 +76,10 @@ int persist_grant(Conn *c, const HugeRegion *r, const Lease *l) {
         if (!fdstore_enabled())
                 return 0;
 
+        /* Each step is tried even if an earlier one failed (the failure is logged): the state
+         * must describe whatever did reach the store. */
+        int ret = 0;
+
         if (!c->store_id[0]) {
                 char name[64];
                 sd_id128_t id;
@@ -86,19 +93,20 @@ int persist_grant(Conn *c, const HugeRegion *r, const Lease *l) {
                  * manager, and its leases are reclaimed at the next start. */
                 k = fdstore_push(name, &c->fd, 1, /* poll= */ true);
                 if (k < 0)
-                        return k;
+                        ret = k;
         }
         if (r) {
                 k = push_region(r);
                 if (k < 0)
-                        return k;
+                        ret = k;
         }
         if (l) {
                 k = push_lease(l);
                 if (k < 0)
-                        return k;
+                        ret = k;
         }
-        return persist_save(c->manager);
+        k = persist_save(c->manager);
+        return ret < 0 ? ret : k;
 }
 
 void persist_forget_region(Manager *m, const HugeRegion *r) {
@@ -271,14 +279,16 @@ int persist_save(Manager *m) {
         }
         (void) fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
 
-        /* Two names used in turn: the older one is replaced, the newer one stays until this
-         * write is in the store, so a crash at any point leaves one complete state. */
+        /* Two names used in turn. The new state goes in under the name the previous one does
+         * not use, and only then is the previous one removed: a crash at any point leaves at
+         * least one complete state (restore takes the newest generation). */
         (void) snprintf(name, sizeof(name), "state-%u", (unsigned) (m->state_generation % 2));
-        (void) fdstore_remove(name);
+        (void) fdstore_remove(name);            /* a stale leftover of the same parity, if any */
         r = fdstore_push(name, &fd, 1, /* poll= */ false);
         if (r < 0)
                 return r;
-        return 0;
+        (void) snprintf(name, sizeof(name), "state-%u", (unsigned) ((m->state_generation + 1) % 2));
+        return fdstore_remove(name);
 }
 
 static int on_persist(sd_event_source *s, void *userdata) {
@@ -338,10 +348,6 @@ static bool fd_link_has_prefix(int fd, const char *prefix) {
 
 static bool is_memfd(int fd) {
         return fd_link_has_prefix(fd, "/memfd:noiommud-");
-}
-
-static bool is_io_uring(int fd) {
-        return fd_link_has_prefix(fd, "anon_inode:[io_uring]");
 }
 
 static json_t *read_state(int fd) {
@@ -521,7 +527,7 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                 _cleanup_free_ uint64_t *phys = NULL;
                 size_t n = json_array_size(phys_j), k;
                 char name[64];
-                int memfd, pin;
+                int memfd;
                 HugeRegion *r;
                 Lease *l;
                 Conn *c;
@@ -537,13 +543,17 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
 
                 (void) snprintf(name, sizeof(name), "mem-%s", id);
                 memfd = stored_take(s, name, is_memfd);
-                pin = stored_take(s, name, is_io_uring);
-                q = huge_region_restore(id, memfd, pin, size, hp, phys, n, m->pagemap_fd, &r);
+                q = huge_region_restore(id, memfd, size, hp, phys, n, m->pagemap_fd, &r);
                 if (q < 0) {
                         log_error_errno(q, "Cannot restore memory %s: %m", id);
                         (void) fdstore_remove(name);
                         continue;
                 }
+                if (q > 0)
+                        /* Unpinned while the daemon was down and moved meanwhile: a device
+                         * programmed with the old addresses writes elsewhere. Nothing can undo
+                         * that; say so loudly. */
+                        log_error("Memory %s moved while the daemon was down; its physical addresses changed.", id);
 
                 l = lease_id ? lease_find_by_id(m, lease_id) : NULL;
                 if (l) {

@@ -7,7 +7,10 @@
  *     are sent to the client. A crash after that loses nothing; a crash before it means the
  *     client never got anything.
  *   - Restore: fds are validated (memfds by type, seals and size; device fds by re-probing the
- *     config region) before they are trusted. A lease whose client connection is gone (the
+ *     config region) before they are trusted. The io_uring pin itself cannot be stored (the
+ *     kernel refuses io_uring fds in SCM_RIGHTS), so between kill -9 and restart the pages are
+ *     held by the memfd but not pinned; the restore pins them again and compares every
+ *     physical address with the one handed out (a difference is logged as critical). A lease whose client connection is gone (the
  *     manager dropped the hung-up socket, or the peer cannot be identified any more) is
  *     reclaimed with the full quiesce-before-free order. Anything not recognised is closed
  *     and removed from the store.

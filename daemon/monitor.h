@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Monitor(): a Varlink "more" stream of device and lease changes for administrators.
+ *
+ * Lease events come from lease.c and dispatch.c as they happen. Device events come from the
+ * kernel's uevents (NETLINK_KOBJECT_UEVENT, the kernel multicast group): a PCI function bound
+ * to or unbound from a vfio-pci driver, or removed. The kernel group is used rather than udev's
+ * because the daemon needs no udev processing of these events and must also work where no udev
+ * runs (containers, the test VMs); only the event's address is trusted, and the inventory is
+ * read again from sysfs by whoever acts on it.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stddef.h>
+
+typedef struct Manager Manager;
+typedef struct Conn Conn;
+
+/* Starts listening for uevents. Failure is not fatal (no hotplug events then). */
+void monitor_setup(Manager *m);
+void monitor_done(Manager *m);
+
+/* Pure part of the uevent handling (unit-tested): for a kernel uevent buffer of n bytes returns
+ * "device-added" (bound to a vfio driver; *ret_detail = the driver), "device-removed"
+ * (unbind or remove; *ret_detail = the action), or NULL for anything else. */
+const char *monitor_classify_uevent(const char *buf, size_t n, const char **ret_device,
+                                    const char **ret_detail);
+
+/* Sends {"event": event, ...fields} to every Monitor() subscriber. fields is consumed. */
+void monitor_emit(Manager *m, const char *event, json_t *fields);
