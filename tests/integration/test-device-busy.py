@@ -101,7 +101,8 @@ def body():
                 a = env.connect(uid=ALLOWED_UID)
                 lease, leaked = acquire(a, address)
                 a.call_ok(RELEASE, {"lease": lease["lease"]})     # ... and keep the fd
-                fds_with_conn = env.daemon_fd_count()
+                # settled: the daemon writes its state in the background (a short-lived memfd)
+                fds_with_conn = env.settled_baseline()[0]
                 mark = log_.mark()
                 err, params = a.call_error(ACQUIRE, {"device": address})
                 assert err == ERR + "DeviceBusy", (err, params)

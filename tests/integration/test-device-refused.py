@@ -110,7 +110,8 @@ def body():
                 c = env.connect(uid=ALLOWED_UID)
                 # one round trip first: connect() returns before the daemon has accepted
                 c.call_ok(harness.GET_INFO)
-                fds_with_conn = env.daemon_fd_count()
+                # settled: the daemon writes its state in the background (a short-lived memfd)
+                fds_with_conn = env.settled_baseline()[0]
                 for kind in ("symlink", "fifo", "regular", "wrong-rdev"):
                     with env.node_replaced(rel or address, kind):
                         err, params = c.call_error(ACQUIRE, {"device": address}, timeout=10)
