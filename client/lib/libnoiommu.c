@@ -1212,3 +1212,82 @@ _public_ int noiommu_call(noiommu_conn *c, const char *method, const char *param
         fds.n = 0;                              /* the caller owns them now */
         return 0;
 }
+
+_public_ int noiommu_monitor(noiommu_conn *c, unsigned flags, noiommu_monitor_cb cb, void *userdata) {
+        json_auto_t *call = NULL;
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        if (!c || !cb || (flags & ~NOIOMMU_MONITOR_INTERACTIVE))
+                return -EINVAL;
+        conn_clear_error(c);
+        if (c->fd < 0)
+                return -ENOTCONN;
+        if (getpid() != c->pid)
+                return -ECHILD;
+
+        call = json_pack("{s:s, s:o, s:b}", "method", NOIOMMU_METHOD_MONITOR,
+                         "parameters", (flags & NOIOMMU_MONITOR_INTERACTIVE)
+                                       ? json_pack("{s:b}", "interactive", 1) : json_object(),
+                         "more", 1);
+        if (!call)
+                return -ENOMEM;
+        text = json_dumps(call, JSON_COMPACT);
+        if (!text)
+                return -ENOMEM;
+        r = conn_send_all(c, text, strlen(text) + 1);
+        if (r < 0) {
+                conn_drop(c);
+                return r;
+        }
+
+        for (;;) {
+                _cleanup_(reply_fds_done) ReplyFds fds = {};
+                json_auto_t *reply = NULL;
+                _cleanup_free_ char *event = NULL;
+                json_t *params, *error;
+                bool continues;
+                size_t len;
+
+                r = conn_receive(c, &len, &fds);
+                if (r < 0) {
+                        conn_drop(c);
+                        return r;
+                }
+                r = json_parse_message(c->in.data, len, &reply);
+                wire_buffer_consume(&c->in, len + 1);
+                if (r < 0 || fds.n > 0) {
+                        /* Monitor replies never carry fds. */
+                        conn_drop(c);
+                        return r < 0 ? r : -EPROTO;
+                }
+
+                error = json_object_get(reply, "error");
+                params = json_object_get(reply, "parameters");
+                if (error) {
+                        if (!json_is_string(error)) {
+                                conn_drop(c);
+                                return -EBADMSG;
+                        }
+                        c->error_name = strdup(json_string_value(error));
+                        c->error_parameters = params ? json_dumps(params, JSON_COMPACT) : strdup("{}");
+                        if (!c->error_name || !c->error_parameters)
+                                conn_clear_error(c);
+                        return varlink_error_to_errno(json_string_value(error));
+                }
+                if (!json_is_object(params)) {
+                        conn_drop(c);
+                        return -EBADMSG;
+                }
+                continues = json_is_true(json_object_get(reply, "continues"));
+
+                event = json_dumps(params, JSON_COMPACT);
+                if (!event)
+                        return -ENOMEM;
+                r = cb(event, userdata);
+                if (r != 0)
+                        return r;
+                if (!continues)
+                        return 0;
+        }
+}

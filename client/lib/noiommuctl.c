@@ -9,6 +9,7 @@
  *   noiommuctl [--socket PATH] [--json] release LEASE-ID
  *   noiommuctl [--socket PATH] [--json] leases [--interactive]
  *   noiommuctl [--socket PATH] [--json] revoke LEASE-ID [--interactive]
+ *   noiommuctl [--socket PATH] [--json] monitor [--interactive]
  *   noiommuctl [--socket PATH] [--json] batch
  *
  * Results go to stdout (one JSON line per result with --json), diagnostics to stderr. Exit
@@ -998,6 +999,49 @@ static int do_revoke(noiommu_conn *c, const char *id, bool interactive) {
         return EXIT_SUCCESS;
 }
 
+/* Prints one Monitor() event: the JSON line itself with --json, "EVENT key=value ..." otherwise.
+ * Every value comes from the daemon, so control characters are replaced before printing. */
+static int print_event(const char *event_json, void *userdata) {
+        json_auto_t *e = NULL;
+        const char *key, *name;
+        json_t *v;
+
+        if (arg_json) {
+                (void) puts(event_json);
+                (void) fflush(stdout);
+                return 0;
+        }
+        if (json_parse_message(event_json, strlen(event_json), &e) < 0)
+                return 0;
+        name = json_string_value(json_object_get(e, "event"));
+        {
+                _cleanup_free_ char *shown = strdup(name ?: "?");
+
+                printf("%s", shown ? sanitize(shown) : "?");
+        }
+        json_object_foreach(e, key, v) {
+                _cleanup_free_ char *val = NULL, *k = strdup(key);
+
+                if (streq(key, "event"))
+                        continue;
+                val = json_is_string(v) ? strdup(json_string_value(v)) : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+                printf(" %s=%s", k ? sanitize(k) : "?", val ? sanitize(val) : "?");
+        }
+        printf("\n");
+        (void) fflush(stdout);
+        return 0;
+}
+
+static int do_monitor(noiommu_conn *c, bool interactive) {
+        int r;
+
+        arg_admin = true;
+        r = noiommu_monitor(c, interactive ? NOIOMMU_MONITOR_INTERACTIVE : 0, print_event, NULL);
+        if (r < 0 && r != -ECONNRESET)
+                return report_call_error(c, r, 0, 0, "Monitor failed");
+        return EXIT_SUCCESS;
+}
+
 enum {
         ARG_SOCKET = 0x100,
         ARG_JSON,
@@ -1178,6 +1222,8 @@ static void help(void) {
                "  revoke LEASE-ID          End any lease: Bus Master off, reset, then its memory;\n"
                "                           on a quarantined device, retry that quiesce\n"
                "                           (polkit: io.noiommud.manage)\n"
+               "  monitor                  Print device and lease changes as they happen, one\n"
+               "                           line each, until interrupted (polkit: io.noiommud.manage)\n"
                "  batch                    Read commands from stdin, one per line, and run them\n"
                "                           on one connection: list; alloc SIZE [--hugepage-size\n"
                "                           SIZE] [--numa-node N] [--lease LEASE-ID]\n"
@@ -1210,6 +1256,7 @@ typedef enum Verb {
         VERB_RELEASE,
         VERB_LEASES,
         VERB_REVOKE,
+        VERB_MONITOR,
         VERB_BATCH,
         _VERB_MAX,
         _VERB_INVALID = -EINVAL,
@@ -1226,6 +1273,7 @@ static const struct {
         [VERB_RELEASE] = { "release", 1 },
         [VERB_LEASES] = { "leases", 0 },
         [VERB_REVOKE] = { "revoke", 1 },
+        [VERB_MONITOR] = { "monitor", 0 },
         [VERB_BATCH] = { "batch", 0 },
 };
 
@@ -1292,7 +1340,7 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
 
         if (optind >= argc)
                 return usage_error("Missing command (list, alloc, free, acquire, release, "
-                                   "leases, revoke or batch); see --help.");
+                                   "leases, revoke, monitor or batch); see --help.");
 
         for (Verb v = 0; v < _VERB_MAX; v++) {
                 if (!streq(argv[optind], verbs[v].name))
@@ -1312,9 +1360,9 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                                            "write --interactive on the alloc or acquire line; "
                                            "there is no --hold)" : "");
                 if (interactive_option && v != VERB_ALLOC && v != VERB_ACQUIRE &&
-                    v != VERB_LEASES && v != VERB_REVOKE)
+                    v != VERB_LEASES && v != VERB_REVOKE && v != VERB_MONITOR)
                         return usage_error("--interactive only applies to 'alloc', 'acquire', "
-                                           "'leases' and 'revoke'%s.", v == VERB_BATCH ? " (in a "
+                                           "'leases', 'revoke' and 'monitor'%s.", v == VERB_BATCH ? " (in a "
                                            "batch, write it on the alloc or acquire line)" : "");
                 if (v == VERB_ALLOC) {
                         r = parse_size_arg(argv[optind + 1], "size", &a->size);
@@ -1381,6 +1429,9 @@ int main(int argc, char *argv[]) {
                 break;
         case VERB_REVOKE:
                 r = do_revoke(c, args[0], a.interactive);
+                break;
+        case VERB_MONITOR:
+                r = do_monitor(c, a.interactive);
                 break;
         case VERB_BATCH:
                 r = do_batch(c);

@@ -427,6 +427,29 @@ int noiommu_acquire_device(noiommu_conn *c, const char *address, unsigned flags,
  */
 int noiommu_release_device(noiommu_conn *c, noiommu_lease *l);
 
+/* Let polkit ask for authentication (noiommu_monitor()). */
+#define NOIOMMU_MONITOR_INTERACTIVE 1U
+
+/* Receives one Monitor() event: its parameters as JSON text, e.g.
+ * {"event":"lease-granted","lease":"...","device":"0000:01:00.0",...}. The text is valid only
+ * during the call. Return 0 to go on, anything else to stop (noiommu_monitor() returns it). */
+typedef int (*noiommu_monitor_cb)(const char *event_json, void *userdata);
+
+/**
+ * noiommu_monitor() - follow device and lease changes (io.noiommud.Broker.Monitor)
+ * @c:        the connection; it is dedicated to the stream from now on
+ * @flags:    NOIOMMU_MONITOR_INTERACTIVE or 0
+ * @cb:       called for every event, the first being {"event":"subscribed"}
+ * @userdata: passed to @cb
+ *
+ * Blocks until @cb returns non-zero, the daemon ends the stream, or an error. polkit action
+ * io.noiommud.manage. After it returns, only noiommu_disconnect() is useful on @c.
+ *
+ * Return: what @cb returned; 0 if the daemon ended the stream; -ECONNRESET if the connection
+ * closed; a daemon error mapped to an errno (-EACCES: polkit said no); another negative errno.
+ */
+int noiommu_monitor(noiommu_conn *c, unsigned flags, noiommu_monitor_cb cb, void *userdata);
+
 /**
  * noiommu_lease_unref() - drop a lease object without telling the daemon
  * @l: the lease, or NULL

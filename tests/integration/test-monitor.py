@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from device_harness import GROUP_DEV, RELEASE, DeviceEnvironment, acquire, run
+from device_harness import CDEV_IOMMU_DEV, GROUP_DEV, RELEASE, DeviceEnvironment, acquire, run
 import harness as H  # noqa: E402
 
 MONITOR = "io.noiommud.Broker.Monitor"
@@ -83,6 +83,28 @@ def main():
                 e = next_event(m)
                 assert e["event"] == "lease-quarantined" and e["lease"] == lease["lease"], e
                 c.close()
+
+        with env.subtest("noiommuctl --json monitor prints the same events, one line each"):
+            p = env.ctl_popen(["--json", "monitor"])
+            first = H.readline_timeout(p.stdout, 10)
+            assert first.strip() in (b'{"event":"subscribed"}', '{"event":"subscribed"}'), first
+            c = env.connect(uid=H.ALLOWED_UID)
+            # GROUP_DEV is quarantined by the previous subtest
+            lease, dfd = acquire(c, CDEV_IOMMU_DEV)
+            os.close(dfd)
+            import json
+            line = H.readline_timeout(p.stdout, 10)
+            e = json.loads(line)
+            assert e["event"] == "lease-granted" and e["lease"] == lease["lease"], e
+            c.call_ok(RELEASE, {"lease": lease["lease"]})
+            e = json.loads(H.readline_timeout(p.stdout, 10))
+            assert e["event"] == "lease-released" and e["reason"] == "release", e
+            c.close()
+            p.terminate()
+            p.wait(timeout=10)
+            # a user polkit denies: exit status 1, an error, no events
+            r = env.ctl(["monitor"], uid=H.DENIED_UID)
+            assert r.returncode == 1 and "PermissionDenied" in r.stderr, (r.returncode, r.stderr)
 
         with env.subtest("the subscriber goes away: the daemon carries on"):
             m.close()
