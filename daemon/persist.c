@@ -568,9 +568,10 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                                 huge_region_free(r);
                                 continue;
                         }
-                        if (l->device.backend != BACKEND_GROUP_NOIOMMU)
-                                (void) vfio_device_restore_map(l->vfio, r,
-                                                               (uint64_t) json_integer_value(json_object_get(e, "iova")));
+                        /* Every backend keeps a record of what it mapped (the group backend with
+                         * IOVA 0), so that the unmap at release finds it. */
+                        (void) vfio_device_restore_map(l->vfio, r,
+                                                       (uint64_t) json_integer_value(json_object_get(e, "iova")));
                         l->regions[l->n_regions] = r;
                         l->kinds[l->n_regions] = streq(json_string_value(json_object_get(e, "kind")) ?: "", "iova")
                                                  ? ADDRESS_IOVA : ADDRESS_PHYSICAL;

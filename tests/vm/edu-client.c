@@ -24,6 +24,10 @@
  *                                killed; the guest script kills it with SIGKILL mid-lease)
  *   --inflight                   with --hold: after READY keep edu -> RAM DMAs into the memory
  *                                running back to back, so the kill lands while one is in flight
+ *   --probe-on-usr1              with --hold: on each SIGUSR1 make one more full DMA round trip
+ *                                (new pattern, every byte compared) and print "PROBE <n> ok" or
+ *                                "PROBE <n> FAIL" (vm-restart: DMA still lands after the daemon
+ *                                was killed and restarted); re-arms the alarm after each probe
  *   --no-release                 end the lease by disconnecting instead of ReleaseDevice
  *   --expect-denied              AcquireDevice must fail with io.noiommud.Broker.PermissionDenied
  *                                (exit 0 if it does)
@@ -47,6 +51,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -373,6 +378,13 @@ static bool roundtrip(Edu *e, noiommu_memory *m, uint8_t seed) {
         return true;
 }
 
+static volatile sig_atomic_t probe_requested;
+
+static void on_usr1(int sig) {
+        (void) sig;
+        probe_requested = 1;
+}
+
 /* ---- main -------------------------------------------------------------------------------------- */
 
 typedef struct Options {
@@ -382,6 +394,7 @@ typedef struct Options {
         const char *expect_backend;
         bool hold;
         bool inflight;
+        bool probe_on_usr1;
         bool release;
         bool expect_denied;
 } Options;
@@ -396,6 +409,8 @@ static int parse_options(int argc, char **argv, Options *o) {
                         o->hold = true;
                 else if (!strcmp(a, "--inflight"))
                         o->inflight = true;
+                else if (!strcmp(a, "--probe-on-usr1"))
+                        o->probe_on_usr1 = true;
                 else if (!strcmp(a, "--no-release"))
                         o->release = false;
                 else if (!strcmp(a, "--expect-denied"))
@@ -432,7 +447,7 @@ int main(int argc, char **argv) {
         setvbuf(stdout, NULL, _IOLBF, 0);
         if (parse_options(argc, argv, &o) < 0) {
                 fprintf(stderr, "usage: %s SOCKET BDF [--expect-kind physical|iova] [--expect-backend NAME] "
-                        "[--hold [--inflight]] [--no-release] [--expect-denied] [--tag NAME]\n", argv[0]);
+                        "[--hold [--inflight] [--probe-on-usr1]] [--no-release] [--expect-denied] [--tag NAME]\n", argv[0]);
                 return 1;
         }
         alarm(CLIENT_ALARM_S);
@@ -508,11 +523,30 @@ int main(int argc, char **argv) {
                 if (o.inflight)
                         info("from now on edu -> RAM DMAs to dmaAddress 0x%" PRIx64 " back to back (~100 ms each), "
                              "so a kill lands while one is in flight", dst);
+                if (o.probe_on_usr1) {
+                        /* No SA_RESTART: pause() returns, and the loop below runs the probe. */
+                        struct sigaction sa = { .sa_handler = on_usr1 };
+
+                        sigemptyset(&sa.sa_mask);
+                        if (!check(sigaction(SIGUSR1, &sa, NULL) == 0, "SIGUSR1 handler installed"))
+                                goto finish;
+                }
                 printf("READY %i\n", (int) getpid());
                 fflush(stdout);
                 /* Until SIGKILL (or SIGALRM as a backstop). With --inflight the engine is kept
                  * busy: a new transfer starts as soon as the previous one ends. */
-                for (;;) {
+                for (unsigned probes = 0;;) {
+                        if (probe_requested) {
+                                bool ok;
+
+                                probe_requested = 0;
+                                probes++;
+                                ok = roundtrip(&e, m, (uint8_t) (getpid() + 17 * probes));
+                                printf("%s: PROBE %u %s\n", tag, probes, ok ? "ok" : "FAIL");
+                                fflush(stdout);
+                                alarm(CLIENT_ALARM_S);
+                                continue;
+                        }
                         if (!o.inflight) {
                                 pause();
                                 continue;
