@@ -52,7 +52,10 @@ static int pidfd_is_alive(int pidfd) {
         pid_t pid;
         int r;
 
-        if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) >= 0)
+        /* Signal 0 only checks: ESRCH means gone. EPERM means the process exists but we may
+         * not signal it — the unit's bounding set has no CAP_KILL, so for every client of
+         * another uid this is the answer for a live process. */
+        if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) >= 0 || errno == EPERM)
                 return 1;
         if (errno == ESRCH)
                 return 0;
