@@ -5,9 +5,9 @@
 # unprivileged client (edu-client as "nobody") that does DMA at the address the daemon reported.
 #
 # Files beside this script in the results share (run-vm.py --file): noiommud, edu-client,
-# libnoiommu.so.0 (found through LD_LIBRARY_PATH), io.noiommud.policy. Binaries come through the
-# results share rather than the host root so a build directory anywhere (even under /tmp, which
-# the guest's tmpfs hides) works.
+# noiommuctl, libnoiommu.so.0 (found through LD_LIBRARY_PATH), io.noiommud.policy. Binaries
+# come through the results share rather than the host root so a build directory anywhere (even
+# under /tmp, which the guest's tmpfs hides) works.
 #
 # Steps:
 #   1. polkit: the action file and a test rule (io.noiommud.* is YES for user "nobody") go into
@@ -21,7 +21,11 @@
 #   5. edu-client --hold --inflight, killed with SIGKILL mid-lease; then: the daemon logged the
 #      quiesce before freeing that lease's memory, Bus Master is off in config space (sysfs,
 #      read as root), HugePages_Free is back;
-#   6. a second client acquires the same device and does DMA again (ending by disconnect).
+#   6. noiommuctl --json monitor as nobody (io.noiommud.manage) while edu, leaseless, is unbound
+#      from vfio-pci and bound back: device-removed {device, action: unbind}, then device-added
+#      {device, driver: vfio-pci};
+#   7. a second client acquires the same (rebound) device and does DMA again (ending by
+#      disconnect).
 # Prints PASS/FAIL lines and "LATENCY <scenario> <backend> <tag> device_fd_us=N memory_us=N";
 # exit 0 only if everything passed.
 #
@@ -55,7 +59,7 @@ viommu)  want_backend=cdev-iommu;    want_kind=iova ;;
 esac
 say "scenario $scenario (want backend $want_backend, addressKind $want_kind), edu at ${bdf:-NONE}"
 [ -n "$bdf" ] || { echo "guest: FAIL: no edu device"; exit 1; }
-for f in noiommud edu-client libnoiommu.so.0 io.noiommud.policy; do
+for f in noiommud edu-client noiommuctl libnoiommu.so.0 io.noiommud.policy; do
         [ -e "$f" ] || { echo "guest: FAIL: $f was not passed to the guest"; exit 1; }
 done
 
@@ -136,6 +140,7 @@ client_lease() {
 
 cleanup() {
         [ -n "${hold_pid:-}" ] && kill -9 "$hold_pid" 2>/dev/null
+        [ -n "${mon_pid:-}" ] && kill -TERM "$mon_pid" 2>/dev/null
         if [ -n "${daemon_pid:-}" ] && kill -0 "$daemon_pid" 2>/dev/null; then
                 kill -TERM "$daemon_pid"
                 wait "$daemon_pid"
@@ -275,7 +280,64 @@ else
         fail "hold client never printed READY (ready='$ready', lease='$lease')"
 fi
 
-# ---- 6. the next client gets the same device and its DMA works ----------------------------------
+# ---- 6. hotplug, seen by noiommuctl monitor: unbind edu from vfio-pci, bind it back -------------
+# edu holds no lease here. The rule above allows io.noiommud.* (so io.noiommud.manage) to nobody.
+# The kernel's unbind/bind uevents reach Monitor() as device-removed {device, action} and
+# device-added {device, driver}; section 7 then acquires the rebound device.
+MLOG=$R/monitor.log
+: >"$MLOG"
+timeout -k 2 30 setpriv --reuid="$CLIENT_USER" --regid="$CLIENT_GROUP" --clear-groups \
+        ./noiommuctl --socket "$SOCK" --json monitor >"$MLOG" 2>&1 8>&- &
+mon_pid=$!
+# Waits up to $1 seconds for a line of the monitor's output matching every glob after it (the
+# order of the JSON members is not assumed).
+wait_mon() {
+        local deadline=$(($(t_ms) + $1 * 1000)) l p
+        shift
+        while :; do
+                while IFS= read -r l; do
+                        for p in "$@"; do
+                                # shellcheck disable=SC2053
+                                [[ $l == $p ]] || continue 2
+                        done
+                        return 0
+                done <"$MLOG"
+                [ "$(t_ms)" -lt "$deadline" ] || return 1
+                nap 0.05
+        done
+}
+# The sysfs writes run in a forked subshell (no exec), so a write the kernel blocks cannot hang
+# the script: the monitor line is the proof that it completed.
+sysfs_write() { ( echo "$bdf" >"$1" ) 8>&- & sysfs_pid=$!; }
+hp_ok=
+if wait_mon 10 '*"event":*"subscribed"*'; then
+        say "monitor subscribed"
+        t_hp=$(t_ms)
+        sysfs_write /sys/bus/pci/drivers/vfio-pci/unbind
+        if wait_mon 10 '*"event":*"device-removed"*' "*\"$bdf\"*" '*"action":*"unbind"*'; then
+                wait "$sysfs_pid"
+                say "device-removed $bdf (unbind) after $(($(t_ms) - t_hp)) ms"
+                t_hp=$(t_ms)
+                sysfs_write /sys/bus/pci/drivers/vfio-pci/bind
+                if wait_mon 10 '*"event":*"device-added"*' "*\"$bdf\"*" '*"driver":*"vfio-pci"*'; then
+                        wait "$sysfs_pid"
+                        say "device-added $bdf (vfio-pci) after $(($(t_ms) - t_hp)) ms"
+                        hp_ok=1
+                fi
+        fi
+fi
+kill -TERM "$mon_pid" 2>/dev/null
+wait "$mon_pid" 2>/dev/null
+mon_pid=
+show "$MLOG"
+if [ -n "$hp_ok" ]; then
+        pass "monitor: device-removed (unbind) and device-added (vfio-pci) for $bdf after unbind/bind"
+else
+        fail "monitor did not report the unbind and rebind of $bdf (see above)"
+        [ -n "${sysfs_pid:-}" ] && kill -9 "$sysfs_pid" 2>/dev/null
+fi
+
+# ---- 7. the next client gets the same device and its DMA works ----------------------------------
 if run_client after-kill "$CLIENT_USER" "$CLIENT_GROUP" --no-release; then
         pass "a second client acquired $bdf after the kill and its DMA landed (lease ended by disconnect)"
 else

@@ -9,9 +9,9 @@
 # twice with run-vm.py and runs guest-daemon.sh in it:
 #   noiommu  backend group-noiommu, the client programs physical addresses
 #   viommu   backend cdev-iommu behind an emulated Intel IOMMU, the client programs IOVAs
-# The four files are copied into the guest's results share (run-vm.py --file): a build tree
-# under /tmp would be invisible through the host root, and edu-client finds libnoiommu.so.0
-# there through LD_LIBRARY_PATH (its RUNPATH points into the build tree).
+# The four files and noiommuctl are copied into the guest's results share (run-vm.py --file): a
+# build tree under /tmp would be invisible through the host root, and edu-client finds
+# libnoiommu.so.0 there through LD_LIBRARY_PATH (its RUNPATH points into the build tree).
 #
 # Prints per scenario: PASS/FAIL, the guest's boot time and the acquire latencies measured in
 # the guest. Exit 0 only if both scenarios passed; 77 (loudly) only if QEMU, busybox, the kernel
@@ -36,7 +36,10 @@ if [ $# -ne 4 ]; then
         exit 1
 fi
 daemon=$1 client=$2 lib=$3 policy=$4
-for f in "$daemon" "$client" "$lib" "$policy"; do
+# noiommuctl (for the guest's "noiommuctl --json monitor") comes from the test environment
+# (tests/meson.build), else from beside libnoiommu in the build tree.
+ctl=${NOIOMMUCTL_TEST_BINARY:-$(dirname "$lib")/noiommuctl}
+for f in "$daemon" "$client" "$lib" "$policy" "$ctl"; do
         [ -f "$f" ] || { echo "vm-daemon: FAIL: $f does not exist" >&2; exit 1; }
 done
 command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 is missing (package qemu-system-x86)"
@@ -72,7 +75,7 @@ for scenario in noiommu viommu; do
         esac
         out=$work/$scenario.out
         "$python3" "$here/run-vm.py" "$scenario" "$here/guest-daemon.sh" --kernel "$kernel" \
-                --file "$daemon:noiommud" --file "$client:edu-client" --file "$lib:libnoiommu.so.0" \
+                --file "$daemon:noiommud" --file "$client:edu-client" --file "$ctl:noiommuctl" --file "$lib:libnoiommu.so.0" \
                 --file "$policy:io.noiommud.policy" --timeout 240 --workdir "$work/$scenario" -v \
                 >"$out" 2>"$work/$scenario.err"
         rc=$?
@@ -85,10 +88,11 @@ for scenario in noiommu viommu; do
         if [ "$rc" = 0 ] &&
            grep -q "guest: PASS: nobody: acquire + 2 MiB + BAR + Bus Master + MSI + DMA at the reported .* ($backend)" "$serial" &&
            grep -q "guest: PASS: daemon log: quiesce .* before memory freed" "$serial" &&
+           grep -q "guest: PASS: monitor: device-removed (unbind) and device-added (vfio-pci)" "$serial" &&
            grep -q "guest: PASS: a second client acquired" "$serial" &&
            grep -q "guest: PASS: uid .* gets PermissionDenied" "$serial" &&
            grep -q "guest: $scenario: [0-9]* passed, 0 failed" "$serial"; then
-                echo "vm-daemon: PASS: $scenario ($backend): daemon-granted DMA landed, kill -9 mid-lease quiesced before freeing, device re-granted, denial works"
+                echo "vm-daemon: PASS: $scenario ($backend): daemon-granted DMA landed, kill -9 mid-lease quiesced before freeing, unbind/bind seen by monitor, device re-granted, denial works"
                 summary+=("PASS $scenario backend=$backend boot=${boot:-?}s")
         else
                 echo "vm-daemon: FAIL: $scenario (run-vm.py exit $rc); logs in $work/$scenario" >&2
