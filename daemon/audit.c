@@ -373,8 +373,11 @@ void audit_lease_released(const ClientIdentity *c, const char *lease_id, const I
 
         (void) snprintf(msg, sizeof(msg), "Released device %s of UID %u (PID %i), lease %s: %s",
                         d->address, (unsigned) c->uid, (int) c->pid, lease_id, reason);
+        /* A lease ended by the daemon because its client vanished while the daemon was down
+         * has a record type of its own. */
         (void) sd_journal_send("MESSAGE=%s", msg,
-                               "MESSAGE_ID=" NOIOMMU_MSGID_LEASE_RELEASED,
+                               "MESSAGE_ID=%s", streq(reason, "reclaim-after-restart")
+                                                ? NOIOMMU_MSGID_LEASE_RECLAIMED : NOIOMMU_MSGID_LEASE_RELEASED,
                                "PRIORITY=%i", LOG_INFO,
                                CLIENT_FIELDS(c),
                                DEVICE_FIELDS(d),
