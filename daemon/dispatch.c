@@ -81,6 +81,13 @@ static json_t *param_get(json_t *params, const char *key) {
         return json_is_null(v) ? NULL : v;
 }
 
+/* A required memory or lease id (NOIOMMU_ID_LEN lower-case hex digits), or NULL. */
+static const char *param_get_id(json_t *params, const char *key) {
+        json_t *v = param_get(params, key);
+
+        return json_is_string(v) && noiommu_id_is_valid(json_string_value(v)) ? json_string_value(v) : NULL;
+}
+
 /* An optional boolean parameter: absent or null leaves *ret alone. */
 static int param_get_bool(json_t *params, const char *key, bool *ret) {
         json_t *v = param_get(params, key);
@@ -515,16 +522,14 @@ static int method_release_device(Conn *c, json_t *params) {
         static const char *const allowed[] = { "lease", NULL };
         const char *k = params_unknown_key(params, allowed), *id;
         size_t index;
-        json_t *v;
         Lease *l;
         int r;
 
         if (k)
                 return reply_invalid_parameter(c, k);
-        v = param_get(params, "lease");
-        if (!json_is_string(v) || !noiommu_id_is_valid(json_string_value(v)))
+        id = param_get_id(params, "lease");
+        if (!id)
                 return reply_invalid_parameter(c, "lease");
-        id = json_string_value(v);
 
         l = conn_find_lease(c, id, &index);
         if (!l)
@@ -589,16 +594,14 @@ static int method_revoke_lease(Conn *c, json_t *params) {
         char address[NOIOMMU_PCI_ADDRESS_LEN + 1];
         bool interactive = false;
         size_t index;
-        json_t *v;
         Lease *l;
         int r;
 
         if (k)
                 return reply_invalid_parameter(c, k);
-        v = param_get(params, "lease");
-        if (!json_is_string(v) || !noiommu_id_is_valid(json_string_value(v)))
+        id = param_get_id(params, "lease");
+        if (!id)
                 return reply_invalid_parameter(c, "lease");
-        id = json_string_value(v);
         if (param_get_bool(params, "interactive", &interactive) < 0)
                 return reply_invalid_parameter(c, "interactive");
 
@@ -656,14 +659,12 @@ static int method_free_memory(Conn *c, json_t *params) {
         static const char *const allowed[] = { "memory", NULL };
         const char *k = params_unknown_key(params, allowed), *id;
         size_t index;
-        json_t *v;
 
         if (k)
                 return reply_invalid_parameter(c, k);
-        v = param_get(params, "memory");
-        if (!json_is_string(v) || !noiommu_id_is_valid(json_string_value(v)))
+        id = param_get_id(params, "memory");
+        if (!id)
                 return reply_invalid_parameter(c, "memory");
-        id = json_string_value(v);
 
         if (conn_find_region(c, id, &index)) {
                 conn_free_region(c, index, "free");

@@ -832,16 +832,18 @@ static int memory_map(noiommu_memory *m) {
         return 0;
 }
 
-static int conn_free_memory_id(noiommu_conn *c, const char *id) {
+/* Makes a call whose only parameter is an id and whose reply carries nothing (FreeMemory,
+ * ReleaseDevice). */
+static int conn_call_with_id(noiommu_conn *c, const char *method, const char *key, const char *id) {
         _cleanup_(reply_fds_done) ReplyFds fds = {};
         json_auto_t *parameters = NULL, *reply = NULL;
         int r;
 
-        parameters = json_pack("{s:s}", "memory", id);
+        parameters = json_pack("{s:s}", key, id);
         if (!parameters)
                 return -ENOMEM;
 
-        r = conn_transact(c, NOIOMMU_METHOD_FREE_MEMORY, parameters, &reply, &fds);
+        r = conn_transact(c, method, parameters, &reply, &fds);
         if (r < 0)
                 return r;
         if (fds.n > 0) {
@@ -849,6 +851,10 @@ static int conn_free_memory_id(noiommu_conn *c, const char *id) {
                 return -EBADMSG;
         }
         return 0;
+}
+
+static int conn_free_memory_id(noiommu_conn *c, const char *id) {
+        return conn_call_with_id(c, NOIOMMU_METHOD_FREE_MEMORY, "memory", id);
 }
 
 _public_ int noiommu_allocate(noiommu_conn *c, uint64_t size, const noiommu_alloc_options *opts,
@@ -1042,22 +1048,7 @@ static int lease_from_reply(json_t *reply, ReplyFds *fds, const char *address,
 }
 
 static int conn_release_lease_id(noiommu_conn *c, const char *id) {
-        _cleanup_(reply_fds_done) ReplyFds fds = {};
-        json_auto_t *parameters = NULL, *reply = NULL;
-        int r;
-
-        parameters = json_pack("{s:s}", "lease", id);
-        if (!parameters)
-                return -ENOMEM;
-
-        r = conn_transact(c, NOIOMMU_METHOD_RELEASE_DEVICE, parameters, &reply, &fds);
-        if (r < 0)
-                return r;
-        if (fds.n > 0) {
-                conn_drop(c);
-                return -EBADMSG;
-        }
-        return 0;
+        return conn_call_with_id(c, NOIOMMU_METHOD_RELEASE_DEVICE, "lease", id);
 }
 
 _public_ int noiommu_acquire_device(noiommu_conn *c, const char *address, unsigned flags,

@@ -687,6 +687,18 @@ static int do_alloc(noiommu_conn *c, const AllocArgs *a, Held *held) {
         return ret;
 }
 
+/* A call whose only parameter is an id, for ids this process did not allocate or acquire
+ * itself (the daemon then answers NoSuchMemory / NoSuchLease unless the id is on this
+ * connection). */
+static int call_with_id(noiommu_conn *c, const char *method, const char *key, const char *id) {
+        json_auto_t *p = json_pack("{s:s}", key, id);
+        _cleanup_free_ char *text = p ? json_dumps(p, JSON_COMPACT) : NULL;
+
+        if (!text)
+                return -ENOMEM;
+        return noiommu_call(c, method, text, NULL, NULL, 0, NULL);
+}
+
 static int do_free(noiommu_conn *c, const char *id, Held *held) {
         noiommu_memory *m;
         int r;
@@ -697,16 +709,8 @@ static int do_free(noiommu_conn *c, const char *id, Held *held) {
         m = held ? held_take(held, id) : NULL;
         if (m)
                 r = noiommu_free(c, m);
-        else {
-                json_auto_t *p = NULL;
-                _cleanup_free_ char *text = NULL;
-
-                p = json_pack("{s:s}", "memory", id);
-                text = p ? json_dumps(p, JSON_COMPACT) : NULL;
-                if (!text)
-                        return log_oom();
-                r = noiommu_call(c, NOIOMMU_METHOD_FREE_MEMORY, text, NULL, NULL, 0, NULL);
-        }
+        else
+                r = call_with_id(c, NOIOMMU_METHOD_FREE_MEMORY, "memory", id);
         if (r < 0)
                 return report_call_error(c, r, 0, 0, "Failed to free memory %s", id);
 
@@ -828,16 +832,8 @@ static int do_release(noiommu_conn *c, const char *id, Held *held) {
         l = held ? held_take_lease(held, id) : NULL;
         if (l)
                 r = noiommu_release_device(c, l);
-        else {
-                json_auto_t *p = NULL;
-                _cleanup_free_ char *text = NULL;
-
-                p = json_pack("{s:s}", "lease", id);
-                text = p ? json_dumps(p, JSON_COMPACT) : NULL;
-                if (!text)
-                        return log_oom();
-                r = noiommu_call(c, NOIOMMU_METHOD_RELEASE_DEVICE, text, NULL, NULL, 0, NULL);
-        }
+        else
+                r = call_with_id(c, NOIOMMU_METHOD_RELEASE_DEVICE, "lease", id);
         if (r < 0)
                 return report_call_error(c, r, 0, 0, "Failed to release lease %s", id);
 
