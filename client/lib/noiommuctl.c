@@ -181,6 +181,36 @@ static const char *socket_path(void) {
 
 /* Replaces bytes a terminal could interpret (C0 and C1 controls, DEL, and for simplicity all
  * non-ASCII) in place. */
+static char *sanitize(char *s);
+
+/* Prints a table: the header and n rows of n_cols cells (row-major, cells[row * n_cols + col]),
+ * each column padded to its widest entry, every cell sanitized first. A NULL cell means its
+ * allocation failed. Used by 'list' and 'leases'. */
+static int print_table(const char *const *header, size_t n_cols, char **cells, size_t n) {
+        _cleanup_free_ size_t *width = new0(size_t, n_cols);
+
+        if (!width)
+                return log_oom();
+        for (size_t j = 0; j < n_cols; j++)
+                width[j] = strlen(header[j]);
+        for (size_t i = 0; i < n * n_cols; i++) {
+                if (!cells[i])
+                        return log_oom();
+                width[i % n_cols] = MAX(width[i % n_cols], strlen(sanitize(cells[i])));
+        }
+
+        for (size_t i = 0; i <= n; i++)
+                for (size_t j = 0; j < n_cols; j++) {
+                        const char *cell = i == 0 ? header[j] : cells[(i - 1) * n_cols + j];
+
+                        if (j + 1 < n_cols)
+                                printf("%-*s  ", (int) width[j], cell);
+                        else
+                                printf("%s\n", cell);
+                }
+        return EXIT_SUCCESS;
+}
+
 static char *sanitize(char *s) {
         for (char *p = s; *p; p++)
                 if ((unsigned char) *p < 0x20 || (unsigned char) *p >= 0x7f)
@@ -457,7 +487,7 @@ static int do_list(noiommu_conn *c) {
                 "ADDRESS", "VENDOR:DEVICE", "DRIVER", "BACKEND", "GROUP", "NUMA", "STATE", "REASON",
         };
         _cleanup_(noiommu_device_list_freep) noiommu_device_list *l = NULL;
-        size_t width[ELEMENTSOF(header)], n;
+        size_t n;
         char *(*cells)[ELEMENTSOF(header)] = NULL;
         int r, ret = EXIT_SUCCESS;
 
@@ -486,9 +516,6 @@ static int do_list(noiommu_conn *c) {
         if (!cells)
                 return log_oom();
 
-        for (size_t i = 0; i < ELEMENTSOF(header); i++)
-                width[i] = strlen(header[i]);
-
         for (size_t i = 0; i < n; i++) {
                 const char *backend = noiommu_device_list_get_backend(l, i);
                 const char *reason = noiommu_device_list_get_reason(l, i);
@@ -506,28 +533,10 @@ static int do_list(noiommu_conn *c) {
                 cells[i][6] = strdup(noiommu_device_list_get_state(l, i));
                 cells[i][7] = strdup(reason ?: "-");
 
-                for (size_t j = 0; j < ELEMENTSOF(header); j++) {
-                        if (!cells[i][j]) {
-                                ret = log_oom();
-                                goto finish;
-                        }
-                        width[j] = MAX(width[j], strlen(sanitize(cells[i][j])));
-                }
         }
 
-        for (size_t j = 0; j < ELEMENTSOF(header); j++)
-                if (j + 1 < ELEMENTSOF(header))
-                        printf("%-*s  ", (int) width[j], header[j]);
-                else
-                        printf("%s\n", header[j]);
-        for (size_t i = 0; i < n; i++)
-                for (size_t j = 0; j < ELEMENTSOF(header); j++)
-                        if (j + 1 < ELEMENTSOF(header))
-                                printf("%-*s  ", (int) width[j], cells[i][j]);
-                        else
-                                printf("%s\n", cells[i][j]);
+        ret = print_table(header, ELEMENTSOF(header), n > 0 ? &cells[0][0] : NULL, n);
 
-finish:
         for (size_t i = 0; i < n; i++)
                 for (size_t j = 0; j < ELEMENTSOF(header); j++)
                         free(cells[i][j]);
@@ -887,7 +896,7 @@ static int do_leases(noiommu_conn *c, bool interactive) {
         };
         _cleanup_free_ char *params = NULL, *text = NULL;
         json_auto_t *reply = NULL;
-        size_t width[ELEMENTSOF(header)], n;
+        size_t n;
         char *(*cells)[ELEMENTSOF(header)] = NULL;
         json_t *leases;
         int r, ret = EXIT_SUCCESS;
@@ -920,9 +929,6 @@ static int do_leases(noiommu_conn *c, bool interactive) {
         cells = calloc(n, sizeof(*cells));
         if (!cells)
                 return log_oom();
-        for (size_t i = 0; i < ELEMENTSOF(header); i++)
-                width[i] = strlen(header[i]);
-
         for (size_t i = 0; i < n; i++) {
                 json_t *l = json_array_get(leases, i);
                 json_t *device = json_object_get(l, "device");
@@ -944,28 +950,10 @@ static int do_leases(noiommu_conn *c, bool interactive) {
                 cells[i][8] = json_is_integer(age) && json_integer_value(age) >= 0 ?
                         format_age((uint64_t) json_integer_value(age)) : strdup("-");
 
-                for (size_t j = 0; j < ELEMENTSOF(header); j++) {
-                        if (!cells[i][j]) {
-                                ret = log_oom();
-                                goto finish;
-                        }
-                        width[j] = MAX(width[j], strlen(sanitize(cells[i][j])));
-                }
         }
 
-        for (size_t j = 0; j < ELEMENTSOF(header); j++)
-                if (j + 1 < ELEMENTSOF(header))
-                        printf("%-*s  ", (int) width[j], header[j]);
-                else
-                        printf("%s\n", header[j]);
-        for (size_t i = 0; i < n; i++)
-                for (size_t j = 0; j < ELEMENTSOF(header); j++)
-                        if (j + 1 < ELEMENTSOF(header))
-                                printf("%-*s  ", (int) width[j], cells[i][j]);
-                        else
-                                printf("%s\n", cells[i][j]);
+        ret = print_table(header, ELEMENTSOF(header), n > 0 ? &cells[0][0] : NULL, n);
 
-finish:
         for (size_t i = 0; i < n; i++)
                 for (size_t j = 0; j < ELEMENTSOF(header); j++)
                         free(cells[i][j]);
