@@ -20,12 +20,16 @@
 #include "internal/log.h"
 #include "msgid.h"
 
+static bool audit_failure_log;
+
 #if HAVE_LIBAUDIT
 #include <libaudit.h>
 static int audit_fd = -EBADF;
+#define AUDIT_USER_ACCT_TYPE AUDIT_USER_ACCT
 #define AUDIT_DEV_ALLOC_TYPE AUDIT_DEV_ALLOC
 #define AUDIT_DEV_DEALLOC_TYPE AUDIT_DEV_DEALLOC
 #else
+#define AUDIT_USER_ACCT_TYPE 0
 #define AUDIT_DEV_ALLOC_TYPE 0
 #define AUDIT_DEV_DEALLOC_TYPE 0
 #endif
@@ -47,7 +51,8 @@ const char *audit_result_to_string(AuditResult r) {
         return audit_result_table[r];
 }
 
-void audit_setup(void) {
+void audit_setup(bool failure_log) {
+        audit_failure_log = failure_log;
 #if HAVE_LIBAUDIT
         audit_fd = audit_open();
         if (audit_fd < 0) {
@@ -71,25 +76,42 @@ void audit_shutdown(void) {
 #endif
 }
 
-static void linux_audit_acct(const ClientIdentity *c, const char *action, bool ok,
-                             const char *reason) {
+/* Sends one Linux audit record. Returns 0 when it was written or audit is not available here
+ * (no socket, or ECONNREFUSED: a user namespace, which sudo also treats as "not configured"),
+ * and the negative errno when audit is available but refused it. */
+static int linux_audit_send(int type, const char *msg, bool ok) {
 #if HAVE_LIBAUDIT
+        if (audit_fd < 0 || type == 0)
+                return 0;
+        if (audit_log_user_message(audit_fd, type, msg, NULL, NULL, NULL, ok ? 1 : 0) > 0)
+                return 0;
+        int e = errno ?: EIO;
+        if (e == ECONNREFUSED) {
+                log_debug("Audit record refused (user namespace?), ignoring.");
+                return 0;
+        }
+        log_warning_errno(e, "Failed to write audit record%s: %m",
+                          !ok || audit_failure_log ? ", ignoring" : ", refusing the grant (auditFailure=deny)");
+        return -e;
+#else
+        return 0;
+#endif
+}
+
+/* A grant's record could not be written: under "deny" it is not granted. */
+static bool audit_refuses(int r, bool ok) {
+        return r < 0 && ok && !audit_failure_log;
+}
+
+static int linux_audit_acct(const ClientIdentity *c, const char *action, bool ok,
+                            const char *reason) {
         char msg[512];
 
-        if (audit_fd < 0)
-                return;
         /* The kernel stamps the record with the daemon's pid/uid/auid; the client is named in
          * the body. action and reason are our own constants, never client text. */
         (void) snprintf(msg, sizeof(msg), "op=authorize action=%s reason=%s spid=%i suid=%u",
                         action, reason ?: "none", (int) c->pid, (unsigned) c->uid);
-        if (audit_log_user_message(audit_fd, AUDIT_USER_ACCT, msg, NULL, NULL, NULL, ok ? 1 : 0) <= 0) {
-                int e = errno;
-                if (e == ECONNREFUSED)
-                        log_debug("Audit record refused (user namespace?), ignoring.");
-                else
-                        log_warning_errno(e, "Failed to write audit record, ignoring: %m");
-        }
-#endif
+        return linux_audit_send(AUDIT_USER_ACCT_TYPE, msg, ok);
 }
 
 /* Without a journal (a machine or container without journald), the records would be lost:
@@ -170,12 +192,23 @@ void audit_stopping(unsigned n_connections, unsigned n_regions) {
         mirror(LOG_INFO, msg);
 }
 
-void audit_authorization(const ClientIdentity *c, const char *action, char **details,
-                         bool interactive, AuditResult result, const char *reason,
-                         const char *polkit_error) {
+int audit_authorization(const ClientIdentity *c, const char *action, char **details,
+                        bool interactive, AuditResult result, const char *reason,
+                        const char *polkit_error) {
         char dstr[512] = "";
         size_t off = 0;
         bool ok = result == AUDIT_RESULT_AUTHORIZED;
+        int r;
+
+        /* Linux audit first: a grant that cannot be recorded there is, under "deny", a denial,
+         * and the journal must say so rather than "authorized". */
+        r = linux_audit_acct(c, action, ok, reason);
+        if (audit_refuses(r, ok)) {
+                ok = false;
+                result = AUDIT_RESULT_ERROR;
+                reason = AUDIT_REASON_FAILED;
+                (void) linux_audit_acct(c, action, false, reason);
+        }
 
         for (char **d = details; d && d[0] && d[1]; d += 2) {
                 int k = snprintf(dstr + off, sizeof(dstr) - off, "%s%s=%s", off ? " " : "", d[0], d[1]);
@@ -201,9 +234,10 @@ void audit_authorization(const ClientIdentity *c, const char *action, char **det
                                "NOIOMMUD_POLKIT_ERROR=%s", polkit_error ?: "",
                                "NOIOMMUD_INTERACTIVE=%i", (int) interactive,
                                "NOIOMMUD_REASON=%s", reason ?: (ok ? "authorized" : "denied"),
+                               "ERRNO=%i", r < 0 ? -r : 0,
                                NULL);
         mirror(ok ? LOG_NOTICE : LOG_WARNING, msg);
-        linux_audit_acct(c, action, ok, reason);
+        return audit_refuses(r, true) ? -EIO : 0;
 }
 
 void audit_policy_unavailable(const ClientIdentity *c, const char *action, const char *why) {
@@ -314,25 +348,25 @@ void audit_limit_exceeded(const ClientIdentity *c, const char *limit) {
         "NOIOMMUD_NODE=%s", (d)->node_name,                                             \
         "NOIOMMUD_NODE_RDEV=%u:%u", major((d)->rdev), minor((d)->rdev)
 
-static void linux_audit_dev(int type, const ClientIdentity *c, const char *op, const char *lease_id,
-                            const InventoryDevice *d, const char *reason, bool ok) {
-#if HAVE_LIBAUDIT
+static int linux_audit_dev(int type, const ClientIdentity *c, const char *op, const char *lease_id,
+                           const InventoryDevice *d, const char *reason, bool ok) {
         char msg[512];
 
-        if (audit_fd < 0)
-                return;
         /* Every value here is validated (BDF, hex ids) or our own constant. */
         (void) snprintf(msg, sizeof(msg),
                         "op=%s uuid=%s resrc=dev bus=pci device=%s pci_id=%04x:%04x backend=%s reason=%s spid=%i suid=%u",
                         op, lease_id, d->address, (unsigned) d->vendor_id, (unsigned) d->device_id,
                         backend_to_string(d->backend) ?: "none", reason, (int) c->pid, (unsigned) c->uid);
-        if (audit_log_user_message(audit_fd, type, msg, NULL, NULL, NULL, ok ? 1 : 0) <= 0 && errno != ECONNREFUSED)
-                log_warning_errno(errno, "Failed to write audit record, ignoring: %m");
-#endif
+        return linux_audit_send(type, msg, ok);
 }
 
-void audit_lease_granted(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d) {
+int audit_lease_granted(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d) {
         char msg[512];
+        int r;
+
+        r = linux_audit_dev(AUDIT_DEV_ALLOC_TYPE, c, "lease-grant", lease_id, d, "grant", true);
+        if (audit_refuses(r, true))
+                return -EIO;    /* the caller ends the lease; its release is recorded instead */
 
         (void) snprintf(msg, sizeof(msg), "Granted device %s (%04x:%04x, %s) to UID %u (PID %i), lease %s",
                         d->address, (unsigned) d->vendor_id, (unsigned) d->device_id,
@@ -345,7 +379,7 @@ void audit_lease_granted(const ClientIdentity *c, const char *lease_id, const In
                                "NOIOMMUD_LEASE_ID=%s", lease_id,
                                NULL);
         mirror(LOG_NOTICE, msg);
-        linux_audit_dev(AUDIT_DEV_ALLOC_TYPE, c, "lease-grant", lease_id, d, "grant", true);
+        return 0;
 }
 
 void audit_lease_quiesced(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
@@ -387,7 +421,7 @@ void audit_lease_released(const ClientIdentity *c, const char *lease_id, const I
                                "NOIOMMUD_DURATION_USEC=%" PRIu64, duration_usec,
                                NULL);
         mirror(LOG_INFO, msg);
-        linux_audit_dev(AUDIT_DEV_DEALLOC_TYPE, c, "lease-release", lease_id, d, reason, true);
+        (void) linux_audit_dev(AUDIT_DEV_DEALLOC_TYPE, c, "lease-release", lease_id, d, reason, true);
 }
 
 void audit_quiesce_failed(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
@@ -407,7 +441,7 @@ void audit_quiesce_failed(const ClientIdentity *c, const char *lease_id, const I
                                "NOIOMMUD_MEM_BYTES=%" PRIu64, bytes_kept,
                                NULL);
         mirror(LOG_CRIT, msg);
-        linux_audit_dev(AUDIT_DEV_DEALLOC_TYPE, c, "lease-quarantine", lease_id, d, "quiesce-failed", false);
+        (void) linux_audit_dev(AUDIT_DEV_DEALLOC_TYPE, c, "lease-quarantine", lease_id, d, "quiesce-failed", false);
 }
 
 void audit_lease_refused(const ClientIdentity *c, const InventoryDevice *d, int error, const char *why) {

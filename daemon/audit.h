@@ -26,16 +26,24 @@ typedef enum AuditResult {
 const char *audit_result_to_string(AuditResult r);
 
 /* Opens the Linux audit netlink socket, if libaudit is built in. Failure is not fatal:
- * ECONNREFUSED (user namespace) or EPROTONOSUPPORT (no CONFIG_AUDIT) mean "no audit here". */
-void audit_setup(void);
+ * ECONNREFUSED (user namespace) or EPROTONOSUPPORT (no CONFIG_AUDIT) mean "no audit here", and
+ * then grants are recorded in the journal only (security.md §9.3, as sudo does). failure_log is
+ * the "auditFailure" setting: when audit IS available but a grant's record cannot be written
+ * (EPERM without CAP_AUDIT_WRITE, ENOBUFS, ...), false refuses the grant, true only logs. */
+void audit_setup(bool failure_log);
 void audit_shutdown(void);
 
 void audit_started(const char *listen_description);
 void audit_stopping(unsigned n_connections, unsigned n_regions);
 
+/* The PermissionDenied reason of a grant refused because its audit record could not be written. */
+#define AUDIT_REASON_FAILED "audit-failed"
+
 /* One authorization decision. details is a NULL-terminated key, value, ... list (the validated
- * values sent to polkit); reason is NULL or the PermissionDenied reason. */
-void audit_authorization(const ClientIdentity *c, const char *action, char **details,
+ * values sent to polkit); reason is NULL or the PermissionDenied reason. Returns -EIO when an
+ * AUTHORIZED decision could not be written to Linux audit and the policy is "deny": the journal
+ * then records a denial with reason AUDIT_REASON_FAILED and the caller must not grant. */
+int audit_authorization(const ClientIdentity *c, const char *action, char **details,
                          bool interactive, AuditResult result, const char *reason,
                          const char *polkit_error);
 
@@ -55,8 +63,10 @@ void audit_memory_freed(const ClientIdentity *c, const HugeRegion *r, const char
 void audit_protocol_violation(const ClientIdentity *c, const char *reason);
 void audit_limit_exceeded(const ClientIdentity *c, const char *limit);
 
-/* Device leases. dev is the device as classified at acquire time. */
-void audit_lease_granted(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev);
+/* Device leases. dev is the device as classified at acquire time. audit_lease_granted() returns
+ * -EIO like audit_authorization() when the DEV_ALLOC record cannot be written under "deny"; the
+ * caller then ends the lease instead of handing it out. */
+int audit_lease_granted(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev);
 void audit_lease_quiesced(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
                           bool reset, const char *reason);
 void audit_lease_released(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,

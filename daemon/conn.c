@@ -7,7 +7,9 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -80,6 +82,13 @@ static void conn_update_timer(Conn *c) {
                 deadline = c->last_activity +
                            (c->had_request ? NOIOMMU_IDLE_TIMEOUT_USEC : NOIOMMU_REQUEST_TIMEOUT_USEC);
 
+        if (c->receipt_since != 0 && c->state != CONN_CLOSING) {
+                uint64_t d = c->receipt_since + NOIOMMU_RECEIPT_TIMEOUT_USEC;
+
+                if (deadline == 0 || d < deadline)
+                        deadline = d;
+        }
+
         if (deadline == 0) {
                 (void) sd_event_source_set_enabled(c->timer_source, SD_EVENT_OFF);
                 return;
@@ -137,8 +146,36 @@ static int on_defer(sd_event_source *s, void *userdata) {
         return 0;
 }
 
+/* Whether the client has read everything written to it, fds included. SIOCOUTQ on a unix
+ * stream socket counts the memory of messages the peer has not consumed yet (unix_outq_len():
+ * the sender's sk_wmem_alloc, released as the reader consumes each skb), so 0 means every reply
+ * and the fds riding on it were received. While the client has unread output, a new request can
+ * only come from a client that writes without reading. */
+static void conn_check_receipt(Conn *c) {
+        int outq = 0;
+
+        if (c->receipt_since == 0)
+                return;
+        if (ioctl(c->fd, SIOCOUTQ, &outq) < 0 || outq == 0)
+                c->receipt_since = 0;
+}
+
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Conn *c = userdata;
+
+        if (c->receipt_since != 0 && c->state != CONN_CLOSING &&
+            usec >= c->receipt_since + NOIOMMU_RECEIPT_TIMEOUT_USEC) {
+                conn_check_receipt(c);
+                if (c->receipt_since != 0) {
+                        /* The reply holding the fds still sits in the socket: the client does
+                         * not read, or cannot. What it was granted goes back, quiesced first. */
+                        audit_protocol_violation(&c->id, "a reply carrying file descriptors was not read in time");
+                        (void) conn_free(c, "not-received");
+                        return 0;
+                }
+                conn_update_timer(c);           /* fires at once if another deadline passed */
+                return 0;
+        }
 
         log_debug("Closing connection of UID %u (PID %i): %s.", (unsigned) c->id.uid, (int) c->id.pid,
                   c->state == CONN_CLOSING ? "final reply not read" :
@@ -268,6 +305,8 @@ static int conn_write(Conn *c) {
                         return (int) n;             /* EPIPE, ECONNRESET, ETOOMANYREFS, ... */
 
                 c->out_since = conn_now(c);
+                if (o->n_fds > 0)
+                        c->receipt_since = c->out_since;
                 /* The kernel duplicated the fds into the message on the first sendmsg();
                  * our copies can go now. */
                 close_many(o->fds, o->n_fds);
@@ -494,11 +533,17 @@ static int conn_parse_and_dispatch(Conn *c) {
         wire_buffer_consume(&c->in, (size_t) len + 1);
         if (c->in.n > 0)
                 c->in_since = conn_now(c);
+        else
+                /* Nothing more buffered: give the buffer back. An idle connection then costs no
+                 * input buffer at all (conn_read() allocates one again for the next request);
+                 * 10,000 idle connections would otherwise keep 40 MiB (security.md §4.3). */
+                wire_buffer_done(&c->in);
         if (r < 0) {
                 conn_protocol_violation(c, "malformed message");
                 return 1;
         }
 
+        conn_check_receipt(c);
         c->had_request = true;
         c->current = msg;
         c->current_since = now();

@@ -32,6 +32,11 @@ typedef struct OutMsg OutMsg;
 #define NOIOMMU_IDLE_TIMEOUT_USEC (60ULL * 1000000ULL)
 /* A client that does not read its reply for this long is disconnected. */
 #define NOIOMMU_WRITE_TIMEOUT_USEC (30ULL * 1000000ULL)
+/* A reply that carries fds (memory, a device) must be read by the client within this long of
+ * being written, or the connection ends and what it granted is reclaimed with reason
+ * "not-received". The kernel tells whether it was read: SIOCOUTQ on a unix stream socket is
+ * what the peer has not consumed yet (security.md §10 row 11). */
+#define NOIOMMU_RECEIPT_TIMEOUT_USEC (10ULL * 1000000ULL)
 /* Allocations one connection may hold at once. */
 #define NOIOMMU_REGIONS_PER_CONN_MAX 64
 
@@ -46,6 +51,7 @@ typedef enum ConnState {
 typedef struct Conn {
         Manager *manager;
         struct Conn *next, *prev;       /* in manager->conns */
+        struct Conn *uid_next, *uid_prev; /* among the connections of the same uid */
 
         int fd;
         ClientIdentity id;
@@ -63,6 +69,7 @@ typedef struct Conn {
         OutMsg *out_head, *out_tail;
         size_t out_bytes;
         uint64_t out_since;             /* last write progress while output is queued */
+        uint64_t receipt_since;         /* a reply with fds written, not yet seen read; 0: none */
 
         json_t *current;                /* the request being answered */
         uint64_t current_since;         /* when it was parsed (debug timing) */

@@ -234,6 +234,24 @@ static bool numa_node_exists(int64_t node) {
         return access(path, F_OK) == 0;
 }
 
+/* The limit a new allocation of size bytes would break, or NULL. Checked before polkit is asked
+ * and again once it said yes (other connections of the uid may have allocated meanwhile), so
+ * that one uid cannot take all allocations or, with "maxMemoryPerUid", all the memory. */
+static const char *memory_limit_exceeded(Conn *c, uint64_t size) {
+        Manager *m = c->manager;
+        uint64_t max_bytes = m->settings.max_memory_per_uid, bytes;
+        unsigned n;
+
+        if (m->n_regions >= NOIOMMU_REGIONS_MAX)
+                return "allocations";
+        manager_memory_for_uid(m, c->id.uid, &n, &bytes);
+        if (n >= NOIOMMU_REGIONS_PER_UID_MAX)
+                return "allocations-per-uid";
+        if (max_bytes > 0 && (bytes > max_bytes || size > max_bytes - bytes))
+                return "memory-per-uid";
+        return NULL;
+}
+
 static int method_allocate_memory(Conn *c, json_t *params) {
         static const char *const allowed[] = { "size", "lease", "hugepageSize", "numaNode", "interactive", NULL };
         _cleanup_(huge_region_freep) HugeRegion *region = NULL;
@@ -305,6 +323,11 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                 return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED,
                                         json_pack("{s:s}", "limit", "allocations-per-connection"));
         }
+        k = memory_limit_exceeded(c, size);
+        if (k) {
+                audit_limit_exceeded(&c->id, k);
+                return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED, json_pack("{s:s}", "limit", k));
+        }
 
         /* authorize: details carry validated numbers only, never client text */
         (void) snprintf(s_size, sizeof(s_size), "%" PRIu64, size);
@@ -320,6 +343,11 @@ static int method_allocate_memory(Conn *c, json_t *params) {
         r = authorize(c, ACTION_ALLOCATE_MEMORY, details, interactive);
         if (r <= 0)
                 return r;
+        k = memory_limit_exceeded(c, size);
+        if (k) {
+                audit_limit_exceeded(&c->id, k);
+                return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED, json_pack("{s:s}", "limit", k));
+        }
 
         /* act */
         r = sd_id128_randomize(&rid);
@@ -501,7 +529,13 @@ static int method_acquire_device(Conn *c, json_t *params) {
                 return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED, json_pack("{s:s}", "reason", why));
         }
         c->leases[c->n_leases++] = l;
-        audit_lease_granted(&c->id, l->id, &l->device);
+        if (audit_lease_granted(&c->id, l->id, &l->device) < 0) {
+                /* Not recorded, so not granted (auditFailure=deny): the device was opened but
+                 * never handed out; end it the usual way, quiesce first. */
+                (void) conn_end_lease(c, c->n_leases - 1, AUDIT_REASON_FAILED);
+                return conn_reply_error(c, NOIOMMU_ERROR_PERMISSION_DENIED,
+                                        json_pack("{s:s}", "reason", AUDIT_REASON_FAILED));
+        }
         (void) persist_grant(c, NULL, l);               /* write-ahead, as for memory */
         monitor_emit(c->manager, "lease-granted",
                      json_pack("{s:s, s:s, s:s, s:I, s:I}", "lease", l->id, "device", l->device.address,

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/epoll.h>
@@ -36,17 +37,51 @@ struct UidCount {
         UidCount *next;
         uid_t uid;
         unsigned n;
+        Conn *conns;                    /* this uid's connections, by Conn.uid_next */
 };
 
 static UidCount **uid_bucket(Manager *m, uid_t uid) {
         return &m->uid_counts[(uid * 2654435761U) % ELEMENTSOF(m->uid_counts)];
 }
 
-unsigned manager_conns_for_uid(Manager *m, uid_t uid) {
+static UidCount *uid_find(Manager *m, uid_t uid) {
         for (UidCount *u = *uid_bucket(m, uid); u; u = u->next)
                 if (u->uid == uid)
-                        return u->n;
-        return 0;
+                        return u;
+        return NULL;
+}
+
+unsigned manager_conns_for_uid(Manager *m, uid_t uid) {
+        UidCount *u = uid_find(m, uid);
+
+        return u ? u->n : 0;
+}
+
+void manager_memory_for_uid(Manager *m, uid_t uid, unsigned *ret_regions, uint64_t *ret_bytes) {
+        UidCount *u = uid_find(m, uid);
+        unsigned n = 0;
+        uint64_t bytes = 0;
+
+        for (Conn *c = u ? u->conns : NULL; c; c = c->uid_next) {
+                for (size_t i = 0; i < c->n_regions; i++) {
+                        n++;
+                        bytes += c->regions[i]->size;
+                }
+                for (size_t i = 0; i < c->n_leases; i++) {
+                        const Lease *l = c->leases[i];
+
+                        for (size_t j = 0; j < l->n_regions; j++) {
+                                n++;
+                                bytes += l->regions[j]->size;
+                        }
+                        for (size_t j = 0; j < l->n_adopted; j++) {
+                                n++;
+                                bytes += l->adopted[j]->size;
+                        }
+                }
+        }
+        *ret_regions = n;
+        *ret_bytes = bytes;
 }
 
 int manager_conn_added(Manager *m, Conn *c) {
@@ -64,6 +99,10 @@ int manager_conn_added(Manager *m, Conn *c) {
                 *b = u;
         }
         u->n++;
+        c->uid_next = u->conns;
+        if (u->conns)
+                u->conns->uid_prev = c;
+        u->conns = c;
 
         c->next = m->conns;
         if (m->conns)
@@ -78,6 +117,12 @@ void manager_conn_removed(Manager *m, Conn *c) {
 
         for (UidCount **p = b; *p; p = &(*p)->next)
                 if ((*p)->uid == c->id.uid) {
+                        if (c->uid_prev)
+                                c->uid_prev->uid_next = c->uid_next;
+                        else
+                                (*p)->conns = c->uid_next;
+                        if (c->uid_next)
+                                c->uid_next->uid_prev = c->uid_prev;
                         if (--(*p)->n == 0) {
                                 UidCount *dead = *p;
                                 *p = dead->next;
@@ -116,6 +161,14 @@ static void refuse_connection(int fd, uid_t uid, pid_t pid, const char *limit) {
                 (void) wire_send(fd, msg, (size_t) n + 1, NULL, 0);
 }
 
+/* Out of file descriptors. The listening socket stays readable, so without pausing the loop
+ * would spin; manager_conn_removed() resumes once a connection closes and frees its fds. */
+static void pause_accepting(Manager *m) {
+        log_warning("Out of file descriptors, not accepting connections until one closes.");
+        m->accept_paused = true;
+        (void) sd_event_source_set_enabled(m->listen_source, SD_EVENT_OFF);
+}
+
 static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Manager *m = userdata;
 
@@ -133,11 +186,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         if (errno == ECONNABORTED || errno == EPROTO)
                                 continue;
                         if (errno == EMFILE || errno == ENFILE) {
-                                /* The listening socket stays readable; without pausing, the
-                                 * loop would spin. Resume when a connection closes. */
-                                log_warning("Out of file descriptors, not accepting connections until one closes.");
-                                m->accept_paused = true;
-                                (void) sd_event_source_set_enabled(m->listen_source, SD_EVENT_OFF);
+                                pause_accepting(m);
                                 return 0;
                         }
                         /* Anything else (ENOMEM, ENOBUFS, ...) is transient: a negative return
@@ -161,6 +210,15 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 if (r == -ENOMEM) {
                         log_error_errno(r, "Out of memory accepting a connection, refusing it.");
                         continue;
+                }
+                if (r == -EMFILE || r == -ENFILE) {
+                        /* accept4() got one of the last fds, but the peer's pidfd or /proc/PID
+                         * did not fit. That is our exhaustion, not the peer's doing: tell it so
+                         * (no fd needed for that), and leave the rest of the backlog waiting
+                         * instead of dropping every queued connection the same way. */
+                        refuse_connection(cfd, cred.uid, cred.pid, "file-descriptors");
+                        pause_accepting(m);
+                        return 0;
                 }
                 if (r < 0) {
                         ClientIdentity id = CLIENT_IDENTITY_INIT;
@@ -240,7 +298,7 @@ int manager_new(const char *config_path, Manager **ret) {
         if (r < 0)
                 return r;
 
-        audit_setup();
+        audit_setup(m->settings.audit_failure_log);
         monitor_setup(m);
 
         *ret = TAKE_PTR(m);
@@ -411,6 +469,16 @@ int manager_run(Manager *m) {
         int r;
 
         polkit_connect(m->polkit);
+
+        /* Every connection holds two fds (its socket and the peer's pidfd). Below this the fd
+         * limit, not the connection caps, decides when accepting stops (security.md §4.3). The
+         * daemon cannot raise it itself (setrlimit() is filtered): the unit sets LimitNOFILE=. */
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) >= 0 && rl.rlim_cur != RLIM_INFINITY &&
+            rl.rlim_cur < 2ULL * NOIOMMU_CONNS_MAX + 1024)
+                log_warning("RLIMIT_NOFILE is %llu, below the %llu that %u connections need; raise LimitNOFILE=.",
+                            (unsigned long long) rl.rlim_cur, 2ULL * NOIOMMU_CONNS_MAX + 1024,
+                            (unsigned) NOIOMMU_CONNS_MAX);
 
         audit_started(m->listen_description);
         (void) snprintf(status, sizeof(status), "STATUS=Listening on %s.", m->listen_description);

@@ -22,6 +22,11 @@ typedef struct Lease Lease;
  * uids that can together deny service to everyone else. */
 #define NOIOMMU_CONNS_MAX 16384
 #define NOIOMMU_CONNS_PER_UID_MAX 4096
+/* DMA allocations held at once, in total and per uid (over all its connections). Each one is a
+ * memfd in PID 1's fd store (FileDescriptorStoreMax=4096 in the unit, shared with connections
+ * and device fds), so the total stays well below that. Bytes per uid: "maxMemoryPerUid". */
+#define NOIOMMU_REGIONS_MAX 1536
+#define NOIOMMU_REGIONS_PER_UID_MAX 256
 /* Connections accepted per wake-up of the listening socket. */
 #define NOIOMMU_ACCEPT_BATCH 64
 
@@ -67,6 +72,8 @@ int manager_run(Manager *m);
 
 /* Connection bookkeeping, called by conn.c. */
 unsigned manager_conns_for_uid(Manager *m, uid_t uid);
+/* DMA memory held by all connections of uid (with their leases): allocations and bytes. */
+void manager_memory_for_uid(Manager *m, uid_t uid, unsigned *ret_regions, uint64_t *ret_bytes);
 int manager_conn_added(Manager *m, Conn *c);
 void manager_conn_removed(Manager *m, Conn *c);
 

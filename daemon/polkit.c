@@ -31,12 +31,20 @@ typedef enum PolkitVerdict {
         _POLKIT_VERDICT_INVALID = -EINVAL,
 } PolkitVerdict;
 
+typedef struct DenialWindow {
+        uid_t uid;
+        uint64_t begin;                 /* 0: slot unused */
+        unsigned n;                     /* "no" answers in this window */
+        unsigned refused;               /* checks refused without asking, for the summary */
+} DenialWindow;
+
 struct Polkit {
         sd_event *event;
         sd_bus *bus;
         PolkitQuery *pending;           /* list of queries waiting for polkitd */
         unsigned n_pending;
         uint64_t counter;               /* for cancellation ids */
+        DenialWindow denials[NOIOMMU_POLKIT_DENIAL_UIDS];
 };
 
 struct PolkitQuery {
@@ -310,6 +318,51 @@ static unsigned pending_for_uid(Polkit *p, uid_t uid) {
         return n;
 }
 
+/* The window of uid, starting a new one when its interval is over; NULL if untracked and
+ * create is false. A full table reuses the oldest slot: a flood over many uids only makes
+ * the throttle forget, never refuse someone it should not. */
+static DenialWindow *denial_window(Polkit *p, uid_t uid, bool create) {
+        DenialWindow *w = NULL, *oldest = &p->denials[0];
+        uint64_t t = now_usec();
+
+        for (size_t i = 0; i < ELEMENTSOF(p->denials); i++) {
+                DenialWindow *d = &p->denials[i];
+
+                if (d->begin != 0 && d->uid == uid)
+                        w = d;
+                if (d->begin < oldest->begin)
+                        oldest = d;
+        }
+        if (w && t - w->begin > NOIOMMU_POLKIT_DENIALS_INTERVAL_USEC) {
+                if (w->refused > 0)
+                        log_warning("Refused %u authorization checks of UID %u without asking polkit after %u denials in %llu s.",
+                                    w->refused, (unsigned) uid, w->n,
+                                    NOIOMMU_POLKIT_DENIALS_INTERVAL_USEC / 1000000ULL);
+                *w = (DenialWindow) {};
+                w = NULL;
+        }
+        if (!w && create) {
+                w = oldest;
+                *w = (DenialWindow) { .uid = uid, .begin = t };
+        }
+        return w;
+}
+
+static void denial_count(Polkit *p, uid_t uid) {
+        DenialWindow *w = denial_window(p, uid, true);
+
+        w->n++;
+}
+
+static bool denial_throttled(Polkit *p, uid_t uid) {
+        DenialWindow *w = denial_window(p, uid, false);
+
+        if (!w || w->n < NOIOMMU_POLKIT_DENIALS_BURST)
+                return false;
+        w->refused++;
+        return true;
+}
+
 static bool query_matches(const PolkitQuery *q, const char *action, char **details, bool interactive) {
         return streq(q->action, action) && strv_equal(q->details, details) &&
                q->interactive == interactive;
@@ -345,21 +398,27 @@ int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const
                          * the connector must still be the same live process. */
                         r = client_identity_still_valid(id);
                         if (r <= 0) {
-                                audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
-                                                    POLKIT_REASON_SUBJECT_GONE, NULL);
+                                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
+                                                           POLKIT_REASON_SUBJECT_GONE, NULL);
                                 *ret_reason = POLKIT_REASON_SUBJECT_GONE;
                                 return -EACCES;
                         }
-                        audit_authorization(id, action, details, interactive, AUDIT_RESULT_AUTHORIZED,
-                                            NULL, NULL);
+                        /* If it cannot be recorded, it is not granted (auditFailure=deny). */
+                        if (audit_authorization(id, action, details, interactive, AUDIT_RESULT_AUTHORIZED,
+                                                NULL, NULL) < 0) {
+                                *ret_reason = AUDIT_REASON_FAILED;
+                                return -EACCES;
+                        }
                         return 1;
                 case POLKIT_CHALLENGE:
-                        audit_authorization(id, action, details, interactive, AUDIT_RESULT_CHALLENGE,
-                                            "interactive-authentication-required", NULL);
+                        denial_count(p, id->uid);
+                        (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_CHALLENGE,
+                                                   "interactive-authentication-required", NULL);
                         return -EKEYREJECTED;
                 case POLKIT_DENIED:
-                        audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
-                                            POLKIT_REASON_DENIED, NULL);
+                        denial_count(p, id->uid);
+                        (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
+                                                   POLKIT_REASON_DENIED, NULL);
                         *ret_reason = POLKIT_REASON_DENIED;
                         return -EACCES;
                 case POLKIT_FAILED:
@@ -367,8 +426,8 @@ int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const
                         if (streq(q->reason, POLKIT_REASON_UNAVAILABLE) ||
                             streq(q->reason, POLKIT_REASON_NOT_REGISTERED))
                                 audit_policy_unavailable(id, action, q->reason);
-                        audit_authorization(id, action, details, interactive, result, q->reason,
-                                            q->error_name);
+                        (void) audit_authorization(id, action, details, interactive, result, q->reason,
+                                                   q->error_name);
                         *ret_reason = q->reason;
                         return -EACCES;
                 case POLKIT_PENDING:
@@ -386,6 +445,10 @@ int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const
         }
         if (pending_for_uid(p, id->uid) >= NOIOMMU_POLKIT_PENDING_PER_UID_MAX) {
                 *ret_reason = "polkit-checks-per-uid";
+                return -EUSERS;
+        }
+        if (denial_throttled(p, id->uid)) {
+                *ret_reason = "denials-per-uid";
                 return -EUSERS;
         }
 
@@ -410,8 +473,8 @@ int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const
                 /* No bus, or the message could not be sent: deny, loudly. */
                 log_debug_errno(r, "Cannot send CheckAuthorization: %m");
                 audit_policy_unavailable(id, action, "system bus unreachable");
-                audit_authorization(id, action, details, interactive, AUDIT_RESULT_ERROR,
-                                    POLKIT_REASON_UNAVAILABLE, "bus-unreachable");
+                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_ERROR,
+                                           POLKIT_REASON_UNAVAILABLE, "bus-unreachable");
                 *ret_reason = POLKIT_REASON_UNAVAILABLE;
                 return -EACCES;
         }
@@ -445,8 +508,8 @@ PolkitQuery *polkit_query_free(PolkitQuery *q) {
                                                 "org.freedesktop.PolicyKit1.Authority",
                                                 "CancelCheckAuthorization", NULL, NULL,
                                                 "s", q->cancel_id);
-                audit_authorization(&q->id, q->action, q->details, q->interactive,
-                                    AUDIT_RESULT_DENIED, "client-disconnected", NULL);
+                (void) audit_authorization(&q->id, q->action, q->details, q->interactive,
+                                           AUDIT_RESULT_DENIED, "client-disconnected", NULL);
         }
         pending_unlink(q);
         q->slot = sd_bus_slot_unref(q->slot);

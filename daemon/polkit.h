@@ -31,6 +31,15 @@
 #define NOIOMMU_POLKIT_PENDING_MAX 64
 #define NOIOMMU_POLKIT_PENDING_PER_UID_MAX 4
 
+/* Denials per uid (security.md §7.2): after this many "no" answers for one uid within the
+ * interval, its further checks are refused with LimitExceeded ("denials-per-uid") without asking
+ * polkitd until the interval ends. A denied flood then costs polkitd, the bus and the journal a
+ * bounded amount, and grants stay visible in the journal (security.md §10 row 27). */
+#define NOIOMMU_POLKIT_DENIALS_BURST 32
+#define NOIOMMU_POLKIT_DENIALS_INTERVAL_USEC (10ULL * 1000000ULL)
+/* uids whose denials are tracked at once; the oldest window is reused beyond that. */
+#define NOIOMMU_POLKIT_DENIAL_UIDS 64
+
 #define NOIOMMU_POLKIT_TIMEOUT_USEC (25ULL * 1000000ULL)
 #define NOIOMMU_POLKIT_INTERACTIVE_TIMEOUT_USEC (300ULL * 1000000ULL)
 
@@ -53,9 +62,10 @@ void polkit_connect(Polkit *p);
 #define POLKIT_REASON_ERROR "error"
 
 /* Returns 1: authorized; 0: pending (done(userdata) will be called; call again then);
- * -EACCES: denied, *ret_reason is one of the POLKIT_REASON_* strings; -EKEYREJECTED: polkit
- * wants interactive authentication the request did not allow; -EUSERS: too many checks in
- * flight (limit name in *ret_reason); other negative errno: our own failure.
+ * -EACCES: denied, *ret_reason is one of the POLKIT_REASON_* strings or AUDIT_REASON_FAILED (the
+ * grant could not be audited); -EKEYREJECTED: polkit wants interactive authentication the
+ * request did not allow; -EUSERS: too many checks in flight, or too many denials of this uid
+ * (limit name in *ret_reason); other negative errno: our own failure.
  * details: NULL-terminated key, value, ... list of validated values only. */
 int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const char *action,
                   char **details, bool interactive, polkit_done_t done, void *userdata,

@@ -90,6 +90,16 @@ static int settings_merge_file(Settings *c, const char *path) {
                                 c->iommu_devices_all = false;
                                 r = parse_address_list(path, key, v, &c->iommu_devices);
                         }
+                } else if (streq(key, "auditFailure")) {
+                        if (json_is_string(v) && streq(json_string_value(v), "deny"))
+                                c->audit_failure_log = false;
+                        else if (json_is_string(v) && streq(json_string_value(v), "log"))
+                                c->audit_failure_log = true;
+                        else
+                                r = log_error_errno(EINVAL, "%s: \"auditFailure\" must be \"deny\" or \"log\".", path);
+                } else if (streq(key, "maxMemoryPerUid")) {
+                        if (json_get_u64(v, &c->max_memory_per_uid) < 0 || c->max_memory_per_uid == 0)
+                                r = log_error_errno(EINVAL, "%s: \"maxMemoryPerUid\" must be a positive number of bytes.", path);
                 } else
                         r = log_error_errno(EINVAL, "%s: unknown key \"%s\".", path, key);
                 if (r < 0)

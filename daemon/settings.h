@@ -7,6 +7,11 @@
  *     "noiommuDevices": ["0000:01:00.0"],   devices that may be handed out WITHOUT an IOMMU;
  *                                           lists from drop-ins are added together
  *     "iommuDevices": "all" | ["0000:02:00.0"]   devices behind a real IOMMU (default: all)
+ *     "auditFailure": "deny" | "log"       a grant whose Linux audit record cannot be written
+ *                                           is refused (default "deny") or only logged; a
+ *                                           kernel or namespace without audit is never a failure
+ *     "maxMemoryPerUid": 1073741824         bytes of DMA memory one uid may hold at once over
+ *                                           all its connections (default: no limit but the pool)
  *   }
  *
  * A noiommu device is root-equivalent in the client's hands, so it is served only if named
@@ -16,6 +21,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #define NOIOMMU_SETTINGS_PATH "/etc/noiommud/noiommud.conf"
 
@@ -23,6 +29,8 @@ typedef struct Settings {
         char **noiommu_devices;         /* NULL-terminated */
         bool iommu_devices_all;
         char **iommu_devices;           /* when !iommu_devices_all */
+        bool audit_failure_log;         /* "auditFailure": "log" */
+        uint64_t max_memory_per_uid;    /* 0: no limit */
 } Settings;
 
 /* Loads path and path.d/ (a missing file is an empty configuration). */
