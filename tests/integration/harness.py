@@ -8,7 +8,9 @@ One Environment is a context manager that builds, for one test file:
   * a world-readable temporary directory;
   * a private system-type dbus-daemon with a permissive policy and no service activation;
   * optionally the real polkitd in a private mount namespace, with the project's action file
-    (or none) and the test rules below bind-mounted over the system directories;
+    (or none) and the test rules below bind-mounted over the system directories; or instead
+    python3-dbusmock's polkitd template (Environment(polkit="mock")), for tests that must hang,
+    delay or inspect the exact CheckAuthorization call (MockPolkit below, security.md §10.1);
   * a journal capture: a SOCK_DGRAM socket that the daemon sees as
     /run/systemd/journal/socket, parsed as the native journal protocol;
   * the built daemon, as root, in its own mount namespace, listening on <tmp>/noiommud.sock;
@@ -736,6 +738,121 @@ class Connection:
         self.close()
 
 
+# --- python3-dbusmock's polkitd ----------------------------------------------------------------
+
+POLKIT_BUS_NAME = "org.freedesktop.PolicyKit1"
+POLKIT_PATH = "/org/freedesktop/PolicyKit1/Authority"
+POLKIT_IFACE = "org.freedesktop.PolicyKit1.Authority"
+DBUSMOCK_IFACE = "org.freedesktop.DBus.Mock"
+
+
+def dbus_signature(v):
+    """The D-Bus type signature of a value as python3-dbus unmarshalled it (for a value that came
+    in a variant, the signature of what the variant held). Exact: each python3-dbus class stands
+    for one wire type."""
+    import dbus
+    for cls, sig in ((dbus.Boolean, "b"), (dbus.Byte, "y"), (dbus.Int16, "n"), (dbus.UInt16, "q"),
+                     (dbus.Int32, "i"), (dbus.UInt32, "u"), (dbus.Int64, "x"), (dbus.UInt64, "t"),
+                     (dbus.Double, "d"), (dbus.ObjectPath, "o"), (dbus.Signature, "g"),
+                     (dbus.String, "s"), (dbus.types.UnixFd, "h")):
+        if type(v) is cls:
+            return sig
+    if isinstance(v, dbus.Struct):
+        return "(" + "".join(dbus_signature(x) for x in v) + ")"
+    if isinstance(v, dbus.Dictionary) and v.signature:
+        return "a{%s}" % v.signature
+    if isinstance(v, dbus.Array) and v.signature:
+        return "a" + v.signature
+    raise AssertionError("no D-Bus signature for %r (%s)" % (v, type(v).__name__))
+
+
+class MockPolkit:
+    """python3-dbusmock's polkitd template on the private bus, driven over python3-dbus
+    (Environment(polkit="mock") or env.start_mock_polkitd()). Template semantics (0.28):
+
+      * set_allowed(actions) / allow_unknown(b): CheckAuthorization answers
+        (allowed, false, {"test": "test"}) with allowed = action in the list, or allow_unknown;
+        by default every action is denied.
+      * set_delay(seconds): each CheckAuthorization sleeps first. The mock is single-threaded, so
+        this also delays every later call to it, control calls included: calls are answered one
+        after another.
+      * simulate_hang(b) / simulate_hang_actions(actions): CheckAuthorization (of those actions)
+        is logged but not answered until release_hanging_calls(), which answers all parked calls.
+      * The call log: get_calls() (org.freedesktop.DBus.Mock.GetCalls), pop_calls() (takes the
+        logged calls out of the mock, nothing logged meanwhile is lost), clear_calls(). Each call
+        is (unix time, method, [args]) with the args as python3-dbus values, so dbus_signature()
+        gives their exact D-Bus types. A pidfd in a subject comes back as a dbus.types.UnixFd
+        holding a duplicate of it (closed when the object goes away; .take() keeps it). The bus
+        takes at most 16 fds per message and disconnects a sender that puts more in one (the
+        mock then exits): get_calls() fails past 16 logged pidfds, pop_calls() fetches in
+        batches of POP_BATCH calls.
+      * CancelCheckAuthorization(s), which the template lacks, is added with AddMethod so that it
+        is accepted and logged like the other calls.
+    """
+
+    POP_BATCH = 8
+
+    def __init__(self, bus_address, timeout=60):
+        import dbus
+        self.timeout = timeout
+        self.bus = dbus.bus.BusConnection(bus_address)
+        obj = self.bus.get_object(POLKIT_BUS_NAME, POLKIT_PATH, introspect=False)
+        self.mock = dbus.Interface(obj, DBUSMOCK_IFACE)
+        self.authority = dbus.Interface(obj, POLKIT_IFACE)
+        xml = obj.Introspect(dbus_interface="org.freedesktop.DBus.Introspectable", timeout=timeout)
+        if 'name="CancelCheckAuthorization"' not in xml:
+            self.mock.AddMethod(POLKIT_IFACE, "CancelCheckAuthorization", "s", "", "", timeout=timeout)
+        self.mock.AddMethod(DBUSMOCK_IFACE, "PopCalls", "u", "a(tsav)",
+                            "log = [c for c in self.call_log if c[1] != 'PopCalls']\n"
+                            "ret, self.call_log = log[:args[0]], log[args[0]:]",
+                            timeout=timeout)
+
+    def close(self):
+        if self.bus is not None:
+            self.bus.close()
+            self.bus = None
+
+    def _call(self, name, *args):
+        return getattr(self.mock, name)(*args, timeout=self.timeout)
+
+    def set_allowed(self, actions):
+        import dbus
+        self._call("SetAllowed", dbus.Array(actions, signature="s"))
+
+    def allow_unknown(self, allow):
+        self._call("AllowUnknown", bool(allow))
+
+    def set_delay(self, seconds):
+        self._call("SetDelay", float(seconds))
+
+    def simulate_hang(self, hang):
+        self._call("SimulateHang", bool(hang))
+
+    def simulate_hang_actions(self, actions):
+        import dbus
+        self._call("SimulateHangActions", dbus.Array(actions, signature="s"))
+
+    def release_hanging_calls(self):
+        self._call("ReleaseHangingCalls")
+
+    def have_hanging_calls(self):
+        return bool(self._call("HaveHangingCalls"))
+
+    def get_calls(self):
+        return [(int(t), str(m), list(a)) for t, m, a in self._call("GetCalls")]
+
+    def pop_calls(self):
+        out = []
+        while True:
+            batch = self._call("PopCalls", self.POP_BATCH)
+            out += [(int(t), str(m), list(a)) for t, m, a in batch]
+            if len(batch) < self.POP_BATCH:
+                return out
+
+    def clear_calls(self):
+        self._call("ClearCalls")
+
+
 # --- The environment ---------------------------------------------------------------------------
 
 def find_policy():
@@ -755,7 +872,7 @@ def require(cond, reason):
         raise Skip(reason)
 
 
-def check_prerequisites(need_daemon=True):
+def check_prerequisites(need_daemon=True, need_dbusmock=False):
     require(os.geteuid() == 0, "integration tests need root (they run polkitd, dbus-daemon, "
             "the daemon and mount namespaces, and change vm.nr_hugepages)")
     require(sys.platform.startswith("linux"), "Linux only")
@@ -767,6 +884,11 @@ def check_prerequisites(need_daemon=True):
     require(os.path.exists("/proc/self/ns/mnt"), "no mount namespaces")
     r = subprocess.run(["unshare", "-m", "true"], stderr=subprocess.PIPE)
     require(r.returncode == 0, "unshare -m does not work here: %s" % r.stderr.decode().strip())
+    if need_dbusmock:
+        r = subprocess.run([PYTHON, "-c", "import dbus, dbusmock.templates.polkitd"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        require(r.returncode == 0, "python3-dbusmock (polkitd template) or python3-dbus missing for %s "
+                "(scripts/install-deps.sh): %s" % (PYTHON, r.stderr.decode().strip()[-200:]))
     if need_daemon:
         daemon = os.environ.get("NOIOMMUD_TEST_BINARY") or os.path.join(BUILD_ROOT, "daemon", "noiommud")
         if not os.path.exists(daemon):
@@ -777,7 +899,8 @@ def check_prerequisites(need_daemon=True):
 
 class Environment:
     """See the module docstring. Arguments:
-      polkit:      start the real polkitd (False: the bus has no polkit at all)
+      polkit:      True: start the real polkitd; "mock": python3-dbusmock's polkitd template
+                   instead (self.polkit_mock, a MockPolkit); False: the bus has no polkit at all
       install_policy: put the project's action file into polkitd's action directory
       daemon:      start noiommud (False for self-tests of the harness)
       hugepages:   how many free 2 MiB pages to guarantee
@@ -804,7 +927,8 @@ class Environment:
         self.stack = contextlib.ExitStack()
         self.daemon = None
         self.daemon_pid = None
-        self.polkitd = None
+        self.polkitd = None      # Popen of the real polkitd or of the mock
+        self.polkit_mock = None  # MockPolkit when polkit="mock"
         self.journal = None
         self.nr_hugepages_orig = None
         self.daemon_bin = os.environ.get("NOIOMMUD_TEST_BINARY") or os.path.join(BUILD_ROOT, "daemon", "noiommud")
@@ -813,13 +937,15 @@ class Environment:
     # setup
 
     def __enter__(self):
-        check_prerequisites(need_daemon=self.want_daemon)
+        check_prerequisites(need_daemon=self.want_daemon, need_dbusmock=self.want_polkit == "mock")
         try:
             self._lock()
             self._reserve_hugepages()
             self._make_tmp()
             self._start_bus()
-            if self.want_polkit:
+            if self.want_polkit == "mock":
+                self.start_mock_polkitd()
+            elif self.want_polkit:
                 self.start_polkitd()
             self.journal = JournalCapture(os.path.join(self.tmp, "journal"), os.path.join(self.tmp, "notify"))
             if self.want_daemon:
@@ -952,10 +1078,28 @@ class Environment:
             return self.bus_name_owner("org.freedesktop.PolicyKit1")
         wait_until(owned, 15, "polkitd to own org.freedesktop.PolicyKit1", interval=0.02)
 
+    def start_mock_polkitd(self):
+        """python3-dbusmock's polkitd template in place of polkitd (security.md §10.1); returns
+        (and keeps as self.polkit_mock) a MockPolkit. Its call log goes to logs/polkitd-mock.log."""
+        self.polkitd = self.spawn("polkitd-mock", [PYTHON, "-m", "dbusmock", "--system", "--template",
+                                                   "polkitd"], env=self.env)
+
+        def owned():
+            if self.polkitd.poll() is not None:
+                raise AssertionError("the polkitd mock exited with %s:\n%s"
+                                     % (self.polkitd.returncode, self.read_log("polkitd-mock")))
+            return self.bus_name_owner(POLKIT_BUS_NAME)
+        wait_until(owned, 15, "the polkitd mock to own " + POLKIT_BUS_NAME, interval=0.02)
+        self.polkit_mock = MockPolkit(self.bus_address)
+        return self.polkit_mock
+
     def stop_polkitd(self):
         if self.polkitd is not None:
-            self._kill("polkitd")
+            self._kill("polkitd-mock" if self.polkit_mock else "polkitd")
             self.polkitd = None
+        if self.polkit_mock is not None:
+            self.polkit_mock.close()
+            self.polkit_mock = None
 
     def start_daemon(self, extra_args=(), env_overrides=None):
         """Starts noiommud (as root, in its own mount namespace with the journal capture over
@@ -1005,14 +1149,17 @@ class Environment:
 
     def restart_bus(self):
         """Kills the private dbus-daemon (and polkitd, which exits with it) and starts a new one
-        on the same socket path, with polkitd again if this environment has one."""
-        had_polkit = self.polkitd is not None
+        on the same socket path, with polkitd (or the mock, in its default state) again if this
+        environment has one."""
+        had_polkit = "mock" if self.polkit_mock else self.polkitd is not None
         self.stop_polkitd()
         self._kill("dbus-daemon")
         if os.path.exists(self.bus_path):
             os.unlink(self.bus_path)
         self._start_bus()
-        if had_polkit:
+        if had_polkit == "mock":
+            self.start_mock_polkitd()
+        elif had_polkit:
             self.start_polkitd()
 
     @contextlib.contextmanager
@@ -1114,6 +1261,8 @@ class Environment:
             print("FAIL: malformed journal datagrams:\n  " + "\n  ".join(self.journal.errors), flush=True)
             self.failures.append("journal protocol")
             failed = True
+        if self.polkit_mock is not None:
+            self.polkit_mock.close()
         for name in list(self.procs):
             self._kill(name)
         if self.journal is not None:
