@@ -3,7 +3,9 @@
 """Hugepage exhaustion (security.md §5.1, §10 row 15): a request beyond HugePages_Free is a clean
 OutOfMemory {requested, hugepageSize} from the daemon (preallocation fails there, never SIGBUS in
 a client), nothing is leaked, the pool can be used up exactly, and a following small allocation
-works."""
+works. A fallocate() that fails with ENOSPC although the pool looks big enough (another process
+took the pages first, or a hugetlb cgroup limit) is injected with strace and gives the same clean
+OutOfMemory, with nothing pinned."""
 
 import os
 import sys
@@ -67,6 +69,26 @@ def main():
             os.close(fd)
             c.close()
             env.wait_baseline(base, what="end")
+
+        with env.subtest("fallocate fails with ENOSPC (strace -e inject): OutOfMemory, nothing pinned"):
+            os.environ["NOIOMMU_TEST_WRAPPER"] = "strace -f -qq -o /dev/null -e trace=fallocate -e inject=fallocate:error=ENOSPC"
+            try:
+                env.restart_daemon()
+            finally:
+                os.environ.pop("NOIOMMU_TEST_WRAPPER", None)
+            free_before = H.hugepages_free()
+            c = env.connect(uid=H.ALLOWED_UID)
+            err, params = c.call_error(H.ALLOCATE, {"size": HP})
+            assert err == OOM and params == {"requested": HP, "hugepageSize": HP}, (err, params)
+            assert H.hugepages_free() == free_before, "pages taken by a failed allocation"
+            assert env.daemon_hugetlb_kb() == 0, "the daemon maps hugetlb memory after a failed allocation"
+            c.call_ok(H.GET_INFO)
+            c.close()
+            env.restart_daemon()
+            c = env.connect(uid=H.ALLOWED_UID)
+            r, fd = H.allocate(c, HP)                   # without the fault: served
+            os.close(fd)
+            c.close()
 
 
 H.run(main)
