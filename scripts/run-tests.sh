@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # The whole test suite on a fresh Debian 12 machine, as root: installs what is needed, builds,
 # runs every tier meson knows (unit, integration, vm), runs the unit and integration tiers once
-# more on an ASan+UBSan build, and ends with a one-line summary. A tier that cannot run here is
+# more on an ASan+UBSan build and the functional integration tests under valgrind, and ends
+# with a one-line summary. A tier that cannot run here is
 # reported as SKIPPED with its reason, loudly; skips are never counted as passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,15 @@ meson test -C "$BUILD_DIR" --print-errorlogs --num-processes 2 "$@" || rc=$?
 ninja -C build-asan
 meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit --suite integration || rc=$?
 
+# The functional integration tests once more with the gcc build's daemon under valgrind's
+# memcheck (the "valgrind" test setup in tests/meson.build): a memory error or a definite leak
+# fails the test. These are the tests whose oracles are behaviour, not latency, and that have
+# been run under valgrind; the load, timing and restart tests run natively and under ASan.
+VALGRIND_TESTS=(varlink-service allocate-memory denied polkit-absent action-missing
+        disconnect-during-auth bad-input hugepage-exhaustion free-memory ctl-batch lifecycle
+        polkit-subject device-backends monitor)
+meson test -C "$BUILD_DIR" --setup valgrind --print-errorlogs "${VALGRIND_TESTS[@]}" || rc=$?
+
 /usr/bin/python3 scripts/summarize-tests.py "$BUILD_DIR/meson-logs/testlog.json" \
-        build-asan/meson-logs/testlog.json || rc=1
+        build-asan/meson-logs/testlog.json "$BUILD_DIR/meson-logs/testlog-valgrind.json" || rc=1
 exit $rc

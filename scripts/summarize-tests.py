@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Prints skipped tests with their reasons, and the closing "N passed, N failed, N skipped" line,
-# from one or more of meson's testlog.json files (the plain build, then the sanitizer build).
+# from one or more of meson's testlog.json files (the plain build, then the sanitizer build, then
+# the valgrind run). A missing file (that run never started) counts as a failure.
 # Exits 1 if anything failed or nothing ran.
 import json
 import re
@@ -11,9 +12,14 @@ passed = failed = skipped = 0
 skips = []
 lines = []
 for path in sys.argv[1:]:
-    label = '' if path == sys.argv[1] else ' [%s]' % path.split('/')[0]
-    with open(path, encoding='utf-8') as f:
-        lines += [(label, line) for line in f]
+    label = ('' if path == sys.argv[1] else
+             ' [valgrind]' if 'valgrind' in path else ' [%s]' % path.split('/')[0])
+    try:
+        with open(path, encoding='utf-8') as f:
+            lines += [(label, line) for line in f]
+    except FileNotFoundError:
+        failed += 1
+        print('FAILED: no test log %s (that run did not happen)' % path)
 for label, line in lines:
     t = json.loads(line)
     t['name'] = t['name'] + label
