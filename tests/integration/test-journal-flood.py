@@ -12,8 +12,8 @@ device grant to an allowed uid.
     backstop has it too: USER_ACCT res=success and DEV_ALLOC for the lease, read from the audit
     multicast group (the test enables kernel audit for its duration if it is off, and restores
     it). The denials are in Linux audit as USER_ACCT res=failed;
-  * the daemon's fd count is back where it was, its RSS grew by less than 4 MiB, and it serves
-    as before.
+  * the daemon's fd count is back where it was, its RSS grew by less than 4 MiB (not checked on an
+    ASan build, whose quarantine holds freed memory), and it serves as before.
 """
 
 import os
@@ -117,6 +117,11 @@ def rss_kb(pid):
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
+def built_with_asan(pid):
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()
+
+
 def flood(conn, n):
     """Sends n denied AllocateMemory requests pipelined in batches; returns {error: count}."""
     counts = {}
@@ -205,7 +210,12 @@ def body():
                 env.wait_baseline(base, what="after the flood and the grant")
                 rss1 = rss_kb(env.daemon_pid)
                 H.log("daemon RSS %d -> %d KiB over the flood" % (rss0, rss1))
-                assert rss1 - rss0 < 4096, "the daemon grew by %d KiB over the flood" % (rss1 - rss0)
+                if built_with_asan(env.daemon_pid):
+                    # ASan keeps freed memory in its quarantine (up to 256 MiB) to catch use after
+                    # free: RSS says nothing there; LeakSanitizer checks leaks at the daemon's exit.
+                    H.log("NOTE: RSS growth not checked: the daemon is an ASan build")
+                else:
+                    assert rss1 - rss0 < 4096, "the daemon grew by %d KiB over the flood" % (rss1 - rss0)
 
             with env.subtest("the denied uid is asked about again once its window is over"):
                 time.sleep(10.5)
