@@ -1,51 +1,99 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
-# Builds (or reuses) the vm test tier's guest kernel: docs/vm-testing.md §3-§5.
+# Builds (or reuses) a guest kernel of the vm test tier: docs/vm-testing.md §3-§5 and, for 7.x,
+# ../shared/docs/linux-7.3.md.
 #
-#   build-kernel.sh [FRAGMENT]        FRAGMENT defaults to kernel.config beside this script
+#   build-kernel.sh [--linux 6.12|7] [FRAGMENT...]
 #
-# tinyconfig + FRAGMENT + olddefconfig, from Debian's /usr/src/linux-source-6.12.tar.xz.
-# Every fragment line is checked against the resulting .config before anything compiles.
-# The result is cached outside the checkout, in
-#   ${NOIOMMU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/noiommud}/kernel/<key>/{bzImage,config}
-# with key = sha256(fragment, linux-source-6.12 version, first line of gcc --version,
-# SCRIPT_VERSION). A hit costs nothing; a miss costs ~9 minutes on 2 cores.
+#   --linux 6.12  (default) Debian 12's linux-source-6.12 (bookworm-security, installed by
+#                 scripts/install-vm-deps.sh): VFIO's own container, the noiommu group path.
+#                 FRAGMENT defaults to kernel.config.
+#   --linux 7     the newest linux-source-7.N with N >= 3 in Debian trixie-backports, fetched
+#                 with a private apt (scripts/debian-backports.sh; nothing is installed): the
+#                 merged noiommu cdev. FRAGMENT defaults to kernel.config + kernel-7.config.
+#
+# tinyconfig + the fragments (in order; a later line for the same option wins) + olddefconfig.
+# Every effective fragment line is checked against the resulting .config before anything
+# compiles. The result is cached outside the checkout, in
+#   ${NOIOMMU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/noiommud}/kernel/<key>/{bzImage,config,info}
+# with key = sha256(the fragments, source package name and version, first line of
+# gcc --version, SCRIPT_VERSION). A hit costs nothing; a miss costs 3-10 minutes on 2 cores.
 # The last line on stdout is the path of bzImage; everything else goes to stderr.
-# Exit status: 0 built or cached, 77 the kernel source package is missing, 1 anything else.
+# Exit status: 0 built or cached, 77 the kernel source cannot be had here, 1 anything else.
 set -euo pipefail
 
 # Bump when this script changes how the kernel is built: the cache key includes it.
 SCRIPT_VERSION=1
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-frag=$(realpath "${1:-$here/kernel.config}")
-tarball=/usr/src/linux-source-6.12.tar.xz
-srcname=linux-source-6.12
+series=6.12
+if [ "${1:-}" = --linux ]; then
+        series=${2:?--linux needs 6.12 or 7}
+        shift 2
+fi
+frags=()
+for f in "$@"; do
+        frags+=("$(realpath "$f")")
+done
+case "$series" in
+6.12)
+        [ ${#frags[@]} -gt 0 ] || frags=("$here/kernel.config") ;;
+7)
+        [ ${#frags[@]} -gt 0 ] || frags=("$here/kernel.config" "$here/kernel-7.config") ;;
+*)
+        echo "build-kernel.sh: --linux takes 6.12 or 7, not $series" >&2
+        exit 1 ;;
+esac
 
 log() { echo "build-kernel.sh: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-[ -r "$frag" ] || die "cannot read the config fragment $frag"
-if [ ! -r "$tarball" ]; then
-        log "SKIP: $tarball is missing: install linux-source-6.12 (scripts/install-vm-deps.sh)"
-        exit 77
-fi
-srcver=$(dpkg-query -W -f '${Version}' linux-source-6.12 2>/dev/null) ||
-        die "linux-source-6.12 is not installed as a package, but $tarball exists"
+for f in "${frags[@]}"; do
+        [ -r "$f" ] || die "cannot read the config fragment $f"
+done
 command -v gcc >/dev/null || die "gcc is missing (scripts/install-vm-deps.sh)"
-for tool in make bc bison flex tar xz flock sha256sum; do
+for tool in make bc bison flex tar xz flock sha256sum dpkg-deb; do
         command -v "$tool" >/dev/null || die "$tool is missing (scripts/install-vm-deps.sh)"
 done
+
+# The source: srcname (the package, also the top directory of its tarball), srcver, and a
+# command that writes the .tar.xz to stdout (unpack_source).
+if [ "$series" = 6.12 ]; then
+        srcname=linux-source-6.12
+        tarball=/usr/src/$srcname.tar.xz
+        if [ ! -r "$tarball" ]; then
+                log "SKIP: $tarball is missing: install linux-source-6.12 (scripts/install-vm-deps.sh)"
+                exit 77
+        fi
+        srcver=$(dpkg-query -W -f '${Version}' "$srcname" 2>/dev/null) ||
+                die "$srcname is not installed as a package, but $tarball exists"
+        source_tarball() { cat "$tarball"; }
+else
+        # Backports keeps only its newest version and names the package by series, so ask
+        # for the newest 7.N (N >= 3: the noiommu cdev was merged for 7.3).
+        if ! pkg=$("$here/../../scripts/debian-backports.sh" newest-linux-source 3); then
+                log "SKIP: cannot get linux-source-7.N (N >= 3) from Debian trixie-backports (see above)"
+                exit 77
+        fi
+        srcname=${pkg% *}
+        srcver=${pkg#* }
+        deb=$("$here/../../scripts/debian-backports.sh" download "$srcname=$srcver") || {
+                log "SKIP: cannot download $srcname $srcver from Debian trixie-backports"
+                exit 77
+        }
+        # The package holds /usr/src/linux-source-7.N.tar.xz; read it without installing.
+        source_tarball() { dpkg-deb --fsys-tarfile "$deb" | tar -xO "./usr/src/$srcname.tar.xz"; }
+fi
 gccver=$(gcc --version | head -n 1)
 
-key=$( { printf 'fragment\n'; cat "$frag";
-         printf '\nlinux-source-6.12 %s\ngcc %s\nbuild-kernel.sh %s\n' "$srcver" "$gccver" "$SCRIPT_VERSION"; } |
+key=$( { printf 'fragment\n'; cat "${frags[@]}";
+         printf '\n%s %s\ngcc %s\nbuild-kernel.sh %s\n' "$srcname" "$srcver" "$gccver" "$SCRIPT_VERSION"; } |
        sha256sum | cut -c1-32)
 cache=${NOIOMMU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/noiommud}/kernel
 out=$cache/$key
 
 if [ -s "$out/bzImage" ]; then
-        log "cache hit: $out (linux-source-6.12 $srcver)"
+        log "cache hit: $out ($srcname $srcver)"
         echo "$out/bzImage"
         exit 0
 fi
@@ -74,8 +122,8 @@ src=$tmp/$srcname
 build=$tmp/build
 blog=$tmp/build.log
 start=$(date +%s)
-log "cache miss: building linux-source-6.12 $srcver for key $key"
-log "  fragment $frag; log $blog (kept as $cache/last-failed-build.log on failure)"
+log "cache miss: building $srcname $srcver for key $key"
+log "  fragments ${frags[*]}; log $blog (kept as $cache/last-failed-build.log on failure)"
 
 # fail [--log] MESSAGE: --log also shows the end of the build log.
 fail() {
@@ -93,46 +141,59 @@ fail() {
         exit 1
 }
 
-log "unpacking $tarball"
-tar -xJf "$tarball" -C "$tmp" || fail "cannot unpack $tarball"
-[ -d "$src" ] || fail "$tarball did not contain $srcname/"
+log "unpacking $srcname $srcver"
+source_tarball | tar -xJ -C "$tmp" || fail "cannot unpack $srcname"
+[ -d "$src" ] || fail "the $srcname tarball did not contain $srcname/"
 mkdir -p "$build"
 
 log "configuring (tinyconfig + fragment + olddefconfig)"
 {
         make -C "$src" O="$build" tinyconfig &&
-        "$src"/scripts/kconfig/merge_config.sh -m -O "$build" "$build/.config" "$frag" &&
+        "$src"/scripts/kconfig/merge_config.sh -m -O "$build" "$build/.config" "${frags[@]}" &&
         make -C "$src" O="$build" olddefconfig
 } >>"$blog" 2>&1 || fail --log "configuring failed"
 
-# Kconfig drops what it cannot satisfy without a word: check every fragment line.
+# Kconfig drops what it cannot satisfy without a word: check every effective fragment line
+# (for an option named in several fragments, the last line, as merge_config.sh applies it).
 bad=0
-while IFS= read -r line || [ -n "$line" ]; do
+declare -A effective=()
+order=()
+for f in "${frags[@]}"; do
+        while IFS= read -r line || [ -n "$line" ]; do
+                case "$line" in
+                CONFIG_*=* | "# CONFIG_"*" is not set")
+                        k=${line#\# }
+                        k=${k%%[= ]*}
+                        [ -n "${effective[$k]+x}" ] || order+=("$k")
+                        effective[$k]=$line
+                        ;;
+                "" | "#"*) ;;
+                *)
+                        log "cannot parse a line of $f: $line"
+                        bad=1
+                        ;;
+                esac
+        done <"$f"
+done
+for k in "${order[@]}"; do
+        line=${effective[$k]}
         case "$line" in
         CONFIG_*=n | "# CONFIG_"*" is not set")
-                k=${line#\# }
-                k=${k%%[= ]*}
                 if grep -Eq "^$k=(y|m)$" "$build/.config"; then
-                        log "STILL SET: $k (the fragment says $line)"
+                        log "STILL SET: $k (the fragments say $line)"
                         bad=1
                 fi
                 ;;
-        CONFIG_*=*)
+        *)
                 if ! grep -qxF -- "$line" "$build/.config"; then
-                        k=${line%%=*}
                         got=$(grep -E "^$k=|^# $k is not set" "$build/.config" || echo "absent")
                         log "MISSING: $line (the .config has: $got)"
                         bad=1
                 fi
                 ;;
-        "" | "#"*) ;;
-        *)
-                log "cannot parse fragment line: $line"
-                bad=1
-                ;;
         esac
-done <"$frag"
-[ "$bad" = 0 ] || fail "the fragment did not take effect (see MISSING/STILL SET above); nothing was compiled"
+done
+[ "$bad" = 0 ] || fail "the fragments did not take effect (see MISSING/STILL SET above); nothing was compiled"
 log "all fragment lines are in .config ($(($(date +%s) - start)) s so far)"
 
 log "building bzImage with -j$(nproc)"
@@ -142,7 +203,7 @@ mkdir "$tmp/out"
 cp "$build/arch/x86/boot/bzImage" "$tmp/out/bzImage"
 cp "$build/.config" "$tmp/out/config"
 {
-        echo "linux-source-6.12 $srcver"
+        echo "$srcname $srcver"
         echo "gcc $gccver"
         echo "build-kernel.sh $SCRIPT_VERSION"
         echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) in $(($(date +%s) - start)) s"

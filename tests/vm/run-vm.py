@@ -17,7 +17,7 @@ docs/vm-testing.md describes the platform. In short:
 
 The guest script runs as root with /bin/sh, in /run/results, with NOIOMMU_VM_SCENARIO,
 NOIOMMU_VM_BDF (edu's PCI address, empty if absent) and NOIOMMU_VM_RESULTS=/run/results in the
-environment. Files given with --file are copied into the results share beside it (the guest's
+environment; every --env NAME=VALUE is in results/guest.env for the script to source. Files given with --file are copied into the results share beside it (the guest's
 /tmp hides the host's /tmp). Stage one writes the script's exit status to results/rc; QEMU's own
 exit status says nothing about the guest.
 
@@ -269,6 +269,8 @@ def main():
     ap.add_argument("--kernel", required=True, help="bzImage (tests/vm/build-kernel.sh prints it)")
     ap.add_argument("--file", action="append", default=[], metavar="SRC[:NAME]",
                     help="copy SRC into the results share (as NAME); repeatable")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="a variable for the guest script, written to results/guest.env (which it sources)")
     ap.add_argument("--timeout", type=float, default=180, help="seconds before QEMU is killed (default 180)")
     ap.add_argument("--memory", default="1G")
     ap.add_argument("--smp", type=int, default=2)
@@ -311,6 +313,15 @@ def main():
         dst = os.path.join(results, name or os.path.basename(src))
         shutil.copyfile(src, dst)
         shutil.copymode(src, dst)
+    # What the host test expects of this boot (kernel series, backend): plain NAME=VALUE lines
+    # the guest script sources, shell-quoted.
+    with open(os.path.join(results, "guest.env"), "w") as f:
+        for spec in args.env:
+            name, sep, value = spec.partition("=")
+            if not sep or not name.isidentifier():
+                log("ERROR: --env wants NAME=VALUE, not %r" % spec)
+                return 1
+            f.write("%s='%s'\n" % (name, value.replace("'", "'\\''")))
 
     initrd = os.path.join(work, "initramfs.cpio.gz")
     guest_timeout = max(10, int(args.timeout) - 15)

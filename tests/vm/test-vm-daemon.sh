@@ -1,111 +1,122 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
-# meson test "vm-daemon" (suite vm): the real noiommud in QEMU, with the host's dbus-daemon and
-# real polkitd, serving edu to an unprivileged client that makes edu DMA into its memory.
+# meson tests "vm-daemon-6.12" and "vm-daemon-7.3" (suite vm): the real noiommud in QEMU, with
+# the host's dbus-daemon and real polkitd, serving edu to an unprivileged client that makes edu
+# DMA into its memory (both directions, MSI), on one kernel series.
 #
-#   test-vm-daemon.sh NOIOMMUD EDU_CLIENT LIBNOIOMMU_SO POLICY
+#   test-vm-daemon.sh [--linux 6.12|7] NOIOMMUD EDU_CLIENT LIBNOIOMMU_SO POLICY
 #
-# Builds or reuses the guest kernel (build-kernel.sh; ~10 minutes on a cache miss), then boots it
-# twice with run-vm.py and runs guest-daemon.sh in it:
-#   noiommu  backend group-noiommu, the client programs physical addresses
-#   viommu   backend cdev-iommu behind an emulated Intel IOMMU, the client programs IOVAs
-# The four files and noiommuctl are copied into the guest's results share (run-vm.py --file): a
+# Builds or reuses the guest kernel (build-kernel.sh), then boots it once per case and runs
+# guest-daemon.sh in it:
+#   Linux 6.12 (VFIO's container)
+#     noiommu        group-noiommu   physical addresses from pagemap
+#     viommu         cdev-iommu      IOVAs, behind an emulated Intel IOMMU
+#   Linux 7.x (the merged noiommu cdev, iommufd's container; edu has both noiommu nodes)
+#     noiommu        cdev-noiommu    the daemon's choice: IOAS_MAP pins, GET_PA addresses
+#     noiommu-group  group-noiommu   the same boot, forced by the deviceBackends setting,
+#                                    through iommufd's /dev/vfio/vfio
+#     viommu         cdev-iommu      IOVAs, behind an emulated Intel IOMMU
+# The binaries and the policy are copied into the guest's results share (run-vm.py --file): a
 # build tree under /tmp would be invisible through the host root, and edu-client finds
 # libnoiommu.so.0 there through LD_LIBRARY_PATH (its RUNPATH points into the build tree).
 #
-# Prints per scenario: PASS/FAIL, the guest's boot time and the acquire latencies measured in
-# the guest. Exit 0 only if both scenarios passed; 77 (loudly) only if QEMU, busybox, the kernel
-# source package or root is missing (scripts/install-vm-deps.sh installs them).
+# Prints per case PASS/FAIL, the boot time, and the acquire latency medians measured in the
+# guest (connect -> device fd; connect -> 2 MiB with addresses); writes the medians to
+# $NOIOMMU_BUILD_ROOT/meson-logs/vm-latency-<series>.txt, and the 7.x run prints them beside
+# the 6.12 run's when that file exists. Exit 0 only if every case passed; 77 (loudly) only if
+# QEMU, busybox, the kernel source or root is missing.
 set -uo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-python3=/usr/bin/python3
-
-skip() {
-        {
-                echo "####################################################################"
-                echo "## SKIPPED vm-daemon: $*"
-                echo "## Run scripts/install-vm-deps.sh (as root) to install what is missing."
-                echo "####################################################################"
-        } >&2
-        exit 77
-}
-
+# shellcheck source=vm-common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/vm-common.sh"
+vm_begin vm-daemon "$@"
+set -- "${VM_ARGS[@]}"
 if [ $# -ne 4 ]; then
-        echo "usage: $0 NOIOMMUD EDU_CLIENT LIBNOIOMMU_SO POLICY" >&2
+        echo "usage: $0 [--linux 6.12|7] NOIOMMUD EDU_CLIENT LIBNOIOMMU_SO POLICY" >&2
         exit 1
 fi
 daemon=$1 client=$2 lib=$3 policy=$4
-# noiommuctl (for the guest's "noiommuctl --json monitor") comes from the test environment
+# noiommuctl (for the guest's "noiommuctl --json list/monitor") comes from the test environment
 # (tests/meson.build), else from beside libnoiommu in the build tree.
 ctl=${NOIOMMUCTL_TEST_BINARY:-$(dirname "$lib")/noiommuctl}
 for f in "$daemon" "$client" "$lib" "$policy" "$ctl"; do
         [ -f "$f" ] || { echo "vm-daemon: FAIL: $f does not exist" >&2; exit 1; }
 done
-command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 is missing (package qemu-system-x86)"
-[ -x /bin/busybox ] || skip "/bin/busybox is missing (package busybox-static)"
-[ -r /usr/src/linux-source-6.12.tar.xz ] || skip "/usr/src/linux-source-6.12.tar.xz is missing (package linux-source-6.12)"
-[ -x "$python3" ] || skip "$python3 is missing"
-[ "$(id -u)" = 0 ] || skip "not root: QEMU's 9p export of / must read root-only files (polkit rules)"
-# The guest runs the host's own userland: these must be installed on the host. Missing ones are
-# a broken test machine, not a reason to skip.
-for f in /usr/bin/dbus-daemon /usr/lib/polkit-1/polkitd /usr/bin/setpriv /usr/bin/timeout; do
-        [ -x "$f" ] || { echo "vm-daemon: FAIL: $f is missing on the host (the guest uses the host's userland)" >&2; exit 1; }
-done
+vm_need_host
+vm_kernel
 
-t0=$(date +%s)
-kernel=$("$here/build-kernel.sh" "$here/kernel.config")
-krc=$?
-if [ "$krc" = 77 ]; then
-        skip "the kernel source package is not installed"
-elif [ "$krc" != 0 ] || [ ! -f "$kernel" ]; then
-        echo "vm-daemon: FAIL: building the guest kernel failed (exit $krc)" >&2
-        exit 1
-fi
-echo "vm-daemon: kernel $kernel (ready after $(($(date +%s) - t0)) s)"
+case $VM_SERIES in
+6.12) cases=(noiommu:group-noiommu viommu:cdev-iommu) ;;
+7)    cases=(noiommu:cdev-noiommu noiommu-group:group-noiommu viommu:cdev-iommu) ;;
+esac
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/noiommu-vm-daemon.XXXXXX")
 failed=()
 summary=()
-for scenario in noiommu viommu; do
-        echo "vm-daemon: ---- scenario $scenario ----"
-        case $scenario in
-        noiommu) backend=group-noiommu ;;
-        viommu)  backend=cdev-iommu ;;
-        esac
-        out=$work/$scenario.out
-        "$python3" "$here/run-vm.py" "$scenario" "$here/guest-daemon.sh" --kernel "$kernel" \
-                --file "$daemon:noiommud" --file "$client:edu-client" --file "$ctl:noiommuctl" --file "$lib:libnoiommu.so.0" \
-                --file "$policy:io.noiommud.policy" --timeout 240 --workdir "$work/$scenario" -v \
-                >"$out" 2>"$work/$scenario.err"
+medians=()
+for c in "${cases[@]}"; do
+        name=${c%%:*} backend=${c#*:} scenario=${name%%-*}
+        echo "vm-daemon: ---- $name: backend $backend on $VM_KERNEL_SOURCE ----"
+        vm_run "$scenario" "$VM_HERE/guest-daemon.sh" "$work/$name" \
+                --env "NOIOMMU_VM_WANT_BACKEND=$backend" \
+                --file "$VM_HERE/guest-lib.sh:guest-lib.sh" \
+                --file "$VM_HERE/../integration/pagemap.py:pagemap.py" \
+                --file "$daemon:noiommud" --file "$client:edu-client" --file "$ctl:noiommuctl" \
+                --file "$lib:libnoiommu.so.0" --file "$policy:io.noiommud.policy" --timeout 300
         rc=$?
-        # The serial console (with host timestamps) is the guest's whole story.
-        sed 's/^/vm-daemon: /' "$work/$scenario.err"
-        boot=$(sed -n "s/^boot-time $scenario //p" "$out")
-        serial=$work/$scenario/serial.log
-        lat=$(grep -o "guest: LATENCY $scenario .*" "$serial" 2>/dev/null | sed 's/^guest: //')
+        boot=$(sed -n "s/^boot-time $scenario //p" "$work/$name.out")
+        serial=$work/$name/serial.log
         # Belt and braces: besides the exit status, the guest must report the key results.
         if [ "$rc" = 0 ] &&
+           grep -q "guest: PASS: ListDevices: edu is served through $backend" "$serial" &&
            grep -q "guest: PASS: nobody: acquire + 2 MiB + BAR + Bus Master + MSI + DMA at the reported .* ($backend)" "$serial" &&
+           grep -q "guest: PASS: daemon audit record of the grant" "$serial" &&
            grep -q "guest: PASS: daemon log: quiesce .* before memory freed" "$serial" &&
            grep -q "guest: PASS: monitor: device-removed (unbind) and device-added (vfio-pci)" "$serial" &&
            grep -q "guest: PASS: a second client acquired" "$serial" &&
            grep -q "guest: PASS: uid .* gets PermissionDenied" "$serial" &&
-           grep -q "guest: $scenario: [0-9]* passed, 0 failed" "$serial"; then
-                echo "vm-daemon: PASS: $scenario ($backend): daemon-granted DMA landed, kill -9 mid-lease quiesced before freeing, unbind/bind seen by monitor, device re-granted, denial works"
-                summary+=("PASS $scenario backend=$backend boot=${boot:-?}s")
+           grep -q "guest: $scenario: [0-9]* passed, 0 failed" "$serial" &&
+           { [ "$backend" = cdev-iommu ] || grep -q "guest: PASS: pagemap (as root)" "$serial"; } &&
+           { [ "$backend" != cdev-noiommu ] || grep -q "guest: PASS: kernel log: 'Adding kernel taint for vfio-noiommu cdev'" "$serial"; }; then
+                echo "vm-daemon: PASS: $name ($backend): daemon-granted DMA landed, kill -9 mid-lease quiesced before freeing, unbind/bind seen by monitor, device re-granted, denial works"
+                summary+=("PASS $name backend=$backend boot=${boot:-?}s")
         else
-                echo "vm-daemon: FAIL: $scenario (run-vm.py exit $rc); logs in $work/$scenario" >&2
-                failed+=("$scenario")
-                summary+=("FAIL $scenario backend=$backend boot=${boot:-?}s")
+                echo "vm-daemon: FAIL: $name (run-vm.py exit $rc); logs in $work/$name" >&2
+                failed+=("$name")
+                summary+=("FAIL $name backend=$backend boot=${boot:-?}s")
         fi
-        while IFS= read -r l; do
-                [ -n "$l" ] && summary+=("  $l")
-        done <<<"$lat"
+        # Medians of the clients' own measurements (microseconds, in the TCG guest).
+        m=$(sed -n "s/.*guest: LATENCY $scenario $backend [a-z0-9-]* device_fd_us=\([0-9]*\) memory_us=\([0-9]*\).*/\1 \2/p" "$serial" |
+            "$VM_PYTHON" -c '
+import statistics, sys
+rows = [tuple(map(int, l.split())) for l in sys.stdin if l.strip()]
+if rows:
+    print("%d %d %d" % (len(rows), statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)))
+')
+        if [ -n "$m" ]; then
+                read -r runs dev_us mem_us <<<"$m"
+                medians+=("$(printf '%-8s %-14s %-14s %6d runs  device fd %7.1f ms  2 MiB + addresses %7.1f ms' \
+                        "${VM_KERNEL_SOURCE#linux-source-}" "$name" "$backend" "$runs" \
+                        "$(bc <<<"scale=1; $dev_us / 1000")" "$(bc <<<"scale=1; $mem_us / 1000")")")
+        fi
 done
 
-echo "vm-daemon: ---- summary (latencies in microseconds, measured in the TCG guest) ----"
+echo "vm-daemon: ---- summary ($VM_KERNEL_SOURCE) ----"
 for l in "${summary[@]}"; do
+        echo "vm-daemon: $l"
+done
+echo "vm-daemon: ---- acquire latency in the guest (TCG), medians: connect -> device fd; connect -> 2 MiB with addresses ----"
+lat_file=${NOIOMMU_BUILD_ROOT:+$NOIOMMU_BUILD_ROOT/meson-logs/vm-latency-$VM_SERIES.txt}
+if [ -n "$lat_file" ] && [ -d "$(dirname "$lat_file")" ]; then
+        printf '%s\n' "${medians[@]}" >"$lat_file"
+fi
+other=${NOIOMMU_BUILD_ROOT:+$NOIOMMU_BUILD_ROOT/meson-logs/vm-latency-6.12.txt}
+if [ "$VM_SERIES" = 7 ] && [ -n "$other" ] && [ -f "$other" ]; then
+        while IFS= read -r l; do
+                echo "vm-daemon: $l   (vm-daemon-6.12, $(date -r "$other" +%H:%M))"
+        done <"$other"
+fi
+for l in "${medians[@]}"; do
         echo "vm-daemon: $l"
 done
 if [ ${#failed[@]} -ne 0 ]; then
@@ -113,5 +124,5 @@ if [ ${#failed[@]} -ne 0 ]; then
         exit 1
 fi
 rm -rf "$work"
-echo "vm-daemon: PASS: both scenarios ($(($(date +%s) - t0)) s in all)"
+echo "vm-daemon: PASS: ${#cases[@]} cases on $VM_KERNEL_SOURCE ($(($(date +%s) - VM_T0)) s in all)"
 exit 0
