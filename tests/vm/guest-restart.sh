@@ -11,29 +11,17 @@
 # (tmpfs action and rule directories bind-mounted before dbus-daemon starts), then hands over to
 # restart-driver.py (the host's /usr/bin/python3), which runs the daemon under the fake service
 # manager and does the checks. Exit status: the driver's.
+[ -n "${BASH_VERSION:-}" ] || exec /bin/bash "$0" "$@"
 set -u
 
-cd "$NOIOMMU_VM_RESULTS" || exit 1
-export LD_LIBRARY_PATH=$PWD
-[ -n "${NOIOMMU_VM_BDF:-}" ] || { echo "guest: FAIL: no edu device"; exit 1; }
+# shellcheck source=guest-lib.sh
+. "$NOIOMMU_VM_RESULTS/guest-lib.sh"
 for f in noiommud edu-client libnoiommu.so.0 io.noiommud.policy fdstore_manager.py restart-driver.py; do
         [ -e "$f" ] || { echo "guest: FAIL: $f was not passed to the guest"; exit 1; }
 done
-
-mkdir -p /run/pk/actions /run/pk/rules /run/dbus /run/noiommud
-cp io.noiommud.policy /run/pk/actions/io.noiommud.policy
-cat >/run/pk/rules/50-noiommud-vm-test.rules <<'RULE'
-// vm-restart test rule: the guest has no logind, so every subject is inactive and rules decide.
-polkit.addRule(function(action, subject) {
-        if (action.id.indexOf("io.noiommud.") == 0 && subject.user == "nobody")
-                return polkit.Result.YES;
-        return polkit.Result.NOT_HANDLED;
-});
-RULE
-mount --bind /run/pk/actions /usr/share/polkit-1/actions &&
-        mount --bind /run/pk/rules /etc/polkit-1/rules.d ||
-        { echo "guest: FAIL: cannot bind-mount the polkit directories"; exit 1; }
-dbus-daemon --system --fork || { echo "guest: FAIL: dbus-daemon --system did not start"; exit 1; }
-echo "guest: dbus-daemon started"
-
+start_bus_and_polkit
+# The driver starts the daemon itself (under the fake service manager) with this configuration.
+daemon_config >/run/noiommud/noiommud.conf
+export NOIOMMU_VM_WANT_BACKEND=$want_backend NOIOMMU_VM_WANT_KIND=$want_kind
+exec 8>&-
 exec timeout -k 5 210 /usr/bin/python3 -u ./restart-driver.py
