@@ -518,6 +518,22 @@ int inventory_noiommu_enabled(const char *root) {
         return 1;
 }
 
+int inventory_noiommu_status(const char *root, const char **ret_reason) {
+        *ret_reason = NULL;
+        return 1;
+}
+
+void inventory_device_force(InventoryDevice *d, Backend b) {
+        d->forced = true;
+        d->forced_backend = b;
+        if (d->backend != b) {
+                d->backend = _BACKEND_INVALID;
+                d->node_name[0] = 0;
+                d->rdev = 0;
+                d->reason = "forced backend unavailable (stub)";
+        }
+}
+
 /* --- vfio.c ------------------------------------------------------------------------------ */
 
 struct VfioDevice {
