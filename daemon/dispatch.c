@@ -431,6 +431,11 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                         return conn_reply_error(c, NOIOMMU_ERROR_OUT_OF_MEMORY,
                                                 json_pack("{s:I, s:I}", "requested", (json_int_t) size,
                                                           "hugepageSize", (json_int_t) hugepage_size));
+                if (r == -ENOLINK || r == -ESTALE)
+                        /* The lease's addresses cannot be vouched for: lease_add_region() logged,
+                         * audited and quarantined it; this allocation is freed unseen. */
+                        return conn_reply_error(c, NOIOMMU_ERROR_DEVICE_QUARANTINED,
+                                                json_pack("{s:s}", "device", lease->device.address));
                 if (r < 0)
                         return log_error_errno(r, "Failed to map %s into the DMA context of %s: %m",
                                                region->id, lease->device.address);
