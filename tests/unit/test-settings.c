@@ -71,8 +71,8 @@ static void test_device_backends_invalid(void) {
                 "{\"deviceBackends\": {\"0000:00:03.0\": 1}}",
                 "{\"deviceBackends\": {\"0000:00:03.0\": [\"group-noiommu\"]}}",
                 "{\"deviceBackend\": {\"0000:00:03.0\": \"group-noiommu\"}}",   /* typo of the key */
-                "{\"deviceBackends\": {\"0000:00:03.0\": \"group-noiommu\", "
-                "\"0000:00:03.0\": \"cdev-noiommu\"}}",                         /* duplicate */
+                /* the same device twice */
+                "{\"deviceBackends\": {\"0000:00:03.0\": \"group-noiommu\", \"0000:00:03.0\": \"cdev-noiommu\"}}",
         };
 
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
