@@ -16,9 +16,10 @@
 #   2. noiommud as root with {"noiommuDevices": [BDF]}, log to daemon.log;
 #   3. two leases, one after the other (16 hugepages in the guest, and noiommu memory freed
 #      mid-lease stays pinned until the lease's quiesce, so one lease cannot take all 15 calls):
-#        A: detach, attach-bogus, attach-1 ... attach-8
+#        A: detach, attach-bogus, attach-1 ... attach-8, detach (the lease ends detached)
 #        B: iommu-open (+ bind-own-iommufd, hw-info-iommufd if it opened), attach-pasid,
-#           detach-pasid, hw-info-devfd, attach-ro, detach (the lease ends detached)
+#           detach-pasid, hw-info-devfd, attach-ro, attach-2 (the lease ends with the device on
+#           an automatic HWPT the client's ATTACH to the IOAS made)
 #      hostile-client --sync stops after every call; meanwhile this script, as root,
 #        - compares every 4 KiB page of every segment it reports (the original memory and the
 #          new allocation) with /proc/<client pid>/pagemap: present, and PFN = dmaAddress >> 12;
@@ -29,7 +30,8 @@
 #      original and at newly allocated addresses;
 #   4. after each client exits (no teardown of its own: Bus Master on, MSI armed): the daemon log
 #      shows quiesce (Bus Master cleared, device reset) before the first "Freed" of that client's
-#      memory, before the release; no page moved; Bus Master is off; HugePages_Free is back;
+#      memory, before the release; no page moved; Bus Master is off; HugePages_Free and the
+#      daemon's VmPin are back where they were before the lease;
 #   5. the kernel log: no oops, BUG or WARNING (the noiommu taint lines are expected), and
 #      /proc/sys/kernel/tainted has no bit besides TAINT_USER (64, the noiommu taint);
 #   6. noiommud exits cleanly on SIGTERM.
@@ -51,8 +53,8 @@ CLIENT_USER=nobody
 CLIENT_GROUP=nogroup
 CLIENT_UID=65534
 WANT_BACKEND='cdev-noiommu'
-CALLS_A=detach,attach-bogus,attach-ids
-CALLS_B=iommu-open,attach-pasid,detach-pasid,hw-info-devfd,attach-ro,detach
+CALLS_A=detach,attach-bogus,attach-ids,detach
+CALLS_B=iommu-open,attach-pasid,detach-pasid,hw-info-devfd,attach-ro,attach-2
 
 n_pass=0
 n_fail=0
@@ -228,9 +230,10 @@ table=()
 # Runs hostile-client as nobody with --sync, answers its SYNC points after checking pagemap and
 # VmPin, then checks the daemon's teardown of its lease.
 run_hostile() {  # TAG CALLS
-        local t=$1 calls=$2 line lease='' cpid pin pin_prev=-1 call which kv pid va dma len granted=0 rc step=''
-        local huge_before log=$R/client-$t.log
+        local t=$1 calls=$2 line lease='' cpid pin pin_prev=-1 call which kv pid va dma len granted=0 rc timed_out step='' nstep=0
+        local huge_before pin_before log=$R/client-$t.log
         huge_before=$(hugepages_free)
+        pin_before=$(vm_pin "$dpid")
         : >"$log"
         rm -f "/run/$t.in" "/run/$t.out"
         mkfifo "/run/$t.in" "/run/$t.out"
@@ -242,7 +245,15 @@ run_hostile() {  # TAG CALLS
         cpid=$client_pid        # setpriv execs hostile-client: the same pid
         exec 7<"/run/$t.out"
         say "$t: hostile-client (pid $client_pid) with calls $calls"
-        while IFS= read -r -t 90 -u 7 line; do
+        timed_out=
+        while :; do
+                IFS= read -r -t 90 -u 7 line
+                rc=$?
+                if [ "$rc" -gt 128 ]; then
+                        timed_out=1
+                        break
+                fi
+                [ "$rc" = 0 ] || break          # EOF: the client exited
                 echo "$line" >>"$log"
                 echo "  $line"
                 case "$line" in
@@ -253,11 +264,15 @@ run_hostile() {  # TAG CALLS
                 "HOSTILE "*)
                         kv=${line#HOSTILE }
                         call=${kv%% *}
-                        rc_of[$t/$call]=${kv#* rc=}
-                        # iommu-open's sub-calls share its verdict
-                        [ -n "$step" ] || step=$call
-                        parent[$t/$call]=$t/$step
-                        table+=("$t/$call") ;;
+                        # A step is one call of --calls, up to its "PASS/FAIL after" line;
+                        # iommu-open's sub-calls belong to its step. Keys: TAG#STEP[/CALL].
+                        if [ -z "$step" ]; then
+                                nstep=$((nstep + 1))
+                                step=$t#$nstep
+                        fi
+                        rc_of[$step/$call]=${kv#* rc=}
+                        parent[$step/$call]=$step
+                        table+=("$step/$call") ;;
                 "PAGEMAP "*)
                         # PAGEMAP CALL WHICH pid=P va=0xV dma=0xD len=0xL
                         read -r _ call which pid va dma len <<<"$line"
@@ -267,7 +282,7 @@ run_hostile() {  # TAG CALLS
                                 pass "$t: after $call: pagemap of pid $pid: all $((len >> 12)) pages of the $which memory at va $va are at the reported dmaAddress $dma"
                         else
                                 fail "$t: after $call: pagemap of pid $pid, $which memory at va $va (dmaAddress $dma): $pm_err"
-                                verdict[$t/$call]=FAIL
+                                verdict[${step:-$t#initial}]=FAIL
                         fi ;;
                 "SYNC "*)
                         call=${line#SYNC }
@@ -278,24 +293,20 @@ run_hostile() {  # TAG CALLS
                                 pass "$t: after $call: noiommud VmPin $pin_prev -> $pin kB (no pin released)"
                         else
                                 fail "$t: after $call: noiommud VmPin $pin_prev -> $pin kB: the call released pins"
-                                verdict[$t/$call]=FAIL
+                                verdict[${step:-$t#initial}]=FAIL
                         fi
                         pin_prev=$pin
                         echo go >&6 ;;
                 "$t: PASS after "*)
-                        call=${line#"$t: PASS after "}
-                        call=${call%%:*}
-                        step=
-                        [ -n "${verdict[$t/$call]:-}" ] || verdict[$t/$call]=PASS ;;
+                        [ -n "$step" ] && [ -z "${verdict[$step]:-}" ] && verdict[$step]=PASS
+                        step= ;;
                 "$t: FAIL after "*)
-                        call=${line#"$t: FAIL after "}
-                        call=${call%%:*}
-                        step=
-                        verdict[$t/$call]=FAIL ;;
+                        [ -n "$step" ] && verdict[$step]=FAIL
+                        step= ;;
                 esac
         done
         exec 7<&- 6>&-
-        if kill -0 "$client_pid" 2>/dev/null; then
+        if [ -n "$timed_out" ]; then
                 fail "$t: hostile-client silent for 90 s: killed"
                 kill -9 "$client_pid"
         fi
@@ -331,6 +342,9 @@ run_hostile() {  # TAG CALLS
         huge_after=$(hugepages_free)
         [ "$huge_after" = "$huge_before" ] && pass "$t: HugePages_Free back to $huge_before" ||
                 fail "$t: HugePages_Free is $huge_after after the lease, was $huge_before before"
+        pin=$(vm_pin "$dpid")
+        [ "$pin" = "$pin_before" ] && pass "$t: noiommud VmPin back to $pin_before kB: every pin of the lease released" ||
+                fail "$t: noiommud VmPin $pin kB after the lease, $pin_before kB before it"
         kill -0 "$daemon_pid" 2>/dev/null && pass "$t: noiommud is still running" || fail "$t: noiommud died"
 }
 
@@ -381,9 +395,10 @@ show "$DLOG"
 echo "guest: ---- hostile calls on $kver: the kernel's answer, and whether the lease kept working ----"
 for k in "${table[@]}"; do
         v=${verdict[${parent[$k]}]:-FAIL}
-        echo "guest: HOSTILE-TABLE ${k%%/*} ${k#*/} rc=${rc_of[$k]} verdict=$v"
-        [ "$v" = PASS ] && pass "after ${k#*/} (${k%%/*}, kernel said ${rc_of[$k]}): the lease kept working" ||
-                fail "after ${k#*/} (${k%%/*}, kernel said ${rc_of[$k]}): the lease did not keep working"
+        lt=${k%%#*} call=${k#*/}
+        echo "guest: HOSTILE-TABLE $lt $call rc=${rc_of[$k]} verdict=$v"
+        [ "$v" = PASS ] && pass "after $call ($lt, kernel said ${rc_of[$k]}): the lease kept working" ||
+                fail "after $call ($lt, kernel said ${rc_of[$k]}): the lease did not keep working"
 done
 echo "guest: hostile: $n_pass passed, $n_fail failed"
 [ "$n_fail" = 0 ] && [ "$n_pass" -gt 0 ]
