@@ -575,6 +575,14 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                          * IOVA 0), so that the unmap at release finds it. */
                         (void) vfio_device_restore_map(l->vfio, r,
                                                        (uint64_t) json_integer_value(json_object_get(e, "iova")));
+                        l->regions[l->n_regions] = r;
+                        l->kinds[l->n_regions] = streq(json_string_value(json_object_get(e, "kind")) ?: "", "iova")
+                                                 ? ADDRESS_IOVA : ADDRESS_PHYSICAL;
+                        l->retired[l->n_regions] = json_is_true(json_object_get(e, "retired"));
+                        l->n_regions++;
+                        m->n_regions++;
+                        m->region_bytes += r->size;
+                        /* Checked once the region is the lease's, so that the record counts it. */
                         if (l->state == LEASE_ACTIVE && lease_is_noiommu(l)) {
                                 /* The device may be programmed with the physical addresses handed
                                  * out at grant time ("phys" above). Ask the kernel where the
@@ -594,13 +602,6 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                                                                "addresses-unverifiable");
                                 }
                         }
-                        l->regions[l->n_regions] = r;
-                        l->kinds[l->n_regions] = streq(json_string_value(json_object_get(e, "kind")) ?: "", "iova")
-                                                 ? ADDRESS_IOVA : ADDRESS_PHYSICAL;
-                        l->retired[l->n_regions] = json_is_true(json_object_get(e, "retired"));
-                        l->n_regions++;
-                        m->n_regions++;
-                        m->region_bytes += r->size;
                         continue;
                 }
 
