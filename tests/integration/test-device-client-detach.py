@@ -18,6 +18,15 @@ device to an explicit HWPT of its own (IOMMU_HWPT_ALLOC), which a DETACH does no
   * the client ATTACHes to a bogus id: ENOENT, nothing changes;
   * release: the teardown order is unchanged — Bus Master off, reset, then unmap and unpin,
     then DETACH through the daemon's handle, DESTROY of the HWPT, DESTROY of the IOAS, close.
+
+And the 7.3 errno meanings (linux-7.3.md, "GET_PA errors"), with the mock's get-pa-stub fault
+(GET_PA answers EOPNOTSUPP, as on 7.3 built without IOMMUFD_NOIOMMU):
+
+  * at acquire (GET_PA on the empty IOAS): NotSupported, nothing handed out, and a log line
+    saying what the kernel lacks;
+  * in the middle of a lease: EOPNOTSUPP means "no noiommu page table behind this IOVA", not
+    "unsupported": the allocation is answered DeviceQuarantined, the lease is quarantined and
+    audited (LEASE_BROKEN), nothing is released, and a RevokeLease quiesces first.
 """
 
 import os
@@ -27,9 +36,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from device_harness import (CDEV_NOIOMMU_DEV, RELEASE, DeviceEnvironment, acquire, allocate_leased,
-                            check_physical, order, run)
-from harness import ALLOWED_UID
+from device_harness import (ACQUIRE, ALLOCATE, CDEV_NOIOMMU_DEV, CDEV_NOIOMMU_DEV2, RELEASE,
+                            DeviceEnvironment, acquire, allocate_leased, check_physical, order, run)
+from harness import ALLOWED_UID, ERR, hugepages_free, wait_until
+
+REVOKE = "io.noiommud.Broker.RevokeLease"
 
 VFIO_DEVICE_ATTACH_IOMMUFD_PT = 0x3b77
 VFIO_DEVICE_DETACH_IOMMUFD_PT = 0x3b78
@@ -159,6 +170,51 @@ def body():
         os.close(devfd)
         c.close()
         env.wait_baseline(base, what="after the lease")
+
+        dev = CDEV_NOIOMMU_DEV2
+        with env.subtest("GET_PA EOPNOTSUPP at acquire: NotSupported, says what the kernel lacks"):
+            with env.fault("get-pa-stub", dev):
+                c = env.connect(uid=ALLOWED_UID)
+                err, params = c.call_error(ACQUIRE, {"device": dev})
+                assert err == ERR + "NotSupported", (err, params)
+                c.close()
+            wait_until(lambda: [e for e in env.journal.find() if "lacks the noiommu cdev services"
+                                in str(e.get("MESSAGE", ""))], 5,
+                       lambda: "a log line saying what the kernel lacks:\n" + env.journal.describe())
+            env.wait_baseline(base, what="after the refused acquire")
+
+        with env.subtest("GET_PA EOPNOTSUPP mid-lease: the lease is quarantined, not 'unsupported'"):
+            c = env.connect(uid=ALLOWED_UID)
+            acq, devfd = acquire(c, dev)
+            lease = acq["lease"]
+            m, mfd = allocate_leased(c, lease, 2 << 20, "physical")
+            free1 = hugepages_free()
+            mark = log_.mark()
+            with env.fault("get-pa-stub", dev):
+                err, params = c.call_error(ALLOCATE, {"size": 2 << 20, "lease": lease})
+            assert err == ERR + "DeviceQuarantined" and params.get("device") == dev, (err, params)
+            env.wait_journal("LEASE_BROKEN", NOIOMMUD_LEASE_ID=lease, NOIOMMUD_DEVICE=dev,
+                             NOIOMMUD_REASON="no-noiommu-page-table", NOIOMMUD_MEM_BYTES=2 << 20)
+            err, params = c.call_error(ALLOCATE, {"size": 2 << 20, "lease": lease})
+            assert err == ERR + "NoSuchLease", (err, params)
+            name = "noiommud-" + m["memory"]
+            os.close(mfd)
+            os.close(devfd)
+            c.close()
+            assert hugepages_free() == free1, "HugePages_Free %d, expected %d" % (hugepages_free(), free1)
+            gone = [e for e in log_.events(mark) if e["event"] in ("clear_bme", "unpin", "munmap") and
+                    e.get("name", name) == name or (e["event"] == "close-memfd" and e.get("name") == name
+                                                    and e.get("last") == "1")]
+            assert not gone, "a quarantined lease released something: %r" % gone
+            admin = env.connect(uid=ALLOWED_UID)
+            mark = log_.mark()
+            admin.call_ok(REVOKE, {"lease": lease})
+            order(log_, mark, ("clear_bme", {"dev": dev}), ("reset", {"dev": dev}), "ioas-unmap",
+                  ("unpin", {"name": name}), ("close-memfd", {"name": name, "last": 1}),
+                  ("destroy", {"kind": "hwpt"}), ("destroy", {"kind": "ioas"}))
+            admin.close()
+            wait_until(lambda: hugepages_free() == base[1], 10, "pages back after the revoke")
+        env.wait_baseline(base, what="after the quarantined lease")
 
 
 if __name__ == "__main__":
