@@ -444,6 +444,27 @@ void audit_quiesce_failed(const ClientIdentity *c, const char *lease_id, const I
         (void) linux_audit_dev(AUDIT_DEV_DEALLOC_TYPE, c, "lease-quarantine", lease_id, d, "quiesce-failed", false);
 }
 
+void audit_lease_broken(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
+                        int error, const char *why, uint64_t bytes_kept) {
+        char msg[512];
+
+        (void) snprintf(msg, sizeof(msg),
+                        "DMA addresses of lease %s on device %s cannot be trusted: %s. Lease quarantined, %" PRIu64 " bytes stay pinned.",
+                        lease_id, d->address, why, bytes_kept);
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=" NOIOMMU_MSGID_LEASE_BROKEN,
+                               "PRIORITY=%i", LOG_CRIT,
+                               "ERRNO=%i", abs(error),
+                               CLIENT_FIELDS(c),
+                               DEVICE_FIELDS(d),
+                               "NOIOMMUD_LEASE_ID=%s", lease_id,
+                               "NOIOMMUD_REASON=%s", why,
+                               "NOIOMMUD_MEM_BYTES=%" PRIu64, bytes_kept,
+                               NULL);
+        mirror(LOG_CRIT, msg);
+        (void) linux_audit_dev(AUDIT_DEV_DEALLOC_TYPE, c, "lease-quarantine", lease_id, d, "addresses-untrusted", false);
+}
+
 void audit_lease_refused(const ClientIdentity *c, const InventoryDevice *d, int error, const char *why) {
         char msg[512];
 

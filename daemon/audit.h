@@ -73,6 +73,10 @@ void audit_lease_released(const ClientIdentity *c, const char *lease_id, const I
                           const char *reason, uint64_t bytes_freed, uint64_t duration_usec);
 void audit_quiesce_failed(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
                           int error, uint64_t bytes_kept);
+/* The lease's DMA addresses cannot be vouched for any more (no noiommu page table behind a
+ * mapping, or addresses that moved across a restart): it is quarantined. */
+void audit_lease_broken(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
+                        int error, const char *why, uint64_t bytes_kept);
 /* A grant the kernel refused although polkit allowed it (device busy elsewhere, node swapped). */
 void audit_lease_refused(const ClientIdentity *c, const InventoryDevice *dev, int error,
                          const char *why);

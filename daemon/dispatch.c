@@ -180,13 +180,60 @@ static int method_get_interface_description(Conn *c, json_t *params) {
         return conn_reply_error(c, VARLINK_ERROR_INTERFACE_NOT_FOUND, json_pack("{s:s}", "interface", name));
 }
 
+/* inventory_scan() of the real sysfs with the administrator's "deviceBackends" applied: what
+ * ListDevices shows is exactly what AcquireDevice serves. */
+static int scan_devices(Manager *m, InventoryDevice **ret) {
+        InventoryDevice *devices = NULL;
+        int n;
+
+        n = inventory_scan("/", &devices);
+        if (n < 0)
+                return n;
+        for (int i = 0; i < n; i++) {
+                Backend b = settings_device_backend(&m->settings, devices[i].address);
+
+                if (b >= 0)
+                        inventory_device_force(&devices[i], b);
+        }
+        *ret = devices;
+        return n;
+}
+
+/* Why the device is not served, in buf when the configuration forced a backend it cannot use
+ * (the inventory's reason alone would not say that the configuration asked for it). */
+static const char *device_reason(const InventoryDevice *d, char *buf, size_t size) {
+        if (d->backend >= 0)
+                return NULL;
+        if (d->forced && d->reason) {
+                (void) snprintf(buf, size, "deviceBackends in the daemon's configuration asks for %s, "
+                                "which this device cannot use: %s",
+                                backend_to_string(d->forced_backend), d->reason);
+                return buf;
+        }
+        return d->reason ?: "no backend can serve this device";
+}
+
 static json_t *device_to_json(const InventoryDevice *d) {
-        char vendor[8], device[8];
-        const char *backend = backend_to_string(d->backend);
+        /* In the order the daemon prefers them (inventory.c, "Why the cdev wins"). */
+        static const Backend order[] = { BACKEND_CDEV_NOIOMMU, BACKEND_GROUP_NOIOMMU, BACKEND_CDEV_IOMMU };
+        char vendor[8], device[8], why[512];
+        const char *backend = backend_to_string(d->backend), *reason = device_reason(d, why, sizeof(why));
+        unsigned available = d->available | (d->backend >= 0 ? 1U << d->backend : 0);
+        json_t *backends;
+
+        backends = json_array();
+        if (!backends)
+                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(order); i++)
+                if (available & (1U << order[i]) &&
+                    json_array_append_new(backends, json_string(backend_to_string(order[i]))) < 0) {
+                        json_decref(backends);
+                        return NULL;
+                }
 
         (void) snprintf(vendor, sizeof(vendor), "%04x", d->vendor_id);
         (void) snprintf(device, sizeof(device), "%04x", d->device_id);
-        return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:i, s:s, s:o}",
+        return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:i, s:s, s:o, s:o, s:o}",
                          "address", d->address,
                          "vendorId", vendor,
                          "deviceId", device,
@@ -195,7 +242,9 @@ static json_t *device_to_json(const InventoryDevice *d) {
                          "iommuGroup", d->iommu_group >= 0 ? json_integer(d->iommu_group) : json_null(),
                          "numaNode", d->numa_node,
                          "state", backend ? "available" : "unsupported",
-                         "reason", d->reason ? json_string(d->reason) : json_null());
+                         "reason", reason ? json_string(reason) : json_null(),
+                         "backendReason", backend && d->backend_reason ? json_string(d->backend_reason) : json_null(),
+                         "availableBackends", backends);
 }
 
 static int method_list_devices(Conn *c, json_t *params) {
@@ -212,7 +261,7 @@ static int method_list_devices(Conn *c, json_t *params) {
         if (r <= 0)
                 return r;
 
-        n = inventory_scan("/", &devices);
+        n = scan_devices(c->manager, &devices);
         if (n < 0)
                 return log_error_errno(n, "Failed to scan PCI devices: %m");
 
@@ -382,6 +431,11 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                         return conn_reply_error(c, NOIOMMU_ERROR_OUT_OF_MEMORY,
                                                 json_pack("{s:I, s:I}", "requested", (json_int_t) size,
                                                           "hugepageSize", (json_int_t) hugepage_size));
+                if (r == -ENOLINK || r == -ESTALE)
+                        /* The lease's addresses cannot be vouched for: lease_add_region() logged,
+                         * audited and quarantined it; this allocation is freed unseen. */
+                        return conn_reply_error(c, NOIOMMU_ERROR_DEVICE_QUARANTINED,
+                                                json_pack("{s:s}", "device", lease->device.address));
                 if (r < 0)
                         return log_error_errno(r, "Failed to map %s into the DMA context of %s: %m",
                                                region->id, lease->device.address);
@@ -433,7 +487,7 @@ static int method_acquire_device(Conn *c, json_t *params) {
         const InventoryDevice *d = NULL;
         Manager *m = c->manager;
         const char *k, *address, *action;
-        char vendor[8], device[8], group[16];
+        char vendor[8], device[8], group[16], reason[512];
         bool interactive = false, noiommu;
         Lease *l;
         json_t *v;
@@ -450,7 +504,7 @@ static int method_acquire_device(Conn *c, json_t *params) {
         if (param_get_bool(params, "interactive", &interactive) < 0)
                 return reply_invalid_parameter(c, "interactive");
 
-        n = inventory_scan("/", &devices);
+        n = scan_devices(m, &devices);
         if (n < 0)
                 return log_error_errno(n, "Failed to scan PCI devices: %m");
         for (int i = 0; i < n; i++)
@@ -460,7 +514,7 @@ static int method_acquire_device(Conn *c, json_t *params) {
                 return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_DEVICE, json_pack("{s:s}", "device", address));
         if (d->backend < 0)
                 return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
-                                        json_pack("{s:s}", "reason", d->reason ?: "no backend can serve this device"));
+                                        json_pack("{s:s}", "reason", device_reason(d, reason, sizeof(reason))));
 
         noiommu = d->backend != BACKEND_CDEV_IOMMU;
         if (noiommu && !settings_allows_noiommu(&m->settings, address))

@@ -37,6 +37,7 @@
 #define SYSFS_IOMMU_GROUPS     "sys/kernel/iommu_groups"
 #define SYSFS_CLASS_VFIO       "sys/class/vfio"
 #define SYSFS_CLASS_IOMMU      "sys/class/iommu"
+#define SYSFS_MISC_CONTAINER   "sys/class/misc/vfio"
 #define SYSFS_VFIO_PARAMETERS  "sys/module/vfio/parameters"
 #define NOIOMMU_PARAMETER      "enable_unsafe_noiommu_mode"
 
@@ -231,20 +232,18 @@ static int dir_has_entries_in_root(int root_fd, const char *path) {
         }
 }
 
-static int noiommu_enabled_at(int root_fd) {
+/* The noiommu module parameter: 1 for "Y", 0 for "N", -ENOENT when there is none (vfio not
+ * loaded, or CONFIG_VFIO_NOIOMMU=n), or another negative errno. */
+static int noiommu_parameter_at(int root_fd) {
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *s = NULL;
         int r;
 
         fd = open_in_root(root_fd, SYSFS_VFIO_PARAMETERS, O_PATH | O_DIRECTORY);
-        if (fd == -ENOENT)
-                return 0;               /* vfio not loaded, or CONFIG_VFIO_NOIOMMU=n */
         if (fd < 0)
                 return fd;
 
         r = read_small_file_at(fd, NOIOMMU_PARAMETER, &s);
-        if (r == -ENOENT)
-                return 0;
         if (r < 0)
                 return r;
 
@@ -254,6 +253,24 @@ static int noiommu_enabled_at(int root_fd) {
         if (streq(s, "N"))
                 return 0;
         return -EBADMSG;
+}
+
+static int noiommu_enabled_at(int root_fd) {
+        int r = noiommu_parameter_at(root_fd);
+
+        return r == -ENOENT ? 0 : r;
+}
+
+/* Whether root/path exists (as anything: class entries are links). */
+static int exists_in_root(int root_fd, const char *path) {
+        _cleanup_close_ int fd = -EBADF;
+
+        fd = open_in_root(root_fd, path, O_PATH);
+        if (fd == -ENOENT || fd == -ENOTDIR)
+                return 0;
+        if (fd < 0)
+                return fd;
+        return 1;
 }
 
 int inventory_noiommu_enabled(const char *root) {
@@ -267,11 +284,16 @@ int inventory_noiommu_enabled(const char *root) {
         return noiommu_enabled_at(root_fd);
 }
 
-/* What the scan learns once, for all devices. */
+/* What the scan learns once, for all devices: the kernel-wide markers of linux-7.3.md
+ * "Kconfig". None of them can tell VFIO's container from iommufd's (both register the misc
+ * device "vfio"), nor VFIO_DEVICE_CDEV=n from a kernel without IOMMUFD_NOIOMMU (both register a
+ * noiommu device as vfio-dev/vfioN without "dev"); the reasons below cover both. */
 typedef struct ScanContext {
         int root_fd;
-        int noiommu_enabled;    /* as noiommu_enabled_at() */
+        int noiommu_parameter;  /* as noiommu_parameter_at() */
         bool have_iommu;        /* root/sys/class/iommu has an entry */
+        bool have_container;    /* class misc "vfio": /dev/vfio/vfio exists */
+        bool have_group_class;  /* class "vfio": VFIO_GROUP=y */
 } ScanContext;
 
 typedef enum CdevState {
@@ -426,25 +448,158 @@ static const char *cdev_reason(CdevState s) {
         }
 }
 
+/* Reasons a user can act on. Where two kernel configurations look the same from userspace the
+ * string names every way out. */
+#define REASON_NOIOMMU_OFF \
+        "noiommu mode is not enabled: set vfio.enable_unsafe_noiommu_mode=1"
+#define REASON_NOIOMMU_UNBUILT \
+        "the kernel lacks VFIO_NOIOMMU (there is no vfio.enable_unsafe_noiommu_mode): use a " \
+        "kernel built with it (stock Debian kernels are not)"
+#define REASON_NOIOMMU_NO_CONTAINER \
+        "the kernel lacks VFIO_NOIOMMU, which with VFIO_GROUP needs a /dev/vfio/vfio container " \
+        "backend (VFIO_CONTAINER or IOMMUFD_VFIO_CONTAINER): rebuild with one, or with " \
+        "VFIO_GROUP=n for the cdev path"
+#define REASON_REBIND \
+        "not a noiommu device although vfio.enable_unsafe_noiommu_mode is set: the kernel " \
+        "decides when vfio-pci binds the device, so rebind the device to vfio-pci after " \
+        "enabling vfio.enable_unsafe_noiommu_mode"
+#define REASON_NO_IOMMU_OFF \
+        "no IOMMU group and noiommu mode is not enabled: set vfio.enable_unsafe_noiommu_mode=1, " \
+        "then rebind the device to vfio-pci"
+#define REASON_NO_NOIOMMU_CDEV \
+        "the kernel lacks VFIO_NOIOMMU for cdev (IOMMUFD_NOIOMMU, Linux 7.3+ with " \
+        "VFIO_DEVICE_CDEV): use the group path or rebuild"
+#define REASON_NO_CONTAINER \
+        "no /dev/vfio/vfio container backend (VFIO_CONTAINER or IOMMUFD_VFIO_CONTAINER) for the " \
+        "group path"
+#define REASON_NO_VFIO_GROUP \
+        "the kernel has no VFIO_GROUP (a cdev-only kernel): there is no group path"
+#define REASON_NOT_NOIOMMU_GROUP \
+        "the device's IOMMU group is not a noiommu group"
+
+#define BACKEND_REASON_CDEV_PREFERRED \
+        "preferred over group-noiommu: the kernel pins the memory (IOAS_MAP) and reports its " \
+        "addresses (GET_PA), one bind per open"
+#define BACKEND_REASON_CDEV_ONLY \
+        "the only noiommu path for this device: it has no noiommu group"
+#define BACKEND_REASON_GROUP_ONLY \
+        "the only noiommu path for this device: the kernel registered no noiommu cdev (that " \
+        "needs Linux 7.3+ with VFIO_DEVICE_CDEV and IOMMUFD_NOIOMMU)"
+#define BACKEND_REASON_IOMMU \
+        "a real IOMMU translates and confines the device's DMA"
+#define BACKEND_REASON_FORCED \
+        "chosen by deviceBackends in the daemon's configuration"
+
+/* Why noiommu mode is unusable now, or NULL when it is on. */
+static const char *noiommu_off_reason(const ScanContext *ctx) {
+        if (ctx->noiommu_parameter > 0)
+                return NULL;
+        if (ctx->noiommu_parameter == 0)
+                return REASON_NOIOMMU_OFF;
+        if (ctx->noiommu_parameter != -ENOENT)
+                return "cannot read the noiommu mode parameter";
+        if (ctx->have_group_class && !ctx->have_container)
+                return REASON_NOIOMMU_NO_CONTAINER;
+        return REASON_NOIOMMU_UNBUILT;
+}
+
+/* A device without an IOMMU group and without any noiommu marker. With the parameter on, the
+ * likeliest cause is a bind that happened before it was set (the kernel names a device noiommu
+ * only at bind time); an emulated or mdev-like device looks the same and is never noiommu. */
+static const char *no_marker_reason(const ScanContext *ctx) {
+        const char *off = noiommu_off_reason(ctx);
+
+        if (!off)
+                return REASON_REBIND;
+        if (ctx->noiommu_parameter == 0)
+                return REASON_NO_IOMMU_OFF;
+        return off;
+}
+
+static void candidate_set(InventoryCandidate *c, const char *node, dev_t rdev) {
+        assert(strlen(node) < sizeof(c->node_name));
+
+        strcpy(c->node_name, node);
+        c->rdev = rdev;
+        c->reason = NULL;
+}
+
+static void candidate_set_unusable(InventoryCandidate *c, const char *reason) {
+        assert(reason);
+
+        c->node_name[0] = 0;
+        c->rdev = 0;
+        c->reason = reason;
+}
+
 static void device_set_invalid(InventoryDevice *d, const char *reason) {
         d->backend = _BACKEND_INVALID;
         d->node_name[0] = 0;
         d->rdev = 0;
         d->reason = reason;
+        d->backend_reason = NULL;
 }
 
-static void device_set_backend(InventoryDevice *d, Backend b, const char *node, dev_t rdev) {
-        assert(strlen(node) < sizeof(d->node_name));
+static void device_set_backend(InventoryDevice *d, Backend b, const char *backend_reason) {
+        const InventoryCandidate *c = &d->candidates[b];
+
+        assert(!c->reason);
 
         d->backend = b;
-        strcpy(d->node_name, node);
-        d->rdev = rdev;
+        strcpy(d->node_name, c->node_name);
+        d->rdev = c->rdev;
         d->reason = NULL;
+        d->backend_reason = backend_reason;
 }
 
-/* Decides the backend from the markers of kernel-api.md §3.4. Only ENOMEM is fatal; everything
- * else the device lacks becomes its reason. */
+static void device_update_available(InventoryDevice *d) {
+        d->available = 0;
+        for (Backend b = 0; b < _BACKEND_MAX; b++)
+                if (!d->candidates[b].reason)
+                        d->available |= 1U << b;
+}
+
+void inventory_device_force(InventoryDevice *d, Backend b) {
+        assert(d);
+        assert(b >= 0 && b < _BACKEND_MAX);
+
+        d->forced = true;
+        d->forced_backend = b;
+
+        if (d->available & (1U << b)) {
+                device_set_backend(d, b, BACKEND_REASON_FORCED);
+                return;
+        }
+        if (d->candidates[b].reason)
+                device_set_invalid(d, d->candidates[b].reason);
+        /* else: the device was never classified (its attributes are unreadable): keep why. */
+}
+
+/* Why the cdev wins (matrix case 3 of linux-7.3.md: a device with a noiommu group and a noiommu
+ * cdev, both usable). The cdev path lets the kernel do what the group path leaves to the daemon:
+ * IOAS_MAP pins the pages in the kernel and IOMMU_IOAS_NOIOMMU_GET_PA reports the addresses
+ * (instead of the daemon's own long-term pin and /proc/self/pagemap), and a cdev can be bound
+ * only once per open, so a leaked fd cannot be bound a second time. What it costs: the kernel
+ * logs each GET_DEVICE_FD of the group path but nothing per cdev open, so on this path the
+ * daemon's audit record is the only per-use record (it is written for every grant anyway).
+ * Nothing else decides: not the group number, not the order of the nodes. An administrator
+ * who wants the group path for a device (the VM tier does, to test it on 7.3) says so with
+ * "deviceBackends" in the configuration (inventory_device_force()). */
+static const Backend backend_preference[] = {
+        BACKEND_CDEV_NOIOMMU,
+        BACKEND_GROUP_NOIOMMU,
+        BACKEND_CDEV_IOMMU,
+};
+
+/* Decides which backends can serve the device from the markers of kernel-api.md §3.4 and
+ * linux-7.3.md, and picks one. Only ENOMEM is fatal; everything else the device lacks becomes
+ * a reason (per candidate, and for the device when no candidate is usable). */
 static int device_classify(const ScanContext *ctx, int dev_fd, InventoryDevice *d) {
+        InventoryCandidate *cdev_noiommu = &d->candidates[BACKEND_CDEV_NOIOMMU],
+                           *group_noiommu = &d->candidates[BACKEND_GROUP_NOIOMMU],
+                           *cdev_iommu = &d->candidates[BACKEND_CDEV_IOMMU];
+        const char *off = noiommu_off_reason(ctx), *reason;
+        bool noiommu_marked = false;
         Cdev noiommu, iommu;
         Group g = {};
         dev_t rdev;
@@ -468,74 +623,107 @@ static int device_classify(const ScanContext *ctx, int dev_fd, InventoryDevice *
                 }
         }
 
-        if (noiommu.state == CDEV_OK) {
-                /* Backend C. A noiommu node in a group with a real IOMMU domain contradicts
-                 * itself: trust neither marker. */
-                if (g.real) {
-                        device_set_invalid(d, "noiommu cdev in a real IOMMU group");
-                        return 0;
-                }
-                device_set_backend(d, BACKEND_CDEV_NOIOMMU, noiommu.name, noiommu.rdev);
+        /* cdev-noiommu. A noiommu node in a group with a real IOMMU domain contradicts itself:
+         * trust neither marker. */
+        if (noiommu.state == CDEV_OK && !g.real) {
+                candidate_set(cdev_noiommu, noiommu.name, noiommu.rdev);
+                noiommu_marked = true;
+        } else if (noiommu.state == CDEV_OK)
+                candidate_set_unusable(cdev_noiommu, "noiommu cdev in a real IOMMU group");
+        else if (noiommu.state != CDEV_NONE)
+                candidate_set_unusable(cdev_noiommu, cdev_reason(noiommu.state));
+        else if (d->iommu_group >= 0 && g.noiommu_name)
+                /* A noiommu device whose vfio-dev entry is "vfioN" without "dev", or missing:
+                 * the kernel has no noiommu cdev (VFIO_DEVICE_CDEV=n, before 7.3, or 7.3 without
+                 * IOMMUFD_NOIOMMU, e.g. on GENERIC_ATOMIC64 architectures). */
+                candidate_set_unusable(cdev_noiommu, REASON_NO_NOIOMMU_CDEV);
+        else
+                candidate_set_unusable(cdev_noiommu, "the device has no noiommu cdev");
 
-        } else if (d->iommu_group >= 0 && g.noiommu_name) {
-                /* Backend B. A noiommu-vfioN entry without a usable node (hazard 6: a kernel
-                 * that registers the device but not the cdev) falls back to the group. */
-                char node[sizeof(d->node_name)];
-
+        /* group-noiommu. A noiommu-vfioN entry without a usable node (hazard 6: a kernel that
+         * registers the device but not the cdev) leaves the group. */
+        if (d->iommu_group >= 0 && g.noiommu_name) {
+                noiommu_marked = true;
                 r = read_group_cdev(ctx->root_fd, d->iommu_group, &rdev);
                 if (r == -ENOMEM)
                         return r;
-                if (r == -ENOENT) {
-                        device_set_invalid(d, "noiommu group has no group device");
-                        return 0;
-                }
-                if (r < 0) {
-                        device_set_invalid(d, "group device has a bad dev attribute");
-                        return 0;
-                }
-                (void) snprintf(node, sizeof(node), GROUP_CDEV_PREFIX "%i", d->iommu_group);
-                device_set_backend(d, BACKEND_GROUP_NOIOMMU, node, rdev);
+                if (r == -ENOENT)
+                        candidate_set_unusable(group_noiommu, "noiommu group has no group device");
+                else if (r < 0)
+                        candidate_set_unusable(group_noiommu, "group device has a bad dev attribute");
+                else if (!ctx->have_container)
+                        candidate_set_unusable(group_noiommu, REASON_NO_CONTAINER);
+                else {
+                        char node[sizeof(d->node_name)];
 
-        } else if (noiommu.state != CDEV_NONE) {
-                device_set_invalid(d, cdev_reason(noiommu.state));
-                return 0;
-
-        } else if (iommu.state == CDEV_OK) {
-                /* Backend A needs all three markers of a real IOMMU. A vfioN node alone proves
-                 * nothing: emulated and mdev-like devices have one too (hazard 2). */
-                if (d->iommu_group < 0) {
-                        device_set_invalid(d, "no IOMMU group and no noiommu marker");
-                        return 0;
+                        (void) snprintf(node, sizeof(node), GROUP_CDEV_PREFIX "%i", d->iommu_group);
+                        candidate_set(group_noiommu, node, rdev);
                 }
-                if (!g.real) {
-                        device_set_invalid(d, "IOMMU group type is not DMA, DMA-FQ or identity");
-                        return 0;
-                }
-                if (!ctx->have_iommu) {
-                        device_set_invalid(d, "no IOMMU registered in /sys/class/iommu");
-                        return 0;
-                }
-                device_set_backend(d, BACKEND_CDEV_IOMMU, iommu.name, iommu.rdev);
-                return 0;
+        } else if (d->iommu_group < 0)
+                candidate_set_unusable(group_noiommu, ctx->have_group_class ? "the device has no IOMMU group" :
+                                                      REASON_NO_VFIO_GROUP);
+        else
+                candidate_set_unusable(group_noiommu, REASON_NOT_NOIOMMU_GROUP);
 
-        } else if (iommu.state != CDEV_NONE) {
-                device_set_invalid(d, cdev_reason(iommu.state));
-                return 0;
+        /* Both noiommu backends need the parameter on now; where the device has the marker of
+         * one, that is the first thing to fix. */
+        if (off) {
+                if (!cdev_noiommu->reason)
+                        candidate_set_unusable(cdev_noiommu, off);
+                if (d->iommu_group >= 0 && g.noiommu_name)
+                        candidate_set_unusable(group_noiommu, off);
+        }
 
-        } else if (d->iommu_group < 0) {
-                device_set_invalid(d, "no IOMMU group and no noiommu marker");
-                return 0;
+        /* cdev-iommu needs all three markers of a real IOMMU. A vfioN node alone proves nothing:
+         * emulated and mdev-like devices have one too (hazard 2). */
+        if (noiommu.state != CDEV_NONE)
+                /* Any noiommu entry, usable or not, says the device is not behind a real
+                 * IOMMU: never believe a vfioN next to it. */
+                candidate_set_unusable(cdev_iommu, noiommu.state == CDEV_OK && g.real ?
+                                                   cdev_noiommu->reason : "the device has a noiommu cdev entry");
+        else if (iommu.state != CDEV_OK)
+                candidate_set_unusable(cdev_iommu, iommu.state != CDEV_NONE ? cdev_reason(iommu.state) :
+                                                   "no usable VFIO device node");
+        else if (d->iommu_group < 0)
+                candidate_set_unusable(cdev_iommu, no_marker_reason(ctx));
+        else if (!g.real)
+                candidate_set_unusable(cdev_iommu, "IOMMU group type is not DMA, DMA-FQ or identity");
+        else if (!ctx->have_iommu)
+                candidate_set_unusable(cdev_iommu, "no IOMMU registered in /sys/class/iommu");
+        else
+                candidate_set(cdev_iommu, iommu.name, iommu.rdev);
 
-        } else {
-                device_set_invalid(d, "no usable VFIO device node");
+        device_update_available(d);
+
+        for (size_t i = 0; i < ELEMENTSOF(backend_preference); i++) {
+                Backend b = backend_preference[i];
+
+                if (!(d->available & (1U << b)))
+                        continue;
+                device_set_backend(d, b,
+                                   b == BACKEND_CDEV_IOMMU ? BACKEND_REASON_IOMMU :
+                                   b == BACKEND_GROUP_NOIOMMU ? BACKEND_REASON_GROUP_ONLY :
+                                   d->available & (1U << BACKEND_GROUP_NOIOMMU) ? BACKEND_REASON_CDEV_PREFERRED :
+                                   BACKEND_REASON_CDEV_ONLY);
                 return 0;
         }
 
-        /* Only the noiommu backends get here. */
-        if (ctx->noiommu_enabled < 0)
-                device_set_invalid(d, "cannot read the noiommu mode parameter");
-        else if (ctx->noiommu_enabled == 0)
-                device_set_invalid(d, "noiommu mode is not enabled");
+        /* Nothing usable: say what stands in the way, the most specific marker first. */
+        if (noiommu.state == CDEV_OK && g.real)
+                reason = cdev_noiommu->reason;
+        else if (noiommu_marked && off)
+                reason = off;
+        else if (d->iommu_group >= 0 && g.noiommu_name)
+                reason = group_noiommu->reason;
+        else if (noiommu.state != CDEV_NONE)
+                reason = cdev_noiommu->reason;
+        else if (iommu.state != CDEV_NONE && d->iommu_group >= 0)
+                reason = cdev_iommu->reason;
+        else if (d->iommu_group < 0)
+                reason = no_marker_reason(ctx);
+        else
+                reason = "no usable VFIO device node";
+        device_set_invalid(d, reason);
         return 0;
 }
 
@@ -639,6 +827,52 @@ static int device_compare(const void *a, const void *b) {
         return strcmp(x->address, y->address);
 }
 
+static int scan_context_init(int root_fd, ScanContext *ret) {
+        ScanContext ctx = {
+                .root_fd = root_fd,
+                .noiommu_parameter = noiommu_parameter_at(root_fd),
+        };
+        int r;
+
+        if (ctx.noiommu_parameter == -ENOMEM)
+                return -ENOMEM;
+
+        /* Unreadable counts as absent: fail closed. */
+        r = dir_has_entries_in_root(root_fd, SYSFS_CLASS_IOMMU);
+        if (r == -ENOMEM)
+                return r;
+        ctx.have_iommu = r > 0;
+        r = exists_in_root(root_fd, SYSFS_MISC_CONTAINER);
+        if (r == -ENOMEM)
+                return r;
+        ctx.have_container = r > 0;
+        r = exists_in_root(root_fd, SYSFS_CLASS_VFIO);
+        if (r == -ENOMEM)
+                return r;
+        ctx.have_group_class = r > 0;
+
+        *ret = ctx;
+        return 0;
+}
+
+int inventory_noiommu_status(const char *root, const char **ret_reason) {
+        _cleanup_close_ int root_fd = -EBADF;
+        ScanContext ctx;
+        int r;
+
+        assert(root);
+        assert(ret_reason);
+
+        root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root_fd < 0)
+                return negative_errno();
+        r = scan_context_init(root_fd, &ctx);
+        if (r < 0)
+                return r;
+        *ret_reason = noiommu_off_reason(&ctx);
+        return !*ret_reason;
+}
+
 int inventory_scan(const char *root, InventoryDevice **ret) {
         _cleanup_free_ InventoryDevice *devices = NULL;
         _cleanup_(closedirp) DIR *d = NULL;
@@ -668,17 +902,9 @@ int inventory_scan(const char *root, InventoryDevice **ret) {
                 return -ENOMEM;
         }
 
-        ctx = (ScanContext) {
-                .root_fd = root_fd,
-                .noiommu_enabled = noiommu_enabled_at(root_fd),
-        };
-        if (ctx.noiommu_enabled == -ENOMEM)
-                return -ENOMEM;
-
-        r = dir_has_entries_in_root(root_fd, SYSFS_CLASS_IOMMU);
-        if (r == -ENOMEM)
+        r = scan_context_init(root_fd, &ctx);
+        if (r < 0)
                 return r;
-        ctx.have_iommu = r > 0;         /* unreadable counts as "no IOMMU": fail closed */
 
         for (;;) {
                 InventoryDevice dev;

@@ -2,22 +2,35 @@
 /*
  * Inventory: which PCI functions are bound to vfio-pci, and which backend can serve each one.
  *
- * Classification follows kernel-api.md §3.4 and uses explicit markers only; a device is never
- * called noiommu because it "has no IOMMU" (mdev and emulated devices have none either):
+ * Classification follows kernel-api.md §3.4 and linux-7.3.md and uses explicit markers only; a
+ * device is never called noiommu because it "has no IOMMU" (mdev and emulated devices have
+ * none either):
  *
- *   cdev-noiommu   .../vfio-dev/ has an entry "noiommu-vfioN" with a "dev" attribute
- *   group-noiommu  iommu_group -> N, /sys/kernel/iommu_groups/N/name is "vfio-noiommu"
- *                  and the group char device noiommu-N is registered (class vfio)
+ *   cdev-noiommu   .../vfio-dev/ has an entry "noiommu-vfioN" with a "dev" attribute (Linux
+ *                  7.3+ with VFIO_DEVICE_CDEV and IOMMUFD_NOIOMMU)
+ *   group-noiommu  iommu_group -> N, /sys/kernel/iommu_groups/N/name is "vfio-noiommu", the
+ *                  group char device noiommu-N is registered (class vfio), and a container
+ *                  backend registered /dev/vfio/vfio (class misc "vfio": VFIO_CONTAINER or
+ *                  IOMMUFD_VFIO_CONTAINER, the two look the same from userspace)
  *   cdev-iommu     .../vfio-dev/vfioN with a "dev" attribute, a real group (type DMA, DMA-FQ or
  *                  identity) and /sys/class/iommu/ not empty
  *
- * C is preferred over B when both exist. Everything under /sys/bus/mdev is ignored. The scan
- * reads sysfs below "root" (the real binary always passes "/"; unit tests pass a fixture tree)
- * and never opens a device node: nodes are opened and verified by the backend.
+ * The noiommu backends also need vfio.enable_unsafe_noiommu_mode to read "Y" now; the kernel
+ * looked at it when vfio-pci bound the device, so a device bound before it was set has no
+ * noiommu markers until it is unbound and bound again.
+ *
+ * A device may be able to use more than one backend (matrix case 3 of linux-7.3.md: a noiommu
+ * group and a noiommu cdev). Every usable one is recorded in "candidates"; the scan picks
+ * cdev-noiommu over group-noiommu (see inventory.c, "Why the cdev wins"), and
+ * inventory_device_force() applies an administrator's choice instead. Everything under
+ * /sys/bus/mdev is ignored. The scan reads sysfs below "root" (the real binary always passes
+ * "/"; unit tests pass a fixture tree) and never opens a device node: nodes are opened and
+ * verified by the backend.
  */
 #pragma once
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -32,6 +45,13 @@ typedef enum Backend {
 const char *backend_to_string(Backend b);
 Backend backend_from_string(const char *s);
 
+/* One backend for one device: its node, or why the device cannot use that backend. */
+typedef struct InventoryCandidate {
+        char node_name[64];          /* "" when unusable */
+        dev_t rdev;
+        const char *reason;          /* static string; NULL when usable */
+} InventoryCandidate;
+
 typedef struct InventoryDevice {
         char address[13];            /* "0000:01:00.0" */
         uint16_t vendor_id;
@@ -43,6 +63,11 @@ typedef struct InventoryDevice {
         char node_name[64];          /* "noiommu-vfio0", "vfio0" or "noiommu-7"; "" if none */
         dev_t rdev;                  /* major:minor of that node, from its sysfs "dev" file */
         const char *reason;          /* static string saying why backend is invalid, or NULL */
+        const char *backend_reason;  /* static string saying why this backend, or NULL */
+        unsigned available;          /* bit 1U << b for every backend b the device can use now */
+        InventoryCandidate candidates[_BACKEND_MAX];
+        bool forced;                 /* inventory_device_force() was applied ... */
+        Backend forced_backend;      /* ... asking for this backend */
 } InventoryDevice;
 
 /* Scans root/sys/bus/pci/devices. Returns the number of devices (>= 0) and an array the
@@ -62,3 +87,16 @@ int inventory_scan(const char *root, InventoryDevice **ret);
  * Returns 1 if enabled, 0 if not (or not built), -EBADMSG for any other content, or a negative
  * errno if it cannot be read. */
 int inventory_noiommu_enabled(const char *root);
+
+/* Whether the kernel below root can serve noiommu devices now, from the kernel-wide markers only
+ * (module parameter, /dev/vfio/vfio's misc device, class vfio). Returns 1, or 0 with
+ * *ret_reason set to a static string saying what the administrator must change (rebuild with
+ * VFIO_NOIOMMU, add a container backend, set the parameter), or a negative errno. */
+int inventory_noiommu_status(const char *root, const char **ret_reason);
+
+/* Makes d use backend b, as an administrator's "deviceBackends" setting asks: if b is among the
+ * device's candidates it becomes the backend (with backend_reason saying it was forced), else the
+ * device is not served and its reason is why it cannot use b (the caller tells the user that the
+ * configuration asked for b: forced/forced_backend say so). A device that is not served anyway
+ * (unreadable attributes, noiommu mode off) keeps its reason. */
+void inventory_device_force(InventoryDevice *d, Backend b);

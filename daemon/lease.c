@@ -185,6 +185,17 @@ int lease_activate(Lease *l) {
         assert(l->state == LEASE_AUTHORIZING);
 
         r = vfio_device_open(&l->device, &l->vfio);
+        if (r == -EPROTONOSUPPORT) {
+                /* GET_PA answered ENOTTY (no such command: a kernel before 7.3, or without
+                 * iommufd), E2BIG (another struct revision) or EOPNOTSUPP (7.3 built with
+                 * IOMMUFD but without IOMMUFD_NOIOMMU), or HWPT_ALLOC was refused: the
+                 * daemon could not say where memory is. The caller answers NotSupported. */
+                log_warning("Cannot serve %s as cdev-noiommu: the kernel lacks the noiommu cdev "
+                            "services (IOMMU_IOAS_NOIOMMU_GET_PA and HWPT_ALLOC for noiommu, Linux 7.3+ "
+                            "built with CONFIG_IOMMUFD_NOIOMMU, which CONFIG_VFIO_NOIOMMU selects with "
+                            "VFIO_DEVICE_CDEV).", l->device.address);
+                return -EOPNOTSUPP;
+        }
         if (r < 0)
                 return r;
         l->state = LEASE_ACTIVE;
@@ -202,6 +213,18 @@ int lease_add_region(Lease *l, HugeRegion *r, DmaSegment **ret_segments, size_t 
                 return -EUSERS;
 
         k = vfio_device_map(l->vfio, r, ret_segments, ret_n, ret_kind);
+        if (k == -ENOLINK || k == -ESTALE) {
+                /* GET_PA in the middle of the lease: EOPNOTSUPP means no noiommu page table
+                 * is behind the new mapping any more (not "unsupported": the command was
+                 * probed at acquire time); -ESTALE means GET_PA and pagemap disagree. The
+                 * daemon's explicit HWPT should make both impossible. Whatever the device was
+                 * told before can no longer be vouched for: hand out nothing more. */
+                log_error_errno(k, "Lease %s on %s: %s; quarantining the lease.", l->id, l->device.address,
+                                k == -ENOLINK ? "the kernel reports no noiommu page table behind a new mapping (GET_PA: EOPNOTSUPP)"
+                                              : "GET_PA and pagemap disagree about a new mapping");
+                lease_quarantine(l, k, k == -ENOLINK ? "no-noiommu-page-table" : "addresses-disagree");
+                return k;
+        }
         if (k < 0)
                 return k;
         l->regions[l->n_regions] = r;
@@ -250,6 +273,28 @@ void lease_free_region(Lease *l, size_t index) {
                 lease_drop_region(l, index, "free");
         else
                 l->retired[index] = true;
+}
+
+void lease_quarantine(Lease *l, int error, const char *why) {
+        Conn *c = l->conn;
+
+        assert(l->state == LEASE_ACTIVE);
+
+        /* Like a failed quiesce: out of the holder's hands (its requests about the lease get
+         * NoSuchLease/DeviceQuarantined), everything pinned, never handed out again until an
+         * administrator revokes it — which quiesces before any memory is released. */
+        if (c)
+                for (size_t i = 0; i < c->n_leases; i++)
+                        if (c->leases[i] == l) {
+                                c->leases[i] = c->leases[--c->n_leases];
+                                break;
+                        }
+        l->conn = NULL;
+        l->state = LEASE_QUARANTINED;
+        audit_lease_broken(&l->holder, l->id, &l->device, error, why, lease_bytes_pinned(l));
+        persist_dirty(l->manager);
+        monitor_emit(l->manager, "lease-quarantined",
+                     json_pack("{s:s, s:s, s:s}", "lease", l->id, "device", l->device.address, "reason", why));
 }
 
 int lease_end(Lease *l, const char *reason) {

@@ -113,6 +113,11 @@ int lease_adopt_region(Lease *l, HugeRegion *r);
 /* Whether the device can reach memory by physical address (no IOMMU between). */
 bool lease_is_noiommu(const Lease *l);
 
+/* Quarantines an active lease whose DMA addresses cannot be vouched for any more (error and why
+ * say what was found): detached from its connection, audited (LEASE_BROKEN), memory kept pinned,
+ * device never handed out again until an administrator revokes it (quiesce first, then free). */
+void lease_quarantine(Lease *l, int error, const char *why);
+
 /* Frees all quarantined leases' bookkeeping at daemon exit, without touching the memory
  * state again (the process is going away). */
 void lease_free_all(Manager *m);

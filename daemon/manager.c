@@ -26,6 +26,7 @@
 #include "internal/wire.h"
 #include "internal/macro.h"
 #include "fdstore.h"
+#include "inventory.h"
 #include "lease.h"
 #include "manager.h"
 #include "monitor.h"
@@ -251,6 +252,44 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return sd_event_exit(sd_event_source_get_event(s), 0);
 }
 
+/* Warns once at load about configured devices that cannot be served as configured: a
+ * "deviceBackends" entry the device cannot use (ListDevices then gives the reason for as long as
+ * it lasts), and noiommu devices on a kernel that cannot do noiommu at all. Devices may come and
+ * go afterwards; this is advice, not a check that holds later. */
+static void manager_check_devices(Manager *m) {
+        _cleanup_free_ InventoryDevice *devices = NULL;
+        const char *why = NULL;
+        int n;
+
+        if (m->settings.noiommu_devices && inventory_noiommu_status("/", &why) == 0)
+                log_warning("noiommuDevices are configured, but this kernel serves no noiommu device: %s.", why);
+
+        if (m->settings.n_device_backends == 0)
+                return;
+        n = inventory_scan("/", &devices);
+        if (n < 0) {
+                log_warning_errno(n, "Cannot scan PCI devices to check deviceBackends, ignoring: %m");
+                return;
+        }
+        for (size_t i = 0; i < m->settings.n_device_backends; i++) {
+                const DeviceBackendSetting *s = &m->settings.device_backends[i];
+                InventoryDevice *d = NULL;
+
+                for (int j = 0; j < n; j++)
+                        if (streq(devices[j].address, s->address))
+                                d = &devices[j];
+                if (!d) {
+                        log_info("deviceBackends names %s, which is not bound to vfio-pci now.", s->address);
+                        continue;
+                }
+                inventory_device_force(d, s->backend);
+                if (d->backend < 0)
+                        log_warning("deviceBackends asks for %s for %s, which it cannot use, so it will not be "
+                                    "served: %s.", backend_to_string(s->backend), s->address,
+                                    d->reason ?: "no backend can serve this device");
+        }
+}
+
 int manager_new(const char *config_path, Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
         sigset_t ss;
@@ -293,6 +332,7 @@ int manager_new(const char *config_path, Manager **ret) {
         r = settings_load(config_path ?: NOIOMMU_SETTINGS_PATH, &m->settings);
         if (r < 0)
                 return r;
+        manager_check_devices(m);
 
         r = polkit_new(m->event, &m->polkit);
         if (r < 0)

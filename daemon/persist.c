@@ -4,7 +4,7 @@
  *
  *   { "version": 1, "generation": G,
  *     "conns":   [ { "id", "uid", "pid", "startTime" } ],
- *     "leases":  [ { "id", "conn" (or null), "state", "createdUsec", "ioasId", "devId",
+ *     "leases":  [ { "id", "conn" (or null), "state", "createdUsec", "ioasId", "devId", "hwptId",
  *                    "holder": { "uid", "gid", "pid", "startTime", "unit" },
  *                    "device": { "address", "vendorId", "deviceId", "driver", "backend",
  *                                "iommuGroup", "numaNode", "node", "rdev" } } ],
@@ -210,19 +210,20 @@ static json_t *state_json(Manager *m) {
         }
 
         for (Lease *l = m->leases; r >= 0 && l; l = l->next) {
-                uint32_t ioas = 0, dev = 0;
+                uint32_t ioas = 0, dev = 0, hwpt = 0;
                 const char *conn = l->conn && l->conn->store_id[0] ? l->conn->store_id : NULL;
 
                 if (l->state != LEASE_ACTIVE && l->state != LEASE_QUARANTINED)
                         continue;
-                vfio_device_get_ids(l->vfio, &ioas, &dev);
-                r = append(leases, json_pack("{s:s, s:o, s:s, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:s}, s:o}",
+                vfio_device_get_ids(l->vfio, &ioas, &dev, &hwpt);
+                r = append(leases, json_pack("{s:s, s:o, s:s, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:s}, s:o}",
                                              "id", l->id,
                                              "conn", conn ? json_string(conn) : json_null(),
                                              "state", lease_state_to_string(l->state),
                                              "createdUsec", (json_int_t) l->created_usec,
                                              "ioasId", (json_int_t) ioas,
                                              "devId", (json_int_t) dev,
+                                             "hwptId", (json_int_t) hwpt,
                                              "holder",
                                              "uid", (json_int_t) l->holder.uid,
                                              "gid", (json_int_t) l->holder.gid,
@@ -481,7 +482,9 @@ static void restore_leases(Manager *m, json_t *state, Stored *s) {
 
                 r = vfio_device_restore(&d, fds[0], fds[1], fds[2], fds[3],
                                         (uint32_t) json_integer_value(json_object_get(e, "ioasId")),
-                                        (uint32_t) json_integer_value(json_object_get(e, "devId")), &l->vfio);
+                                        (uint32_t) json_integer_value(json_object_get(e, "devId")),
+                                        /* absent in states written before the explicit HWPT: 0 */
+                                        (uint32_t) json_integer_value(json_object_get(e, "hwptId")), &l->vfio);
                 if (r < 0) {
                         /* Without the daemon's own handle the device cannot be quiesced: its
                          * fds are closed (the kernel clears Bus Master on the last close). */
@@ -579,6 +582,29 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                         l->n_regions++;
                         m->n_regions++;
                         m->region_bytes += r->size;
+                        /* Checked once the region is the lease's, so that the record counts it. */
+                        if (l->state == LEASE_ACTIVE && lease_is_noiommu(l)) {
+                                /* The device may be programmed with the physical addresses handed
+                                 * out at grant time ("phys" above). Ask the kernel where the
+                                 * mapping is now (GET_PA, cdev-noiommu) besides pagemap (q): if
+                                 * anything moved, or no page table is behind it, nothing the
+                                 * daemon says about this lease can be trusted any more. */
+                                int v = q > 0 ? -ESTALE : vfio_device_check_map(l->vfio, r, phys);
+
+                                if (v < 0) {
+                                        log_error_errno(v, "Lease %s on %s: memory %s %s after the restart; quarantining the lease.",
+                                                        l->id, l->device.address, id,
+                                                        v == -ESTALE ? "is at other physical addresses than granted" :
+                                                        v == -ENOLINK ? "has no noiommu page table behind it" :
+                                                        "cannot be looked up with GET_PA");
+                                        lease_quarantine(l, v, v == -ESTALE ? "addresses-moved-across-restart" :
+                                                               v == -ENOLINK ? "no-noiommu-page-table" :
+                                                               "addresses-unverifiable");
+                                } else
+                                        log_debug("Lease %s on %s: memory %s is at the granted physical addresses after the restart (%s).",
+                                                  l->id, l->device.address, id,
+                                                  l->device.backend == BACKEND_CDEV_NOIOMMU ? "GET_PA and pagemap" : "pagemap");
+                        }
                         continue;
                 }
 

@@ -10,7 +10,12 @@
  *     config region) before they are trusted. The io_uring pin itself cannot be stored (the
  *     kernel refuses io_uring fds in SCM_RIGHTS), so between kill -9 and restart the pages are
  *     held by the memfd but not pinned; the restore pins them again and compares every
- *     physical address with the one handed out (a difference is logged as critical). A lease whose client connection is gone (the
+ *     physical address with the one handed out (a difference is logged as critical). For a
+ *     noiommu lease the kernel is asked too (GET_PA for every cdev-noiommu mapping, through
+ *     the restored iommufd and the persisted ioas/hwpt ids): a lease whose addresses moved, or
+ *     that has no page table behind a mapping any more, is quarantined (LEASE_BROKEN audit
+ *     record; nothing handed out, nothing released until an administrator revokes it, which
+ *     quiesces first). A lease whose client connection is gone (the
  *     manager dropped the hung-up socket, or the peer cannot be identified any more) is
  *     reclaimed with the full quiesce-before-free order. Anything not recognised is closed
  *     and removed from the store.

@@ -60,6 +60,44 @@ static int parse_address_list(const char *path, const char *key, json_t *v, char
         return 0;
 }
 
+/* "deviceBackends": {"ADDRESS": "BACKEND", ...}. Strict like the rest: a bad address or an
+ * unknown backend name is a load error, never a silent default. */
+static int parse_device_backends(Settings *c, const char *path, json_t *v) {
+        const char *address;
+        json_t *e;
+
+        if (!json_is_object(v))
+                return log_error_errno(EINVAL, "%s: \"deviceBackends\" must be an object mapping PCI addresses "
+                                       "to backend names, like {\"0000:01:00.0\": \"group-noiommu\"}.", path);
+        json_object_foreach(v, address, e) {
+                DeviceBackendSetting *n, *found = NULL;
+                Backend b;
+
+                if (!pci_address_is_valid(address))
+                        return log_error_errno(EINVAL, "%s: \"deviceBackends\": \"%s\" is not a PCI address like "
+                                               "\"0000:01:00.0\".", path, address);
+                b = json_is_string(e) ? backend_from_string(json_string_value(e)) : _BACKEND_INVALID;
+                if (b < 0)
+                        return log_error_errno(EINVAL, "%s: \"deviceBackends\": the backend of %s must be "
+                                               "\"cdev-noiommu\", \"group-noiommu\" or \"cdev-iommu\".",
+                                               path, address);
+
+                for (size_t i = 0; i < c->n_device_backends; i++)
+                        if (streq(c->device_backends[i].address, address))
+                                found = &c->device_backends[i];
+                if (!found) {
+                        n = reallocarray(c->device_backends, c->n_device_backends + 1, sizeof(*n));
+                        if (!n)
+                                return -ENOMEM;
+                        c->device_backends = n;
+                        found = &n[c->n_device_backends++];
+                        strcpy(found->address, address);
+                }
+                found->backend = b;             /* a later drop-in overrides an earlier file */
+        }
+        return 0;
+}
+
 static int settings_merge_file(Settings *c, const char *path) {
         json_error_t err;
         json_t *root, *v;
@@ -100,7 +138,9 @@ static int settings_merge_file(Settings *c, const char *path) {
                 } else if (streq(key, "maxMemoryPerUid")) {
                         if (json_get_u64(v, &c->max_memory_per_uid) < 0 || c->max_memory_per_uid == 0)
                                 r = log_error_errno(EINVAL, "%s: \"maxMemoryPerUid\" must be a positive number of bytes.", path);
-                } else
+                } else if (streq(key, "deviceBackends"))
+                        r = parse_device_backends(c, path, v);
+                else
                         r = log_error_errno(EINVAL, "%s: unknown key \"%s\".", path, key);
                 if (r < 0)
                         break;
@@ -167,6 +207,7 @@ fail:
 void settings_done(Settings *c) {
         strv_free(c->noiommu_devices);
         strv_free(c->iommu_devices);
+        free(c->device_backends);
         *c = (Settings) {};
 }
 
@@ -176,4 +217,11 @@ bool settings_allows_noiommu(const Settings *c, const char *address) {
 
 bool settings_allows_iommu(const Settings *c, const char *address) {
         return c->iommu_devices_all || strv_contains(c->iommu_devices, address);
+}
+
+Backend settings_device_backend(const Settings *c, const char *address) {
+        for (size_t i = 0; i < c->n_device_backends; i++)
+                if (streq(c->device_backends[i].address, address))
+                        return c->device_backends[i].backend;
+        return _BACKEND_INVALID;
 }

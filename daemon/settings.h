@@ -12,6 +12,12 @@
  *                                           kernel or namespace without audit is never a failure
  *     "maxMemoryPerUid": 1073741824         bytes of DMA memory one uid may hold at once over
  *                                           all its connections (default: no limit but the pool)
+ *     "deviceBackends": {"0000:00:03.0": "group-noiommu"}   the backend a device must use
+ *                                           instead of the one the daemon would pick (for a
+ *                                           device with both a noiommu group and a noiommu cdev);
+ *                                           "cdev-noiommu", "group-noiommu" or "cdev-iommu". A
+ *                                           device that cannot use it is not served. Drop-ins
+ *                                           override per device.
  *   }
  *
  * A noiommu device is root-equivalent in the client's hands, so it is served only if named
@@ -23,7 +29,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "inventory.h"
+
 #define NOIOMMU_SETTINGS_PATH "/etc/noiommud/noiommud.conf"
+
+typedef struct DeviceBackendSetting {
+        char address[13];
+        Backend backend;
+} DeviceBackendSetting;
 
 typedef struct Settings {
         char **noiommu_devices;         /* NULL-terminated */
@@ -31,6 +44,8 @@ typedef struct Settings {
         char **iommu_devices;           /* when !iommu_devices_all */
         bool audit_failure_log;         /* "auditFailure": "log" */
         uint64_t max_memory_per_uid;    /* 0: no limit */
+        DeviceBackendSetting *device_backends;  /* "deviceBackends", one entry per address */
+        size_t n_device_backends;
 } Settings;
 
 /* Loads path and path.d/ (a missing file is an empty configuration). */
@@ -39,3 +54,5 @@ void settings_done(Settings *c);
 
 bool settings_allows_noiommu(const Settings *c, const char *address);
 bool settings_allows_iommu(const Settings *c, const char *address);
+/* The backend "deviceBackends" forces for address, or _BACKEND_INVALID. */
+Backend settings_device_backend(const Settings *c, const char *address);

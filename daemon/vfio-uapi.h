@@ -1,16 +1,23 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Kernel uapi the build host's headers may lack (kernel-api.md §11, §12).
+ * Kernel uapi the build host's headers may lack (kernel-api.md §11, §12; linux-7.3.md "uapi").
  *
  * Debian 12 ships 6.1 headers: <linux/vfio.h> without the cdev ioctls, and no <linux/iommufd.h>
- * at all. Everything the daemon uses from those is defined here, in the 7.2 layouts (supersets
- * of 6.12's), with a static_assert on every size and offset, so a wrong definition fails the
- * build instead of corrupting an ioctl. The kernel accepts the longer 7.2 structs from 6.12 on
- * as long as the trailing fields are zero (argsz/size versioning, copy_struct_from_user()).
+ * at all. Debian's 7.3 linux-libc-dev has all of it. The rule, group by group: when the
+ * system header defines the group's ioctl macro, its definitions are used and nothing is
+ * defined here (a second definition of a struct would not compile); otherwise the group is
+ * defined here, in the 7.3 layouts. Either way the static_asserts below check the header that
+ * was actually compiled against, so a wrong number or layout fails the build instead of
+ * corrupting an ioctl. Sizes are checked as "at least what the daemon relies on" where
+ * older headers have shorter versions of a struct (argsz/size versioning: the kernel accepts a
+ * shorter struct, and a longer one as long as the trailing fields are zero,
+ * copy_struct_from_user()). scripts/check-uapi-7.3.sh compiles the daemon against the 7.3
+ * headers; the normal build compiles it against the host's.
  *
- * IOMMU_IOAS_NOIOMMU_GET_PA is PROVISIONAL: it is the uapi of the "iommufd: Enable noiommu mode
- * for cdev" series (v9/v10, command 0x95), not merged in any released kernel. The daemon detects
- * it at run time (ENOTTY/EINVAL/E2BIG mean "unsupported variant") and never by kernel version.
+ * IOMMU_IOAS_NOIOMMU_GET_PA is merged in Linux 7.3 ("iommufd: Enable noiommu mode for cdev",
+ * merge 85e0d1de369c, command 0x95, unchanged since the v9/v10 postings). The daemon still
+ * detects it at run time, never by kernel version: a 7.3 kernel built without
+ * IOMMUFD_NOIOMMU has the ioctl but answers EOPNOTSUPP (vfio.c, open_cdev()).
  */
 #pragma once
 
@@ -20,7 +27,13 @@
 #include <stddef.h>
 #include <sys/ioctl.h>
 
-/* ---- VFIO device cdev (Linux 6.2+; layouts of 7.2) ---- */
+#if defined(__has_include)
+#  if __has_include(<linux/iommufd.h>)
+#    include <linux/iommufd.h>
+#  endif
+#endif
+
+/* ---- VFIO device cdev (Linux 6.6+; layouts of 7.3, unchanged since 7.2) ---- */
 
 #ifndef VFIO_DEVICE_BIND_IOMMUFD
 struct vfio_device_bind_iommufd {
@@ -28,7 +41,7 @@ struct vfio_device_bind_iommufd {
         __u32 flags;
         __s32 iommufd;
         __u32 out_devid;
-        __aligned_u64 token_uuid_ptr;   /* 7.2 only (VFIO_DEVICE_BIND_FLAG_TOKEN); zero */
+        __aligned_u64 token_uuid_ptr;   /* 7.2+ (VFIO_DEVICE_BIND_FLAG_TOKEN); zero */
 };
 #define VFIO_DEVICE_BIND_IOMMUFD _IO(VFIO_TYPE, VFIO_BASE + 18)
 
@@ -36,14 +49,14 @@ struct vfio_device_attach_iommufd_pt {
         __u32 argsz;
         __u32 flags;
         __u32 pt_id;
-        __u32 pasid;                    /* 7.2 only (VFIO_DEVICE_ATTACH_PASID); zero */
+        __u32 pasid;                    /* 6.12+ (VFIO_DEVICE_ATTACH_PASID); zero, never used */
 };
 #define VFIO_DEVICE_ATTACH_IOMMUFD_PT _IO(VFIO_TYPE, VFIO_BASE + 19)
 
 struct vfio_device_detach_iommufd_pt {
         __u32 argsz;
         __u32 flags;
-        __u32 pasid;                    /* 7.2 only */
+        __u32 pasid;                    /* 6.12+; zero, never used */
 };
 #define VFIO_DEVICE_DETACH_IOMMUFD_PT _IO(VFIO_TYPE, VFIO_BASE + 20)
 #endif
@@ -51,8 +64,10 @@ struct vfio_device_detach_iommufd_pt {
 static_assert(VFIO_DEVICE_BIND_IOMMUFD == 0x3b76, "VFIO_DEVICE_BIND_IOMMUFD");
 static_assert(VFIO_DEVICE_ATTACH_IOMMUFD_PT == 0x3b77, "VFIO_DEVICE_ATTACH_IOMMUFD_PT");
 static_assert(VFIO_DEVICE_DETACH_IOMMUFD_PT == 0x3b78, "VFIO_DEVICE_DETACH_IOMMUFD_PT");
+static_assert(sizeof(struct vfio_device_bind_iommufd) >= 16, "bind layout");
 static_assert(offsetof(struct vfio_device_bind_iommufd, iommufd) == 8, "bind layout");
 static_assert(offsetof(struct vfio_device_bind_iommufd, out_devid) == 12, "bind layout");
+static_assert(sizeof(struct vfio_device_attach_iommufd_pt) >= 12, "attach layout");
 static_assert(offsetof(struct vfio_device_attach_iommufd_pt, pt_id) == 8, "attach layout");
 static_assert(sizeof(struct vfio_device_detach_iommufd_pt) >= 8, "detach layout");
 
@@ -75,7 +90,7 @@ static_assert(sizeof(struct vfio_region_info) == 32, "vfio_region_info");
 static_assert(offsetof(struct vfio_region_info, size) == 16, "vfio_region_info");
 static_assert(offsetof(struct vfio_region_info, offset) == 24, "vfio_region_info");
 
-/* ---- iommufd (Linux 6.2+; absent from bookworm's headers) ---- */
+/* ---- iommufd base (Linux 6.2+; absent from bookworm's headers) ---- */
 
 #ifndef IOMMUFD_TYPE
 #define IOMMUFD_TYPE (';')
@@ -166,14 +181,53 @@ static_assert(sizeof(struct iommu_ioas_unmap) == 24, "iommu_ioas_unmap");
 static_assert(offsetof(struct iommu_ioas_unmap, iova) == 8, "ioas_unmap layout");
 static_assert(offsetof(struct iommu_ioas_unmap, length) == 16, "ioas_unmap layout");
 
-/* ---- PROVISIONAL: noiommu cdev series v9/v10, "iommufd: Enable noiommu mode for cdev" ---- */
+/* ---- Explicit HWPT (Linux 6.6+; 48-byte layout since 6.11) ---- */
+
+#ifndef IOMMU_HWPT_ALLOC
+#define IOMMUFD_CMD_HWPT_ALLOC 0x89
+
+/* The daemon passes only flags 0 and IOMMU_HWPT_DATA_NONE: for a noiommu device that is the
+ * one form 7.3 accepts (any flag or driver data: EOPNOTSUPP); for a real IOMMU it is a plain
+ * paging domain. */
+enum iommu_hwpt_data_type {
+        IOMMU_HWPT_DATA_NONE = 0,
+};
+
+struct iommu_hwpt_alloc {
+        __u32 size;
+        __u32 flags;
+        __u32 dev_id;
+        __u32 pt_id;
+        __u32 out_hwpt_id;
+        __u32 __reserved;
+        __u32 data_type;                /* 6.7+ */
+        __u32 data_len;                 /* 6.7+ */
+        __aligned_u64 data_uptr;        /* 6.7+ */
+        __u32 fault_id;                 /* 6.11+ */
+        __u32 __reserved2;              /* 6.11+ */
+};
+#define IOMMU_HWPT_ALLOC _IO(IOMMUFD_TYPE, IOMMUFD_CMD_HWPT_ALLOC)
+#endif
+
+static_assert(IOMMU_HWPT_ALLOC == 0x3b89, "IOMMU_HWPT_ALLOC");
+/* 24 bytes in 6.6, 40 in 6.7 (data_type/len/uptr), 48 since 6.11 (fault_id). The daemon uses
+ * the first 24 and leaves the rest zero, which is IOMMU_HWPT_DATA_NONE with no data. */
+static_assert(sizeof(struct iommu_hwpt_alloc) == 24 || sizeof(struct iommu_hwpt_alloc) == 40 ||
+              sizeof(struct iommu_hwpt_alloc) == 48, "iommu_hwpt_alloc");
+static_assert(offsetof(struct iommu_hwpt_alloc, flags) == 4, "hwpt_alloc layout");
+static_assert(offsetof(struct iommu_hwpt_alloc, dev_id) == 8, "hwpt_alloc layout");
+static_assert(offsetof(struct iommu_hwpt_alloc, pt_id) == 12, "hwpt_alloc layout");
+static_assert(offsetof(struct iommu_hwpt_alloc, out_hwpt_id) == 16, "hwpt_alloc layout");
+
+/* ---- noiommu GET_PA (merged in Linux 7.3) ---- */
 
 #ifndef IOMMU_IOAS_NOIOMMU_GET_PA
 #define IOMMUFD_CMD_IOAS_NOIOMMU_GET_PA 0x95
 
 /* Returns the physical address behind iova and, in length, how many bytes from there are
- * physically contiguous (at most the length passed in, which must not be 0 since v9).
- * Requires CAP_SYS_RAWIO on every call; flags and __reserved must be 0. */
+ * physically contiguous (at most the length passed in, which must not be 0). Requires
+ * CAP_SYS_RAWIO on every call; flags and __reserved must be 0. Only the starting IOVA must be
+ * mapped. Errors in the order 7.3 checks them: linux-7.3.md, "GET_PA errors". */
 struct iommu_ioas_noiommu_get_pa {
         __u32 size;
         __u32 flags;
@@ -188,6 +242,7 @@ struct iommu_ioas_noiommu_get_pa {
 
 static_assert(IOMMU_IOAS_NOIOMMU_GET_PA == 0x3b95, "IOMMU_IOAS_NOIOMMU_GET_PA");
 static_assert(sizeof(struct iommu_ioas_noiommu_get_pa) == 40, "GET_PA layout");
+static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, ioas_id) == 8, "GET_PA layout");
 static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, iova) == 16, "GET_PA layout");
 static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, length) == 24, "GET_PA layout");
 static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, out_phys) == 32, "GET_PA layout");

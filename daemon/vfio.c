@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * See vfio.h. Sequences follow kernel-api.md: §5 (cdev + iommufd), §6 (noiommu cdev, the
- * posted v9/v10 ABI), §7 (legacy group noiommu), §8 (teardown order).
+ * See vfio.h. Sequences follow kernel-api.md: §5 (cdev + iommufd), §6 (noiommu cdev, merged in
+ * Linux 7.3: linux-7.3.md), §7 (legacy group noiommu), §8 (teardown order).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,6 +38,7 @@ struct VfioDevice {
         int iommufd;                    /* cdev backends: one per lease, never handed out */
         uint32_t ioas_id;
         uint32_t dev_id;
+        uint32_t hwpt_id;               /* the daemon's explicit HWPT; 0: attached to the IOAS id */
         bool attached;
 
         int device_fd;                  /* the daemon's own handle: quiesce goes through it */
@@ -208,6 +209,7 @@ static int open_cdev(VfioDevice *v, const InventoryDevice *d) {
         struct vfio_device_bind_iommufd bind = { .argsz = sizeof(bind) };
         struct vfio_device_attach_iommufd_pt attach = { .argsz = sizeof(attach) };
         struct iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
+        struct iommu_hwpt_alloc hwpt = { .size = sizeof(hwpt), .flags = 0 };
         char path[128];
         int r;
 
@@ -232,9 +234,44 @@ static int open_cdev(VfioDevice *v, const InventoryDevice *d) {
                 return negative_errno();
         v->ioas_id = alloc.out_ioas_id;
 
-        /* Pages are pinned only while a HWPT is attached (iopt_area_fill_domains()); for the
-         * noiommu cdev the attach creates the software page table GET_PA reads. */
-        attach.pt_id = v->ioas_id;
+        /* An explicit HWPT, owned by the daemon, for both cdev backends. Why:
+         *
+         * IOMMU_IOAS_MAP pins pages only while at least one HWPT sits in the IOAS. Attaching
+         * the device to the IOAS id makes an *automatic* HWPT, which lives only as long as
+         * that attachment — and the client holds the device fd, so it can call
+         * VFIO_DEVICE_DETACH_IOMMUFD_PT at any time. For noiommu that destroys the software
+         * page table and unpins every mapping: GET_PA then answers EOPNOTSUPP, and a
+         * re-ATTACH may pin other pages, while the device is still programmed with the old
+         * physical addresses (linux-7.3.md, "Hazard: DETACH by the client"). A HWPT made with
+         * IOMMU_HWPT_ALLOC stays in the IOAS until the daemon's IOMMU_DESTROY, whatever the
+         * client attaches or detaches; automatic selection never reuses it; a client that
+         * re-attaches to the IOAS id gets a new automatic HWPT beside it. So the kernel's pin
+         * and GET_PA's answers depend only on the daemon. Independently of that, hugepage.c
+         * keeps its own io_uring FOLL_LONGTERM pin on every allocation, on every backend: the
+         * pages cannot move or be freed even if an iommufd pin went away. The two together
+         * make the addresses the daemon hands out independent of anything the client can do
+         * with its fd.
+         *
+         * flags 0 and IOMMU_HWPT_DATA_NONE (the zeroed tail): for a noiommu device the one
+         * HWPT_ALLOC form 7.3 accepts (any flag or driver data is EOPNOTSUPP), and the only
+         * call besides BIND/ATTACH/DETACH/IOAS_*, GET_PA and DESTROY that a noiommu dev_id is
+         * ever passed to; for a real IOMMU (cdev-iommu) it is a normal paging domain for that
+         * device's IOMMU, the same thing the automatic attach would have made. One code path
+         * for both backends: with a real IOMMU a client's DETACH only blocks its own DMA, but
+         * the daemon's domain then also outlives it, and teardown is the same sequence. */
+        hwpt.dev_id = v->dev_id;
+        hwpt.pt_id = v->ioas_id;
+        if (ioctl(v->iommufd, IOMMU_HWPT_ALLOC, &hwpt) < 0) {
+                /* No HWPT_ALLOC (ENOTTY) or not for this device (EOPNOTSUPP): a kernel
+                 * without the merged noiommu cdev code cannot serve this backend. */
+                if (d->backend == BACKEND_CDEV_NOIOMMU && (errno == ENOTTY || errno == EOPNOTSUPP))
+                        return -EPROTONOSUPPORT;
+                return negative_errno();
+        }
+        v->hwpt_id = hwpt.out_hwpt_id;
+
+        /* The attach returns pt_id unchanged for an explicit HWPT. */
+        attach.pt_id = v->hwpt_id;
         if (ioctl(v->device_fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach) < 0)
                 return negative_errno();
         v->attached = true;
@@ -245,17 +282,23 @@ static int open_cdev(VfioDevice *v, const InventoryDevice *d) {
 
         if (d->backend == BACKEND_CDEV_NOIOMMU) {
                 /* Without IOMMU_IOAS_NOIOMMU_GET_PA the daemon cannot say where memory is, so
-                 * refuse the device now rather than after handing it out. Only answers that
-                 * can only mean "no such command / other ABI" count: ENOTTY (unknown command),
-                 * E2BIG (a longer struct), EOPNOTSUPP; anything else (the IOAS is empty, so
-                 * ENOENT or EINVAL) means the command exists. */
+                 * refuse the device now rather than after handing it out. The IOAS is empty,
+                 * so a kernel that has the command answers ENOENT ("nothing mapped at iova",
+                 * checked after everything about the ABI). ENOTTY: no such command (before
+                 * 7.3, or no iommufd); E2BIG: a shorter struct than ours; EOPNOTSUPP: 7.3
+                 * built with IOMMUFD but without IOMMUFD_NOIOMMU (the body is a stub).
+                 * Anything else (EPERM without CAP_SYS_RAWIO, EINVAL) is an error of its
+                 * own, never "unsupported". */
                 struct iommu_ioas_noiommu_get_pa q = {
                         .size = sizeof(q), .ioas_id = v->ioas_id, .iova = 0, .length = 1,
                 };
 
-                if (ioctl(v->iommufd, IOMMU_IOAS_NOIOMMU_GET_PA, &q) < 0 &&
-                    (errno == ENOTTY || errno == E2BIG || errno == EOPNOTSUPP))
-                        return -EOPNOTSUPP;
+                if (ioctl(v->iommufd, IOMMU_IOAS_NOIOMMU_GET_PA, &q) >= 0)
+                        return -EIO;            /* an empty IOAS cannot translate anything */
+                if (errno == ENOTTY || errno == E2BIG || errno == EOPNOTSUPP)
+                        return -EPROTONOSUPPORT;
+                if (errno != ENOENT)
+                        return negative_errno();
         }
 
         v->client_fd = fcntl(v->device_fd, F_DUPFD_CLOEXEC, 3);
@@ -363,9 +406,17 @@ static int ioas_map(VfioDevice *v, HugeRegion *r, uint64_t *ret_iova) {
         return 0;
 }
 
-/* Backend C: physical addresses from IOMMU_IOAS_NOIOMMU_GET_PA, walking contiguous runs. */
-static int noiommu_get_pa(VfioDevice *v, const HugeRegion *r, uint64_t iova, DmaSegment **ret,
-                          size_t *ret_n) {
+/* Backend C: physical addresses from IOMMU_IOAS_NOIOMMU_GET_PA, walking contiguous runs, each
+ * page checked against expected[] (one entry per hugepage of r). ret may be NULL (check only).
+ *
+ * Errors (linux-7.3.md, "GET_PA errors"): the command was probed when the device was opened,
+ * so here EOPNOTSUPP can only mean "no noiommu page table behind this IOVA any more" — the
+ * HWPT that pinned the area is gone. With the daemon's explicit HWPT that should be
+ * impossible; it is reported as -ENOLINK so that the lease is treated as broken, never as
+ * "unsupported". A page that differs from expected[] is -ESTALE. Every other errno (ENOENT:
+ * the area is not mapped; EINVAL; EPERM) is returned as it is. */
+static int noiommu_get_pa(VfioDevice *v, const HugeRegion *r, uint64_t iova, const uint64_t *expected,
+                          DmaSegment **ret, size_t *ret_n) {
         _cleanup_free_ DmaSegment *s = NULL;
         size_t n = 0;
 
@@ -382,20 +433,18 @@ static int noiommu_get_pa(VfioDevice *v, const HugeRegion *r, uint64_t iova, Dma
                 };
                 uint64_t len;
 
-                if (ioctl(v->iommufd, IOMMU_IOAS_NOIOMMU_GET_PA, &q) < 0) {
-                        if (errno == ENOTTY || errno == EINVAL || errno == E2BIG || errno == EOPNOTSUPP)
-                                return -EOPNOTSUPP;     /* not this ABI revision, or none */
-                        return negative_errno();
-                }
+                if (ioctl(v->iommufd, IOMMU_IOAS_NOIOMMU_GET_PA, &q) < 0)
+                        return errno == EOPNOTSUPP ? -ENOLINK : negative_errno();
                 len = MIN(q.length, r->size - off);
                 if (len == 0 || len % r->hugepage_size != 0)
                         return -EIO;
 
-                /* Cross-check with what pagemap said for the daemon's own mapping: both name
-                 * the pages the pin holds. A difference means one of them is wrong. */
+                /* Cross-check with what pagemap said for the daemon's own mapping (or, after
+                 * a restart, with what was handed out): both name the pages the pins hold. A
+                 * difference means the pages moved, or one of the two is wrong. */
                 for (uint64_t p = 0; p < len; p += r->hugepage_size)
-                        if (r->phys[(off + p) / r->hugepage_size] != q.out_phys + p)
-                                return -EIO;
+                        if (expected[(off + p) / r->hugepage_size] != q.out_phys + p)
+                                return -ESTALE;
 
                 if (n > 0 && s[n - 1].dma_address + s[n - 1].length == q.out_phys)
                         s[n - 1].length += len;
@@ -406,8 +455,10 @@ static int noiommu_get_pa(VfioDevice *v, const HugeRegion *r, uint64_t iova, Dma
                 }
                 off += len;
         }
-        *ret = TAKE_PTR(s);
-        *ret_n = n;
+        if (ret) {
+                *ret = TAKE_PTR(s);
+                *ret_n = n;
+        }
         return 0;
 }
 
@@ -454,7 +505,7 @@ int vfio_device_map(VfioDevice *v, HugeRegion *r, DmaSegment **ret_segments, siz
                 k = ioas_map(v, r, &iova);
                 if (k < 0)
                         return k;
-                k = noiommu_get_pa(v, r, iova, &s, &n);
+                k = noiommu_get_pa(v, r, iova, r->phys, &s, &n);
                 if (k < 0) {
                         struct iommu_ioas_unmap u = { .size = sizeof(u), .ioas_id = v->ioas_id,
                                                       .iova = iova, .length = r->size };
@@ -538,10 +589,18 @@ VfioDevice *vfio_device_close(VfioDevice *v) {
                         (void) ioctl(v->iommufd, IOMMU_IOAS_UNMAP, &u);
                 }
                 /* Detach through our handle: a client that kept a copy of the (shared) device
-                 * file is left without any page table — with a real IOMMU its DMA faults. */
+                 * file is left without any page table — with a real IOMMU its DMA faults. This
+                 * detaches whatever the device is attached to now (the daemon's HWPT, or an
+                 * automatic one a client attached it to); either way the explicit HWPT is
+                 * then unattached and can go. Order: UNMAP (above) -> DETACH -> DESTROY hwpt
+                 * -> DESTROY ioas; DESTROY of an attached HWPT would be EBUSY. */
                 if (v->attached && v->device_fd >= 0) {
                         struct vfio_device_detach_iommufd_pt detach = { .argsz = sizeof(detach) };
                         (void) ioctl(v->device_fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, &detach);
+                }
+                if (v->hwpt_id != 0) {
+                        struct iommu_destroy d = { .size = sizeof(d), .id = v->hwpt_id };
+                        (void) ioctl(v->iommufd, IOMMU_DESTROY, &d);
                 }
                 if (v->ioas_id != 0) {
                         struct iommu_destroy d = { .size = sizeof(d), .id = v->ioas_id };
@@ -564,9 +623,11 @@ void vfio_device_get_fds(const VfioDevice *v, int *ret_dev, int *ret_grp, int *r
         *ret_iommufd = v->iommufd;
 }
 
-void vfio_device_get_ids(const VfioDevice *v, uint32_t *ret_ioas_id, uint32_t *ret_dev_id) {
+void vfio_device_get_ids(const VfioDevice *v, uint32_t *ret_ioas_id, uint32_t *ret_dev_id,
+                         uint32_t *ret_hwpt_id) {
         *ret_ioas_id = v->ioas_id;
         *ret_dev_id = v->dev_id;
+        *ret_hwpt_id = v->hwpt_id;
 }
 
 int vfio_device_get_map(const VfioDevice *v, const HugeRegion *r, uint64_t *ret_iova) {
@@ -579,7 +640,7 @@ int vfio_device_get_map(const VfioDevice *v, const HugeRegion *r, uint64_t *ret_
 }
 
 int vfio_device_restore(const InventoryDevice *d, int dev_fd, int grp_fd, int ctr_fd, int iommufd,
-                        uint32_t ioas_id, uint32_t dev_id, VfioDevice **ret) {
+                        uint32_t ioas_id, uint32_t dev_id, uint32_t hwpt_id, VfioDevice **ret) {
         _cleanup_(vfio_device_closep) VfioDevice *v = NULL;
         int r;
 
@@ -598,6 +659,7 @@ int vfio_device_restore(const InventoryDevice *d, int dev_fd, int grp_fd, int ct
                 .iommufd = iommufd,
                 .ioas_id = ioas_id,
                 .dev_id = dev_id,
+                .hwpt_id = hwpt_id,
                 .attached = iommufd >= 0,
                 .device_fd = dev_fd,
                 .client_fd = -EBADF,
@@ -627,4 +689,12 @@ int vfio_device_restore_map(VfioDevice *v, const HugeRegion *r, uint64_t iova) {
         v->maps[v->n_maps++] = (VfioMap) { .region = r, .iova = iova, .length = r->size };
         v->iova_next = MAX(v->iova_next, iova + r->size);
         return 0;
+}
+
+int vfio_device_check_map(VfioDevice *v, const HugeRegion *r, const uint64_t *granted) {
+        for (size_t i = 0; i < v->n_maps; i++)
+                if (v->maps[i].region == r)
+                        return v->backend == BACKEND_CDEV_NOIOMMU ?
+                                noiommu_get_pa(v, r, v->maps[i].iova, granted, NULL, NULL) : 0;
+        return -ENOENT;
 }

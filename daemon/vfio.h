@@ -12,10 +12,11 @@
  *   vfio_device_unmap()  undo a map (only after quiesce for the noiommu backends)
  *   vfio_device_close()
  *
- * Rules from the review of the noiommu cdev series that this module keeps (kernel-api.md §10):
- * a noiommu device id is only ever passed to BIND, ATTACH/DETACH_PT, IOAS_ALLOC/MAP/UNMAP/
- * IOVA_RANGES, NOIOMMU_GET_PA and DESTROY — never to hw-info, hwpt, viommu, dirty tracking or
- * PASID calls; the backend comes from inventory.c's explicit markers; every node is opened by
+ * Rules from the review of the noiommu cdev series that this module keeps (kernel-api.md §10,
+ * linux-7.3.md): a noiommu device id is only ever passed to BIND, ATTACH/DETACH_PT,
+ * IOAS_ALLOC/MAP/UNMAP/IOVA_RANGES, NOIOMMU_GET_PA, DESTROY and IOMMU_HWPT_ALLOC with flags 0
+ * and no driver data (the daemon's explicit HWPT, which 7.3 explicitly accepts for noiommu) —
+ * never to hw-info, nested/vIOMMU HWPTs, viommu, dirty tracking or PASID calls; the backend comes from inventory.c's explicit markers; every node is opened by
  * path and then verified by fstat() against the major:minor sysfs reported, so no symlink, FIFO
  * or node swap can redirect the daemon. One iommufd per device lease, never handed out.
  *
@@ -50,9 +51,12 @@ typedef struct VfioDevice VfioDevice;
  * error of the final open. */
 int vfio_open_node(const char *path, dev_t rdev, int flags);
 
-/* Opens and binds d. Returns -EBUSY when the kernel refuses because someone (a previous holder
- * that kept a copy of its fd, or another program) still has the device or group open,
- * -EOPNOTSUPP when the backend is not usable on this kernel (e.g. NOIOMMU_GET_PA missing). */
+/* Opens and binds d; for the cdev backends also allocates the IOAS and the daemon's own explicit
+ * HWPT and attaches the device to it. Returns -EBUSY when the kernel refuses because someone (a
+ * previous holder that kept a copy of its fd, or another program) still has the device or group
+ * open, -EPROTONOSUPPORT when the kernel lacks the noiommu cdev services (GET_PA answers ENOTTY,
+ * E2BIG or EOPNOTSUPP on an empty IOAS, or HWPT_ALLOC is refused), -EOPNOTSUPP when the backend
+ * is not usable on this kernel for another reason. */
 int vfio_device_open(const InventoryDevice *d, VfioDevice **ret);
 
 VfioDevice *vfio_device_close(VfioDevice *v);
@@ -67,7 +71,9 @@ bool vfio_device_can_reset(const VfioDevice *v);
 Backend vfio_device_backend(const VfioDevice *v);
 
 /* Maps region r for DMA by the device. On success *ret_segments (malloc'ed, *ret_n entries)
- * and *ret_kind say where the device sees it. */
+ * and *ret_kind say where the device sees it. -ENOLINK (cdev-noiommu): GET_PA found no noiommu
+ * page table behind the new mapping — the lease's DMA context is broken (should be impossible
+ * with the daemon's explicit HWPT); -ESTALE: GET_PA and pagemap disagree. */
 int vfio_device_map(VfioDevice *v, HugeRegion *r, DmaSegment **ret_segments, size_t *ret_n,
                     AddressKind *ret_kind);
 int vfio_device_unmap(VfioDevice *v, HugeRegion *r);
@@ -82,13 +88,20 @@ int vfio_device_quiesce(VfioDevice *v, bool *ret_reset);
 /* The daemon-side fds of an open device, for the fd store: names are "dev", "grp", "ctr",
  * "iommufd"; absent ones are -EBADF. */
 void vfio_device_get_fds(const VfioDevice *v, int *ret_dev, int *ret_grp, int *ret_ctr, int *ret_iommufd);
-void vfio_device_get_ids(const VfioDevice *v, uint32_t *ret_ioas_id, uint32_t *ret_dev_id);
+void vfio_device_get_ids(const VfioDevice *v, uint32_t *ret_ioas_id, uint32_t *ret_dev_id,
+                         uint32_t *ret_hwpt_id);
 /* The IOVA r is mapped at (0 for the group backend, which has no mapping API). */
 int vfio_device_get_map(const VfioDevice *v, const HugeRegion *r, uint64_t *ret_iova);
 
 /* Rebuilds an open device from fds that survived a restart in the fd store (ownership of the
- * fds passes to the new object, also on failure). The device stays bound and attached. */
+ * fds passes to the new object, also on failure). The device stays bound and attached.
+ * hwpt_id 0: state written before the explicit HWPT (the device is attached to the IOAS). */
 int vfio_device_restore(const InventoryDevice *d, int dev_fd, int grp_fd, int ctr_fd, int iommufd,
-                        uint32_t ioas_id, uint32_t dev_id, VfioDevice **ret);
+                        uint32_t ioas_id, uint32_t dev_id, uint32_t hwpt_id, VfioDevice **ret);
 /* Records that r was mapped at iova before the restart. */
 int vfio_device_restore_map(VfioDevice *v, const HugeRegion *r, uint64_t iova);
+/* After a restart: asks the kernel (GET_PA) where the restored mapping of r is now and compares
+ * with granted[] (one physical address per hugepage, as handed out at grant time). 0: same
+ * addresses (or a backend without GET_PA); -ESTALE: they moved; -ENOLINK: no noiommu page
+ * table behind it; -ENOENT: r is not mapped; other negative errno from the kernel. */
+int vfio_device_check_map(VfioDevice *v, const HugeRegion *r, const uint64_t *granted);

@@ -56,6 +56,8 @@ typedef struct Device {
         const char *backend;
         const char *state;
         const char *reason;
+        const char *backend_reason;
+        json_t *available_backends;     /* array of non-empty strings, or NULL */
         uint16_t vendor_id;
         uint16_t device_id;
         int iommu_group;
@@ -489,11 +491,14 @@ static int optional_string(json_t *v, const char **ret) {
 
 static int device_from_json(json_t *o, Device *ret) {
         const char *vendor, *device;
-        json_t *backend = NULL, *group = NULL, *reason = NULL;
+        json_t *backend = NULL, *group = NULL, *reason = NULL, *backend_reason = NULL, *available = NULL, *e;
         json_int_t numa;
         Device d = {};
+        size_t i;
 
-        if (json_unpack_ex(o, NULL, JSON_STRICT, "{s:s, s:s, s:s, s:s, s?o, s?o, s:I, s:s, s?o}",
+        /* backendReason and availableBackends are optional: daemons before them do not send
+         * them. */
+        if (json_unpack_ex(o, NULL, JSON_STRICT, "{s:s, s:s, s:s, s:s, s?o, s?o, s:I, s:s, s?o, s?o, s?o}",
                            "address", &d.address,
                            "vendorId", &vendor,
                            "deviceId", &device,
@@ -502,8 +507,21 @@ static int device_from_json(json_t *o, Device *ret) {
                            "iommuGroup", &group,
                            "numaNode", &numa,
                            "state", &d.state,
-                           "reason", &reason) < 0)
+                           "reason", &reason,
+                           "backendReason", &backend_reason,
+                           "availableBackends", &available) < 0)
                 return -EBADMSG;
+
+        if (optional_string(backend_reason, &d.backend_reason) < 0)
+                return -EBADMSG;
+        if (available && !json_is_null(available)) {
+                if (!json_is_array(available))
+                        return -EBADMSG;
+                json_array_foreach(available, i, e)
+                        if (!json_is_string(e) || !*json_string_value(e))
+                                return -EBADMSG;
+                d.available_backends = available;
+        }
 
         if (!pci_address_is_valid(d.address) ||
             !hex4_parse(vendor, &d.vendor_id) ||
@@ -651,6 +669,20 @@ _public_ const char *noiommu_device_list_get_reason(const noiommu_device_list *l
         const Device *d = device_list_get(l, i);
 
         return d ? d->reason : NULL;
+}
+
+_public_ const char *noiommu_device_list_get_backend_reason(const noiommu_device_list *l, size_t i) {
+        const Device *d = device_list_get(l, i);
+
+        return d ? d->backend_reason : NULL;
+}
+
+_public_ const char *noiommu_device_list_get_available_backend(const noiommu_device_list *l, size_t i, size_t j) {
+        const Device *d = device_list_get(l, i);
+
+        if (!d || !d->available_backends || j >= json_array_size(d->available_backends))
+                return NULL;
+        return json_string_value(json_array_get(d->available_backends, j));
 }
 
 /* Copies the caller's options into "o" (already holding the defaults), reading only the

@@ -482,9 +482,26 @@ static int parse_numa_arg(const char *s, int *ret) {
         return 0;
 }
 
+/* "cdev-noiommu,group-noiommu", or "-" for none. */
+static char *available_backends(const noiommu_device_list *l, size_t i) {
+        _cleanup_free_ char *text = NULL;
+        const char *b;
+
+        for (size_t j = 0; (b = noiommu_device_list_get_available_backend(l, i, j)); j++) {
+                char *t = strprintf("%s%s%s", text ?: "", text ? "," : "", b);
+
+                if (!t)
+                        return NULL;
+                free(text);
+                text = t;
+        }
+        return text ? TAKE_PTR(text) : strdup("-");
+}
+
 static int do_list(noiommu_conn *c) {
         static const char *const header[] = {
-                "ADDRESS", "VENDOR:DEVICE", "DRIVER", "BACKEND", "GROUP", "NUMA", "STATE", "REASON",
+                "ADDRESS", "VENDOR:DEVICE", "DRIVER", "BACKEND", "AVAILABLE", "GROUP", "NUMA", "STATE",
+                "REASON",
         };
         _cleanup_(noiommu_device_list_freep) noiommu_device_list *l = NULL;
         size_t n;
@@ -528,10 +545,12 @@ static int do_list(noiommu_conn *c) {
                                         (unsigned) noiommu_device_list_get_device_id(l, i));
                 cells[i][2] = strdup(noiommu_device_list_get_driver(l, i));
                 cells[i][3] = strdup(backend ?: "-");
-                cells[i][4] = group >= 0 ? strprintf("%i", group) : strdup("-");
-                cells[i][5] = numa >= 0 ? strprintf("%i", numa) : strdup("-");
-                cells[i][6] = strdup(noiommu_device_list_get_state(l, i));
-                cells[i][7] = strdup(reason ?: "-");
+                cells[i][4] = available_backends(l, i);
+                cells[i][5] = group >= 0 ? strprintf("%i", group) : strdup("-");
+                cells[i][6] = numa >= 0 ? strprintf("%i", numa) : strdup("-");
+                cells[i][7] = strdup(noiommu_device_list_get_state(l, i));
+                /* Why it is not served, or else why it is served the way it is. */
+                cells[i][8] = strdup(reason ?: noiommu_device_list_get_backend_reason(l, i) ?: "-");
 
         }
 

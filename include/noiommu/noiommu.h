@@ -54,7 +54,8 @@
  *
  * ABI: exported symbols carry the version node LIBNOIOMMU_0.1, and the device-lease API
  * (noiommu_acquire_device() and the noiommu_lease_*() functions) LIBNOIOMMU_0.2, which inherits
- * 0.1. Handles are opaque. The only public structures are noiommu_segment (fixed, never grows)
+ * 0.1; the backend choice of a listed device (noiommu_device_list_get_backend_reason(),
+ * noiommu_device_list_get_available_backend()) LIBNOIOMMU_0.3, which inherits 0.2. Handles are opaque. The only public structures are noiommu_segment (fixed, never grows)
  * and noiommu_alloc_options, which starts with its own size (see there).
  */
 #pragma once
@@ -243,6 +244,10 @@ size_t noiommu_device_list_get_count(const noiommu_device_list *l);
  * noiommu_device_list_get_numa_node():   NUMA node, -1 if the platform does not say
  * noiommu_device_list_get_state():       "available" or "unsupported"
  * noiommu_device_list_get_reason():      why the device cannot be served, or NULL
+ * noiommu_device_list_get_backend_reason(): why the daemon serves the device with this backend
+ *                                        (e.g. preferred over another one, the only one, or
+ *                                        chosen in the daemon's configuration), or NULL (no
+ *                                        backend, or a daemon that does not say)
  */
 const char *noiommu_device_list_get_address(const noiommu_device_list *l, size_t i);
 int noiommu_device_list_get_vendor_id(const noiommu_device_list *l, size_t i);
@@ -253,6 +258,23 @@ int noiommu_device_list_get_iommu_group(const noiommu_device_list *l, size_t i);
 int noiommu_device_list_get_numa_node(const noiommu_device_list *l, size_t i);
 const char *noiommu_device_list_get_state(const noiommu_device_list *l, size_t i);
 const char *noiommu_device_list_get_reason(const noiommu_device_list *l, size_t i);
+const char *noiommu_device_list_get_backend_reason(const noiommu_device_list *l, size_t i);
+
+/**
+ * noiommu_device_list_get_available_backend() - a backend device @i could use
+ * @l: the list
+ * @i: the device
+ * @j: 0, 1, ...
+ *
+ * The backends the device could be served with now ("cdev-noiommu", "group-noiommu",
+ * "cdev-iommu"), in the daemon's order of preference; the one it uses is
+ * noiommu_device_list_get_backend(). A device in a noiommu group that also has a noiommu cdev
+ * lists both.
+ *
+ * Return: the @j-th backend name (owned by the list), or NULL past the last one, for an index
+ * out of range, or from a daemon that does not say.
+ */
+const char *noiommu_device_list_get_available_backend(const noiommu_device_list *l, size_t i, size_t j);
 
 /**
  * noiommu_allocate() - allocate pinned hugepage DMA memory

@@ -518,6 +518,22 @@ int inventory_noiommu_enabled(const char *root) {
         return 1;
 }
 
+int inventory_noiommu_status(const char *root, const char **ret_reason) {
+        *ret_reason = NULL;
+        return 1;
+}
+
+void inventory_device_force(InventoryDevice *d, Backend b) {
+        d->forced = true;
+        d->forced_backend = b;
+        if (d->backend != b) {
+                d->backend = _BACKEND_INVALID;
+                d->node_name[0] = 0;
+                d->rdev = 0;
+                d->reason = "forced backend unavailable (stub)";
+        }
+}
+
 /* --- vfio.c ------------------------------------------------------------------------------ */
 
 struct VfioDevice {
@@ -645,8 +661,9 @@ void vfio_device_get_fds(const VfioDevice *v, int *ret_dev, int *ret_grp, int *r
         *ret_grp = *ret_ctr = *ret_iommufd = -EBADF;
 }
 
-void vfio_device_get_ids(const VfioDevice *v, uint32_t *ret_ioas_id, uint32_t *ret_dev_id) {
-        *ret_ioas_id = *ret_dev_id = 0;
+void vfio_device_get_ids(const VfioDevice *v, uint32_t *ret_ioas_id, uint32_t *ret_dev_id,
+                         uint32_t *ret_hwpt_id) {
+        *ret_ioas_id = *ret_dev_id = *ret_hwpt_id = 0;
 }
 
 int vfio_device_get_map(const VfioDevice *v, const HugeRegion *r, uint64_t *ret_iova) {
@@ -654,7 +671,7 @@ int vfio_device_get_map(const VfioDevice *v, const HugeRegion *r, uint64_t *ret_
 }
 
 int vfio_device_restore(const InventoryDevice *d, int dev_fd, int grp_fd, int ctr_fd, int iommufd,
-                        uint32_t ioas_id, uint32_t dev_id, VfioDevice **ret) {
+                        uint32_t ioas_id, uint32_t dev_id, uint32_t hwpt_id, VfioDevice **ret) {
         (void) safe_close(dev_fd);
         (void) safe_close(grp_fd);
         (void) safe_close(ctr_fd);
@@ -664,6 +681,10 @@ int vfio_device_restore(const InventoryDevice *d, int dev_fd, int grp_fd, int ct
 
 int vfio_device_restore_map(VfioDevice *v, const HugeRegion *r, uint64_t iova) {
         return -EOPNOTSUPP;
+}
+
+int vfio_device_check_map(VfioDevice *v, const HugeRegion *r, const uint64_t *granted) {
+        return 0;
 }
 
 /* --- audit.c ----------------------------------------------------------------------------- */
@@ -730,6 +751,10 @@ void audit_lease_released(const ClientIdentity *c, const char *lease_id, const I
 
 void audit_quiesce_failed(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
                           int error, uint64_t bytes_kept) {
+}
+
+void audit_lease_broken(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
+                        int error, const char *why, uint64_t bytes_kept) {
 }
 
 void audit_lease_refused(const ClientIdentity *c, const InventoryDevice *dev, int error,

@@ -266,9 +266,10 @@ class DeviceEnvironment(Environment):
 
 # --- Varlink helpers ---------------------------------------------------------------------------
 
-def acquire(conn, address, **params):
-    """AcquireDevice that must succeed: checks the reply and its single fd (the mock's state file
-    of a device object), returns (reply parameters, device fd)."""
+def acquire(conn, address, expect_backend=None, **params):
+    """AcquireDevice that must succeed: checks the reply (backend: expect_backend, by default the
+    fixture's, BACKENDS) and its single fd (the mock's state file of a device object), returns
+    (reply parameters, device fd)."""
     reply, fds = conn.call_ok(ACQUIRE, dict(params, device=address))
     try:
         assert len(fds) == 1, "AcquireDevice reply carried %d fds, expected 1" % len(fds)
@@ -276,7 +277,7 @@ def acquire(conn, address, **params):
         assert re.fullmatch(r"[0-9a-f]{32}", reply.get("lease", "")), "lease id %r" % reply.get("lease")
         d = reply["device"]
         assert d["address"] == address, d
-        assert d["backend"] == BACKENDS[address], d
+        assert d["backend"] == (expect_backend or BACKENDS[address]), d
         assert d["state"] == "available", d
         link = os.readlink("/proc/self/fd/%d" % fds[0])
         assert "-device-" in link and "/mock-state/" in link, \

@@ -15,6 +15,11 @@ the real daemon and the "devices" fixture root (design.md §3.1–3.3, kernel-ap
   * FreeMemory of lease memory: behind an IOMMU it is unmapped and freed at once; in noiommu
     mode it stays pinned until the lease ends with a quiesce;
   * noiommuctl acquire / batch (acquire, alloc --lease, release), libnoiommu underneath;
+  * ListDevices' backendReason and availableBackends (0000:00:04.0 has a noiommu group and a
+    noiommu cdev, matrix case 3 of linux-7.3.md: cdev-noiommu, both available), and the
+    "deviceBackends" setting: the group path forced for that device and used end to end, an
+    unavailable backend forced for another (not served, reason in ListDevices, AcquireDevice
+    and noiommuctl list, warning at load);
   * the daemon never issues an iommufd call outside the allowed set (no "violation" events).
 """
 
@@ -24,10 +29,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from device_harness import (ALLOCATE, BACKENDS, CDEV_IOMMU_DEV, CDEV_NOIOMMU_DEV, FREE,
+from device_harness import (ACQUIRE, ALLOCATE, BACKENDS, CDEV_IOMMU_DEV, CDEV_NOIOMMU_DEV, FREE,
                             GROUP_DEV, LIST, RELEASE, DeviceEnvironment, acquire,
                             allocate_leased, check_iova, check_physical, order, run)
 from harness import ALLOWED_UID, ERR, hugepages_free, readline_timeout, wait_until
+from device_harness import CDEV_NOIOMMU_DEV2, DEFAULT_CONFIG, UNLISTED_DEV
 
 
 def release(conn, lease):
@@ -61,6 +67,34 @@ def body():
                 assert got.get(address) == backend, "%s: %r, expected %s (%r)" % (
                     address, got.get(address), backend, reply)
             c.close()
+
+        with env.subtest("ListDevices: backendReason and availableBackends; case 3 picks the cdev"):
+            c = env.connect(uid=ALLOWED_UID)
+            reply, _ = c.call_ok(LIST)
+            devs = {d["address"]: d for d in reply["devices"]}
+            expected = {
+                GROUP_DEV: ["group-noiommu"],
+                CDEV_NOIOMMU_DEV: ["cdev-noiommu", "group-noiommu"],
+                CDEV_IOMMU_DEV: ["cdev-iommu"],
+                UNLISTED_DEV: ["group-noiommu"],
+                CDEV_NOIOMMU_DEV2: ["cdev-noiommu"],
+            }
+            for address, available in expected.items():
+                d = devs[address]
+                assert d["availableBackends"] == available, (address, d)
+                assert d["state"] == "available" and d["reason"] is None and d["backendReason"], (address, d)
+            assert "preferred over group-noiommu" in devs[CDEV_NOIOMMU_DEV]["backendReason"], devs[CDEV_NOIOMMU_DEV]
+            assert "IOMMUFD_NOIOMMU" in devs[GROUP_DEV]["backendReason"], devs[GROUP_DEV]
+            assert "no noiommu group" in devs[CDEV_NOIOMMU_DEV2]["backendReason"], devs[CDEV_NOIOMMU_DEV2]
+            c.close()
+
+            r = env.ctl(["list"], check=True)
+            row = [l for l in r.stdout.splitlines() if l.startswith(CDEV_NOIOMMU_DEV)]
+            assert "AVAILABLE" in r.stdout.splitlines()[0], r.stdout
+            assert row and "cdev-noiommu,group-noiommu" in row[0] and "preferred over group-noiommu" in row[0], \
+                r.stdout
+            r = env.ctl(["--json", "list"], check=True)
+            assert json.loads(r.stdout) == reply, "list --json is not the reply verbatim: %s" % r.stdout
 
         base = env.settled_baseline()
 
@@ -233,6 +267,63 @@ def body():
             assert "no lease" in r.stderr and "batch" in r.stderr, r.stderr
             r = env.ctl(["acquire", "0000:00:03.0/.."])
             assert r.returncode == 2 and "Invalid PCI address" in r.stderr, (r.returncode, r.stderr)
+
+        with env.subtest("deviceBackends: the group path forced for a case-3 device, end to end"):
+            free = hugepages_free()
+            env.write_config(dict(DEFAULT_CONFIG, deviceBackends={CDEV_NOIOMMU_DEV: "group-noiommu",
+                                                                   GROUP_DEV: "cdev-noiommu"}))
+            env.restart_mock_daemon()
+            # the unusable entry is reported at load
+            warning = "deviceBackends asks for cdev-noiommu for %s" % GROUP_DEV
+            wait_until(lambda: warning in env.read_log("noiommud") or
+                       env.journal.find(MESSAGE=lambda m: m is not None and warning in m),
+                       10, "the daemon's warning about %s" % GROUP_DEV)
+
+            c = env.connect(uid=ALLOWED_UID)
+            reply, _ = c.call_ok(LIST)
+            devs = {d["address"]: d for d in reply["devices"]}
+            d = devs[CDEV_NOIOMMU_DEV]
+            assert d["backend"] == "group-noiommu" and d["state"] == "available", d
+            assert d["availableBackends"] == ["cdev-noiommu", "group-noiommu"], d
+            assert "deviceBackends" in d["backendReason"], d
+            d = devs[GROUP_DEV]
+            assert d["backend"] is None and d["state"] == "unsupported" and d["backendReason"] is None, d
+            assert d["availableBackends"] == ["group-noiommu"], d
+            assert d["reason"].startswith("deviceBackends in the daemon's configuration asks for cdev-noiommu") \
+                and "IOMMUFD_NOIOMMU" in d["reason"], d
+            # the others are untouched
+            assert devs[CDEV_NOIOMMU_DEV2]["backend"] == "cdev-noiommu", devs[CDEV_NOIOMMU_DEV2]
+
+            # the forced device goes through the group path: container, group, GET_DEVICE_FD
+            mark = log_.mark()
+            lease, devfd = acquire(c, CDEV_NOIOMMU_DEV, expect_backend="group-noiommu")
+            order(log_, mark, ("open-node", {"kind": "container"}), ("open-node", {"kind": "group"}),
+                  ("set-iommu", {"type": "noiommu"}), ("get-device-fd", {"dev": CDEV_NOIOMMU_DEV}),
+                  ("send-fd", {"kind": "device"}))
+            assert not log_.find("bind", since=mark), "the cdev was bound:\n" + log_.describe(mark)
+            mem, memfd = allocate_leased(c, lease["lease"], 2 << 20, "physical")
+            check_physical(memfd, mem)
+            assert not log_.find("get-pa", since=mark), "GET_PA on the group path"
+            mark = log_.mark()
+            release(c, lease["lease"])
+            order(log_, mark, *teardown_steps(CDEV_NOIOMMU_DEV, [mem["memory"]], "group-noiommu"))
+            os.close(memfd)
+            os.close(devfd)
+
+            # the device that cannot use its forced backend is not served, and says why
+            mark = log_.mark()
+            err, params = c.call_error(ACQUIRE, {"device": GROUP_DEV})
+            assert err == ERR + "NotSupported" and params["reason"] == d["reason"], (err, params)
+            assert not log_.find("open-node", since=mark), log_.describe(mark)
+            c.close()
+
+            r = env.ctl(["list"], check=True)
+            row = [l for l in r.stdout.splitlines() if l.startswith(GROUP_DEV)]
+            assert row and "unsupported" in row[0] and "asks for cdev-noiommu" in row[0], r.stdout
+
+            env.write_config(DEFAULT_CONFIG)
+            env.restart_mock_daemon()
+            wait_until(lambda: hugepages_free() == free, 10, "hugepages back after the forced lease")
 
         with env.subtest("the daemon used no iommufd call outside the allowed set"):
             bad = log_.find("violation") + log_.find("unhandled-ioctl")

@@ -22,7 +22,10 @@ Then the real daemon (private bus, real polkitd, journal capture from harness.py
   d. three kill -9/restart cycles (fd orders fifo, lifo, random) with a live client: memory
      intact, store size stable, exactly one state generation;
   e. with the vfio mock: a device lease survives kill -9 and is released with the quiesce
-     order; a lease whose client died meanwhile is reclaimed with quiesce;
+     order; a lease whose client died meanwhile is reclaimed with quiesce; a cdev-noiommu
+     lease whose physical addresses moved meanwhile (the mock's moved-pa fault: GET_PA
+     answers other addresses than those granted) is quarantined on restart (LEASE_BROKEN),
+     nothing is released even after the client lets go, and a RevokeLease quiesces first;
   f. SIGTERM with memory held: everything freed (reason shutdown), exit 0, STOPPING=1;
   g. a connection the daemon closes reaches the client as EOF although the store held a copy.
 """
@@ -40,6 +43,7 @@ import fdstore_manager as M  # noqa: E402
 
 MiB = 1 << 20
 HP = 2 * MiB
+REVOKE = "io.noiommud.Broker.RevokeLease"
 
 # --- self-check: a toy daemon ------------------------------------------------------------------
 
@@ -751,6 +755,55 @@ def device_tests(H):
                         ("close-memfd", {"name": "noiommud-" + mem["memory"]}))
                 env.wait_journal("LEASE_RECLAIMED", NOIOMMUD_LEASE_ID=acq["lease"])
                 wait_until(lambda: H.hugepages_free() == free0, 10, "pages back")
+                wait_until(lambda: not any(n.startswith("lease-") for n in mgr.names()), 5,
+                           lambda: describe_store(mgr))
+
+            with env.subtest("e. addresses moved across kill -9: GET_PA re-check quarantines the lease"):
+                dev = D.CDEV_NOIOMMU_DEV2
+                c = env.connect(uid=H.ALLOWED_UID)
+                acq, dfd = D.acquire(c, dev)
+                lease = acq["lease"]
+                mem, mfd = D.allocate_leased(c, lease, HP, "physical")
+                name = "noiommud-" + mem["memory"]
+                wait_until(lambda: any(n.startswith("lease-" + lease) for n in mgr.names()), 5,
+                           lambda: describe_store(mgr))
+                check_store_sane(mgr, H)
+                kill9(env, mgr)
+                # The restarted daemon's GET_PA finds the pinned pages elsewhere than granted.
+                env.set_fault("moved-pa", dev)
+                mark = log_.mark()
+                restart(env, mgr)
+                log_.wait("get-pa-moved", since=mark)
+                env.wait_journal("LEASE_BROKEN", NOIOMMUD_LEASE_ID=lease, NOIOMMUD_DEVICE=dev,
+                                 NOIOMMUD_REASON="addresses-moved-across-restart",
+                                 NOIOMMUD_MEM_BYTES=HP)
+                released = [e for e in log_.events(mark) if e["event"] in ("clear_bme", "reset", "unpin", "munmap",
+                                                                           "ioas-unmap", "destroy") or
+                            (e["event"] == "close-memfd" and e.get("last") == "1")]
+                assert not released, "a quarantined lease was touched or released:\n" + log_.describe(mark)
+                # Refused: nothing more for this lease or device, the memory stays taken.
+                err, params = c.call_error(D.ALLOCATE, {"size": HP, "lease": lease})
+                assert err in (H.ERR + "NoSuchLease", H.ERR + "DeviceQuarantined"), (err, params)
+                other = env.connect(uid=H.ALLOWED_UID)
+                err, params = other.call_error(D.ACQUIRE, {"device": dev})
+                assert err == H.ERR + "DeviceQuarantined", (err, params)
+                assert H.hugepages_free() == free0 - 1, "HugePages_Free %d" % H.hugepages_free()
+                # The client lets go: still nothing released (the device was never quiesced).
+                os.close(dfd)
+                os.close(mfd)
+                c.close()
+                time.sleep(0.3)
+                assert H.hugepages_free() == free0 - 1, "quarantined memory freed: %d" % H.hugepages_free()
+                assert not log_.find("close-memfd", since=mark, name=name, last=1), log_.describe(mark)
+                # An administrator revokes it: quiesce first, then the memory goes.
+                env.set_fault("moved-pa", None)
+                mark = log_.mark()
+                other.call_ok(REVOKE, {"lease": lease})
+                D.order(log_, mark, ("clear_bme", {"dev": dev}), ("reset", {"dev": dev}), "ioas-unmap",
+                        ("unpin", {"name": name}), ("close-memfd", {"name": name, "last": 1}),
+                        ("detach", {"dev": dev}), ("destroy", {"kind": "hwpt"}), ("destroy", {"kind": "ioas"}))
+                other.close()
+                wait_until(lambda: H.hugepages_free() == free0, 10, "pages back after the revoke")
                 wait_until(lambda: not any(n.startswith("lease-") for n in mgr.names()), 5,
                            lambda: describe_store(mgr))
             mgr.stop()

@@ -56,6 +56,7 @@
 #define IOAS_UNMAP               0x3b86UL
 #define IOAS_NOIOMMU_GET_PA      0x3b95UL
 #define GET_HW_INFO              0x3b8aUL
+#define HWPT_ALLOC               0x3b89UL
 
 #define CONFIG_OFFSET (UINT64_C(7) << 40)
 
@@ -71,6 +72,8 @@ struct iova_ranges { uint32_t size, ioas_id, num_iovas, reserved; uint64_t allow
 struct ioas_map { uint32_t size, flags, ioas_id, reserved; uint64_t user_va, length, iova; };
 struct ioas_unmap { uint32_t size, ioas_id; uint64_t iova, length; };
 struct get_pa { uint32_t size, flags, ioas_id, reserved; uint64_t iova, length, out_phys; };
+struct hwpt_alloc { uint32_t size, flags, dev_id, pt_id, out_hwpt_id, reserved, data_type, data_len;
+                    uint64_t data_uptr; uint32_t fault_id, reserved2; };
 
 static char root[256];
 static char log_path[300];
@@ -408,14 +411,14 @@ static void test_cdev_noiommu(void) {
         ASSERT_OK(sys(iommufd));
         dev = cdev_open("/dev/vfio/devices/noiommu-vfio1", iommufd, &ioas);
 
-        /* IOVA_RANGES: EMSGSIZE first, then the ranges */
+        /* IOVA_RANGES: EMSGSIZE first, then the ranges: no MSI hole for noiommu (7.3) */
         q.ioas_id = ioas;
         ASSERT_ERROR(sys(ioctl(iommufd, IOAS_IOVA_RANGES, &q)), EMSGSIZE);
-        ASSERT_EQ(q.num_iovas, 2);
+        ASSERT_EQ(q.num_iovas, 1);
         q.allowed = (uintptr_t) r;
         ASSERT_OK(sys(ioctl(iommufd, IOAS_IOVA_RANGES, &q)));
         ASSERT_EQ(r[0].start, 0);
-        ASSERT_EQ(r[0].last, 0xfedfffffULL);
+        ASSERT_EQ(r[0].last, UINT64_MAX);
 
         mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
         ASSERT_TRUE(mem != MAP_FAILED);
@@ -429,8 +432,6 @@ static void test_cdev_noiommu(void) {
         ASSERT_ERROR(sys(ioctl(iommufd, IOAS_MAP, &m)), EINVAL);
         ASSERT_TRUE(log_has("violation what=ioas-map-without-fixed-iova"));
         m.flags = 7;
-        m.iova = 0xfee00000;                            /* MSI window */
-        ASSERT_ERROR(sys(ioctl(iommufd, IOAS_MAP, &m)), EINVAL);
         m.iova = 0x200000;
         ASSERT_OK(sys(ioctl(iommufd, IOAS_MAP, &m)));
         ASSERT_ERROR(sys(ioctl(iommufd, IOAS_MAP, &m)), EEXIST);
@@ -469,6 +470,24 @@ static void test_cdev_noiommu(void) {
         ASSERT_OK(setenv("NOIOMMU_MOCK_NO_GET_PA", "1", 1));
         ASSERT_ERROR(sys(ioctl(iommufd, IOAS_NOIOMMU_GET_PA, &pa)), ENOTTY);
         ASSERT_OK(unsetenv("NOIOMMU_MOCK_NO_GET_PA"));
+        ASSERT_OK(setenv("NOIOMMU_MOCK_GET_PA_STUB", "1", 1));
+        ASSERT_ERROR(sys(ioctl(iommufd, IOAS_NOIOMMU_GET_PA, &pa)), EOPNOTSUPP);
+        ASSERT_OK(unsetenv("NOIOMMU_MOCK_GET_PA_STUB"));
+
+        /* The hazard: a DETACH of the automatic HWPT unpins, GET_PA says EOPNOTSUPP; a
+         * re-attach by IOAS id pins again. */
+        pa = (struct get_pa) { .size = sizeof(pa), .ioas_id = ioas, .iova = 0x200000, .length = 4096 };
+        ASSERT_OK(sys(ioctl(dev, DEVICE_DETACH_PT, &dt)));
+        ASSERT_TRUE(log_has("unpin-ioas"));
+        ASSERT_ERROR(sys(ioctl(iommufd, IOAS_NOIOMMU_GET_PA, &pa)), EOPNOTSUPP);
+        ASSERT_TRUE(log_has("errno=EOPNOTSUPP reason=no-hwpt"));
+        {
+                struct attach at = { .argsz = sizeof(at), .pt_id = ioas };
+                ASSERT_OK(sys(ioctl(dev, DEVICE_ATTACH_PT, &at)));
+        }
+        ASSERT_TRUE(log_has("pin-ioas"));
+        ASSERT_OK(sys(ioctl(iommufd, IOAS_NOIOMMU_GET_PA, &pa)));
+        ASSERT_EQ(pa.out_phys, pagemap_phys(mem));
 
         /* anything else on iommufd is a violation */
         ASSERT_ERROR(sys(ioctl(iommufd, GET_HW_INFO, &pa)), ENOTTY);
@@ -502,6 +521,96 @@ static void test_cdev_noiommu(void) {
         munmap(mem, len);
 }
 
+/* 7.3's explicit HWPT: pins with no device attached, survives the device's DETACH and a client's
+ * re-attach by IOAS id, EBUSY to DESTROY while attached; only flags 0 and no data for noiommu. */
+static void test_cdev_noiommu_explicit_hwpt(void) {
+        struct bind b = { .argsz = sizeof(b) };
+        struct ioas_alloc a = { .size = sizeof(a) };
+        struct hwpt_alloc h = { .size = sizeof(h) };
+        struct attach at = { .argsz = sizeof(at) };
+        struct detach dt = { .argsz = sizeof(dt) };
+        struct destroy d = { .size = sizeof(d) };
+        struct ioas_map m = { .size = sizeof(m), .flags = 7, .iova = 0x400000 };
+        struct get_pa pa = { .size = sizeof(pa), .iova = 0x400000, .length = 4096 };
+        size_t len = 4 * 4096;
+        uint64_t phys;
+        uint8_t *mem;
+        int iommufd, dev;
+
+        iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+        ASSERT_OK(sys(iommufd));
+        dev = open("/dev/vfio/devices/noiommu-vfio1", O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        ASSERT_OK(sys(dev));
+        b.iommufd = iommufd;
+        ASSERT_OK(sys(ioctl(dev, DEVICE_BIND_IOMMUFD, &b)));
+        ASSERT_OK(sys(ioctl(iommufd, IOAS_ALLOC, &a)));
+
+        h.dev_id = b.out_devid;
+        h.pt_id = a.out_ioas_id;
+        h.flags = 1;
+        ASSERT_ERROR(sys(ioctl(iommufd, HWPT_ALLOC, &h)), EOPNOTSUPP);
+        h.flags = 0;
+        h.data_type = 1;
+        ASSERT_ERROR(sys(ioctl(iommufd, HWPT_ALLOC, &h)), EOPNOTSUPP);
+        h.data_type = 0;
+        h.dev_id = 999;
+        ASSERT_ERROR(sys(ioctl(iommufd, HWPT_ALLOC, &h)), ENOENT);
+        h.dev_id = b.out_devid;
+        ASSERT_OK(sys(ioctl(iommufd, HWPT_ALLOC, &h)));
+        ASSERT_TRUE(h.out_hwpt_id != 0 && h.out_hwpt_id != a.out_ioas_id);
+
+        /* pinned and translatable before any device is attached */
+        mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+        ASSERT_TRUE(mem != MAP_FAILED);
+        memset(mem, 2, len);
+        m.ioas_id = a.out_ioas_id;
+        m.user_va = (uintptr_t) mem;
+        m.length = len;
+        ASSERT_OK(sys(ioctl(iommufd, IOAS_MAP, &m)));
+        ASSERT_TRUE(log_has("pinned=1"));
+        pa.ioas_id = a.out_ioas_id;
+        ASSERT_OK(sys(ioctl(iommufd, IOAS_NOIOMMU_GET_PA, &pa)));
+        phys = pa.out_phys;
+        ASSERT_EQ(phys, pagemap_phys(mem));
+
+        at.pt_id = h.out_hwpt_id;
+        ASSERT_OK(sys(ioctl(dev, DEVICE_ATTACH_PT, &at)));
+        ASSERT_EQ(at.pt_id, h.out_hwpt_id);             /* explicit: unchanged */
+        d.id = h.out_hwpt_id;
+        ASSERT_ERROR(sys(ioctl(iommufd, IOMMU_DESTROY, &d)), EBUSY);
+        d.id = a.out_ioas_id;
+        ASSERT_ERROR(sys(ioctl(iommufd, IOMMU_DESTROY, &d)), EBUSY);
+
+        /* the client's DETACH: the explicit HWPT stays, so does the pin */
+        ASSERT_OK(sys(ioctl(dev, DEVICE_DETACH_PT, &dt)));
+        pa.length = 4096;
+        ASSERT_OK(sys(ioctl(iommufd, IOAS_NOIOMMU_GET_PA, &pa)));
+        ASSERT_EQ(pa.out_phys, phys);
+        ASSERT_OK(sys(ioctl(dev, DEVICE_DETACH_PT, &dt)));       /* nothing attached: 0 */
+
+        /* a re-attach by IOAS id makes a new automatic HWPT beside the explicit one */
+        at.pt_id = a.out_ioas_id;
+        ASSERT_OK(sys(ioctl(dev, DEVICE_ATTACH_PT, &at)));
+        ASSERT_TRUE(at.pt_id != h.out_hwpt_id && at.pt_id != a.out_ioas_id);
+        ASSERT_OK(sys(ioctl(dev, DEVICE_DETACH_PT, &dt)));
+        pa.length = 4096;
+        ASSERT_OK(sys(ioctl(iommufd, IOAS_NOIOMMU_GET_PA, &pa)));
+        ASSERT_EQ(pa.out_phys, phys);
+
+        /* the daemon's teardown: UNMAP -> DETACH -> DESTROY hwpt -> DESTROY ioas; without the
+         * unmap, destroying the HWPT unpins and GET_PA answers EOPNOTSUPP */
+        d.id = h.out_hwpt_id;
+        ASSERT_OK(sys(ioctl(iommufd, IOMMU_DESTROY, &d)));
+        ASSERT_TRUE(log_has("kind=hwpt"));
+        pa.length = 4096;
+        ASSERT_ERROR(sys(ioctl(iommufd, IOAS_NOIOMMU_GET_PA, &pa)), EOPNOTSUPP);
+        d.id = a.out_ioas_id;
+        ASSERT_OK(sys(ioctl(iommufd, IOMMU_DESTROY, &d)));
+        close(dev);
+        close(iommufd);
+        munmap(mem, len);
+}
+
 static void test_cdev_iommu_and_faults(void) {
         struct device_info info = { .argsz = sizeof(info) };
         struct get_pa pa = { .size = sizeof(pa), .length = 4096 };
@@ -512,10 +621,24 @@ static void test_cdev_iommu_and_faults(void) {
         ASSERT_OK(sys(iommufd));
         dev = cdev_open("/dev/vfio/devices/vfio2", iommufd, &ioas);
 
-        /* GET_PA is for noiommu devices only */
-        pa.ioas_id = ioas;
-        ASSERT_ERROR(sys(ioctl(iommufd, IOAS_NOIOMMU_GET_PA, &pa)), EINVAL);
-        ASSERT_TRUE(log_has("violation what=get-pa-on-iommu-device dev=0000:00:05.0"));
+        /* GET_PA is for noiommu devices only: an IOAS behind a real IOMMU has no noiommu
+         * page table (7.3: EOPNOTSUPP) */
+        {
+                struct ioas_map m = { .size = sizeof(m), .flags = 7, .ioas_id = ioas, .length = 4096 };
+                void *mem = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+
+                ASSERT_TRUE(mem != MAP_FAILED);
+                m.user_va = (uintptr_t) mem;
+                m.iova = 0xfee00000;                    /* the MSI window: reserved with an IOMMU */
+                ASSERT_ERROR(sys(ioctl(iommufd, IOAS_MAP, &m)), EINVAL);
+                m.iova = 0x100000;
+                ASSERT_OK(sys(ioctl(iommufd, IOAS_MAP, &m)));
+                pa.ioas_id = ioas;
+                pa.iova = 0x100000;
+                ASSERT_ERROR(sys(ioctl(iommufd, IOAS_NOIOMMU_GET_PA, &pa)), EOPNOTSUPP);
+                ASSERT_TRUE(log_has("violation what=get-pa-on-iommu-device dev=0000:00:05.0"));
+                munmap(mem, 4096);
+        }
 
         ASSERT_OK(setenv("NOIOMMU_MOCK_NO_RESET", "0000:00:05.0", 1));
         ASSERT_OK(sys(ioctl(dev, DEVICE_GET_INFO, &info)));
@@ -565,6 +688,7 @@ int main(int argc, char *argv[]) {
         TEST(test_planted_nodes);
         TEST(test_group);
         TEST(test_cdev_noiommu);
+        TEST(test_cdev_noiommu_explicit_hwpt);
         TEST(test_cdev_iommu_and_faults);
 
         if (!getenv("NOIOMMU_TEST_KEEP"))

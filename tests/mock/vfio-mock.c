@@ -10,12 +10,19 @@
  *                            same LD_PRELOAD are unaffected
  *   NOIOMMU_MOCK_LOG=FILE    append one line per kernel event: "SEQ EVENT key=value ..."
  *   NOIOMMU_MOCK_IOVA_RANGES "START-LAST,..." (hex or decimal) reported by IOAS_IOVA_RANGES once a
- *                            device is attached; default: 48-bit space minus the x86 MSI window
+ *                            HWPT sits in the IOAS; default: the whole 64-bit space for a noiommu
+ *                            (software) page table, which has no reserved regions and so no MSI
+ *                            hole (Linux 7.3); a 48-bit space minus the x86 MSI window for a real
+ *                            IOMMU
  *   fault switches: NOIOMMU_MOCK_NO_RESET, NOIOMMU_MOCK_RESET_FAIL, NOIOMMU_MOCK_BME_STUCK,
- *                   NOIOMMU_MOCK_NO_GET_PA — each "1"/"all" or a list of PCI addresses (the
- *                   device the call is about; for GET_PA the device attached to the IOAS). The
- *                   same switches can be flipped at run time by writing DIR/mock-control/
- *                   no-reset, reset-fail, bme-stuck, no-get-pa (same syntax, re-read on use;
+ *                   NOIOMMU_MOCK_NO_GET_PA (ENOTTY: a kernel before 7.3),
+ *                   NOIOMMU_MOCK_GET_PA_STUB (EOPNOTSUPP: 7.3 without IOMMUFD_NOIOMMU),
+ *                   NOIOMMU_MOCK_MOVED_PA (GET_PA reports addresses 64 GiB away for areas
+ *                   pinned by an earlier process: pages that "moved" across a daemon restart)
+ *                   — each "1"/"all" or a list of PCI addresses (the device the call is about;
+ *                   for GET_PA the device attached to the IOAS). The same switches can be
+ *                   flipped at run time by writing DIR/mock-control/no-reset, reset-fail,
+ *                   bme-stuck, no-get-pa, get-pa-stub, moved-pa (same syntax, re-read on use;
  *                   an empty or missing file means off).
  *
  * 1. Path trap (kmod's style): absolute paths below /sys and /dev/vfio, and /dev/iommu, are
@@ -46,12 +53,20 @@
  *    device (GET_INFO with PCI and optional RESET, GET_REGION_INFO, RESET, config space by
  *    pread/pwrite with PCI_COMMAND starting with Bus Master on, the access_granted gate, BIND
  *    once, ATTACH/DETACH_IOMMUFD_PT) and iommufd (IOAS_ALLOC, IOVA_RANGES with the EMSGSIZE
- *    protocol, IOAS_MAP with FIXED_IOVA, IOAS_UNMAP, DESTROY, and IOMMU_IOAS_NOIOMMU_GET_PA of
- *    the posted v9/v10 ABI, answering with the real physical address from /proc/self/pagemap).
- *    Any iommufd call outside that set is logged as a "violation" (kernel-api.md §10 hazard 1).
+ *    protocol, IOAS_MAP with FIXED_IOVA, IOAS_UNMAP, DESTROY, HWPT_ALLOC with flags 0 and no
+ *    data, and IOMMU_IOAS_NOIOMMU_GET_PA as merged in Linux 7.3, with the errnos in the order
+ *    linux-7.3.md lists them). HWPTs as in 7.3: attaching by IOAS id makes an automatic HWPT
+ *    that dies with the attachment (DETACH, replace, last close); HWPT_ALLOC makes an explicit
+ *    one that stays until DESTROY (EBUSY while a device is attached to it) and is never picked
+ *    by an attach by IOAS id. Mappings are pinned only while some HWPT sits in their IOAS —
+ *    the physical addresses are recorded from the mapping process's pagemap when the pin is
+ *    taken, and GET_PA answers from that record — and unpinned when the last one goes, after
+ *    which GET_PA answers EOPNOTSUPP. Any iommufd call outside that set is logged as a
+ *    "violation" (kernel-api.md §10 hazard 1).
  *
  * 4. The teardown order is logged: config-read/config-write of PCI_COMMAND, clear_bme (or
- *    bme-stuck), reset, ioas-unmap, detach, destroy, pin/unpin (io_uring
+ *    bme-stuck), reset, ioas-unmap, detach, destroy (kind=hwpt|ioas), pin-ioas/unpin-ioas
+ *    (iommufd pins of an IOAS's mappings taken or dropped), pin/unpin (io_uring
  *    IORING_(UN)REGISTER_BUFFERS through syscall()), mmap/munmap and close-memfd of the
  *    daemon's "noiommud-<id>" memfds (last=1 when no other fd of the daemon refers to it),
  *    close-device/-group/-container/-iommufd (still-open=1 when another fd, maybe the
@@ -59,8 +74,17 @@
  *    refusal (open-node-refused, bind-refused, ...), and every access to /sys or /dev ("open
  *    path=... trapped=0|1", likewise stat, access, readlink, opendir, fopen).
  *
- * The kernel ABI is written down here again from kernel-api.md §11, deliberately not taken
- * from daemon/vfio-uapi.h, so that a wrong number or layout there shows up as a failed call.
+ * 5. State shared between processes: every object's state lives in its own state file as well
+ *    (rewritten after each call, re-read when newer), and a process that meets a state file it
+ *    did not create — a restarted daemon given its fds back by the fd store, or a client
+ *    process with the mock preloaded (NOIOMMU_MOCK_PROGRAM naming it) calling an ioctl on its
+ *    device fd — adopts the object ("adopt" in the log). Config space is kept per function in
+ *    DIR/mock-state/pci-BDF. So a client's DETACH is seen by the daemon's next call, as with
+ *    the kernel, and leases can be tested across kill -9.
+ *
+ * The kernel ABI is written down here again from kernel-api.md §11 and linux-7.3.md,
+ * deliberately not taken from daemon/vfio-uapi.h, so that a wrong number or layout there shows
+ * up as a failed call.
  * The daemon is single-threaded, but every entry point takes one recursive lock anyway.
  */
 #undef _FORTIFY_SOURCE          /* the fortified open() is an inline wrapper we could not replace */
@@ -119,7 +143,8 @@
 #define M_IOMMU_IOAS_IOVA_RANGES        0x3b84UL
 #define M_IOMMU_IOAS_MAP                0x3b85UL
 #define M_IOMMU_IOAS_UNMAP              0x3b86UL
-#define M_IOMMU_IOAS_NOIOMMU_GET_PA     0x3b95UL   /* provisional, series v9/v10 */
+#define M_IOMMU_HWPT_ALLOC              0x3b89UL
+#define M_IOMMU_IOAS_NOIOMMU_GET_PA     0x3b95UL   /* merged in Linux 7.3 */
 
 #define M_VFIO_API_VERSION      0
 #define M_VFIO_NOIOMMU_IOMMU    8
@@ -135,6 +160,8 @@
 #define M_PCI_CONFIG_REGION_INDEX       7U
 #define M_PCI_OFFSET_SHIFT              40
 #define M_PCI_CONFIG_SIZE               256U
+
+#define MOVED_PA_SHIFT                  (UINT64_C(1) << 36)
 
 #define M_IOAS_MAP_FIXED_IOVA           1U
 #define M_IOAS_MAP_WRITEABLE            2U
@@ -197,6 +224,12 @@ struct m_get_pa {                       /* 40, kernel-api.md §6 */
         uint32_t size, flags, ioas_id, reserved;
         uint64_t iova, length, out_phys;
 };
+struct m_hwpt_alloc {                   /* minimum 24; 48 since 6.11 (linux-7.3.md) */
+        uint32_t size, flags, dev_id, pt_id, out_hwpt_id, reserved;
+        uint32_t data_type, data_len;
+        uint64_t data_uptr;
+        uint32_t fault_id, reserved2;
+};
 
 _Static_assert(sizeof(struct m_region_info) == 32, "region info");
 _Static_assert(sizeof(struct m_iova_ranges) == 32, "iova ranges");
@@ -204,6 +237,9 @@ _Static_assert(sizeof(struct m_ioas_map) == 40, "ioas map");
 _Static_assert(sizeof(struct m_ioas_unmap) == 24, "ioas unmap");
 _Static_assert(sizeof(struct m_get_pa) == 40, "get pa");
 _Static_assert(offsetof(struct m_get_pa, out_phys) == 32, "get pa");
+_Static_assert(sizeof(struct m_hwpt_alloc) == 48, "hwpt alloc");
+_Static_assert(offsetof(struct m_hwpt_alloc, out_hwpt_id) == 16, "hwpt alloc");
+_Static_assert(offsetof(struct m_hwpt_alloc, data_uptr) == 32, "hwpt alloc");
 
 /* ---- Real functions ---- */
 
@@ -294,19 +330,44 @@ typedef struct Pci {
         struct Pci *next;
 } Pci;
 
-#define MAPS_MAX 256
-#define IOAS_MAX 64
+#define MAPS_MAX 64
+#define IOAS_MAX 8
+#define HWPT_MAX 16
+#define RUNS_MAX 64
 
+/* A physically contiguous run of a pinned area: [off, off + len) of the area at phys. */
+typedef struct Run {
+        uint64_t off, phys, len;
+} Run;
+
+/* An IOAS_MAP area. While a HWPT sits in its IOAS the pages are pinned, and the physical
+ * addresses are recorded then (from the mapping process's pagemap), as the kernel's pin fixes
+ * them: GET_PA answers from that record, also in a restarted daemon whose mapping is gone. */
 typedef struct Area {
         uint64_t iova, length, user_va;
+        int32_t owner_pid;              /* the process whose user_va it is */
+        int32_t pin_pid;                /* the process that was running when it got pinned */
+        bool pinned;
+        bool runs_overflow;             /* too fragmented to record: read pagemap live */
+        uint32_t n_runs;
+        Run runs[RUNS_MAX];
 } Area;
 
 typedef struct Ioas {
         uint32_t id;
         bool destroyed;
+        uint32_t n_areas;
         Area areas[MAPS_MAX];
-        size_t n_areas;
 } Ioas;
+
+/* An explicit HWPT (IOMMU_HWPT_ALLOC). Automatic ones exist only as a device's attachment
+ * (Obj.hwpt_auto): they die with the attachment, as in the kernel. */
+typedef struct Hwpt {
+        uint32_t id;
+        uint32_t ioas_id;
+        bool noiommu;                   /* made for a noiommu device: a software page table */
+        bool destroyed;
+} Hwpt;
 
 typedef struct Obj {
         unsigned id;
@@ -331,12 +392,17 @@ typedef struct Obj {
         bool access_granted;
         struct Obj *ictx;               /* bound to this iommufd */
         uint32_t devid;
-        uint32_t attached_ioas;         /* 0: not attached */
-        uint32_t hwpt;
+        uint32_t attached_ioas;         /* 0: not attached; else the IOAS of its domain */
+        uint32_t hwpt;                  /* the HWPT it is attached to */
+        bool hwpt_auto;                 /* an automatic HWPT (attached by IOAS id) */
         /* iommufd */
         uint32_t next_id;
-        Ioas ioas[IOAS_MAX];
-        size_t n_ioas;
+        Ioas *ioas;                     /* IOAS_MAX, allocated for iommufd objects only */
+        uint32_t n_ioas;
+        Hwpt hwpts[HWPT_MAX];
+        uint32_t n_hwpts;
+
+        uint64_t gen;                   /* of the state last written to or read from its file */
 
         struct Obj *next;
 } Obj;
@@ -677,13 +743,43 @@ static bool noiommu_enabled(void) {
         return read_file(path, buf, sizeof(buf)) >= 0 && (streq(buf, "Y") || streq(buf, "1"));
 }
 
+/* A PCI function's config space outlives the processes: state_dir/pci-BDF. */
+static void pci_save(const Pci *p) {
+        char path[PATH_MAX + 64];
+        int fd;
+
+        (void) mkdir(state_dir, 0755);
+        snprintf(path, sizeof(path), "%s/pci-%s", state_dir, p->bdf);
+        fd = REAL(open)(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return;
+        (void) !REAL(pwrite)(fd, p->config, sizeof(p->config), 0);
+        REAL(close)(fd);
+}
+
+static bool pci_load(Pci *p) {
+        char path[PATH_MAX + 64];
+        ssize_t n;
+        int fd;
+
+        snprintf(path, sizeof(path), "%s/pci-%s", state_dir, p->bdf);
+        fd = REAL(open)(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        n = REAL(pread)(fd, p->config, sizeof(p->config), 0);
+        REAL(close)(fd);
+        return n == (ssize_t) sizeof(p->config);
+}
+
 static Pci *pci_get(const char *bdf) {
         char path[PATH_MAX + 128], buf[64], g[64];
         Pci *p;
 
         for (p = pcis; p; p = p->next)
-                if (streq(p->bdf, bdf))
+                if (streq(p->bdf, bdf)) {
+                        (void) pci_load(p);     /* another process may have written it */
                         return p;
+                }
 
         p = calloc(1, sizeof(Pci));
         if (!p)
@@ -713,6 +809,7 @@ static Pci *pci_get(const char *bdf) {
                 p->config[10] = (uint8_t) (v >> 8);
                 p->config[11] = (uint8_t) (v >> 16);
         }
+        (void) pci_load(p);
         p->next = pcis;
         pcis = p;
         return p;
@@ -725,6 +822,7 @@ static uint16_t pci_command(const Pci *p) {
 static void pci_set_command(Pci *p, uint16_t v) {
         p->config[M_PCI_COMMAND] = (uint8_t) v;
         p->config[M_PCI_COMMAND + 1] = (uint8_t) (v >> 8);
+        pci_save(p);
 }
 
 /* ---- Objects ---- */
@@ -751,15 +849,31 @@ static bool obj_alive(Obj *o) {
         return false;
 }
 
+static Obj *obj_by_path(const char *path);
+static void obj_refresh(Obj *o);
+
 static Obj *obj_of_fd(int fd) {
+        char link[64], target[PATH_MAX];
         struct stat st;
+        ssize_t n;
 
         if (fd < 0 || !is_active() || REAL(fstat)(fd, &st) < 0 || !S_ISREG(st.st_mode))
                 return NULL;
         for (Obj *o = objs; o; o = o->next)
-                if (!o->dead && o->st_ino == st.st_ino && o->st_dev == st.st_dev)
+                if (!o->dead && o->st_ino == st.st_ino && o->st_dev == st.st_dev) {
+                        obj_refresh(o);
                         return o;
-        return NULL;
+                }
+
+        /* A state file this process did not create: inherited (fd store) or received. */
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        n = REAL(readlink)(link, target, sizeof(target) - 1);
+        if (n <= 0 || !state_dir[0])
+                return NULL;
+        target[n] = 0;
+        if (strncmp(target, state_dir, strlen(state_dir)) != 0 || target[strlen(state_dir)] != '/')
+                return NULL;
+        return obj_by_path(target);
 }
 
 static Obj *obj_of_fd_kind(int fd, ObjKind kind) {
@@ -806,6 +920,15 @@ static int obj_new(ObjKind kind, const char *node, dev_t rdev, int flags, Obj **
         }
         o->st_dev = st.st_dev;
         o->st_ino = st.st_ino;
+        if (kind == OBJ_IOMMUFD) {
+                o->ioas = calloc(IOAS_MAX, sizeof(Ioas));
+                if (!o->ioas) {
+                        REAL(close)(fd);
+                        (void) unlink(o->path);
+                        free(o);
+                        return -ENOMEM;
+                }
+        }
         o->next = objs;
         objs = o;
         *ret = o;
@@ -846,19 +969,319 @@ static unsigned device_open_count(const Pci *p, const Obj *self) {
 }
 
 static Ioas *ioas_find(Obj *ictx, uint32_t id) {
-        for (size_t i = 0; i < ictx->n_ioas; i++)
+        for (size_t i = 0; ictx->ioas && i < ictx->n_ioas; i++)
                 if (ictx->ioas[i].id == id && !ictx->ioas[i].destroyed)
                         return &ictx->ioas[i];
         return NULL;
 }
 
-/* The live device attached to this IOAS, if any. */
-static Obj *ioas_attached_device(Obj *ictx, uint32_t ioas_id) {
-        for (Obj *o = objs; o; o = o->next)
-                if (o->kind == OBJ_DEVICE && o->ictx == ictx && o->access_granted &&
-                    o->attached_ioas == ioas_id && obj_alive(o))
-                        return o;
+static Hwpt *hwpt_find(Obj *ictx, uint32_t id) {
+        for (size_t i = 0; i < ictx->n_hwpts; i++)
+                if (ictx->hwpts[i].id == id && !ictx->hwpts[i].destroyed)
+                        return &ictx->hwpts[i];
         return NULL;
+}
+
+static void obj_refresh(Obj *o);
+
+/* A live device of ictx attached (to any HWPT) in this IOAS, if any. */
+static Obj *ioas_attached_device(Obj *ictx, uint32_t ioas_id) {
+        for (Obj *o = objs; o; o = o->next) {
+                if (o->kind != OBJ_DEVICE || o->ictx != ictx || !obj_alive(o))
+                        continue;
+                obj_refresh(o);         /* a client may have attached or detached it */
+                if (o->access_granted && o->attached_ioas == ioas_id)
+                        return o;
+        }
+        return NULL;
+}
+
+/* Whether some HWPT sits in the IOAS — an explicit one (until DESTROY), or the automatic one of
+ * a live device attached by IOAS id (until DETACH or the last close) — and whether it is a
+ * noiommu (software) page table. IOAS_MAP pins only while this is true (linux-7.3.md). */
+static bool ioas_domain(Obj *ictx, uint32_t ioas_id, bool *ret_noiommu) {
+        for (size_t i = 0; i < ictx->n_hwpts; i++)
+                if (!ictx->hwpts[i].destroyed && ictx->hwpts[i].ioas_id == ioas_id) {
+                        if (ret_noiommu)
+                                *ret_noiommu = ictx->hwpts[i].noiommu;
+                        return true;
+                }
+        for (Obj *o = objs; o; o = o->next) {
+                if (o->kind != OBJ_DEVICE || o->ictx != ictx || !obj_alive(o))
+                        continue;
+                obj_refresh(o);
+                if (o->access_granted && o->attached_ioas == ioas_id && o->hwpt_auto) {
+                        if (ret_noiommu)
+                                *ret_noiommu = o->pci && o->pci->noiommu_cdev;
+                        return true;
+                }
+        }
+        return false;
+}
+
+/* Physical address of the 4 KiB page at va in process pid, from its pagemap (the daemon is
+ * root; so is the test that drives a client's ioctl). */
+static int virt_to_phys_pid(int pid, uint64_t va, uint64_t *ret) {
+        char path[64];
+        uint64_t e;
+        int fd;
+
+        if (pid == getpid())
+                snprintf(path, sizeof(path), "/proc/self/pagemap");
+        else
+                snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
+        fd = REAL(open)(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (REAL(pread)(fd, &e, sizeof(e), (off_t) (va / 4096 * 8)) != (ssize_t) sizeof(e)) {
+                REAL(close)(fd);
+                return -EIO;
+        }
+        REAL(close)(fd);
+        if (!(e >> 63) || (e & ((UINT64_C(1) << 55) - 1)) == 0)
+                return -ENXIO;
+        *ret = (e & ((UINT64_C(1) << 55) - 1)) * 4096 + va % 4096;
+        return 0;
+}
+
+/* Pins an area: records where its pages are now, as pin_user_pages() would fix them. */
+static int area_pin(Area *a) {
+        a->n_runs = 0;
+        a->runs_overflow = false;
+        for (uint64_t off = 0; off < a->length; off += 4096) {
+                uint64_t pa;
+                int k = virt_to_phys_pid(a->owner_pid, a->user_va + off, &pa);
+
+                if (k < 0)
+                        return k;
+                if (a->n_runs > 0 && a->runs[a->n_runs - 1].phys + a->runs[a->n_runs - 1].len == pa)
+                        a->runs[a->n_runs - 1].len += 4096;
+                else if (a->n_runs < RUNS_MAX)
+                        a->runs[a->n_runs++] = (Run) { .off = off, .phys = pa, .len = 4096 };
+                else {
+                        a->runs_overflow = true;        /* answered from pagemap, live */
+                        break;
+                }
+        }
+        a->pinned = true;
+        a->pin_pid = getpid();
+        return 0;
+}
+
+/* Brings the pins of an IOAS in line with whether a HWPT sits in it (evaluated lazily: a
+ * client's DETACH in another process, or the death of the last holder of a device file, is
+ * seen here). Logs pin-ioas/unpin-ioas on a change. */
+static void ioas_sync_pins(Obj *ictx, Ioas *ioas) {
+        bool domain = ioas_domain(ictx, ioas->id, NULL);
+        unsigned changed = 0;
+
+        for (size_t i = 0; i < ioas->n_areas; i++) {
+                Area *a = &ioas->areas[i];
+
+                if (domain && !a->pinned) {
+                        if (area_pin(a) >= 0)
+                                changed++;
+                } else if (!domain && a->pinned) {
+                        a->pinned = false;
+                        a->n_runs = 0;
+                        changed++;
+                }
+        }
+        if (changed)
+                mlog("%s iommufd=%u ioas=%u areas=%u", domain ? "pin-ioas" : "unpin-ioas", ictx->id, ioas->id,
+                     changed);
+}
+
+static void ictx_sync_pins(Obj *ictx) {
+        for (size_t i = 0; ictx->ioas && i < ictx->n_ioas; i++)
+                if (!ictx->ioas[i].destroyed)
+                        ioas_sync_pins(ictx, &ictx->ioas[i]);
+}
+
+/* ---- State shared between processes ----
+ *
+ * Every object's state is written to its own state file after each call that may change it,
+ * and read back when the file is newer than what this process last saw. So a process that
+ * did not create an object can use it: a restarted daemon with fds from the fd store, or a
+ * client process (the mock preloaded, NOIOMMU_MOCK_PROGRAM naming it) calling an ioctl on the
+ * device fd it was given — as with the kernel, the effect is seen by the daemon at its next
+ * call. Objects refer to each other by state file path. */
+
+#define SAVED_MAGIC "vfiomock2"
+
+typedef struct Saved {
+        char magic[16];
+        uint64_t gen;
+        uint32_t id, kind;
+        uint64_t rdev;
+        int32_t group;
+        char node[64];
+        uint8_t iommu_set, cdev, access_granted, hwpt_auto;
+        uint32_t n_groups;
+        char container[PATH_MAX];
+        char bdf[16];
+        char via_group[PATH_MAX];
+        char ictx[PATH_MAX];
+        uint32_t devid, attached_ioas, hwpt;
+        uint32_t next_id, n_ioas, n_hwpts;
+        Hwpt hwpts[HWPT_MAX];
+        /* then n_ioas Ioas */
+} Saved;
+
+static Obj *obj_by_path(const char *path);
+static Pci *pci_get(const char *bdf);
+
+static void obj_save(Obj *o) {
+        Saved *sv;
+        int fd;
+
+        if (!o || o->dead)
+                return;
+        sv = calloc(1, sizeof(Saved));
+        if (!sv)
+                return;
+        snprintf(sv->magic, sizeof(sv->magic), "%s", SAVED_MAGIC);
+        sv->gen = ++o->gen;
+        sv->id = o->id;
+        sv->kind = (uint32_t) o->kind;
+        sv->rdev = (uint64_t) o->rdev;
+        sv->group = o->group;
+        snprintf(sv->node, sizeof(sv->node), "%s", o->node);
+        sv->iommu_set = o->iommu_set;
+        sv->n_groups = o->n_groups;
+        if (o->container)
+                snprintf(sv->container, sizeof(sv->container), "%s", o->container->path);
+        if (o->pci)
+                snprintf(sv->bdf, sizeof(sv->bdf), "%s", o->pci->bdf);
+        sv->cdev = o->cdev;
+        if (o->via_group)
+                snprintf(sv->via_group, sizeof(sv->via_group), "%s", o->via_group->path);
+        sv->access_granted = o->access_granted;
+        if (o->ictx)
+                snprintf(sv->ictx, sizeof(sv->ictx), "%s", o->ictx->path);
+        sv->devid = o->devid;
+        sv->attached_ioas = o->attached_ioas;
+        sv->hwpt = o->hwpt;
+        sv->hwpt_auto = o->hwpt_auto;
+        sv->next_id = o->next_id;
+        sv->n_ioas = o->ioas ? o->n_ioas : 0;
+        sv->n_hwpts = o->n_hwpts;
+        memcpy(sv->hwpts, o->hwpts, sizeof(sv->hwpts));
+
+        fd = REAL(open)(o->path, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+                (void) !REAL(pwrite)(fd, sv, sizeof(*sv), 0);
+                if (sv->n_ioas > 0)
+                        (void) !REAL(pwrite)(fd, o->ioas, sizeof(Ioas) * sv->n_ioas, sizeof(*sv));
+                REAL(close)(fd);
+        }
+        free(sv);
+}
+
+/* Loads o's state from its file if it is newer than what o holds. Returns 0, or -1 if the file
+ * holds no state. */
+static int obj_load(Obj *o, bool force) {
+        Saved *sv;
+        int fd, r = -1;
+
+        fd = REAL(open)(o->path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -1;
+        sv = calloc(1, sizeof(Saved));
+        if (!sv) {
+                REAL(close)(fd);
+                return -1;
+        }
+        if (REAL(pread)(fd, sv, sizeof(*sv), 0) != (ssize_t) sizeof(*sv) || strcmp(sv->magic, SAVED_MAGIC) != 0)
+                goto out;
+        r = 0;
+        if (!force && sv->gen == o->gen)
+                goto out;
+        o->gen = sv->gen;
+        o->id = sv->id;
+        o->kind = (ObjKind) sv->kind;
+        o->rdev = (dev_t) sv->rdev;
+        o->group = sv->group;
+        snprintf(o->node, sizeof(o->node), "%s", sv->node);
+        o->iommu_set = sv->iommu_set;
+        o->n_groups = sv->n_groups;
+        o->container = sv->container[0] ? obj_by_path(sv->container) : NULL;
+        o->pci = sv->bdf[0] ? pci_get(sv->bdf) : NULL;
+        o->cdev = sv->cdev;
+        o->via_group = sv->via_group[0] ? obj_by_path(sv->via_group) : NULL;
+        o->access_granted = sv->access_granted;
+        o->ictx = sv->ictx[0] ? obj_by_path(sv->ictx) : NULL;
+        o->devid = sv->devid;
+        o->attached_ioas = sv->attached_ioas;
+        o->hwpt = sv->hwpt;
+        o->hwpt_auto = sv->hwpt_auto;
+        o->next_id = sv->next_id;
+        o->n_hwpts = sv->n_hwpts > HWPT_MAX ? HWPT_MAX : sv->n_hwpts;
+        memcpy(o->hwpts, sv->hwpts, sizeof(o->hwpts));
+        if (o->kind == OBJ_IOMMUFD) {
+                if (!o->ioas)
+                        o->ioas = calloc(IOAS_MAX, sizeof(Ioas));
+                o->n_ioas = 0;
+                if (o->ioas && sv->n_ioas <= IOAS_MAX &&
+                    REAL(pread)(fd, o->ioas, sizeof(Ioas) * sv->n_ioas, sizeof(*sv)) == (ssize_t) (sizeof(Ioas) * sv->n_ioas))
+                        o->n_ioas = sv->n_ioas;
+        }
+out:
+        free(sv);
+        REAL(close)(fd);
+        return r;
+}
+
+static void obj_refresh(Obj *o) {
+        if (o && !o->dead)
+                (void) obj_load(o, /* force= */ false);
+}
+
+/* An object this process knows by its state file, adopting it if needed (NULL if the file is
+ * gone or holds no state). */
+static Obj *obj_by_path(const char *path) {
+        const char *name;
+        struct stat st;
+        Obj *o;
+
+        for (o = objs; o; o = o->next)
+                if (!o->dead && streq(o->path, path))
+                        return o;
+        if (strncmp(path, state_dir, strlen(state_dir)) != 0 || path[strlen(state_dir)] != '/')
+                return NULL;
+        name = path + strlen(state_dir) + 1;
+        if (strchr(name, '/') || REAL(stat)(path, &st) < 0 || !S_ISREG(st.st_mode))
+                return NULL;
+        o = calloc(1, sizeof(Obj));
+        if (!o)
+                return NULL;
+        snprintf(o->path, sizeof(o->path), "%s", path);
+        o->st_dev = st.st_dev;
+        o->st_ino = st.st_ino;
+        o->group = -1;
+        /* Linked first: objects may refer to each other. */
+        o->next = objs;
+        objs = o;
+        if (obj_load(o, /* force= */ true) < 0) {
+                objs = o->next;
+                free(o->ioas);
+                free(o);
+                return NULL;
+        }
+        if (o->id > obj_counter)
+                obj_counter = o->id;
+        mlog("adopt kind=%s obj=%u%s%s", obj_kind_name[o->kind], o->id, o->pci ? " dev=" : "",
+             o->pci ? o->pci->bdf : "");
+        return o;
+}
+
+/* Saves an object and those an ioctl on it may have changed too. */
+static void obj_save_related(Obj *o) {
+        obj_save(o);
+        if (o->ictx)
+                obj_save(o->ictx);
+        if (o->container)
+                obj_save(o->container);
 }
 
 /* ---- Node open ---- */
@@ -925,6 +1348,7 @@ static int node_open(const char *abs, const char *real_path, int flags) {
         mlog("open-node path=%s kind=%s node=%s rdev=%u:%u obj=%u%s%s", abs,
              obj_kind_name[match->kind], match->name, major(st.st_rdev), minor(st.st_rdev), o->id,
              match->bdf[0] ? " dev=" : "", match->bdf);
+        obj_save(o);
         return fd;
 }
 
@@ -1086,6 +1510,7 @@ static int group_ioctl(Obj *o, unsigned long req, void *arg) {
                 d->access_granted = true;
                 pci_set_command(d->pci, pci_command(d->pci) | M_PCI_COMMAND_MASTER | M_PCI_COMMAND_MEMORY);
                 mlog("get-device-fd group=%d dev=%s obj=%u", o->group, name, d->id);
+                obj_save(d);
                 return fd;
         }
         default:
@@ -1153,15 +1578,33 @@ static int device_attach(Obj *o, void *arg) {
         memcpy(&a, arg, argsz < sizeof(a) ? argsz : sizeof(a));
         if (a.flags != 0 || !o->cdev || !o->ictx)
                 return fail(EINVAL);
-        if (!ioas_find(o->ictx, a.pt_id)) {
+        if (ioas_find(o->ictx, a.pt_id)) {
+                /* By IOAS id: a new automatic HWPT (a software page table for noiommu), whose
+                 * id is written back. Attaching an attached device replaces its domain
+                 * (iommufd_device_replace()); an automatic HWPT it leaves dies with it. */
+                uint32_t old = o->attached_ioas ? o->hwpt : 0;
+
+                o->attached_ioas = a.pt_id;
+                o->hwpt = o->ictx->next_id++;
+                o->hwpt_auto = true;
+                memcpy((uint8_t *) arg + offsetof(struct m_attach, pt_id), &o->hwpt, sizeof(o->hwpt));
+                mlog("attach dev=%s obj=%u ioas=%u hwpt=%u auto=1 replaced=%u", o->pci->bdf, o->id,
+                     o->attached_ioas, o->hwpt, old);
+        } else if (hwpt_find(o->ictx, a.pt_id)) {
+                /* An explicit HWPT: pt_id stays as it is. */
+                uint32_t old = o->attached_ioas ? o->hwpt : 0;
+                Hwpt *h = hwpt_find(o->ictx, a.pt_id);
+
+                o->attached_ioas = h->ioas_id;
+                o->hwpt = h->id;
+                o->hwpt_auto = false;
+                mlog("attach dev=%s obj=%u ioas=%u hwpt=%u auto=0 replaced=%u", o->pci->bdf, o->id,
+                     o->attached_ioas, o->hwpt, old);
+        } else {
                 mlog("attach-refused dev=%s pt_id=%u errno=ENOENT", o->pci->bdf, a.pt_id);
                 return fail(ENOENT);
         }
-        /* A new automatic domain (a software one for noiommu), whose id is written back. */
-        o->attached_ioas = a.pt_id;
-        o->hwpt = o->ictx->next_id++;
-        memcpy((uint8_t *) arg + offsetof(struct m_attach, pt_id), &o->hwpt, sizeof(o->hwpt));
-        mlog("attach dev=%s obj=%u ioas=%u hwpt=%u", o->pci->bdf, o->id, o->attached_ioas, o->hwpt);
+        ictx_sync_pins(o->ictx);
         return 0;
 }
 
@@ -1177,9 +1620,20 @@ static int device_detach(Obj *o, void *arg) {
         memcpy(&d, arg, argsz < sizeof(d) ? argsz : sizeof(d));
         if (d.flags != 0 || !o->cdev)
                 return fail(EINVAL);
-        mlog("detach dev=%s obj=%u ioas=%u", o->pci->bdf, o->id, o->attached_ioas);
+        if (!o->attached_ioas) {
+                /* vfio_iommufd_physical_detach_ioas(): nothing attached, nothing to do */
+                mlog("detach dev=%s obj=%u ioas=0 hwpt=0 attached=0", o->pci->bdf, o->id);
+                return 0;
+        }
+        /* An automatic HWPT is destroyed with the attachment, which unpins every mapping of its
+         * IOAS unless another HWPT sits there; an explicit one stays until DESTROY. */
+        mlog("detach dev=%s obj=%u ioas=%u hwpt=%u auto=%d", o->pci->bdf, o->id, o->attached_ioas,
+             o->hwpt, o->hwpt_auto);
         o->attached_ioas = 0;
         o->hwpt = 0;
+        o->hwpt_auto = false;
+        if (o->ictx)
+                ictx_sync_pins(o->ictx);
         return 0;
 }
 
@@ -1270,14 +1724,16 @@ static int device_ioctl(Obj *o, unsigned long req, void *arg) {
 
 /* ---- iommufd ---- */
 
-static int parse_ranges(struct m_iova_range *r, size_t max) {
+/* The IOVA ranges of an IOAS with a domain. A noiommu (software) page table has no reserved
+ * regions, so no MSI hole: the whole 64-bit space (linux-7.3.md). A real IOMMU's: a 48-bit
+ * space without the x86 MSI window. NOIOMMU_MOCK_IOVA_RANGES overrides both. */
+static int parse_ranges(struct m_iova_range *r, size_t max, bool noiommu) {
         const char *v = getenv("NOIOMMU_MOCK_IOVA_RANGES");
         char buf[1024], *save = NULL;
         size_t n = 0;
 
         if (!v || !*v)
-                /* 48-bit address space without the x86 MSI window (0xfee00000-0xfeefffff). */
-                v = "0x0-0xfedfffff,0xfef00000-0xffffffffffff";
+                v = noiommu ? "0x0-0xffffffffffffffff" : "0x0-0xfedfffff,0xfef00000-0xffffffffffff";
         snprintf(buf, sizeof(buf), "%s", v);
         for (char *w = strtok_r(buf, ", \t\n", &save); w && n < max; w = strtok_r(NULL, ", \t\n", &save)) {
                 char *dash = strchr(w + 1, '-');
@@ -1294,34 +1750,16 @@ static int parse_ranges(struct m_iova_range *r, size_t max) {
 
 static bool iova_allowed(Obj *ictx, uint32_t ioas_id, uint64_t iova, uint64_t length) {
         struct m_iova_range r[16];
+        bool noiommu = false;
         int n;
 
-        if (!ioas_attached_device(ictx, ioas_id))
+        if (!ioas_domain(ictx, ioas_id, &noiommu))
                 return true;            /* no domain yet: the whole space */
-        n = parse_ranges(r, 16);
+        n = parse_ranges(r, 16, noiommu);
         for (int i = 0; i < n; i++)
                 if (iova >= r[i].start && iova <= r[i].last && length - 1 <= r[i].last - iova)
                         return true;
         return false;
-}
-
-/* Physical address of the 4 KiB page at va, from /proc/self/pagemap (the daemon is root). */
-static int virt_to_phys(uint64_t va, uint64_t *ret) {
-        uint64_t e;
-        int fd;
-
-        fd = REAL(open)("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        if (REAL(pread)(fd, &e, sizeof(e), (off_t) (va / 4096 * 8)) != (ssize_t) sizeof(e)) {
-                REAL(close)(fd);
-                return -EIO;
-        }
-        REAL(close)(fd);
-        if (!(e >> 63) || (e & ((UINT64_C(1) << 55) - 1)) == 0)
-                return -ENXIO;
-        *ret = (e & ((UINT64_C(1) << 55) - 1)) * 4096 + va % 4096;
-        return 0;
 }
 
 static int ioas_map(Obj *ictx, void *arg) {
@@ -1342,6 +1780,7 @@ static int ioas_map(Obj *ictx, void *arg) {
         ioas = ioas_find(ictx, m.ioas_id);
         if (!ioas)
                 return fail(ENOENT);
+        ioas_sync_pins(ictx, ioas);
         if (!(m.flags & M_IOAS_MAP_FIXED_IOVA)) {
                 /* The kernel would pick an IOVA; noiommud must always choose it itself. */
                 mlog("violation what=ioas-map-without-fixed-iova ioas=%u", m.ioas_id);
@@ -1375,9 +1814,15 @@ static int ioas_map(Obj *ictx, void *arg) {
         }
         free(vec);
 
-        ioas->areas[ioas->n_areas++] = (Area) { .iova = m.iova, .length = m.length, .user_va = m.user_va };
+        ioas->areas[ioas->n_areas] = (Area) { .iova = m.iova, .length = m.length, .user_va = m.user_va,
+                                              .owner_pid = getpid() };
+        /* Pinned now if a HWPT sits in the IOAS (iopt_area_fill_domains()), else at the next
+         * attach or HWPT_ALLOC. */
+        if (ioas_domain(ictx, m.ioas_id, NULL) && area_pin(&ioas->areas[ioas->n_areas]) < 0)
+                return fail(EFAULT);
+        ioas->n_areas++;
         mlog("ioas-map iommufd=%u ioas=%u iova=0x%" PRIx64 " length=0x%" PRIx64 " user_va=0x%" PRIx64 " pinned=%d",
-             ictx->id, m.ioas_id, m.iova, m.length, m.user_va, ioas_attached_device(ictx, m.ioas_id) ? 1 : 0);
+             ictx->id, m.ioas_id, m.iova, m.length, m.user_va, ioas->areas[ioas->n_areas - 1].pinned);
         return 0;
 }
 
@@ -1394,6 +1839,7 @@ static int ioas_unmap(Obj *ictx, void *arg) {
         ioas = ioas_find(ictx, u.ioas_id);
         if (!ioas)
                 return fail(ENOENT);
+        ioas_sync_pins(ictx, ioas);
         if (u.length == 0)
                 return fail(EINVAL);
         last = u.iova == 0 && u.length == UINT64_MAX ? UINT64_MAX : u.iova + u.length - 1;
@@ -1430,10 +1876,39 @@ static int ioas_unmap(Obj *ictx, void *arg) {
         return 0;
 }
 
+/* Physical address of iova + off within a pinned area, and how far it is contiguous. */
+static int area_phys(const Area *a, uint64_t off, uint64_t *ret_pa, uint64_t *ret_run) {
+        if (!a->runs_overflow) {
+                for (size_t i = 0; i < a->n_runs; i++)
+                        if (off >= a->runs[i].off && off - a->runs[i].off < a->runs[i].len) {
+                                *ret_pa = a->runs[i].phys + (off - a->runs[i].off);
+                                *ret_run = a->runs[i].len - (off - a->runs[i].off);
+                                return 0;
+                        }
+                return -ENXIO;
+        }
+        /* Too fragmented to record: the mapping process's pagemap, page by page. */
+        {
+                uint64_t pa, run, next;
+
+                if (virt_to_phys_pid(a->owner_pid, a->user_va + off, &pa) < 0)
+                        return -EFAULT;
+                run = 4096 - off % 4096;
+                while (off + run < a->length &&
+                       virt_to_phys_pid(a->owner_pid, a->user_va + off + run, &next) >= 0 && next == pa + run)
+                        run += 4096;
+                *ret_pa = pa;
+                *ret_run = run;
+                return 0;
+        }
+}
+
+/* IOMMU_IOAS_NOIOMMU_GET_PA, errors in the order 7.3 checks them (linux-7.3.md table). */
 static int ioas_get_pa(Obj *ictx, void *arg) {
         struct m_get_pa q;
         const Area *area = NULL;
-        uint64_t va, pa, run, end;
+        uint64_t pa, run;
+        bool noiommu = false;
         Ioas *ioas;
         Obj *dev;
         int e;
@@ -1447,29 +1922,27 @@ static int ioas_get_pa(Obj *ictx, void *arg) {
         }
         if (fault("NOIOMMU_MOCK_NO_GET_PA", "no-get-pa", dev && dev->pci ? dev->pci->bdf : NULL)) {
                 mlog("get-pa-absent errno=ENOTTY");
-                return fail(ENOTTY);            /* a kernel without CONFIG_IOMMUFD_NOIOMMU */
+                return fail(ENOTTY);            /* a kernel before 7.3 */
         }
 
         e = iommufd_check_size(arg, sizeof(q), sizeof(q));
         if (e)
                 return fail(e);
         memcpy(&q, arg, sizeof(q));
+        if (fault("NOIOMMU_MOCK_GET_PA_STUB", "get-pa-stub", dev && dev->pci ? dev->pci->bdf : NULL)) {
+                mlog("get-pa-stub errno=EOPNOTSUPP");
+                return fail(EOPNOTSUPP);        /* 7.3 with IOMMUFD but without IOMMUFD_NOIOMMU */
+        }
         if (q.flags != 0 || q.reserved != 0)
                 return fail(EOPNOTSUPP);
+        if (q.length == 0)
+                return fail(EINVAL);
         if (q.iova >= ULONG_MAX)
                 return fail(EOVERFLOW);
-        if (q.length == 0)
-                return fail(EINVAL);            /* since v9: a real upper bound */
         ioas = ioas_find(ictx, q.ioas_id);
         if (!ioas)
                 return fail(ENOENT);
-        dev = ioas_attached_device(ictx, q.ioas_id);
-        if (!dev)
-                return fail(ENOENT);            /* no software page table without an attach */
-        if (!dev->pci->noiommu_cdev) {
-                mlog("violation what=get-pa-on-iommu-device dev=%s", dev->pci->bdf);
-                return fail(EINVAL);
-        }
+        ioas_sync_pins(ictx, ioas);
         for (size_t i = 0; i < ioas->n_areas; i++)
                 if (q.iova >= ioas->areas[i].iova && q.iova - ioas->areas[i].iova < ioas->areas[i].length)
                         area = &ioas->areas[i];
@@ -1477,30 +1950,80 @@ static int ioas_get_pa(Obj *ictx, void *arg) {
                 mlog("get-pa-refused ioas=%u iova=0x%" PRIx64 " errno=ENOENT", q.ioas_id, q.iova);
                 return fail(ENOENT);
         }
-
-        va = area->user_va + (q.iova - area->iova);
-        if (virt_to_phys(va, &pa) < 0)
+        if (!ioas_domain(ictx, q.ioas_id, &noiommu)) {
+                /* Detached: no page table behind the area any more. */
+                mlog("get-pa-refused ioas=%u iova=0x%" PRIx64 " errno=EOPNOTSUPP reason=no-hwpt", q.ioas_id, q.iova);
+                return fail(EOPNOTSUPP);
+        }
+        if (!noiommu) {
+                mlog("violation what=get-pa-on-iommu-device dev=%s", dev && dev->pci ? dev->pci->bdf : "?");
+                return fail(EOPNOTSUPP);        /* the IOAS is backed by a real IOMMU */
+        }
+        if (!area->pinned || area_phys(area, q.iova - area->iova, &pa, &run) < 0)
                 return fail(EFAULT);
 
-        /* The physically contiguous run from iova, within the area, capped by the input. */
-        end = area->iova + area->length;
-        run = 4096 - q.iova % 4096;
-        while (run < q.length && q.iova + run < end) {
-                uint64_t next;
-
-                if (virt_to_phys(va + run, &next) < 0 || next != pa + run)
-                        break;
-                run += 4096;
+        /* Addresses that moved since a previous daemon process got them (a fault for the
+         * quarantine-on-restore path): a pin taken by another process reports other pages. */
+        if (area->pin_pid != getpid() &&
+            fault("NOIOMMU_MOCK_MOVED_PA", "moved-pa", dev && dev->pci ? dev->pci->bdf : NULL)) {
+                pa += MOVED_PA_SHIFT;
+                mlog("get-pa-moved ioas=%u iova=0x%" PRIx64, q.ioas_id, q.iova);
         }
+
+        /* The physically contiguous run from iova, within the area, capped by the input. */
         if (run > q.length)
                 run = q.length;
-        if (run > end - q.iova)
-                run = end - q.iova;
 
         q.out_phys = pa;
         q.length = run;
         memcpy(arg, &q, sizeof(q));
         mlog("get-pa ioas=%u iova=0x%" PRIx64 " phys=0x%" PRIx64 " length=0x%" PRIx64, q.ioas_id, q.iova, pa, run);
+        return 0;
+}
+
+/* IOMMU_HWPT_ALLOC. For a noiommu device only flags 0 with no driver data on an IOAS (7.3:
+ * anything else EOPNOTSUPP). The mock models only that form for real IOMMUs too. */
+static int hwpt_alloc(Obj *ictx, void *arg) {
+        struct m_hwpt_alloc h = {};
+        uint32_t size;
+        Obj *dev = NULL;
+        bool noiommu;
+        int e;
+
+        e = iommufd_check_size(arg, 24, sizeof(h));
+        if (e)
+                return fail(e);
+        memcpy(&size, arg, sizeof(size));
+        memcpy(&h, arg, size < sizeof(h) ? size : sizeof(h));
+        for (Obj *o = objs; o; o = o->next)
+                if (o->kind == OBJ_DEVICE && o->ictx == ictx && o->access_granted && o->devid == h.dev_id &&
+                    obj_alive(o))
+                        dev = o;
+        if (!dev) {
+                mlog("hwpt-alloc-refused iommufd=%u dev_id=%u errno=ENOENT", ictx->id, h.dev_id);
+                return fail(ENOENT);
+        }
+        noiommu = dev->pci && dev->pci->noiommu_cdev;
+        if (h.flags != 0 || h.data_type != 0 || h.data_len != 0 || h.data_uptr != 0 || h.fault_id != 0) {
+                mlog("hwpt-alloc-refused iommufd=%u dev=%s flags=0x%x data_type=%u errno=EOPNOTSUPP", ictx->id,
+                     dev->pci->bdf, h.flags, h.data_type);
+                return fail(EOPNOTSUPP);
+        }
+        if (!ioas_find(ictx, h.pt_id)) {
+                e = hwpt_find(ictx, h.pt_id) ? EOPNOTSUPP : ENOENT;     /* nested: never for noiommu */
+                mlog("hwpt-alloc-refused iommufd=%u dev=%s pt_id=%u errno=%s", ictx->id, dev->pci->bdf, h.pt_id,
+                     e == ENOENT ? "ENOENT" : "EOPNOTSUPP");
+                return fail(e);
+        }
+        if (ictx->n_hwpts >= HWPT_MAX)
+                return fail(ENOSPC);
+        h.out_hwpt_id = ictx->next_id++;
+        ictx->hwpts[ictx->n_hwpts++] = (Hwpt) { .id = h.out_hwpt_id, .ioas_id = h.pt_id, .noiommu = noiommu };
+        memcpy((uint8_t *) arg + offsetof(struct m_hwpt_alloc, out_hwpt_id), &h.out_hwpt_id, sizeof(h.out_hwpt_id));
+        mlog("hwpt-alloc iommufd=%u ioas=%u hwpt=%u dev=%s noiommu=%d", ictx->id, h.pt_id, h.out_hwpt_id,
+             dev->pci->bdf, noiommu);
+        /* A HWPT in the IOAS pins its mappings at once, with or without a device attached. */
+        ictx_sync_pins(ictx);
         return 0;
 }
 
@@ -1528,27 +2051,48 @@ static int iommufd_ioctl(Obj *o, unsigned long req, void *arg) {
         case M_IOMMU_DESTROY: {
                 struct m_destroy d;
                 Ioas *ioas;
+                Hwpt *h;
 
                 e = iommufd_check_size(arg, sizeof(d), sizeof(d));
                 if (e)
                         return fail(e);
                 memcpy(&d, arg, sizeof(d));
+                h = hwpt_find(o, d.id);
+                if (h) {
+                        /* An explicit HWPT: EBUSY while a device is attached to it. */
+                        for (Obj *x = objs; x; x = x->next)
+                                if (x->kind == OBJ_DEVICE && x->ictx == o && obj_alive(x)) {
+                                        obj_refresh(x);
+                                        if (x->access_granted && x->attached_ioas && !x->hwpt_auto && x->hwpt == d.id) {
+                                                mlog("destroy-refused iommufd=%u id=%u kind=hwpt errno=EBUSY", o->id, d.id);
+                                                return fail(EBUSY);
+                                        }
+                                }
+                        h->destroyed = true;
+                        mlog("destroy iommufd=%u id=%u kind=hwpt ioas=%u", o->id, d.id, h->ioas_id);
+                        ioas = ioas_find(o, h->ioas_id);
+                        if (ioas)
+                                ioas_sync_pins(o, ioas);
+                        return 0;
+                }
                 ioas = ioas_find(o, d.id);
                 if (!ioas) {
                         mlog("destroy-refused iommufd=%u id=%u errno=ENOENT", o->id, d.id);
                         return fail(ENOENT);
                 }
-                if (ioas_attached_device(o, d.id)) {
-                        mlog("destroy-refused iommufd=%u id=%u errno=EBUSY", o->id, d.id);
+                /* A HWPT holds its IOAS: attached devices and explicit HWPTs first. */
+                if (ioas_domain(o, d.id, NULL) || ioas_attached_device(o, d.id)) {
+                        mlog("destroy-refused iommufd=%u id=%u kind=ioas errno=EBUSY", o->id, d.id);
                         return fail(EBUSY);
                 }
                 ioas->destroyed = true;
-                mlog("destroy iommufd=%u id=%u areas=%zu", o->id, d.id, ioas->n_areas);
+                mlog("destroy iommufd=%u id=%u kind=ioas areas=%u", o->id, d.id, ioas->n_areas);
                 return 0;
         }
         case M_IOMMU_IOAS_IOVA_RANGES: {
                 struct m_iova_ranges q;
                 struct m_iova_range r[16];
+                bool noiommu = false;
                 int n;
 
                 e = iommufd_check_size(arg, sizeof(q), sizeof(q));
@@ -1559,8 +2103,8 @@ static int iommufd_ioctl(Obj *o, unsigned long req, void *arg) {
                         return fail(EOPNOTSUPP);
                 if (!ioas_find(o, q.ioas_id))
                         return fail(ENOENT);
-                if (ioas_attached_device(o, q.ioas_id))
-                        n = parse_ranges(r, 16);
+                if (ioas_domain(o, q.ioas_id, &noiommu))
+                        n = parse_ranges(r, 16, noiommu);
                 else {
                         r[0] = (struct m_iova_range) { .start = 0, .last = UINT64_MAX };
                         n = 1;
@@ -1580,9 +2124,11 @@ static int iommufd_ioctl(Obj *o, unsigned long req, void *arg) {
                 return ioas_unmap(o, arg);
         case M_IOMMU_IOAS_NOIOMMU_GET_PA:
                 return ioas_get_pa(o, arg);
+        case M_IOMMU_HWPT_ALLOC:
+                return hwpt_alloc(o, arg);
         default:
-                /* hw info, hwpt alloc, viommu, dirty tracking, ...: never with noiommu, and not
-                 * needed by noiommud at all (kernel-api.md §10, hazard 1). */
+                /* hw info, viommu, dirty tracking, ...: never with noiommu, and not needed by
+                 * noiommud at all (kernel-api.md §10, hazard 1). */
                 mlog("violation what=unexpected-iommufd-ioctl req=0x%lx", req);
                 return fail(ENOTTY);
         }
@@ -1660,6 +2206,7 @@ static ssize_t device_rw(Obj *o, void *buf, size_t n, uint64_t off, bool write) 
                 if (!(written & M_PCI_COMMAND_MASTER) && !(pci_command(p) & M_PCI_COMMAND_MASTER))
                         mlog("clear_bme dev=%s obj=%u", p->bdf, o->id);
         }
+        pci_save(p);
         return (ssize_t) n;
 }
 
@@ -2024,6 +2571,7 @@ int ioctl(int fd, unsigned long req, ...) {
         }
         r = obj_ioctl(o, req, arg);
         e = errno;
+        obj_save_related(o);
         pthread_mutex_unlock(&lock);
         errno = e;
         return r;

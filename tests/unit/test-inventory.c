@@ -54,6 +54,40 @@ static void assert_invalid(const InventoryDevice *d, const char *reason) {
         ASSERT_EQ(d->rdev, 0);
 }
 
+#define BIT(b) (1U << (b))
+#define CDEV_NOIOMMU BIT(BACKEND_CDEV_NOIOMMU)
+#define GROUP_NOIOMMU BIT(BACKEND_GROUP_NOIOMMU)
+#define CDEV_IOMMU BIT(BACKEND_CDEV_IOMMU)
+
+static void assert_contains(const char *s, const char *needle) {
+        if (!s || !strstr(s, needle)) {
+                fprintf(stderr, "expected \"%s\" in \"%s\"\n", needle, s ?: "(null)");
+                ASSERT_TRUE(false);
+        }
+}
+
+/* The device is not served, and its reason says (at least) this. */
+static void assert_invalid_has(const InventoryDevice *d, const char *needle) {
+        ASSERT_EQ(d->backend, _BACKEND_INVALID);
+        ASSERT_STREQ(d->node_name, "");
+        ASSERT_EQ(d->rdev, 0);
+        ASSERT_TRUE(d->backend_reason == NULL);
+        assert_contains(d->reason, needle);
+}
+
+/* Which backends the device can use, and why it uses the one it has. */
+static void assert_choice(const InventoryDevice *d, unsigned available, const char *why) {
+        ASSERT_EQ(d->available, available);
+        for (Backend b = 0; b < _BACKEND_MAX; b++)
+                ASSERT_EQ(d->candidates[b].reason == NULL, !!(available & BIT(b)));
+        if (why)
+                assert_contains(d->backend_reason, why);
+}
+
+static int noiommu_status(const char *name, const char **ret) {
+        return inventory_noiommu_status(fixture(name), ret);
+}
+
 static void test_backend_strings(void) {
         for (Backend b = 0; b < _BACKEND_MAX; b++) {
                 const char *s = backend_to_string(b);
@@ -100,6 +134,8 @@ static void test_group_noiommu(void) {
         /* vfio-dev/vfio0 exists without a dev attribute, as upstream registers it for noiommu
          * devices: it must not make this a cdev-iommu device. */
         assert_valid(&devs[0], BACKEND_GROUP_NOIOMMU, "noiommu-7", 243, 0);
+        assert_choice(&devs[0], GROUP_NOIOMMU, "the only noiommu path");
+        assert_contains(devs[0].candidates[BACKEND_CDEV_NOIOMMU].reason, "IOMMUFD_NOIOMMU");
 }
 
 static void test_cdev_noiommu(void) {
@@ -112,6 +148,8 @@ static void test_cdev_noiommu(void) {
         ASSERT_EQ(devs[0].numa_node, 0);
         /* The group chardev noiommu-7 exists too: the cdev is preferred. */
         assert_valid(&devs[0], BACKEND_CDEV_NOIOMMU, "noiommu-vfio0", 238, 0);
+        assert_choice(&devs[0], CDEV_NOIOMMU | GROUP_NOIOMMU, "preferred over group-noiommu");
+        ASSERT_STREQ(devs[0].candidates[BACKEND_GROUP_NOIOMMU].node_name, "noiommu-7");
 }
 
 static void test_cdev_iommu(void) {
@@ -125,20 +163,25 @@ static void test_cdev_iommu(void) {
         ASSERT_EQ(devs[0].iommu_group, 3);
         ASSERT_EQ(devs[0].numa_node, 0);
         assert_valid(&devs[0], BACKEND_CDEV_IOMMU, "vfio0", 238, 0);
+        assert_choice(&devs[0], CDEV_IOMMU, "real IOMMU");
 }
 
 static void test_mdev_like(void) {
         _cleanup_free_ InventoryDevice *devs = NULL;
 
         /* noiommu mode is on, the device has a vfio cdev, no group and there is no IOMMU at
-         * all: still not noiommu (hazard 2). The mdev below the i915 function is not listed. */
+         * all: still not noiommu (hazard 2). The mdev below the i915 function is not listed.
+         * From sysfs this is the same as a device bound before the parameter was set, so the
+         * reason names the rebind. */
         ASSERT_EQ(inventory_noiommu_enabled(fixture("mdev-like")), 1);
         ASSERT_EQ(scan("mdev-like", &devs), 1);
         ASSERT_STREQ(devs[0].address, "0000:00:05.0");
         assert_ids(&devs[0], 0x1af4, 0x1041);
         ASSERT_EQ(devs[0].iommu_group, -1);
         ASSERT_EQ(devs[0].numa_node, -1);
-        assert_invalid(&devs[0], "no IOMMU group and no noiommu marker");
+        assert_invalid_has(&devs[0], "rebind the device to vfio-pci after enabling "
+                                     "vfio.enable_unsafe_noiommu_mode");
+        assert_choice(&devs[0], 0, NULL);
 }
 
 static void test_noiommu_disabled(void) {
@@ -150,11 +193,12 @@ static void test_noiommu_disabled(void) {
         ASSERT_STREQ(devs[0].address, "0000:00:04.0");
         assert_ids(&devs[0], 0x1234, 0x11e8);
         ASSERT_EQ(devs[0].iommu_group, 7);
-        assert_invalid(&devs[0], "noiommu mode is not enabled");
+        assert_invalid(&devs[0], "noiommu mode is not enabled: set vfio.enable_unsafe_noiommu_mode=1");
+        assert_choice(&devs[0], 0, NULL);
 
         ASSERT_STREQ(devs[1].address, "0000:00:05.0");
         ASSERT_EQ(devs[1].iommu_group, -1);
-        assert_invalid(&devs[1], "noiommu mode is not enabled");
+        assert_invalid(&devs[1], "noiommu mode is not enabled: set vfio.enable_unsafe_noiommu_mode=1");
 }
 
 static void test_noiommu_unbuilt(void) {
@@ -164,7 +208,8 @@ static void test_noiommu_unbuilt(void) {
         ASSERT_EQ(scan("noiommu-unbuilt", &devs), 1);
         ASSERT_STREQ(devs[0].address, "0000:00:04.0");
         ASSERT_EQ(devs[0].iommu_group, 7);
-        assert_invalid(&devs[0], "noiommu mode is not enabled");
+        assert_invalid_has(&devs[0], "the kernel lacks VFIO_NOIOMMU (there is no "
+                                     "vfio.enable_unsafe_noiommu_mode)");
 }
 
 static void test_not_vfio(void) {
@@ -190,6 +235,8 @@ static void test_cdev_no_dev_attr(void) {
         ASSERT_STREQ(devs[1].address, "0000:00:05.0");
         ASSERT_EQ(devs[1].iommu_group, 8);
         assert_valid(&devs[1], BACKEND_GROUP_NOIOMMU, "noiommu-8", 243, 1);
+        assert_choice(&devs[1], GROUP_NOIOMMU, NULL);
+        ASSERT_STREQ(devs[1].candidates[BACKEND_CDEV_NOIOMMU].reason, "cdev node has no dev attribute");
 }
 
 static void test_mixed(void) {
@@ -241,6 +288,156 @@ static void test_mixed(void) {
 
         for (size_t i = 1; i < 7; i++)
                 ASSERT_TRUE(strcmp(devs[i - 1].address, devs[i].address) < 0);
+}
+
+/* The kernel's support matrix (linux-7.3.md "Kconfig"), one fixture per row. */
+
+static void test_kconfig_1_group_container(void) {
+        _cleanup_free_ InventoryDevice *devs = NULL;
+        const char *why = (const char *) 0x1;
+
+        /* group + container, no cdev: the group path, and the cdev is the kernel's to add. */
+        ASSERT_EQ(noiommu_status("kconfig-1-group-container", &why), 1);
+        ASSERT_TRUE(why == NULL);
+        ASSERT_EQ(scan("kconfig-1-group-container", &devs), 1);
+        assert_valid(&devs[0], BACKEND_GROUP_NOIOMMU, "noiommu-7", 243, 0);
+        assert_choice(&devs[0], GROUP_NOIOMMU, "the kernel registered no noiommu cdev");
+        assert_contains(devs[0].candidates[BACKEND_CDEV_NOIOMMU].reason,
+                        "the kernel lacks VFIO_NOIOMMU for cdev (IOMMUFD_NOIOMMU");
+        assert_contains(devs[0].candidates[BACKEND_CDEV_NOIOMMU].reason, "use the group path or rebuild");
+}
+
+static void test_kconfig_no_container(void) {
+        static const char *const cases[] = {
+                "kconfig-2-group-no-container",
+                "kconfig-4-group-cdev-no-container",
+        };
+
+        /* No container backend: VFIO_NOIOMMU cannot be built, vfio-pci refuses edu, and nothing
+         * is listed. The kernel-wide reason says what to change; case 4 looks like case 2. */
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                InventoryDevice *devs = NULL;
+                const char *why = NULL;
+
+                ASSERT_EQ(inventory_noiommu_enabled(fixture(cases[i])), 0);
+                ASSERT_EQ(noiommu_status(cases[i], &why), 0);
+                assert_contains(why, "needs a /dev/vfio/vfio container backend (VFIO_CONTAINER or "
+                                     "IOMMUFD_VFIO_CONTAINER)");
+                ASSERT_EQ(scan(cases[i], &devs), 0);
+                ASSERT_TRUE(devs == NULL);
+        }
+}
+
+static void test_kconfig_3_group_container_cdev(void) {
+        _cleanup_free_ InventoryDevice *devs = NULL;
+
+        /* Both paths: the cdev is picked, the group is recorded as available. The fixture stands
+         * for VFIO's and iommufd's container alike (both register misc "vfio"). */
+        ASSERT_EQ(scan("kconfig-3-group-container-cdev", &devs), 1);
+        assert_valid(&devs[0], BACKEND_CDEV_NOIOMMU, "noiommu-vfio0", 238, 0);
+        assert_choice(&devs[0], CDEV_NOIOMMU | GROUP_NOIOMMU, "preferred over group-noiommu");
+        ASSERT_STREQ(devs[0].candidates[BACKEND_GROUP_NOIOMMU].node_name, "noiommu-7");
+        ASSERT_EQ(devs[0].candidates[BACKEND_GROUP_NOIOMMU].rdev, makedev(243, 0));
+        ASSERT_FALSE(devs[0].forced);
+}
+
+static void test_kconfig_5_cdev_only(void) {
+        _cleanup_free_ InventoryDevice *devs = NULL;
+        const char *why = NULL;
+
+        ASSERT_EQ(noiommu_status("kconfig-5-cdev-only", &why), 1);
+        ASSERT_EQ(scan("kconfig-5-cdev-only", &devs), 1);
+        ASSERT_EQ(devs[0].iommu_group, -1);
+        assert_valid(&devs[0], BACKEND_CDEV_NOIOMMU, "noiommu-vfio0", 238, 0);
+        assert_choice(&devs[0], CDEV_NOIOMMU, "it has no noiommu group");
+        assert_contains(devs[0].candidates[BACKEND_GROUP_NOIOMMU].reason, "no VFIO_GROUP");
+}
+
+static void test_kconfig_iommufd_without_noiommu(void) {
+        _cleanup_free_ InventoryDevice *devs = NULL;
+
+        /* "vfio0" without dev next to a noiommu group: the same from userspace as case 1. */
+        ASSERT_EQ(scan("kconfig-iommufd-without-noiommu", &devs), 1);
+        assert_valid(&devs[0], BACKEND_GROUP_NOIOMMU, "noiommu-7", 243, 0);
+        assert_choice(&devs[0], GROUP_NOIOMMU, "IOMMUFD_NOIOMMU");
+        assert_contains(devs[0].candidates[BACKEND_CDEV_NOIOMMU].reason,
+                        "the kernel lacks VFIO_NOIOMMU for cdev (IOMMUFD_NOIOMMU");
+        ASSERT_STREQ(devs[0].candidates[BACKEND_CDEV_IOMMU].reason, "cdev node has no dev attribute");
+}
+
+static void test_bound_before_noiommu(void) {
+        _cleanup_free_ InventoryDevice *devs = NULL;
+
+        ASSERT_EQ(inventory_noiommu_enabled(fixture("bound-before-noiommu")), 1);
+        ASSERT_EQ(scan("bound-before-noiommu", &devs), 1);
+        assert_invalid_has(&devs[0], "rebind the device to vfio-pci after enabling "
+                                     "vfio.enable_unsafe_noiommu_mode");
+        assert_choice(&devs[0], 0, NULL);
+}
+
+static void test_noiommu_status(void) {
+        const char *why = NULL;
+
+        ASSERT_EQ(noiommu_status("devices", &why), 1);
+        ASSERT_TRUE(why == NULL);
+        ASSERT_EQ(noiommu_status("noiommu-disabled", &why), 0);
+        ASSERT_STREQ(why, "noiommu mode is not enabled: set vfio.enable_unsafe_noiommu_mode=1");
+        ASSERT_EQ(noiommu_status("noiommu-unbuilt", &why), 0);
+        assert_contains(why, "the kernel lacks VFIO_NOIOMMU (there is no");
+        ASSERT_ERROR(noiommu_status("does-not-exist", &why), ENOENT);
+}
+
+static void test_force(void) {
+        _cleanup_free_ InventoryDevice *devs = NULL;
+        InventoryDevice d;
+
+        /* Case 3, group forced: served by the group, cdev still listed as available. */
+        ASSERT_EQ(scan("kconfig-3-group-container-cdev", &devs), 1);
+        d = devs[0];
+        inventory_device_force(&d, BACKEND_GROUP_NOIOMMU);
+        assert_valid(&d, BACKEND_GROUP_NOIOMMU, "noiommu-7", 243, 0);
+        assert_choice(&d, CDEV_NOIOMMU | GROUP_NOIOMMU, "deviceBackends");
+        ASSERT_TRUE(d.forced);
+        ASSERT_EQ(d.forced_backend, BACKEND_GROUP_NOIOMMU);
+
+        /* Forcing what it would pick anyway says so too. */
+        d = devs[0];
+        inventory_device_force(&d, BACKEND_CDEV_NOIOMMU);
+        assert_valid(&d, BACKEND_CDEV_NOIOMMU, "noiommu-vfio0", 238, 0);
+        assert_contains(d.backend_reason, "deviceBackends");
+
+        /* An unavailable backend: not served, with that backend's reason. */
+        d = devs[0];
+        inventory_device_force(&d, BACKEND_CDEV_IOMMU);
+        ASSERT_EQ(d.backend, _BACKEND_INVALID);
+        ASSERT_TRUE(d.reason != NULL);
+        ASSERT_STREQ(d.reason, devs[0].candidates[BACKEND_CDEV_IOMMU].reason);
+        ASSERT_TRUE(d.forced);
+        ASSERT_EQ(d.forced_backend, BACKEND_CDEV_IOMMU);
+        free(devs);
+        devs = NULL;
+
+        /* cdev forced on a kernel without IOMMUFD_NOIOMMU: the reason tells what to do. */
+        ASSERT_EQ(scan("kconfig-iommufd-without-noiommu", &devs), 1);
+        d = devs[0];
+        inventory_device_force(&d, BACKEND_CDEV_NOIOMMU);
+        assert_invalid_has(&d, "the kernel lacks VFIO_NOIOMMU for cdev (IOMMUFD_NOIOMMU");
+        free(devs);
+        devs = NULL;
+
+        /* noiommu mode off: whichever backend is forced, the reason is the parameter. */
+        ASSERT_EQ(scan("noiommu-disabled", &devs), 2);
+        d = devs[0];
+        inventory_device_force(&d, BACKEND_GROUP_NOIOMMU);
+        assert_invalid(&d, "noiommu mode is not enabled: set vfio.enable_unsafe_noiommu_mode=1");
+        free(devs);
+        devs = NULL;
+
+        /* A device whose attributes are unreadable keeps its own reason. */
+        ASSERT_EQ(scan("mixed", &devs), 7);
+        d = devs[2];
+        inventory_device_force(&d, BACKEND_GROUP_NOIOMMU);
+        assert_invalid(&d, "cannot read vendor or device id");
 }
 
 /* Whether the kernel (and whatever runs us: valgrind 3.19 does not know openat2) offers
@@ -300,6 +497,14 @@ int main(void) {
         TEST(test_not_vfio);
         TEST(test_cdev_no_dev_attr);
         TEST(test_mixed);
+        TEST(test_kconfig_1_group_container);
+        TEST(test_kconfig_no_container);
+        TEST(test_kconfig_3_group_container_cdev);
+        TEST(test_kconfig_5_cdev_only);
+        TEST(test_kconfig_iommufd_without_noiommu);
+        TEST(test_bound_before_noiommu);
+        TEST(test_noiommu_status);
+        TEST(test_force);
         TEST(test_escape);
         TEST(test_host);
         return 0;

@@ -216,6 +216,11 @@ def main():
             for line in log_lines()[mark:]:
                 print("  daemon: " + line)
         check(find("*Reclaiming lease %s*" % lease, mark) < 0, "daemon log: lease %s not reclaimed" % lease)
+        if kind == "physical":
+            how = "GET_PA and pagemap" if backend == "cdev-noiommu" else "pagemap"
+            check(find("*Lease %s on %s: memory * is at the granted physical addresses after the restart (%s)*"
+                       % (lease, BDF, how), mark) >= 0,
+                  "daemon log: the restored memory was re-checked with %s and is where it was granted" % how)
         check(find("*Quiesced device %s*" % BDF, mark) < 0, "daemon log: no quiesce after the restart")
         check(bus_master() == 1, "Bus Master still on after the restart")
         check(hugepages_free() == huge_held, "the 2 MiB are still held after the restart")

@@ -182,3 +182,75 @@ static_assert(IOMMU_IOAS_MAP_FIXED_IOVA == 1 && IOMMU_IOAS_MAP_WRITEABLE == 2 &&
 static_assert(sizeof(struct iommu_ioas_unmap) == 24, "iommu_ioas_unmap");
 static_assert(offsetof(struct iommu_ioas_unmap, iova) == 8, "iommu_ioas_unmap.iova");
 static_assert(offsetof(struct iommu_ioas_unmap, length) == 16, "iommu_ioas_unmap.length");
+
+/* ---- What hostile-client.c calls (7.3 layouts, linux-7.3.md; the 7.3 linux-libc-dev agrees) --
+ *
+ * The attach/detach PASID flags and the 7.3 layouts of BIND (24 bytes), ATTACH (16) and DETACH
+ * (12), under names of their own: the header above may be 6.1's (no cdev ioctls at all, then
+ * the short 6.12 layouts are defined above for dma-probe) or a newer one. The kernel reads
+ * argsz/size and copies what it knows (copy_struct_from_user()). */
+
+#ifdef VFIO_DEVICE_ATTACH_PASID
+static_assert(VFIO_DEVICE_ATTACH_PASID == 1 && VFIO_DEVICE_DETACH_PASID == 1, "PASID flags");
+static_assert(sizeof(struct vfio_device_attach_iommufd_pt) == 16, "vfio_device_attach_iommufd_pt (7.3)");
+static_assert(sizeof(struct vfio_device_detach_iommufd_pt) == 12, "vfio_device_detach_iommufd_pt (7.3)");
+#else
+#define VFIO_DEVICE_ATTACH_PASID (1 << 0)
+#define VFIO_DEVICE_DETACH_PASID (1 << 0)
+#endif
+
+struct vfio_min_bind_iommufd_73 {
+        __u32 argsz;
+        __u32 flags;
+        __s32 iommufd;
+        __u32 out_devid;
+        __aligned_u64 token_uuid_ptr;   /* VFIO_DEVICE_BIND_FLAG_TOKEN only */
+};
+
+struct vfio_min_attach_pt_73 {
+        __u32 argsz;
+        __u32 flags;                    /* VFIO_DEVICE_ATTACH_PASID */
+        __u32 pt_id;                    /* in: IOAS or HWPT id; out: the HWPT attached */
+        __u32 pasid;
+};
+
+struct vfio_min_detach_pt_73 {
+        __u32 argsz;
+        __u32 flags;                    /* VFIO_DEVICE_DETACH_PASID */
+        __u32 pasid;
+};
+
+static_assert(sizeof(struct vfio_min_bind_iommufd_73) == 24, "bind (7.3): 24 bytes");
+static_assert(offsetof(struct vfio_min_bind_iommufd_73, iommufd) == 8, "bind (7.3).iommufd");
+static_assert(offsetof(struct vfio_min_bind_iommufd_73, out_devid) == 12, "bind (7.3).out_devid");
+static_assert(offsetof(struct vfio_min_bind_iommufd_73, token_uuid_ptr) == 16, "bind (7.3).token_uuid_ptr");
+static_assert(sizeof(struct vfio_min_attach_pt_73) == 16, "attach (7.3): 16 bytes");
+static_assert(offsetof(struct vfio_min_attach_pt_73, pt_id) == 8, "attach (7.3).pt_id");
+static_assert(offsetof(struct vfio_min_attach_pt_73, pasid) == 12, "attach (7.3).pasid");
+static_assert(sizeof(struct vfio_min_detach_pt_73) == 12, "detach (7.3): 12 bytes");
+static_assert(offsetof(struct vfio_min_detach_pt_73, pasid) == 8, "detach (7.3).pasid");
+
+/* IOMMU_GET_HW_INFO (6.6+). In 7.3 out_data_type shares its place with in_data_type (a union);
+ * only the fields every version has are used. */
+#ifndef IOMMU_GET_HW_INFO
+struct iommu_hw_info {
+        __u32 size;
+        __u32 flags;
+        __u32 dev_id;
+        __u32 data_len;
+        __aligned_u64 data_uptr;
+        __u32 out_data_type;
+        __u8 out_max_pasid_log2;
+        __u8 __reserved[3];
+        __aligned_u64 out_capabilities;
+};
+#define IOMMU_GET_HW_INFO _IO(IOMMUFD_TYPE, 0x8a)
+#endif
+
+static_assert(IOMMU_GET_HW_INFO == 0x3b8a, "IOMMU_GET_HW_INFO");
+static_assert(sizeof(struct iommu_hw_info) == 40, "iommu_hw_info");
+static_assert(offsetof(struct iommu_hw_info, dev_id) == 8, "iommu_hw_info.dev_id");
+static_assert(offsetof(struct iommu_hw_info, data_len) == 12, "iommu_hw_info.data_len");
+static_assert(offsetof(struct iommu_hw_info, data_uptr) == 16, "iommu_hw_info.data_uptr");
+static_assert(offsetof(struct iommu_hw_info, out_max_pasid_log2) == 28, "iommu_hw_info.out_max_pasid_log2");
+static_assert(offsetof(struct iommu_hw_info, out_capabilities) == 32, "iommu_hw_info.out_capabilities");
