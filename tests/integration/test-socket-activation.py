@@ -119,6 +119,9 @@ def activate(env, listen, fdname, mode, argv):
         return os.path.exists(listen) and stat.S_ISSOCK(os.stat(listen).st_mode)
     wait_until(bound, 10, "systemd-socket-activate to bind " + listen)
     os.chmod(listen, mode)          # SocketMode=, which systemd-socket-activate does not apply
+    # bind() makes the path, listen() comes after it: under load the check can fall between.
+    wait_until(lambda: any(path == listen for path in listening_unix_inodes().values()), 10,
+               "systemd-socket-activate to listen on " + listen)
     inodes = [i for i, path in listening_unix_inodes().items() if path == listen]
     assert len(inodes) == 1, "listening sockets on %s: %r" % (listen, inodes)
     exe = os.path.realpath("/proc/%d/exe" % p.pid)
