@@ -22,6 +22,10 @@ import container_harness as C  # noqa: E402
 import harness as H  # noqa: E402
 
 UNIFIED = "/sys/fs/cgroup/unified" if os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") else "/sys/fs/cgroup"
+# On a hybrid host systemd tracks processes in the named v1 hierarchy (and the daemon reads it
+# there): whoever owns a delegated subtree owns it in every hierarchy, so the move is made in both.
+NAMED = "/sys/fs/cgroup/systemd" if os.path.exists("/sys/fs/cgroup/systemd/cgroup.procs") else None
+HIERARCHIES = [UNIFIED] + ([NAMED] if NAMED else [])
 
 
 def cgroup_v2_path(pid):
@@ -33,9 +37,10 @@ def cgroup_v2_path(pid):
 
 
 def move(pid, cgroup):
-    os.makedirs(UNIFIED + cgroup, exist_ok=True)
-    with open(UNIFIED + cgroup + "/cgroup.procs", "w") as f:
-        f.write("%d\n" % pid)
+    for h in HIERARCHIES:
+        os.makedirs(h + cgroup, exist_ok=True)
+        with open(h + cgroup + "/cgroup.procs", "w") as f:
+            f.write("%d\n" % pid)
     assert cgroup_v2_path(pid) == cgroup, (cgroup_v2_path(pid), cgroup)
 
 
@@ -43,11 +48,20 @@ def rmdirs(top, cgroup):
     """Removes cgroup and its parents up to and including top (deepest first)."""
     path = cgroup
     while path.startswith(top) and len(path) >= len(top):
-        try:
-            os.rmdir(UNIFIED + path)
-        except OSError:
-            pass
+        for h in HIERARCHIES:
+            try:
+                os.rmdir(h + path)
+            except OSError:
+                pass
         path = os.path.dirname(path)
+
+
+def comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def check_record(env, out, cgroup):
@@ -75,8 +89,11 @@ def body():
                 base = cgroup_v2_path(init)
                 assert container.inspect()["Id"] in base, "container cgroup %r" % base
                 p = container.exec_popen(["/bin/sh", "-c", "read x && exec noiommuctl --json alloc 2M --hold"])
+                # the exec'd shell, once it is the shell: `runc init` places itself in the
+                # container's cgroups before it execs, and would undo an earlier move
                 sh = H.wait_until(lambda: [q for q in (int(x) for x in open(UNIFIED + base + "/cgroup.procs").read().split())
-                                           if q != init], 10, "the exec'd shell in the container's cgroup")[0]
+                                           if q != init and comm(q) == "sh"], 10,
+                                  "the exec'd shell in the container's cgroup")[0]
                 forged = base + "/sshd.service"
                 made.append((base + "/sshd.service", forged))
                 move(sh, forged)
@@ -105,13 +122,14 @@ def body():
                 p.wait(20)
         finally:
             for top, path in made:
-                for pid in [int(x) for x in open(UNIFIED + path + "/cgroup.procs").read().split()] \
-                        if os.path.exists(UNIFIED + path + "/cgroup.procs") else []:
-                    try:
-                        with open(UNIFIED + "/cgroup.procs", "w") as f:
-                            f.write("%d\n" % pid)
-                    except OSError:
-                        pass
+                for h in HIERARCHIES:
+                    procs = h + path + "/cgroup.procs"
+                    for pid in open(procs).read().split() if os.path.exists(procs) else []:
+                        try:
+                            with open(h + "/cgroup.procs", "w") as f:
+                                f.write(pid + "\n")
+                        except OSError:
+                            pass
                 rmdirs(top, path)
 
 

@@ -20,26 +20,30 @@ def body():
         env.write_cdi_spec()
         uid = env.ctest_pw.pw_uid
         container = env.rootful.start(user="%d:%d" % (uid, env.ctest_pw.pw_gid))
-        sock = "/run/noiommud/" + os.path.basename(env.socket_path)
-        env_sock = container.cdi_env()
-        H.log("CDI environment: %s" % env_sock)
+        cdi_env = dict(e.split("=", 1) for e in container.cdi_env())
+        H.log("CDI environment: %s" % cdi_env)
+        sock = cdi_env["NOIOMMUD_SOCKET"]
 
         # the contrast: a container given the socket FILE (podman -v), as people tend to do
         filed = env.rootful.start(user="%d:%d" % (uid, env.ctest_pw.pw_gid), devices=(),
                                   extra=["-v", "%s:/run/noiommud.sock" % env.socket_path])
 
-        with env.subtest("a new request from the same container after a daemon restart succeeds"):
-            holder = container.exec_popen(["noiommuctl", "--json", "alloc", "2M", "--hold"])
-            out = json.loads(H.readline_timeout(holder.stdout, 30))
-            g = env.wait_journal("MEMORY_GRANTED", NOIOMMUD_MEMORY_ID=out["memory"])[0]
-            hpid = int(g["NOIOMMUD_CLIENT_PID"])
-            C.check_pagemap(hpid, out)
-            ino_before = os.stat(env.socket_path).st_ino
-            in_before = container.exec(["stat", "-c", "%i", sock], check=True).stdout.strip()
-            old_daemon = env.daemon_pid
+        holder = container.exec_popen(["noiommuctl", "--json", "alloc", "2M", "--hold"])
+        out = json.loads(H.readline_timeout(holder.stdout, 30))
+        g = env.wait_journal("MEMORY_GRANTED", NOIOMMUD_MEMORY_ID=out["memory"])[0]
+        hpid = int(g["NOIOMMUD_CLIENT_PID"])
+        C.check_pagemap(hpid, out)
+        ino_before = os.stat(env.socket_path).st_ino
+        in_before = container.exec(["stat", "-c", "%i", sock], check=True).stdout.strip()
+        old_daemon = env.daemon_pid
+        r = filed.exec(["noiommuctl", "--socket", "/run/noiommud.sock", "--json", "alloc", "2M"])
+        assert r.returncode == 0, "the socket file mount does not work even before the restart: %s %s" % (
+            r.stdout, r.stderr)
 
-            env.restart_daemon()
-            assert env.daemon_pid != old_daemon
+        env.restart_daemon()
+        assert env.daemon_pid != old_daemon
+
+        with env.subtest("a new request from the same container after a daemon restart succeeds"):
             ino_after = os.stat(env.socket_path).st_ino
             in_after = container.exec(["stat", "-c", "%i", sock], check=True).stdout.strip()
             H.log("socket inode on the host %d -> %d, in the container %s -> %s"
