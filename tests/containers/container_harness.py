@@ -453,3 +453,13 @@ def check_pagemap(pid, out):
 
 
 run = harness.run
+
+
+def device_environment(**kw):
+    """A ContainerEnvironment whose daemon runs with the vfio fixture backend preloaded
+    (tests/integration/device_harness.py); keyword arguments of both."""
+    import device_harness
+
+    class ContainerDeviceEnvironment(ContainerMixin, device_harness.DeviceEnvironment):
+        pass
+    return ContainerDeviceEnvironment(**kw)
