@@ -89,6 +89,8 @@ int main(int argc, char *argv[]) {
         if (r <= 0) {
                 printf("{\"adopted\":%i,", r);
                 print_env_left();
+                printf(",");
+                print_fds();
                 printf("}\n");
                 return 0;
         }

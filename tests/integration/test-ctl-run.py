@@ -171,6 +171,38 @@ def body():
             assert p.wait(20) == 0
             env.wait_baseline(base, what="after closing fd 3")
 
+        with env.subtest("a tampered environment: -EBADMSG, the inherited fds left alone"):
+            tampered = [
+                'NOIOMMU_FDS=3',                                    # more fds than names
+                'NOIOMMU_FD_NAMES=connection:memory-1',             # memory numbered from 0
+                'NOIOMMU_FD_NAMES=connection::memory-0',            # empty name
+                'NOIOMMU_MEMORY_1_ID=$NOIOMMU_MEMORY_0_ID',         # memory that was not passed
+                'NOIOMMU_MEMORY_0_COLOUR=red',                      # a field we do not know
+                'NOIOMMU_MEMORY_0_SEGMENTS=$NOIOMMU_MEMORY_0_SEGMENTS,',   # trailing separator
+                'NOIOMMU_MEMORY_0_SIZE=0x0200000',                  # not the one spelling
+                'NOIOMMU_MEMORY_0_SIZE=2097152',                    # decimal where hex is due
+                'NOIOMMU_MEMORY_0_SEGMENTS=0x0:0x100000:0x0',       # does not cover the size
+                'NOIOMMU_PID=0$NOIOMMU_PID',                        # leading zero
+                'NOIOMMU_LEASE=0123456789abcdef0123456789abcdef',   # a lease without a device
+            ]
+            for t in tampered:
+                script = 'export %s; exec %s' % (t, ADOPT)
+                p = start(env, ["run", "--memory", "2M", "--", "/bin/sh", "-c", script])
+                a = adopted(p)
+                assert a["adopted"] == -errno.EBADMSG, (t, a)
+                assert protocol_left(a["envLeft"]) == [], (t, a["envLeft"])
+                # nothing of ours left open, the inherited connection and memfd untouched
+                assert sorted(a["fds"]) == [0, 1, 2, 3, 4], (t, a["fds"])
+                assert p.wait(20) == 0
+                env.wait_baseline(base, what="after %s" % t)
+            # fd 3 is not a socket (stdin's /dev/null put there): -ENOTSOCK
+            p = start(env, ["run", "--memory", "2M", "--", "/bin/sh", "-c",
+                            "exec 3</dev/null; exec %s" % ADOPT])
+            a = adopted(p)
+            assert a["adopted"] == -errno.ENOTSOCK, a
+            assert p.wait(20) == 0
+            env.wait_baseline(base, what="after fd 3 replaced")
+
         with env.subtest("a fork between noiommuctl and the adopter: -ESRCH"):
             p = start(env, ["run", "--memory", "2M", "--", ADOPT, "fork"])
             out = json.loads(readline_timeout(p.stdout, 20))
