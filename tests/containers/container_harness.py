@@ -221,6 +221,9 @@ class Podman:
             "XDG_CONFIG_HOME": os.path.join(self.dir, "home", ".config"),
             "CONTAINERS_CONF": self.conf,
             "LANG": "C.UTF-8",
+            # without a session bus address, rootless podman autolaunches a session
+            # dbus-daemon (dbus-launch) that outlives the test; it needs none with cgroupfs
+            "DBUS_SESSION_BUS_ADDRESS": "unix:path=/dev/null/no-session-bus",
         }
 
     def argv(self, args):
@@ -276,14 +279,22 @@ class Podman:
             self.run(["rm", "--all", "--force", "--time", "0"], timeout=60, check=False)
         except subprocess.TimeoutExpired:
             log("podman rm timed out")
-        pause = os.path.join(self.short, "xdg", "libpod", "tmp", "pause.pid")
-        if os.path.exists(pause):
-            try:
-                pid = harness.read_int(pause)
-                if os.stat("/proc/%d" % pid).st_uid == self.pw.pw_uid:
-                    os.kill(pid, signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
+        if self.rootless:
+            # rootless podman leaves its pause process (it holds the user namespace) running;
+            # end it and anything else started with our runtime directory, and nothing else
+            xdg = ("XDG_RUNTIME_DIR=%s" % self.proc_env["XDG_RUNTIME_DIR"]).encode()
+            for d in os.listdir("/proc"):
+                if not d.isdigit():
+                    continue
+                try:
+                    if os.stat("/proc/" + d).st_uid != self.pw.pw_uid:
+                        continue
+                    with open("/proc/%s/environ" % d, "rb") as f:
+                        if xdg not in f.read().split(b"\0"):
+                            continue
+                    os.kill(int(d), signal.SIGKILL)
+                except OSError:
+                    pass
         with open("/proc/self/mountinfo") as f:
             mounts = [l.split()[4] for l in f]
         for m in sorted((m for m in mounts if m.startswith((self.dir + "/", self.short + "/"))),
