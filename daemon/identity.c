@@ -431,25 +431,24 @@ static void identity_read_status(pid_t pid, ClientIdentity *id) {
  * /proc/PID/ns/user needs ptrace read access: the daemon (uid 0) has it for uid-0 clients that
  * are dumpable, which is what the capability check needs; for other uids it needs
  * CAP_SYS_PTRACE, and without it these fields stay unknown (informative only for them). */
+/* The inode of the initial user namespace (PROC_USER_INIT_INO in include/linux/proc_ns.h, fixed
+ * since Linux 3.8). Not taken from /proc/1/ns/user: PID 1 may be one the daemon cannot inspect,
+ * and the daemon's own namespace is not necessarily the initial one (a test runs it in a
+ * child user namespace). */
+#define USER_NS_INIT_INO 0xEFFFFFFDU
+
 static void identity_read_userns(pid_t pid, ClientIdentity *id) {
-        static dev_t init_dev;
-        static ino_t init_ino;
         _cleanup_close_ int fd = -EBADF;
         char path[64];
         struct stat st;
         uid_t owner;
 
-        if (init_ino == 0 && stat("/proc/1/ns/user", &st) >= 0) {
-                init_dev = st.st_dev;
-                init_ino = st.st_ino;
-        }
         (void) snprintf(path, sizeof(path), "/proc/%i/ns/user", (int) pid);
         fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0 || fstat(fd, &st) < 0)
                 return;
         id->userns_ino = (uint64_t) st.st_ino;
-        if (init_ino != 0)
-                id->userns_initial = st.st_dev == init_dev && st.st_ino == init_ino;
+        id->userns_initial = st.st_ino == USER_NS_INIT_INO;
         if (ioctl(fd, NS_GET_OWNER_UID, &owner) >= 0)
                 id->userns_owner = owner;
 }
