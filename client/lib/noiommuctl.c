@@ -332,6 +332,12 @@ static char *varlink_error_message(const char *name, json_t *p, uint64_t request
                 else if (streq(reason, "action-not-registered"))
                         s = strdup("Permission denied: the polkit action is not registered "
                                    "(is the noiommud policy installed?)");
+                else if (streq(reason, "root-without-capabilities") &&
+                         json_is_string(json_object_get(p, "message")))
+                        /* uid 0 without the capability in the initial user namespace (container
+                         * root): the daemon's sentence says what an administrator can do. */
+                        s = strprintf("Permission denied: %s",
+                                      json_string_value(json_object_get(p, "message")));
                 else if (streq(reason, "subject-gone"))
                         s = strdup("Permission denied: the calling process went away during "
                                    "authorization");
