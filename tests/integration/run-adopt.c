@@ -10,6 +10,8 @@
  *
  *   list     ListDevices on the adopted connection: {"devices":N} or {"error":ERRNO}
  *   free I   noiommu_free() of memory I: {"freed":ID} or {"error":ERRNO}
+ *   acquire  noiommu_acquire_device(c, NULL, ...), i.e. $NOIOMMUD_DEVICE: {"address":A} or
+ *            {"error":ERRNO}; the lease is held until exit
  *   exit     exits 0 (so does EOF)
  *
  * "run-adopt fork" adopts in a child instead, which must fail with -ESRCH (NOIOMMU_PID names
@@ -156,6 +158,16 @@ int main(int argc, char *argv[]) {
                         else
                                 printf("{\"devices\":%zu}\n", noiommu_device_list_get_count(d));
                         noiommu_device_list_free(d);
+                } else if (strcmp(line, "acquire") == 0) {
+                        noiommu_lease *a = NULL;
+
+                        r = noiommu_acquire_device(c, NULL, 0, &a);
+                        if (r < 0)
+                                printf("{\"error\":%i}\n", -r);
+                        else
+                                printf("{\"address\":\"%s\",\"lease\":\"%s\"}\n",
+                                       noiommu_lease_get_address(a), noiommu_lease_get_id(a));
+                        noiommu_lease_unref(a);
                 } else if (strncmp(line, "free ", 5) == 0) {
                         size_t i = (size_t) atoi(line + 5);
 

@@ -151,6 +151,20 @@ def body():
             p = start(env, ["acquire"], {"NOIOMMUD_SOCKET": env.socket_path}, socket=False)
             out, err = p.communicate(timeout=30)
             assert p.returncode == 2 and b"NOIOMMUD_DEVICE" in err, (p.returncode, err)
+            # libnoiommu's own default: noiommu_acquire_device(c, NULL) takes $NOIOMMUD_DEVICE,
+            # -ENXIO without it
+            p = start(env, ["run", "--", "/bin/sh", "-c",
+                            "export NOIOMMUD_DEVICE=%s; exec %s" % (CDEV_NOIOMMU_DEV, ADOPT)])
+            a = adopted(p)
+            assert a["adopted"] == 1 and a["lease"] is None, a
+            got = command(p, "acquire")
+            assert got.get("address") == CDEV_NOIOMMU_DEV, got
+            finish(p)
+            env.wait_journal("LEASE_RELEASED", NOIOMMUD_LEASE_ID=got["lease"])
+            p = start(env, ["run", "--", ADOPT])
+            adopted(p)
+            assert command(p, "acquire") == {"error": errno.ENXIO}
+            finish(p)
             # run without a device is memory only
             p = start(env, ["run", "--", ADOPT], {"NOIOMMUD_SOCKET": env.socket_path}, socket=False)
             a = adopted(p)
