@@ -300,7 +300,34 @@ class Podman:
         for m in sorted((m for m in mounts if m.startswith((self.dir + "/", self.short + "/"))),
                         key=len, reverse=True):
             subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
-        shutil.rmtree(self.short, ignore_errors=True)
+        # conmon runs podman's exit command (`podman container cleanup`, which recreates the
+        # runroot) after the container ended, possibly after `podman rm` returned: wait for
+        # every process that names our runroot to end first
+        deadline = time.monotonic() + 10
+        while self._processes_naming(self.short) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        while os.path.exists(self.short) and time.monotonic() < deadline:
+            shutil.rmtree(self.short, ignore_errors=True)
+            if os.path.exists(self.short):
+                time.sleep(0.05)
+        if os.path.exists(self.short):
+            log("could not remove %s (removed by the next run)" % self.short)
+
+    @staticmethod
+    def _processes_naming(path):
+        """Live processes whose command line contains path."""
+        found = []
+        needle = path.encode()
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    if needle in f.read() and harness.process_state(int(d)) not in ("Z", None):
+                        found.append(int(d))
+            except OSError:
+                pass
+        return found
 
     @staticmethod
     def remove_stale():
