@@ -50,7 +50,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 
 import harness  # noqa: E402
-from harness import Environment, Skip, log, wait_until  # noqa: E402
+from harness import Environment, Skip, log  # noqa: E402
 
 CTEST_USER = "noiommud-ctest"
 SUBID_START = 1879048192          # 0x70000000, far from useradd's automatic ranges
