@@ -178,8 +178,20 @@ def check_calls(env):
     return out
 
 
+def settled_checks(env, stable=0.3):
+    """The CheckAuthorization count once dbus-monitor has printed everything: it prints after
+    the daemon already has polkit's answer, so a count read right after a reply can be short."""
+    last, since = env.monitor_count("CheckAuthorization"), H.time.monotonic()
+    while H.time.monotonic() - since < stable:
+        H.time.sleep(0.05)
+        n = env.monitor_count("CheckAuthorization")
+        if n != last:
+            last, since = n, H.time.monotonic()
+    return last
+
+
 def assert_root_refused(env, conn, method, params, capability):
-    n = env.monitor_count("CheckAuthorization")
+    n = settled_checks(env)
     err, p = conn.call_error(method, params)
     assert err == H.ERR + "PermissionDenied", (err, p)
     assert p.get("reason") == "root-without-capabilities", p
@@ -190,7 +202,7 @@ def assert_root_refused(env, conn, method, params, capability):
                            NOIOMMUD_REQUIRED_CAPABILITY=capability)
     assert rec[-1]["NOIOMMUD_CLIENT_UID"] == "0", rec[-1]
     assert rec[-1]["NOIOMMUD_POLKIT_RESULT"] == "not-asked", rec[-1]
-    assert env.monitor_count("CheckAuthorization") == n, "polkit was asked about a capability-less root"
+    assert settled_checks(env) == n, "polkit was asked about a capability-less root"
     return rec[-1]
 
 
@@ -237,10 +249,10 @@ def capabilities(env, base):
         env.write_config(dict(DEFAULT_CONFIG, rootWithoutCapabilities="polkit"))
         env.start_mock_daemon()
         with WrappedConnection(env, NO_CAPS) as c:
-            n = env.monitor_count("CheckAuthorization")
+            n = settled_checks(env)
             r, fd = H.allocate(c, 2 * MiB)
             os.close(fd)
-            assert env.monitor_count("CheckAuthorization") == n + 1
+            H.wait_until(lambda: env.monitor_count("CheckAuthorization") == n + 1, 5, "polkit to be asked")
             rec = env.wait_journal("AUTHZ_GRANTED", NOIOMMUD_CLIENT_PID=c.pid)
             assert rec[-1]["NOIOMMUD_CLIENT_CAP_EFFECTIVE"] == "0000000000000000", rec[-1]
             lease, devfd = acquire(c, GROUP_DEV)
@@ -261,9 +273,10 @@ def forged_units(env):
         deleg = CG.make("/%s.slice/user@1.service" % tag, owner=H.ALLOWED_UID)
         forged = CG.make(deleg + "/app.slice/sshd.service")
         with WrappedConnection(env, as_user(H.ALLOWED_UID), cgroup=forged, uid=H.ALLOWED_UID) as c:
-            n = len(check_calls(env))
+            n = settled_checks(env)
             r, fd = H.allocate(c, 2 * MiB)
             os.close(fd)
+            H.wait_until(lambda: len(check_calls(env)) > n, 5, "the CheckAuthorization call")
             rec = env.wait_journal("MEMORY_GRANTED", NOIOMMUD_CLIENT_PID=c.pid)[-1]
             assert rec["NOIOMMUD_CLIENT_CGROUP"] == forged, rec
             assert rec["NOIOMMUD_CLIENT_UNIT"] == "user@1.service", rec
@@ -305,9 +318,10 @@ def containers(env, base):
     with env.subtest("a container's client: container id, cgroup, NSpid, user namespace in the records"):
         with WrappedConnection(env, ["unshare", "-p", "-f", "--kill-child"] + as_user(H.ALLOWED_UID),
                                cgroup=cg_a, uid=H.ALLOWED_UID) as c:
-            n = len(check_calls(env))
+            n = settled_checks(env)
             r, fd = H.allocate(c, 2 * MiB)
             os.close(fd)
+            H.wait_until(lambda: len(check_calls(env)) > n, 5, "the CheckAuthorization call")
             rec = env.wait_journal("MEMORY_GRANTED", NOIOMMUD_CLIENT_CONTAINER_ID=id_a)[-1]
             assert rec["NOIOMMUD_CLIENT_CONTAINER_ENGINE"] == "podman", rec
             assert rec["NOIOMMUD_CLIENT_CGROUP"] == cg_a, rec
@@ -381,11 +395,11 @@ def containers(env, base):
 def high_uid(env):
     with env.subtest("uid %d (above INT32_MAX): refused, polkit never sees a negative uid" % HIGH_UID):
         with env.connect(uid=HIGH_UID) as c:
-            n = env.monitor_count("CheckAuthorization")
+            n = settled_checks(env)
             err, p = c.call_error(H.ALLOCATE, {"size": 2 * MiB})
             assert err == H.ERR + "PermissionDenied" and p.get("reason") == "uid-out-of-range", (err, p)
             assert str(HIGH_UID) in p.get("message", ""), p
-            assert env.monitor_count("CheckAuthorization") == n, "polkit was asked about uid %d" % HIGH_UID
+            assert settled_checks(env) == n, "polkit was asked about uid %d" % HIGH_UID
             rec = env.wait_journal("AUTHZ_DENIED", NOIOMMUD_CLIENT_UID=HIGH_UID)[-1]
             assert rec["NOIOMMUD_REASON"] == "uid-out-of-range", rec
         assert all(call["uid"] is None or call["uid"] >= 0 for call in check_calls(env)), check_calls(env)
