@@ -146,7 +146,7 @@ const char *cgroup_unit_container(const char *unit, size_t len, char *ret_id) {
         return NULL;
 }
 
-#define CGROUP_COMPONENTS_MAX 8
+#define CGROUP_COMPONENTS_MAX 32
 
 /* Container ids at the fixed top-level places of cgroupfs drivers. c[i]/n[i] are the first
  * components of the path, off[i] their offsets. Every component but the container's own must
@@ -499,7 +499,10 @@ int client_identity_from_socket(int fd, ClientIdentity *ret) {
 
         /* Containment, for records, polkit details, per-container limits and the check of
          * uid-0 clients' capabilities. Read after the start time and before the liveness
-         * check below, so that all of it describes the process the pidfd names. */
+         * check below, so that all of it describes the process the pidfd names. With the
+         * pidfd_open() fallback (no SO_PEERPIDFD) a connector that exited before accept could
+         * have its pid reused, and these would describe the successor; that is the fallback's
+         * documented weakness (security.md §3.7 (b)), as for the start time. */
         identity_read_cgroup(cred.pid, &id);
         identity_read_status(cred.pid, &id);
         identity_read_userns(cred.pid, &id);
