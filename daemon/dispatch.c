@@ -695,12 +695,18 @@ static int method_list_leases(Conn *c, json_t *params) {
         if (!list)
                 return -ENOMEM;
         for (Lease *l = c->manager->leases; l; l = l->next) {
+                char cg[4 * CLIENT_CGROUP_MAX + 1];
+
+                cgroup_escape(l->holder.cgroup, cg, sizeof(cg));     /* JSON takes UTF-8 only */
                 json_t *holder = l->state == LEASE_QUARANTINED ? json_null() :
-                        json_pack("{s:I, s:I, s:I, s:s}",
+                        json_pack("{s:I, s:I, s:I, s:s, s:o, s:o}",
                                   "uid", (json_int_t) l->holder.uid,
                                   "gid", (json_int_t) l->holder.gid,
                                   "pid", (json_int_t) l->holder.pid,
-                                  "unit", l->holder.unit);
+                                  "unit", l->holder.unit,
+                                  "cgroup", cg[0] ? json_string(cg) : json_null(),
+                                  "containerId", l->holder.container_id[0] ? json_string(l->holder.container_id)
+                                                                           : json_null());
 
                 if (json_array_append_new(list, json_pack("{s:s, s:o, s:s, s:o, s:{s:I, s:I}, s:I, s:I}",
                                                           "lease", l->id,

@@ -463,6 +463,22 @@ int client_identity_has_capability(const ClientIdentity *id, int cap) {
         return id->userns_initial == 1 && (id->cap_effective & (UINT64_C(1) << cap)) != 0;
 }
 
+void cgroup_escape(const char *s, char *buf, size_t size) {
+        size_t o = 0;
+
+        assert(size > 0);
+        for (; *s && o + 5 < size; s++) {
+                unsigned char ch = (unsigned char) *s;
+
+                if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                    strchr("._:@/+,=-", ch))
+                        buf[o++] = (char) ch;
+                else
+                        o += (size_t) snprintf(buf + o, size - o, "\\x%02x", ch);
+        }
+        buf[o] = 0;
+}
+
 const char *client_identity_limit_key(const ClientIdentity *id, char *buf, size_t size) {
         if (id->container_id[0])
                 (void) snprintf(buf, size, "container:%s", id->container_id);

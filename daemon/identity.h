@@ -78,6 +78,13 @@ int client_identity_has_capability(const ClientIdentity *id, int cap);
  * per-container limits do not apply, only per-uid ones). Writes into buf. */
 const char *client_identity_limit_key(const ClientIdentity *id, char *buf, size_t size);
 
+/* The cgroup path with everything but [A-Za-z0-9._:@/+,=-] written as \xNN, for places that
+ * need printable ASCII: polkit details (which an authentication dialog may show, and which
+ * must hold no client free text, security.md §3.10) and JSON (valid UTF-8 only). Below a
+ * delegation boundary the client names its cgroups itself, so the raw bytes can be anything
+ * but '/' and NUL. size >= 4 * strlen(s) + 1 keeps it whole. */
+void cgroup_escape(const char *s, char *buf, size_t size);
+
 /* --- cgroup paths (exposed for the unit tests) ---------------------------------------------- */
 
 /* Is the cgroup at path[0..len) (a prefix of a cgroup path, starting with '/') a delegation

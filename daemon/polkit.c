@@ -252,24 +252,6 @@ static int on_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *r
         return 0;
 }
 
-/* The cgroup path with everything but [A-Za-z0-9._:@/+,=-] written as \xNN: below a
- * delegation boundary the client names its cgroups itself, and details may be shown in an
- * authentication dialog (security.md §3.10: no client free text there). */
-static void cgroup_escape(const char *s, char *buf, size_t size) {
-        size_t o = 0;
-
-        for (; *s && o + 5 < size; s++) {
-                unsigned char ch = (unsigned char) *s;
-
-                if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                    strchr("._:@/+,=-", ch))
-                        buf[o++] = (char) ch;
-                else
-                        o += (size_t) snprintf(buf + o, size - o, "\\x%02x", ch);
-        }
-        buf[o] = 0;
-}
-
 static int append_identity_details(sd_bus_message *m, const ClientIdentity *id) {
         char cg[4 * CLIENT_CGROUP_MAX + 1], owner[16];
         int r = 0;

@@ -290,14 +290,34 @@ def forged_units(env):
         evil = CG.make("/%s-evil.slice" % tag, owner=H.ALLOWED_UID)
         forged = CG.make(evil + "/sshd.service")
         fake_ctr = CG.make(evil + "/libpod-" + "ab" * 32 + ".scope")
-        for cg in (forged, fake_ctr):
+        # a name meant for an authentication dialog: it reaches polkit escaped
+        spoof = CG.make(evil + "/ok (device 0000:01:00.0, harmless)")
+        for cg in (forged, fake_ctr, spoof):
             with WrappedConnection(env, as_user(H.ALLOWED_UID), cgroup=cg, uid=H.ALLOWED_UID) as c:
+                n = settled_checks(env)
                 r, fd = H.allocate(c, 2 * MiB)
                 os.close(fd)
                 rec = env.wait_journal("MEMORY_GRANTED", NOIOMMUD_CLIENT_PID=c.pid)[-1]
                 assert rec["NOIOMMUD_CLIENT_CGROUP"] == cg, rec
                 assert rec["NOIOMMUD_CLIENT_UNIT"] == "", rec
                 assert rec["NOIOMMUD_CLIENT_CONTAINER_ID"] == "", rec
+                H.wait_until(lambda: len(check_calls(env)) > n, 5, "the CheckAuthorization call")
+                got = check_calls(env)[n]["details"].get("cgroup")
+                want = re.sub(r"[^A-Za-z0-9._:@/+,=-]", lambda m: "\\x%02x" % ord(m.group(0)), cg)
+                assert got == want, (got, want)
+
+
+    with env.subtest("a cgroup name that is not UTF-8: ListLeases still answers, escaped"):
+        bad = CG.make("/%s-evil.slice/bad\udcffname" % tag)     # the byte 0xff (surrogateescape)
+        with WrappedConnection(env, as_user(H.ALLOWED_UID), cgroup=bad, uid=H.ALLOWED_UID) as c:
+            lease, devfd = acquire(c, GROUP_DEV)
+            os.close(devfd)
+            with env.connect() as admin:
+                leases, _ = admin.call_ok("io.noiommud.Broker.ListLeases")
+            mine = [x for x in leases["leases"] if x["lease"] == lease["lease"]]
+            assert mine and mine[0]["holder"]["cgroup"].endswith("/bad\\xffname"), leases
+            assert mine[0]["holder"]["unit"] == "" and mine[0]["holder"]["containerId"] is None, mine
+            c.call_ok(RELEASE, {"lease": lease["lease"]})
 
 
 CONTAINER_RULE = """\

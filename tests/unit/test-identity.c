@@ -57,6 +57,10 @@ static void test_systemd_units(void) {
         /* user@.service is delegated: what the user manager runs is inside it */
         check("/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service",
               "user@1000.service", NULL, NULL);
+        /* deeply nested slices */
+        check("/a.slice/a-b.slice/a-b-c.slice/a-b-c-d.slice/a-b-c-d-e.slice/a-b-c-d-e-f.slice/"
+              "a-b-c-d-e-f-g.slice/a-b-c-d-e-f-g-h.slice/a-b-c-d-e-f-g-h-i.slice/x.service/y",
+              "x.service", NULL, NULL);
         /* a slice named like a service is a slice */
         check("/odd.service.slice/x.service", "x.service", NULL, NULL);
 }
@@ -199,6 +203,19 @@ static void test_capability(void) {
         ASSERT_EQ(client_identity_has_capability(&id, CLIENT_CAP_SYS_RAWIO), 0);
 }
 
+static void test_escape(void) {
+        char buf[64];
+
+        cgroup_escape("/system.slice/getty@tty1.service", buf, sizeof(buf));
+        ASSERT_STREQ(buf, "/system.slice/getty@tty1.service");
+        cgroup_escape("/a b/\xff(x)\n", buf, sizeof(buf));
+        ASSERT_STREQ(buf, "/a\\x20b/\\xff\\x28x\\x29\\x0a");
+        cgroup_escape("/system-getty\\x2dx.slice", buf, sizeof(buf));
+        ASSERT_STREQ(buf, "/system-getty\\x5cx2dx.slice");
+        cgroup_escape("/abcdef", buf, 4);                 /* cut, never overrun */
+        ASSERT_TRUE(strlen(buf) < 4);
+}
+
 int main(void) {
         TEST(test_systemd_units);
         TEST(test_containers_systemd_driver);
@@ -207,5 +224,6 @@ int main(void) {
         TEST(test_pick_line);
         TEST(test_limit_key);
         TEST(test_capability);
+        TEST(test_escape);
         return 0;
 }
