@@ -103,14 +103,49 @@ static bool audit_refuses(int r, bool ok) {
         return r < 0 && ok && !audit_failure_log;
 }
 
+/* The client's containment as Linux audit fields. The cgroup path and unit can carry names the
+ * client chose (below a delegation boundary), so they go through audit_encode_nv_string(),
+ * which hex-encodes a value with spaces, quotes or control characters; the rest are numbers
+ * and hex digits. */
+static void linux_audit_client_fields(const ClientIdentity *c, char *buf, size_t size) {
+        size_t o = 0;
+        int k;
+
+        buf[0] = 0;
+#if HAVE_LIBAUDIT
+        for (size_t i = 0; i < 2; i++) {
+                const char *name = i == 0 ? "cgroup" : "unit";
+                const char *value = i == 0 ? c->cgroup : c->unit;
+                char *enc;
+
+                if (!value[0])
+                        continue;
+                enc = audit_encode_nv_string(name, value, 0);
+                if (!enc)
+                        continue;
+                k = snprintf(buf + o, size - o, " %s", enc);
+                free(enc);
+                if (k < 0 || (size_t) k >= size - o)
+                        return;
+                o += (size_t) k;
+        }
+#endif
+        k = snprintf(buf + o, size - o, " container_id=%s nspid=%i userns=%" PRIu64 " userns_owner=%i capeff=%016" PRIx64,
+                     c->container_id[0] ? c->container_id : "none", (int) c->nspid, c->userns_ino,
+                     c->userns_owner == (uid_t) -1 ? -1 : (int) c->userns_owner,
+                     c->cap_known ? c->cap_effective : 0);
+        (void) k;
+}
+
 static int linux_audit_acct(const ClientIdentity *c, const char *action, bool ok,
                             const char *reason) {
-        char msg[512];
+        char msg[4096], fields[3072];
 
         /* The kernel stamps the record with the daemon's pid/uid/auid; the client is named in
          * the body. action and reason are our own constants, never client text. */
-        (void) snprintf(msg, sizeof(msg), "op=authorize action=%s reason=%s spid=%i suid=%u",
-                        action, reason ?: "none", (int) c->pid, (unsigned) c->uid);
+        linux_audit_client_fields(c, fields, sizeof(fields));
+        (void) snprintf(msg, sizeof(msg), "op=authorize action=%s reason=%s spid=%i suid=%u%s",
+                        action, reason ?: "none", (int) c->pid, (unsigned) c->uid, fields);
         return linux_audit_send(AUDIT_USER_ACCT_TYPE, msg, ok);
 }
 
@@ -159,13 +194,35 @@ static bool ratelimit_test(RateLimit *rl, const char *what) {
         return true;
 }
 
+/* "" when unknown: a made-up number would be read as a real owner or capability set. */
+static const char *client_userns_owner(const ClientIdentity *c, char buf[static 16]) {
+        if (c->userns_owner == (uid_t) -1)
+                return "";
+        (void) snprintf(buf, 16, "%u", (unsigned) c->userns_owner);
+        return buf;
+}
+
+static const char *client_cap_effective(const ClientIdentity *c, char buf[static 20]) {
+        if (!c->cap_known)
+                return "";
+        (void) snprintf(buf, 20, "%016" PRIx64, c->cap_effective);
+        return buf;
+}
+
 #define CLIENT_FIELDS(c)                                                                \
         "NOIOMMUD_CLIENT_UID=%u", (unsigned) (c)->uid,                                  \
         "NOIOMMUD_CLIENT_GID=%u", (unsigned) (c)->gid,                                  \
         "NOIOMMUD_CLIENT_PID=%i", (int) (c)->pid,                                       \
         "NOIOMMUD_CLIENT_START_TIME=%llu", (c)->start_time,                             \
         "NOIOMMUD_CLIENT_PIDFD_INO=%" PRIu64, (c)->pidfd_ino,                           \
-        "NOIOMMUD_CLIENT_UNIT=%s", (c)->unit
+        "NOIOMMUD_CLIENT_UNIT=%s", (c)->unit,                                           \
+        "NOIOMMUD_CLIENT_CGROUP=%s%s", (c)->cgroup, (c)->cgroup_truncated ? "..." : "", \
+        "NOIOMMUD_CLIENT_CONTAINER_ID=%s", (c)->container_id,                           \
+        "NOIOMMUD_CLIENT_CONTAINER_ENGINE=%s", (c)->container_engine ?: "",             \
+        "NOIOMMUD_CLIENT_NSPID=%i", (int) (c)->nspid,                                   \
+        "NOIOMMUD_CLIENT_USERNS=%" PRIu64, (c)->userns_ino,                             \
+        "NOIOMMUD_CLIENT_USERNS_OWNER=%s", client_userns_owner(c, (char[16]) {}),      \
+        "NOIOMMUD_CLIENT_CAP_EFFECTIVE=%s", client_cap_effective(c, (char[20]) {})
 
 void audit_started(const char *listen_description) {
         char msg[512];
@@ -238,6 +295,40 @@ int audit_authorization(const ClientIdentity *c, const char *action, char **deta
                                NULL);
         mirror(ok ? LOG_NOTICE : LOG_WARNING, msg);
         return audit_refuses(r, true) ? -EIO : 0;
+}
+
+void audit_capability_refused(const ClientIdentity *c, const char *action, char **details,
+                              bool interactive, const char *capability, bool unverifiable) {
+        char msg[512], dstr[512] = "", why[64];
+        size_t off = 0;
+
+        for (char **d = details; d && d[0] && d[1]; d += 2) {
+                int k = snprintf(dstr + off, sizeof(dstr) - off, "%s%s=%s", off ? " " : "", d[0], d[1]);
+                if (k < 0 || (size_t) k >= sizeof(dstr) - off)
+                        break;
+                off += (size_t) k;
+        }
+        /* A refusal: a failure to write the Linux record only logs. */
+        (void) snprintf(why, sizeof(why), "root-without-capabilities cap=%s", capability);
+        (void) linux_audit_acct(c, action, false, why);
+
+        (void) snprintf(msg, sizeof(msg),
+                        "%s denied for UID 0 (PID %i) without asking polkit: the client %s %s in the initial user namespace%s%s",
+                        action, (int) c->pid, unverifiable ? "could not be shown to hold" : "does not hold",
+                        capability, c->container_id[0] ? ", container " : "", c->container_id);
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=" NOIOMMU_MSGID_AUTHZ_DENIED,
+                               "PRIORITY=%i", LOG_WARNING,
+                               CLIENT_FIELDS(c),
+                               "NOIOMMUD_POLKIT_ACTION=%s", action,
+                               "NOIOMMUD_POLKIT_RESULT=%s", "not-asked",
+                               "NOIOMMUD_POLKIT_DETAILS=%s", dstr,
+                               "NOIOMMUD_INTERACTIVE=%i", (int) interactive,
+                               "NOIOMMUD_REASON=%s", "root-without-capabilities",
+                               "NOIOMMUD_REQUIRED_CAPABILITY=%s", capability,
+                               "NOIOMMUD_CLIENT_USERNS_INITIAL=%i", c->userns_initial,
+                               NULL);
+        mirror(LOG_WARNING, msg);
 }
 
 void audit_policy_unavailable(const ClientIdentity *c, const char *action, const char *why) {
@@ -350,13 +441,15 @@ void audit_limit_exceeded(const ClientIdentity *c, const char *limit) {
 
 static int linux_audit_dev(int type, const ClientIdentity *c, const char *op, const char *lease_id,
                            const InventoryDevice *d, const char *reason, bool ok) {
-        char msg[512];
+        char msg[4096], fields[3072];
 
-        /* Every value here is validated (BDF, hex ids) or our own constant. */
+        /* Every value here is validated (BDF, hex ids) or our own constant; the client's
+         * containment fields are encoded. */
+        linux_audit_client_fields(c, fields, sizeof(fields));
         (void) snprintf(msg, sizeof(msg),
-                        "op=%s uuid=%s resrc=dev bus=pci device=%s pci_id=%04x:%04x backend=%s reason=%s spid=%i suid=%u",
+                        "op=%s uuid=%s resrc=dev bus=pci device=%s pci_id=%04x:%04x backend=%s reason=%s spid=%i suid=%u%s",
                         op, lease_id, d->address, (unsigned) d->vendor_id, (unsigned) d->device_id,
-                        backend_to_string(d->backend) ?: "none", reason, (int) c->pid, (unsigned) c->uid);
+                        backend_to_string(d->backend) ?: "none", reason, (int) c->pid, (unsigned) c->uid, fields);
         return linux_audit_send(type, msg, ok);
 }
 

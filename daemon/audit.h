@@ -47,6 +47,13 @@ int audit_authorization(const ClientIdentity *c, const char *action, char **deta
                          bool interactive, AuditResult result, const char *reason,
                          const char *polkit_error);
 
+/* A uid-0 client was refused without asking polkit because it does not hold capability (e.g.
+ * "CAP_SYS_RAWIO") in the initial user namespace, or it could not be verified that it does
+ * (unverifiable). Journal: AUTHZ_DENIED with NOIOMMUD_REASON=root-without-capabilities and
+ * NOIOMMUD_REQUIRED_CAPABILITY; Linux audit: USER_ACCT res=failed. */
+void audit_capability_refused(const ClientIdentity *c, const char *action, char **details,
+                              bool interactive, const char *capability, bool unverifiable);
+
 /* polkit could not be asked at all (bus or polkitd missing, action not registered). */
 void audit_policy_unavailable(const ClientIdentity *c, const char *action, const char *why);
 

@@ -100,12 +100,64 @@ static int param_get_bool(json_t *params, const char *key, bool *ret) {
         return 0;
 }
 
-/* Authorization step shared by all handlers. Returns 1 to go on and act, 0 when the handler
- * must return 0 now (the check is pending, or a denial was already answered), negative errno
- * on our own failure. */
-static int authorize(Conn *c, const char *action, char **details, bool interactive) {
+/* PermissionDenied's reason for a uid-0 client without the capability the action needs. */
+#define REASON_ROOT_WITHOUT_CAPABILITIES "root-without-capabilities"
+
+/* No capability needed: polkit alone decides. */
+#define CAP_NONE (-1)
+
+static const char *capability_name(int cap) {
+        return cap == CLIENT_CAP_SYS_RAWIO ? "CAP_SYS_RAWIO" :
+               cap == CLIENT_CAP_SYS_ADMIN ? "CAP_SYS_ADMIN" : "?";
+}
+
+/* polkitd answers yes to uid 0 without running a single rule. A uid-0 client is not always
+ * root, though: a rootful container without a user namespace is host uid 0 with a reduced
+ * capability set, and so is a service with CapabilityBoundingSet= emptied. Asking polkit about
+ * such a client would make the daemon a confused deputy: it would hand a process that could not
+ * open a noiommu device (CAP_SYS_RAWIO) or read physical addresses (CAP_SYS_ADMIN) itself the
+ * means to DMA anywhere. So for uid 0 the daemon decides from the kernel: the client, as it was
+ * when it connected, must hold the capability in its effective set and be in the initial user
+ * namespace, the same test the kernel would apply to the client's own open(). Checked at accept
+ * time (the identity is fixed then, like the uid) and before polkit is asked.
+ * "rootWithoutCapabilities": "polkit" turns this off and trusts uid 0 as polkit does.
+ * Returns 1 when the client may go on to polkit, 0 when it was refused (reply queued). */
+static int check_root_capability(Conn *c, const char *action, char **details, bool interactive, int cap) {
+        char msg[512];
+        int r;
+
+        if (cap == CAP_NONE || c->id.uid != 0 || c->manager->settings.root_without_capabilities_polkit)
+                return 1;
+        r = client_identity_has_capability(&c->id, cap);
+        if (r > 0)
+                return 1;
+
+        audit_capability_refused(&c->id, action, details, interactive, capability_name(cap), r < 0);
+        (void) snprintf(msg, sizeof(msg),
+                        "The client runs as root (uid 0) but %s %s in the host's initial user namespace "
+                        "(a container's root, or a service with a reduced capability set). polkit would "
+                        "allow uid 0 without asking any rule, so noiommud refuses; an administrator can "
+                        "set \"rootWithoutCapabilities\": \"polkit\" in the daemon's configuration to "
+                        "ask polkit anyway.",
+                        r < 0 ? "it could not be verified that it holds" : "it does not hold",
+                        capability_name(cap));
+        r = conn_reply_error(c, NOIOMMU_ERROR_PERMISSION_DENIED,
+                             json_pack("{s:s, s:s, s:s}", "reason", REASON_ROOT_WITHOUT_CAPABILITIES,
+                                       "capability", capability_name(cap), "message", msg));
+        return r < 0 ? r : 0;
+}
+
+/* Authorization step shared by all handlers. cap is the capability a uid-0 client must hold
+ * itself (see check_root_capability()), or CAP_NONE. Returns 1 to go on and act, 0 when the
+ * handler must return 0 now (the check is pending, or a denial was already answered),
+ * negative errno on our own failure. */
+static int authorize(Conn *c, const char *action, char **details, bool interactive, int cap) {
         const char *reason = NULL;
         int r;
+
+        r = check_root_capability(c, action, details, interactive, cap);
+        if (r <= 0)
+                return r;
 
         r = polkit_verify(c->manager->polkit, &c->polkit, &c->id, action, details, interactive,
                           conn_redispatch, c, &reason);
@@ -113,7 +165,17 @@ static int authorize(Conn *c, const char *action, char **details, bool interacti
                 return 1;
         if (r == 0)
                 return 0;               /* pending: the whole handler runs again later */
-        if (r == -EACCES)
+        if (r == -EACCES && reason && streq(reason, POLKIT_REASON_UID_OUT_OF_RANGE)) {
+                char msg[256];
+
+                (void) snprintf(msg, sizeof(msg),
+                                "The client's uid %u is above 2147483647: polkit takes uids as signed "
+                                "32-bit numbers, so it cannot be asked about this client. Run it with "
+                                "a uid below 2^31 (allocate user namespace ranges lower).",
+                                (unsigned) c->id.uid);
+                r = conn_reply_error(c, NOIOMMU_ERROR_PERMISSION_DENIED,
+                                     json_pack("{s:s, s:s}", "reason", reason, "message", msg));
+        } else if (r == -EACCES)
                 r = conn_reply_error(c, NOIOMMU_ERROR_PERMISSION_DENIED,
                                      json_pack("{s:s}", "reason", reason ?: POLKIT_REASON_DENIED));
         else if (r == -EKEYREJECTED)
@@ -257,7 +319,7 @@ static int method_list_devices(Conn *c, json_t *params) {
         if (k)
                 return reply_invalid_parameter(c, k);
 
-        r = authorize(c, ACTION_LIST_DEVICES, NULL, false);
+        r = authorize(c, ACTION_LIST_DEVICES, NULL, false, CAP_NONE);
         if (r <= 0)
                 return r;
 
@@ -289,6 +351,9 @@ static bool numa_node_exists(int64_t node) {
 static const char *memory_limit_exceeded(Conn *c, uint64_t size) {
         Manager *m = c->manager;
         uint64_t max_bytes = m->settings.max_memory_per_uid, bytes;
+        uint64_t max_container = m->settings.max_memory_per_container;
+        char buf[CLIENT_CGROUP_MAX + 16];
+        const char *key;
         unsigned n;
 
         if (m->n_regions >= NOIOMMU_REGIONS_MAX)
@@ -298,6 +363,14 @@ static const char *memory_limit_exceeded(Conn *c, uint64_t size) {
                 return "allocations-per-uid";
         if (max_bytes > 0 && (bytes > max_bytes || size > max_bytes - bytes))
                 return "memory-per-uid";
+        /* Containers of one uid (rootful ones are all uid 0, or share a mapped range) must not
+         * take each other's hugepages: the same count per container, next to the per-uid one. */
+        key = max_container > 0 ? client_identity_limit_key(&c->id, buf, sizeof(buf)) : NULL;
+        if (key) {
+                manager_usage_for_key(m, key, &bytes, &n);
+                if (bytes > max_container || size > max_container - bytes)
+                        return "memory-per-container";
+        }
         return NULL;
 }
 
@@ -389,7 +462,11 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                             (char *) "numa_node", s_node,
                             lease ? (char *) "device" : NULL, lease ? lease->device.address : NULL,
                             NULL };
-        r = authorize(c, ACTION_ALLOCATE_MEMORY, details, interactive);
+        /* Physical addresses without a lease are what pagemap shows only to CAP_SYS_ADMIN; with
+         * a lease the client needs what the lease's device needed. */
+        r = authorize(c, ACTION_ALLOCATE_MEMORY, details, interactive,
+                      !lease ? CLIENT_CAP_SYS_ADMIN :
+                      lease_is_noiommu(lease) ? CLIENT_CAP_SYS_RAWIO : CLIENT_CAP_SYS_ADMIN);
         if (r <= 0)
                 return r;
         k = memory_limit_exceeded(c, size);
@@ -534,6 +611,22 @@ static int method_acquire_device(Conn *c, json_t *params) {
                         return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED,
                                                 json_pack("{s:s}", "limit", "leases-per-connection"));
                 }
+                /* Reservations count: two racing acquires of one container cannot both pass. */
+                if (m->settings.max_leases_per_container > 0) {
+                        char buf[CLIENT_CGROUP_MAX + 16];
+                        const char *key = client_identity_limit_key(&c->id, buf, sizeof(buf));
+                        uint64_t bytes;
+                        unsigned n_leases;
+
+                        if (key) {
+                                manager_usage_for_key(m, key, &bytes, &n_leases);
+                                if (n_leases >= m->settings.max_leases_per_container) {
+                                        audit_limit_exceeded(&c->id, "leases-per-container");
+                                        return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED,
+                                                                json_pack("{s:s}", "limit", "leases-per-container"));
+                                }
+                        }
+                }
                 r = lease_reserve(m, c, d, &c->pending_lease);
                 if (r == -EBUSY)
                         return conn_reply_error(c, NOIOMMU_ERROR_DEVICE_BUSY, json_pack("{s:s}", "device", address));
@@ -555,7 +648,10 @@ static int method_acquire_device(Conn *c, json_t *params) {
                             (char *) "backend", (char *) backend_to_string(d->backend),
                             (char *) "iommu_group", group,
                             NULL };
-        r = authorize(c, action, details, interactive);
+        /* The kernel wants CAP_SYS_RAWIO for a noiommu device. Behind an IOMMU it wants only
+         * file access to the node, which a container's root lacks through its device cgroup
+         * and mount namespace: getting past those takes CAP_SYS_ADMIN. */
+        r = authorize(c, action, details, interactive, noiommu ? CLIENT_CAP_SYS_RAWIO : CLIENT_CAP_SYS_ADMIN);
         if (r <= 0)
                 return r;       /* pending, or denied (dispatch_current() drops the reservation) */
 
@@ -644,7 +740,7 @@ static int method_list_leases(Conn *c, json_t *params) {
         if (param_get_bool(params, "interactive", &interactive) < 0)
                 return reply_invalid_parameter(c, "interactive");
 
-        r = authorize(c, ACTION_MANAGE, NULL, interactive);
+        r = authorize(c, ACTION_MANAGE, NULL, interactive, CLIENT_CAP_SYS_ADMIN);
         if (r <= 0)
                 return r;
 
@@ -653,12 +749,18 @@ static int method_list_leases(Conn *c, json_t *params) {
         if (!list)
                 return -ENOMEM;
         for (Lease *l = c->manager->leases; l; l = l->next) {
+                char cg[4 * CLIENT_CGROUP_MAX + 1];
+
+                cgroup_escape(l->holder.cgroup, cg, sizeof(cg));     /* JSON takes UTF-8 only */
                 json_t *holder = l->state == LEASE_QUARANTINED ? json_null() :
-                        json_pack("{s:I, s:I, s:I, s:s}",
+                        json_pack("{s:I, s:I, s:I, s:s, s:o, s:o}",
                                   "uid", (json_int_t) l->holder.uid,
                                   "gid", (json_int_t) l->holder.gid,
                                   "pid", (json_int_t) l->holder.pid,
-                                  "unit", l->holder.unit);
+                                  "unit", l->holder.unit,
+                                  "cgroup", cg[0] ? json_string(cg) : json_null(),
+                                  "containerId", l->holder.container_id[0] ? json_string(l->holder.container_id)
+                                                                           : json_null());
 
                 if (json_array_append_new(list, json_pack("{s:s, s:o, s:s, s:o, s:{s:I, s:I}, s:I, s:I}",
                                                           "lease", l->id,
@@ -694,7 +796,7 @@ static int method_revoke_lease(Conn *c, json_t *params) {
                 return reply_invalid_parameter(c, "interactive");
 
         char *details[] = { (char *) "lease", (char *) id, NULL };
-        r = authorize(c, ACTION_MANAGE, details, interactive);
+        r = authorize(c, ACTION_MANAGE, details, interactive, CLIENT_CAP_SYS_ADMIN);
         if (r <= 0)
                 return r;
 
@@ -733,7 +835,7 @@ static int method_monitor(Conn *c, json_t *params) {
         if (!c->current_more)
                 return reply_invalid_parameter(c, "more");
 
-        r = authorize(c, ACTION_MANAGE, NULL, interactive);
+        r = authorize(c, ACTION_MANAGE, NULL, interactive, CLIENT_CAP_SYS_ADMIN);
         if (r <= 0)
                 return r;
 

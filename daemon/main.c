@@ -4,11 +4,15 @@
  * after a polkit check on their kernel-verified identity. See README.md and design.md.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 #include "config.h"
+#include "internal/fd-util.h"
 #include "internal/log.h"
 #include "manager.h"
 #include "settings.h"
@@ -26,6 +30,49 @@ static void help(void) {
                "                        plus PATH.d/NAME.conf drop-ins)\n"
                "     --log-level LEVEL  debug, info, notice, warning or err\n\n"
                "polkit is reached on the system bus ($DBUS_SYSTEM_BUS_ADDRESS honoured).\n");
+}
+
+/* The inode of the initial pid namespace (PROC_PID_INIT_INO in include/linux/proc_ns.h, fixed
+ * since Linux 3.8). */
+#define PID_NS_INIT_INO 0xEFFFFFFCU
+
+/* SO_PEERCRED translates the peer's pid into the daemon's pid namespace: started in a child
+ * pid namespace (inside a container, under unshare -p, with PrivatePIDs=), the daemon sees
+ * every client outside that namespace as pid 0 and refuses it, and the pids it would send polkit
+ * (which lives in the host's namespace) name other processes there. That cannot be served
+ * safely, so it is refused at start-up with a message that says what to change.
+ *
+ * Two signs, because either alone can be hidden: our own NSpid line in /proc/self/status has
+ * one field per pid namespace level *of the procfs that was mounted* (a procfs mounted inside
+ * the namespace shows one field), and our pid namespace's inode is not the initial one's (seen
+ * through any procfs). Returns 1 when the daemon is in the initial pid namespace, 0 if not. */
+static int check_pid_namespace(char *ret_detail, size_t size) {
+        _cleanup_free_ char *s = NULL;
+        struct stat st;
+        const char *p;
+        int levels = 0;
+
+        ret_detail[0] = 0;
+        if (read_small_file_at(AT_FDCWD, "/proc/self/status", &s) >= 0 && (p = strstr(s, "\nNSpid:"))) {
+                size_t n = strcspn(p + 1, "\n");
+
+                for (const char *q = p + strlen("\nNSpid:"); q < p + 1 + n; ) {
+                        q += strspn(q, " \t");
+                        if (q >= p + 1 + n || *q == '\n')
+                                break;
+                        levels++;
+                        q += strcspn(q, " \t\n");
+                }
+                (void) snprintf(ret_detail, size, "%.*s", (int) n, p + 1);
+        }
+        if (levels > 1)
+                return 0;
+        if (stat("/proc/self/ns/pid", &st) >= 0 && st.st_ino != PID_NS_INIT_INO) {
+                (void) snprintf(ret_detail, size, "pid namespace inode %llu, the initial one is %u",
+                                (unsigned long long) st.st_ino, PID_NS_INIT_INO);
+                return 0;
+        }
+        return 1;
 }
 
 int main(int argc, char *argv[]) {
@@ -81,6 +128,18 @@ int main(int argc, char *argv[]) {
                 }
         if (optind < argc) {
                 log_error("Unexpected argument '%s'.", argv[optind]);
+                return EXIT_FAILURE;
+        }
+
+        char detail[256];
+        if (check_pid_namespace(detail, sizeof(detail)) == 0) {
+                log_error("noiommud is running in a child PID namespace (%s). The kernel reports "
+                          "client pids relative to this namespace, so clients outside it would all "
+                          "be refused and polkit would be asked about the wrong processes. Run "
+                          "noiommud in the host's PID namespace: not inside a container, not under "
+                          "'unshare -p', and without PrivatePIDs= in its unit. Clients in "
+                          "containers reach it through its socket (bind-mount the socket directory).",
+                          detail);
                 return EXIT_FAILURE;
         }
 

@@ -58,29 +58,56 @@ unsigned manager_conns_for_uid(Manager *m, uid_t uid) {
         return u ? u->n : 0;
 }
 
+static void conn_memory(const Conn *c, unsigned *n_regions, uint64_t *bytes) {
+        unsigned n = 0;
+        uint64_t b = 0;
+
+        for (size_t i = 0; i < c->n_regions; i++) {
+                n++;
+                b += c->regions[i]->size;
+        }
+        for (size_t i = 0; i < c->n_leases; i++) {
+                const Lease *l = c->leases[i];
+
+                for (size_t j = 0; j < l->n_regions; j++) {
+                        n++;
+                        b += l->regions[j]->size;
+                }
+                for (size_t j = 0; j < l->n_adopted; j++) {
+                        n++;
+                        b += l->adopted[j]->size;
+                }
+        }
+        *n_regions += n;
+        *bytes += b;
+}
+
+void manager_usage_for_key(Manager *m, const char *key, uint64_t *ret_bytes, unsigned *ret_leases) {
+        uint64_t bytes = 0;
+        unsigned leases = 0, n = 0;
+        char buf[CLIENT_CGROUP_MAX + 16];
+
+        /* A walk over all connections: per-container limits are checked once per allocation
+         * or acquire, and keys are not worth a second index next to the per-uid one. */
+        for (Conn *c = m->conns; c; c = c->next) {
+                const char *k = client_identity_limit_key(&c->id, buf, sizeof(buf));
+
+                if (!k || !streq(k, key))
+                        continue;
+                conn_memory(c, &n, &bytes);
+                leases += (unsigned) c->n_leases + (c->pending_lease ? 1U : 0U);
+        }
+        *ret_bytes = bytes;
+        *ret_leases = leases;
+}
+
 void manager_memory_for_uid(Manager *m, uid_t uid, unsigned *ret_regions, uint64_t *ret_bytes) {
         UidCount *u = uid_find(m, uid);
         unsigned n = 0;
         uint64_t bytes = 0;
 
-        for (Conn *c = u ? u->conns : NULL; c; c = c->uid_next) {
-                for (size_t i = 0; i < c->n_regions; i++) {
-                        n++;
-                        bytes += c->regions[i]->size;
-                }
-                for (size_t i = 0; i < c->n_leases; i++) {
-                        const Lease *l = c->leases[i];
-
-                        for (size_t j = 0; j < l->n_regions; j++) {
-                                n++;
-                                bytes += l->regions[j]->size;
-                        }
-                        for (size_t j = 0; j < l->n_adopted; j++) {
-                                n++;
-                                bytes += l->adopted[j]->size;
-                        }
-                }
-        }
+        for (Conn *c = u ? u->conns : NULL; c; c = c->uid_next)
+                conn_memory(c, &n, &bytes);
         *ret_regions = n;
         *ret_bytes = bytes;
 }

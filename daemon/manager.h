@@ -74,6 +74,9 @@ int manager_run(Manager *m);
 unsigned manager_conns_for_uid(Manager *m, uid_t uid);
 /* DMA memory held by all connections of uid (with their leases): allocations and bytes. */
 void manager_memory_for_uid(Manager *m, uid_t uid, unsigned *ret_regions, uint64_t *ret_bytes);
+/* DMA memory and device leases (reservations included) held by all connections whose
+ * client_identity_limit_key() is key: what per-container limits count. */
+void manager_usage_for_key(Manager *m, const char *key, uint64_t *ret_bytes, unsigned *ret_leases);
 int manager_conn_added(Manager *m, Conn *c);
 void manager_conn_removed(Manager *m, Conn *c);
 

@@ -5,7 +5,7 @@
  *   { "version": 1, "generation": G,
  *     "conns":   [ { "id", "uid", "pid", "startTime" } ],
  *     "leases":  [ { "id", "conn" (or null), "state", "createdUsec", "ioasId", "devId", "hwptId",
- *                    "holder": { "uid", "gid", "pid", "startTime", "unit" },
+ *                    "holder": { "uid", "gid", "pid", "startTime", "unit", "cgroup", "containerId" },
  *                    "device": { "address", "vendorId", "deviceId", "driver", "backend",
  *                                "iommuGroup", "numaNode", "node", "rdev" } } ],
  *     "regions": [ { "id", "conn" (or null), "lease" (or null), "size", "hugepageSize",
@@ -216,7 +216,11 @@ static json_t *state_json(Manager *m) {
                 if (l->state != LEASE_ACTIVE && l->state != LEASE_QUARANTINED)
                         continue;
                 vfio_device_get_ids(l->vfio, &ioas, &dev, &hwpt);
-                r = append(leases, json_pack("{s:s, s:o, s:s, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:s}, s:o}",
+                /* Names a delegate chose can be any bytes; JSON takes UTF-8 only. */
+                char unit[4 * CLIENT_UNIT_MAX], cg[4 * CLIENT_CGROUP_MAX + 1];
+                cgroup_escape(l->holder.unit, unit, sizeof(unit));
+                cgroup_escape(l->holder.cgroup, cg, sizeof(cg));
+                r = append(leases, json_pack("{s:s, s:o, s:s, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:s, s:s, s:s}, s:o}",
                                              "id", l->id,
                                              "conn", conn ? json_string(conn) : json_null(),
                                              "state", lease_state_to_string(l->state),
@@ -229,7 +233,9 @@ static json_t *state_json(Manager *m) {
                                              "gid", (json_int_t) l->holder.gid,
                                              "pid", (json_int_t) l->holder.pid,
                                              "startTime", (json_int_t) l->holder.start_time,
-                                             "unit", l->holder.unit,
+                                             "unit", unit,
+                                             "cgroup", cg,
+                                             "containerId", l->holder.container_id,
                                              "device", device_json(&l->device)));
                 for (size_t i = 0; r >= 0 && i < l->n_regions; i++)
                         r = append(regions, region_json(l->regions[i], NULL, l, l->kinds[i], l->retired[i], false));
@@ -479,6 +485,12 @@ static void restore_leases(Manager *m, json_t *state, Stored *s) {
                 l->holder.start_time = (unsigned long long) json_integer_value(json_object_get(h, "startTime"));
                 (void) snprintf(l->holder.unit, sizeof(l->holder.unit), "%s",
                                 json_string_value(json_object_get(h, "unit")) ?: "");
+                /* As recorded (escaped); absent in states written before they were kept. */
+                (void) snprintf(l->holder.cgroup, sizeof(l->holder.cgroup), "%s",
+                                json_string_value(json_object_get(h, "cgroup")) ?: "");
+                const char *ctr = json_string_value(json_object_get(h, "containerId"));
+                if (ctr && strlen(ctr) == CLIENT_CONTAINER_ID_MAX && strspn(ctr, "0123456789abcdef") == CLIENT_CONTAINER_ID_MAX)
+                        memcpy(l->holder.container_id, ctr, CLIENT_CONTAINER_ID_MAX + 1);
 
                 r = vfio_device_restore(&d, fds[0], fds[1], fds[2], fds[3],
                                         (uint32_t) json_integer_value(json_object_get(e, "ioasId")),

@@ -252,6 +252,28 @@ static int on_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *r
         return 0;
 }
 
+static int append_identity_details(sd_bus_message *m, const ClientIdentity *id) {
+        char cg[4 * CLIENT_CGROUP_MAX + 1], owner[16];
+        int r = 0;
+
+        if (id->container_id[0] && id->container_engine) {
+                r = sd_bus_message_append(m, "{ss}", "container_id", id->container_id);
+                if (r >= 0)
+                        r = sd_bus_message_append(m, "{ss}", "container_engine", id->container_engine);
+        }
+        if (r >= 0 && id->unit[0])
+                r = sd_bus_message_append(m, "{ss}", "unit", id->unit);   /* a unit name: safe chars */
+        if (r >= 0 && id->cgroup[0]) {
+                cgroup_escape(id->cgroup, cg, sizeof(cg));
+                r = sd_bus_message_append(m, "{ss}", "cgroup", cg);
+        }
+        if (r >= 0 && id->userns_owner != (uid_t) -1) {
+                (void) snprintf(owner, sizeof(owner), "%u", (unsigned) id->userns_owner);
+                r = sd_bus_message_append(m, "{ss}", "userns_owner", owner);
+        }
+        return r;
+}
+
 static int query_send(Polkit *p, PolkitQuery *q) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         sd_bus *bus;
@@ -296,6 +318,8 @@ static int query_send(Polkit *p, PolkitQuery *q) {
                 r = sd_bus_message_open_container(m, 'a', "{ss}");
         for (char **d = q->details; r >= 0 && d && d[0] && d[1]; d += 2)
                 r = sd_bus_message_append(m, "{ss}", d[0], d[1]);
+        if (r >= 0)
+                r = append_identity_details(m, &q->id);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r >= 0)
@@ -437,6 +461,16 @@ int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const
                         assert(false);
                         return -EINVAL;
                 }
+        }
+
+        /* polkit's uid is an int32. A larger uid cannot be said to polkit truthfully: as 'i' it
+         * turns negative (another identity), as 'u' polkit ignores it and reads /proc itself.
+         * No mapping is correct, so such a client is refused, and told why. */
+        if (id->uid > (uid_t) INT32_MAX) {
+                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
+                                           POLKIT_REASON_UID_OUT_OF_RANGE, NULL);
+                *ret_reason = POLKIT_REASON_UID_OUT_OF_RANGE;
+                return -EACCES;
         }
 
         if (p->n_pending >= NOIOMMU_POLKIT_PENDING_MAX) {

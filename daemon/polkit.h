@@ -60,13 +60,20 @@ void polkit_connect(Polkit *p);
 #define POLKIT_REASON_NOT_REGISTERED "action-not-registered"
 #define POLKIT_REASON_SUBJECT_GONE "subject-gone"
 #define POLKIT_REASON_ERROR "error"
+/* The client's uid does not fit polkit's int32 "uid" key (user namespaces allocated above
+ * INT32_MAX): sent as it is it would reach polkit as a negative number, and sent as uint32
+ * polkit ignores it and looks the process up itself (security.md §3.3). Refused, unasked. */
+#define POLKIT_REASON_UID_OUT_OF_RANGE "uid-out-of-range"
 
 /* Returns 1: authorized; 0: pending (done(userdata) will be called; call again then);
  * -EACCES: denied, *ret_reason is one of the POLKIT_REASON_* strings or AUDIT_REASON_FAILED (the
  * grant could not be audited); -EKEYREJECTED: polkit wants interactive authentication the
  * request did not allow; -EUSERS: too many checks in flight, or too many denials of this uid
  * (limit name in *ret_reason); other negative errno: our own failure.
- * details: NULL-terminated key, value, ... list of validated values only. */
+ * details: NULL-terminated key, value, ... list of validated values only. polkit also gets the
+ * client's containment from id as details, for rules to match: "container_id",
+ * "container_engine", "unit", "cgroup" (escaped to printable ASCII) and "userns_owner", each
+ * only when known. */
 int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const char *action,
                   char **details, bool interactive, polkit_done_t done, void *userdata,
                   const char **ret_reason);

@@ -140,7 +140,20 @@ static int settings_merge_file(Settings *c, const char *path) {
                                 r = log_error_errno(EINVAL, "%s: \"maxMemoryPerUid\" must be a positive number of bytes.", path);
                 } else if (streq(key, "deviceBackends"))
                         r = parse_device_backends(c, path, v);
-                else
+                else if (streq(key, "maxMemoryPerContainer")) {
+                        if (json_get_u64(v, &c->max_memory_per_container) < 0 || c->max_memory_per_container == 0)
+                                r = log_error_errno(EINVAL, "%s: \"maxMemoryPerContainer\" must be a positive number of bytes.", path);
+                } else if (streq(key, "maxLeasesPerContainer")) {
+                        if (json_get_u64(v, &c->max_leases_per_container) < 0 || c->max_leases_per_container == 0)
+                                r = log_error_errno(EINVAL, "%s: \"maxLeasesPerContainer\" must be a positive number.", path);
+                } else if (streq(key, "rootWithoutCapabilities")) {
+                        if (json_is_string(v) && streq(json_string_value(v), "deny"))
+                                c->root_without_capabilities_polkit = false;
+                        else if (json_is_string(v) && streq(json_string_value(v), "polkit"))
+                                c->root_without_capabilities_polkit = true;
+                        else
+                                r = log_error_errno(EINVAL, "%s: \"rootWithoutCapabilities\" must be \"deny\" or \"polkit\".", path);
+                } else
                         r = log_error_errno(EINVAL, "%s: unknown key \"%s\".", path, key);
                 if (r < 0)
                         break;

@@ -18,6 +18,20 @@
  *                                           "cdev-noiommu", "group-noiommu" or "cdev-iommu". A
  *                                           device that cannot use it is not served. Drop-ins
  *                                           override per device.
+ *     "maxMemoryPerContainer": 1073741824   bytes of DMA memory one container may hold at once
+ *     "maxLeasesPerContainer": 2            device leases one container may hold at once
+ *                                           (a container: the container id its cgroup path
+ *                                           shows, else the cgroup of its outermost unit;
+ *                                           clients with neither count per uid only)
+ *     "rootWithoutCapabilities": "deny" | "polkit"
+ *                                           a uid-0 client that does not itself hold the
+ *                                           capability an action needs in the initial user
+ *                                           namespace (a rootful container without a user
+ *                                           namespace, a service with an empty capability
+ *                                           set) is refused without asking polkit ("deny",
+ *                                           the default), because polkitd answers yes to uid
+ *                                           0 without running any rule; "polkit" asks polkit
+ *                                           anyway, i.e. trusts uid 0
  *   }
  *
  * A noiommu device is root-equivalent in the client's hands, so it is served only if named
@@ -46,6 +60,9 @@ typedef struct Settings {
         uint64_t max_memory_per_uid;    /* 0: no limit */
         DeviceBackendSetting *device_backends;  /* "deviceBackends", one entry per address */
         size_t n_device_backends;
+        uint64_t max_memory_per_container;      /* 0: no limit */
+        uint64_t max_leases_per_container;      /* 0: no limit */
+        bool root_without_capabilities_polkit;  /* "rootWithoutCapabilities": "polkit" */
 } Settings;
 
 /* Loads path and path.d/ (a missing file is an empty configuration). */

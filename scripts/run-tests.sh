@@ -1,9 +1,9 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # The whole test suite on a fresh Debian 12 machine, as root: installs what is needed, builds,
-# runs every tier meson knows (unit, integration, vm), runs the unit and integration tiers once
-# more on an ASan+UBSan build and the functional integration tests under valgrind, and ends
-# with a one-line summary. A tier that cannot run here is
+# runs every tier meson knows (unit, integration, containers, vm), runs the unit and integration
+# tiers once more on an ASan+UBSan build and the functional integration tests under valgrind,
+# and ends with a one-line summary. A tier that cannot run here is
 # reported as SKIPPED with its reason, loudly; skips are never counted as passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,9 @@ if command -v clang >/dev/null; then
         ninja -C build-clang
 fi
 rc=0
+# Every suite, the containers tier included (real podman containers, rootful and rootless, as
+# clients; tests/containers/meson.build). Its tests take the integration lock, so they run one
+# at a time and never beside an integration test, whatever --num-processes says.
 meson test -C "$BUILD_DIR" --print-errorlogs --num-processes 2 "$@" || rc=$?
 
 # The same daemon, client and tests built with AddressSanitizer and UndefinedBehaviorSanitizer

@@ -2,6 +2,11 @@
 /*
  * See log.h. %m in a format expands to strerror(error) of the error passed in, not to whatever
  * errno happens to be, because errno is set to that error before formatting.
+ *
+ * Built twice (client/meson.build): with NOIOMMU_LOG_JOURNAL=1 for the daemon, which may write
+ * to the journal, and with NOIOMMU_LOG_JOURNAL=0 for libnoiommu.so and noiommuctl, which must
+ * not need libsystemd (minimal container images have none). Without the journal writer,
+ * LOG_TARGET_JOURNAL and LOG_TARGET_AUTO mean stderr.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -11,8 +16,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#ifndef NOIOMMU_LOG_JOURNAL
+#define NOIOMMU_LOG_JOURNAL 1
+#endif
+
+#if NOIOMMU_LOG_JOURNAL
 #define SD_JOURNAL_SUPPRESS_LOCATION 1
 #include <systemd/sd-journal.h>
+#endif
 
 #include "log.h"
 
@@ -38,10 +49,14 @@ void log_setup(const char *ident, LogTarget target) {
         if (ident)
                 log_ident = ident;
 
+#if NOIOMMU_LOG_JOURNAL
         if (target == LOG_TARGET_AUTO)
                 target = !log_stderr_is_journal() && access("/run/systemd/journal/socket", W_OK) == 0
                                  ? LOG_TARGET_JOURNAL
                                  : LOG_TARGET_STDERR;
+#else
+        target = LOG_TARGET_STDERR;
+#endif
         log_target = target;
 
         e = getenv("NOIOMMU_LOG_LEVEL");
@@ -80,6 +95,7 @@ int log_internal(int level, int error, const char *file, int line, const char *f
         (void) vsnprintf(buf, sizeof(buf), format, ap);
         va_end(ap);
 
+#if NOIOMMU_LOG_JOURNAL
         if (log_target == LOG_TARGET_JOURNAL) {
                 char code_file[512], code_line[32];
 
@@ -98,7 +114,9 @@ int log_internal(int level, int error, const char *file, int line, const char *f
                                                              "PRIORITY=%i", level,
                                                              "SYSLOG_IDENTIFIER=%s", log_ident,
                                                              NULL);
-        } else if (log_stderr_is_journal())
+        } else
+#endif
+        if (log_stderr_is_journal())
                 /* stderr is a journal stream: a "<N>" prefix sets the priority of the line. */
                 (void) fprintf(stderr, "<%i>%s\n", level, buf);
         else

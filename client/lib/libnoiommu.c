@@ -440,6 +440,12 @@ _public_ int noiommu_connect(const char *path, noiommu_conn **ret) {
         return 0;
 }
 
+_public_ int noiommu_conn_get_fd(const noiommu_conn *c) {
+        if (!c)
+                return -EINVAL;
+        return c->fd >= 0 ? c->fd : -ENOTCONN;
+}
+
 _public_ noiommu_conn *noiommu_disconnect(noiommu_conn *c) {
         if (!c)
                 return NULL;
@@ -1092,8 +1098,17 @@ _public_ int noiommu_acquire_device(noiommu_conn *c, const char *address, unsign
 
         /* The address is checked here too, so a typo never reaches the daemon (and its audit
          * log) as anything but a well-formed name. */
-        if (!c || !ret || !address || !pci_address_is_valid(address) ||
-            (flags & ~NOIOMMU_ACQUIRE_INTERACTIVE) != 0)
+        if (!c || !ret || (flags & ~NOIOMMU_ACQUIRE_INTERACTIVE) != 0)
+                return -EINVAL;
+
+        /* Inside a container the CDI device noiommud.io/vfio=ADDRESS says which device is ours.
+         * secure_getenv(): a setuid program must not be steered to a device by its caller. */
+        if (!address) {
+                address = secure_getenv(NOIOMMU_DEVICE_ENV);
+                if (!address || !*address)
+                        return -ENXIO;
+        }
+        if (!pci_address_is_valid(address))
                 return -EINVAL;
 
         parameters = json_pack("{s:s}", "device", address);
@@ -1313,4 +1328,486 @@ _public_ int noiommu_monitor(noiommu_conn *c, unsigned flags, noiommu_monitor_cb
                 if (!continues)
                         return 0;
         }
+}
+
+/*
+ * noiommu_from_environment(): the receiving end of "noiommuctl run" (the protocol is described
+ * in noiommu.h and docs/libnoiommu.md). The environment is input from whoever started us, so it
+ * is parsed as strictly as a reply from the daemon: every value has exactly one spelling, and
+ * the objects are then built by the very functions that check replies (lease_from_reply(),
+ * memory_from_reply()), from JSON made out of the variables, so an adopted object has passed the
+ * same checks as one received from the daemon.
+ */
+
+/* Variables of the lease, after NOIOMMU_ENV_DEVICE_PREFIX. */
+static const char *const env_device_fields[] = {
+        "ADDRESS", "BACKEND", "VENDOR_ID", "DEVICE_ID", "DRIVER", "IOMMU_GROUP", "NUMA_NODE",
+};
+
+/* Variables of memory <i>, after NOIOMMU_ENV_MEMORY_PREFIX "<i>_". */
+static const char *const env_memory_fields[] = {
+        "ID", "SIZE", "HUGEPAGE_SIZE", "NUMA_NODE", "ADDRESS_KIND", "SEGMENTS",
+};
+
+/* "0x" and 1 to 16 lower-case hex digits, without leading zeros. */
+static int env_parse_hex(const char *s, size_t n, uint64_t *ret) {
+        uint64_t v = 0;
+
+        if (n < 3 || n > 18 || s[0] != '0' || s[1] != 'x' || (s[2] == '0' && n > 3))
+                return -EBADMSG;
+        for (size_t i = 2; i < n; i++) {
+                char ch = s[i];
+
+                if (ch >= '0' && ch <= '9')
+                        v = v << 4 | (uint64_t) (ch - '0');
+                else if (ch >= 'a' && ch <= 'f')
+                        v = v << 4 | (uint64_t) (ch - 'a' + 10);
+                else
+                        return -EBADMSG;
+        }
+        if (v > INT64_MAX)
+                return -EBADMSG;                /* does not fit a JSON integer */
+        *ret = v;
+        return 0;
+}
+
+/* Decimal, without sign or leading zeros, "-1" allowed when allow_minus_one. */
+static int env_parse_int(const char *s, bool allow_minus_one, int64_t max, int64_t *ret) {
+        int64_t v = 0;
+        size_t n = strlen(s);
+
+        if (allow_minus_one && streq(s, "-1")) {
+                *ret = -1;
+                return 0;
+        }
+        if (n == 0 || n > 19 || (s[0] == '0' && n > 1))
+                return -EBADMSG;
+        for (size_t i = 0; i < n; i++) {
+                if (s[i] < '0' || s[i] > '9')
+                        return -EBADMSG;
+                if (v > (max - (s[i] - '0')) / 10)
+                        return -EBADMSG;
+                v = v * 10 + (s[i] - '0');
+        }
+        *ret = v;
+        return 0;
+}
+
+static const char *env_get(const char *name) {
+        return secure_getenv(name);
+}
+
+static const char *env_get_field(const char *prefix, int index, const char *field, char *buf,
+                                 size_t size) {
+        if (index >= 0)
+                (void) snprintf(buf, size, "%s%i_%s", prefix, index, field);
+        else
+                (void) snprintf(buf, size, "%s%s", prefix, field);
+        return env_get(buf);
+}
+
+/* Whether name (the part of "NAME=value" before '=', n bytes) is a variable of the protocol. */
+static bool env_is_protocol_variable(const char *name, size_t n) {
+        static const char *const fixed[] = {
+                NOIOMMU_ENV_PID, NOIOMMU_ENV_FDS, NOIOMMU_ENV_FD_NAMES, NOIOMMU_ENV_LEASE,
+        };
+        size_t p;
+
+        for (size_t i = 0; i < ELEMENTSOF(fixed); i++)
+                if (strlen(fixed[i]) == n && strncmp(name, fixed[i], n) == 0)
+                        return true;
+
+        p = strlen(NOIOMMU_ENV_DEVICE_PREFIX);
+        if (n > p && strncmp(name, NOIOMMU_ENV_DEVICE_PREFIX, p) == 0)
+                for (size_t i = 0; i < ELEMENTSOF(env_device_fields); i++)
+                        if (strlen(env_device_fields[i]) == n - p &&
+                            strncmp(name + p, env_device_fields[i], n - p) == 0)
+                                return true;
+
+        /* Any NOIOMMU_MEMORY_*: stale ones of a higher index must go as well. */
+        p = strlen(NOIOMMU_ENV_MEMORY_PREFIX);
+        return n > p && strncmp(name, NOIOMMU_ENV_MEMORY_PREFIX, p) == 0;
+}
+
+/* Unsets every variable of the protocol. environ changes under us, so start over after each. */
+static void env_unset_all(void) {
+        bool again = true;
+
+        while (again) {
+                again = false;
+                for (char **e = environ; e && *e; e++) {
+                        const char *eq = strchr(*e, '=');
+                        char name[128];
+                        size_t n;
+
+                        if (!eq)
+                                continue;
+                        n = (size_t) (eq - *e);
+                        if (n >= sizeof(name) || !env_is_protocol_variable(*e, n))
+                                continue;
+                        memcpy(name, *e, n);
+                        name[n] = 0;
+                        if (unsetenv(name) == 0)
+                                again = true;
+                        break;
+                }
+        }
+}
+
+/* Every NOIOMMU_MEMORY_<i>_<FIELD> must name a memory that was passed and a field we know: a
+ * variable we would ignore is a producer we do not understand. */
+static int env_check_memory_variables(size_t n_memory) {
+        size_t p = strlen(NOIOMMU_ENV_MEMORY_PREFIX);
+
+        for (char **e = environ; e && *e; e++) {
+                const char *s = *e, *eq = strchr(s, '=');
+                size_t i = 0, digits = 0;
+                bool known = false;
+
+                if (!eq || strncmp(s, NOIOMMU_ENV_MEMORY_PREFIX, p) != 0)
+                        continue;
+                s += p;
+                while (s[digits] >= '0' && s[digits] <= '9' && digits < 4)
+                        i = i * 10 + (size_t) (s[digits++] - '0');
+                if (digits == 0 || (s[0] == '0' && digits > 1) || s[digits] != '_' || i >= n_memory)
+                        return -EBADMSG;
+                s += digits + 1;
+                for (size_t f = 0; f < ELEMENTSOF(env_memory_fields); f++)
+                        if (strlen(env_memory_fields[f]) == (size_t) (eq - s) &&
+                            strncmp(s, env_memory_fields[f], (size_t) (eq - s)) == 0)
+                                known = true;
+                if (!known)
+                        return -EBADMSG;
+        }
+        return 0;
+}
+
+/* The AcquireDevice reply the variables describe, with the device fd at index 0. */
+static int env_lease_reply(json_t **ret) {
+        const char *v[ELEMENTSOF(env_device_fields)], *lease;
+        json_auto_t *reply = NULL;
+        json_t *group;
+        int64_t g, numa;
+        char name[64];
+
+        lease = env_get(NOIOMMU_ENV_LEASE);
+        if (!lease)
+                return -EBADMSG;
+        for (size_t i = 0; i < ELEMENTSOF(env_device_fields); i++) {
+                v[i] = env_get_field(NOIOMMU_ENV_DEVICE_PREFIX, -1, env_device_fields[i], name,
+                                     sizeof(name));
+                if (!v[i])
+                        return -EBADMSG;
+        }
+        if (env_parse_int(v[5], /* allow_minus_one= */ true, INT32_MAX, &g) < 0 ||
+            env_parse_int(v[6], /* allow_minus_one= */ true, INT32_MAX, &numa) < 0)
+                return -EBADMSG;
+
+        group = g >= 0 ? json_integer((json_int_t) g) : json_null();
+        reply = json_pack("{s:s, s:{s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:s}, s:i}",
+                          "lease", lease,
+                          "device",
+                          "address", v[0],
+                          "backend", v[1],
+                          "vendorId", v[2],
+                          "deviceId", v[3],
+                          "driver", v[4],
+                          "iommuGroup", group,
+                          "numaNode", (json_int_t) numa,
+                          "state", "available",
+                          "fd", 0);
+        if (!reply)
+                return -ENOMEM;
+        *ret = TAKE_PTR(reply);
+        return 0;
+}
+
+/* The AllocateMemory reply the variables of memory i describe, with the memfd at index 0. */
+static int env_memory_reply(int i, json_t **ret) {
+        const char *v[ELEMENTSOF(env_memory_fields)], *p;
+        json_auto_t *reply = NULL, *segments = NULL;
+        uint64_t size, hugepage_size;
+        int64_t numa;
+        char name[64];
+
+        for (size_t f = 0; f < ELEMENTSOF(env_memory_fields); f++) {
+                v[f] = env_get_field(NOIOMMU_ENV_MEMORY_PREFIX, i, env_memory_fields[f], name,
+                                     sizeof(name));
+                if (!v[f])
+                        return -EBADMSG;
+        }
+        if (env_parse_hex(v[1], strlen(v[1]), &size) < 0 ||
+            env_parse_hex(v[2], strlen(v[2]), &hugepage_size) < 0 ||
+            env_parse_int(v[3], /* allow_minus_one= */ true, INT32_MAX, &numa) < 0)
+                return -EBADMSG;
+
+        segments = json_array();
+        if (!segments)
+                return -ENOMEM;
+        /* "OFFSET:LENGTH:DMA,OFFSET:LENGTH:DMA": exactly three numbers per segment, nothing
+         * empty, no trailing separator. */
+        p = v[5];
+        for (;;) {
+                uint64_t x[3];
+
+                for (size_t k = 0; k < 3; k++) {
+                        size_t n = strcspn(p, k < 2 ? ":" : ",");
+
+                        if (env_parse_hex(p, n, &x[k]) < 0)
+                                return -EBADMSG;
+                        p += n;
+                        if (k < 2) {
+                                if (*p != ':')
+                                        return -EBADMSG;
+                                p++;
+                        }
+                }
+                if (json_array_append_new(segments, json_pack("{s:I, s:I, s:I}",
+                                                              "offset", (json_int_t) x[0],
+                                                              "length", (json_int_t) x[1],
+                                                              "dmaAddress", (json_int_t) x[2])) < 0)
+                        return -ENOMEM;
+                if (*p == 0)
+                        break;
+                if (*p != ',' || json_array_size(segments) >= NOIOMMU_REPLY_SIZE_MAX / 16)
+                        return -EBADMSG;
+                p++;
+        }
+
+        reply = json_pack("{s:s, s:I, s:I, s:I, s:s, s:O, s:i}",
+                          "memory", v[0],
+                          "size", (json_int_t) size,
+                          "hugepageSize", (json_int_t) hugepage_size,
+                          "numaNode", (json_int_t) numa,
+                          "addressKind", v[4],
+                          "segments", segments,
+                          "fd", 0);
+        if (!reply)
+                return -ENOMEM;
+        *ret = TAKE_PTR(reply);
+        return 0;
+}
+
+/* An O_CLOEXEC duplicate of inherited fd; the original stays untouched until we succeed. */
+static int env_dup_fd(int fd, int *ret) {
+        int copy;
+
+        if (fcntl(fd, F_GETFD) < 0)
+                return -EBADF;
+        copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (copy < 0)
+                return negative_errno();
+        *ret = copy;
+        return 0;
+}
+
+/* The connection must be a connected AF_UNIX stream socket, like the one noiommu_connect()
+ * makes. Whether the peer is noiommud cannot be told from here; calls on it will show. */
+static int env_check_connection(int fd) {
+        struct sockaddr_un sa;
+        socklen_t l = sizeof(int), sl = sizeof(sa);
+        struct stat st;
+        int v;
+
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (!S_ISSOCK(st.st_mode))
+                return -ENOTSOCK;
+        if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &l) < 0 || v != AF_UNIX)
+                return -EBADMSG;
+        l = sizeof(int);
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &l) < 0 || v != SOCK_STREAM)
+                return -EBADMSG;
+        if (getpeername(fd, (struct sockaddr *) &sa, &sl) < 0)
+                return -EBADMSG;                /* listening or unconnected */
+        return 0;
+}
+
+typedef struct EnvAdopted {
+        noiommu_conn *conn;
+        noiommu_lease *lease;
+        noiommu_memory **memory;
+        size_t n_memory;
+        int copies[2 + NOIOMMU_RUN_MEMORY_MAX];         /* dups not yet owned by an object */
+        size_t n_copies;
+} EnvAdopted;
+
+static void env_adopted_done(EnvAdopted *a) {
+        for (size_t i = 0; i < a->n_memory; i++)
+                a->memory[i] = noiommu_memory_unref(a->memory[i]);
+        free(a->memory);
+        a->lease = noiommu_lease_unref(a->lease);
+        /* Only on failure is the connection still here. Close our copy without shutdown(): the
+         * inherited original stays as it was, and with it the lease. */
+        if (a->conn)
+                a->conn->pid = 0;
+        a->conn = noiommu_disconnect(a->conn);
+        close_many(a->copies, a->n_copies);
+        a->n_copies = 0;
+}
+
+static int env_adopt(EnvAdopted *a, int *ret_n_fds) {
+        _cleanup_free_ char *names = NULL;
+        const char *pid_s, *fds_s, *names_s;
+        int64_t pid, n_fds;
+        size_t n_memory = 0;
+        bool device = false;
+        char *save = NULL;
+        int i = 0, r;
+
+        pid_s = env_get(NOIOMMU_ENV_PID);
+        fds_s = env_get(NOIOMMU_ENV_FDS);
+        names_s = env_get(NOIOMMU_ENV_FD_NAMES);
+        if (!pid_s)
+                return 0;
+        if (env_parse_int(pid_s, /* allow_minus_one= */ false, INT32_MAX, &pid) < 0 || pid == 0)
+                return -EBADMSG;
+        if ((pid_t) pid != getpid())
+                return -ESRCH;          /* passed to a parent of ours: a fork in between */
+        if (!fds_s || !names_s ||
+            env_parse_int(fds_s, /* allow_minus_one= */ false, 2 + NOIOMMU_RUN_MEMORY_MAX,
+                          &n_fds) < 0 || n_fds < 1)
+                return -EBADMSG;
+
+        /* Names: "connection", then optionally "device", then "memory-0", "memory-1", ... */
+        names = strdup(names_s);
+        if (!names)
+                return -ENOMEM;
+        for (char *w = strtok_r(names, ":", &save); w; w = strtok_r(NULL, ":", &save), i++) {
+                char expect[32];
+
+                if (i >= n_fds)
+                        return -EBADMSG;
+                if (i == 0) {
+                        if (!streq(w, "connection"))
+                                return -EBADMSG;
+                        continue;
+                }
+                if (i == 1 && streq(w, "device")) {
+                        device = true;
+                        continue;
+                }
+                (void) snprintf(expect, sizeof(expect), "memory-%zu", n_memory);
+                if (!streq(w, expect))
+                        return -EBADMSG;
+                n_memory++;
+        }
+        /* strtok_r() skips empty fields; the producer writes none. */
+        if (i != n_fds || names_s[0] == ':' || names_s[strlen(names_s) - 1] == ':' ||
+            strstr(names_s, "::"))
+                return -EBADMSG;
+
+        if (!device && (env_get(NOIOMMU_ENV_LEASE) || env_get(NOIOMMU_ENV_DEVICE_PREFIX "ADDRESS")))
+                return -EBADMSG;
+        r = env_check_memory_variables(n_memory);
+        if (r < 0)
+                return r;
+
+        /* The variables are consistent; now the fds. */
+        for (int k = 0; k < n_fds; k++) {
+                r = env_dup_fd(NOIOMMU_RUN_FDS_START + k, &a->copies[a->n_copies]);
+                if (r < 0)
+                        return r;
+                a->n_copies++;
+        }
+
+        r = env_check_connection(a->copies[0]);
+        if (r < 0)
+                return r;
+        a->conn = new0(noiommu_conn, 1);
+        if (!a->conn)
+                return -ENOMEM;
+        a->conn->pid = getpid();
+        wire_buffer_init(&a->conn->in, NOIOMMU_REPLY_SIZE_MAX);
+        a->conn->fd = TAKE_FD(a->copies[0]);
+
+        if (device) {
+                _cleanup_(reply_fds_done) ReplyFds fds = {};
+                json_auto_t *reply = NULL;
+                const char *address;
+
+                r = env_lease_reply(&reply);
+                if (r < 0)
+                        return r;
+                address = json_string_value(json_object_get(json_object_get(reply, "device"),
+                                                            "address"));
+                if (!address || !pci_address_is_valid(address))
+                        return -EBADMSG;
+                fds.fds[0] = TAKE_FD(a->copies[1]);
+                fds.n = 1;
+                r = lease_from_reply(reply, &fds, address, &a->lease);
+                if (r < 0)
+                        return r;
+        }
+
+        if (n_memory > 0) {
+                a->memory = new0(noiommu_memory *, n_memory);
+                if (!a->memory)
+                        return -ENOMEM;
+        }
+        for (size_t k = 0; k < n_memory; k++) {
+                _cleanup_(reply_fds_done) ReplyFds fds = {};
+                json_auto_t *reply = NULL;
+                noiommu_alloc_options o;
+                json_int_t size;
+
+                r = env_memory_reply((int) k, &reply);
+                if (r < 0)
+                        return r;
+                size = json_integer_value(json_object_get(reply, "size"));
+                if (size <= 0)
+                        return -EBADMSG;
+                fds.fds[0] = TAKE_FD(a->copies[1 + (device ? 1 : 0) + k]);
+                fds.n = 1;
+                noiommu_alloc_options_init(&o);
+                r = memory_from_reply(reply, &fds, (uint64_t) size, &o, &a->memory[k]);
+                if (r < 0)
+                        return r;
+                a->n_memory++;
+                r = memory_map(a->memory[k]);
+                if (r < 0)
+                        return r;
+        }
+
+        *ret_n_fds = (int) n_fds;
+        return 1;
+}
+
+_public_ int noiommu_from_environment(noiommu_conn **ret_conn, noiommu_lease **ret_lease,
+                                      noiommu_memory ***ret_memory, size_t *ret_n_memory) {
+        _cleanup_(env_adopted_done) EnvAdopted a = {};
+        int n_fds = 0, r;
+
+        if (!ret_conn || (ret_memory && !ret_n_memory))
+                return -EINVAL;
+
+        r = env_adopt(&a, &n_fds);
+        env_unset_all();
+        if (r < 0)
+                return r;
+        if (r == 0) {
+                *ret_conn = NULL;
+                if (ret_lease)
+                        *ret_lease = NULL;
+                if (ret_memory)
+                        *ret_memory = NULL;
+                if (ret_n_memory)
+                        *ret_n_memory = 0;
+                return 0;
+        }
+
+        /* Adopted: the inherited originals go, so that nothing we exec later holds the lease
+         * without knowing it. Our O_CLOEXEC duplicates in the objects stay. */
+        for (int k = 0; k < n_fds; k++)
+                (void) close(NOIOMMU_RUN_FDS_START + k);
+
+        *ret_conn = TAKE_PTR(a.conn);
+        if (ret_lease)
+                *ret_lease = TAKE_PTR(a.lease);
+        if (ret_memory) {
+                *ret_memory = TAKE_PTR(a.memory);
+                *ret_n_memory = a.n_memory;
+                a.n_memory = 0;
+        }
+        return 1;
 }

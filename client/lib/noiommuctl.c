@@ -5,12 +5,17 @@
  *   noiommuctl [--socket PATH] [--json] list
  *   noiommuctl [--socket PATH] [--json] alloc SIZE [--hugepage-size SIZE] [--numa-node N] [--hold]
  *   noiommuctl [--socket PATH] [--json] free MEMORY-ID
- *   noiommuctl [--socket PATH] [--json] acquire BDF [--hold] [--interactive]
+ *   noiommuctl [--socket PATH] [--json] acquire [BDF] [--hold] [--interactive]
  *   noiommuctl [--socket PATH] [--json] release LEASE-ID
  *   noiommuctl [--socket PATH] [--json] leases [--interactive]
  *   noiommuctl [--socket PATH] [--json] revoke LEASE-ID [--interactive]
  *   noiommuctl [--socket PATH] [--json] monitor [--interactive]
  *   noiommuctl [--socket PATH] [--json] batch
+ *   noiommuctl [--socket PATH] cdi generate [--output FILE]
+ *   noiommuctl [--socket PATH] run [--device BDF] [--memory SIZE[,SIZE...]] [--numa N] -- CMD...
+ *
+ * Inside a container $NOIOMMUD_SOCKET and $NOIOMMUD_DEVICE (set by the CDI spec that "cdi
+ * generate" writes) are the defaults of --socket and of acquire's and run's device.
  *
  * Results go to stdout (one JSON line per result with --json), diagnostics to stderr. Exit
  * status: 0 success, 1 a call failed, 2 usage error.
@@ -19,9 +24,12 @@
  * error parameters and device lists have control characters replaced, so a hostile daemon
  * cannot drive the terminal. JSON output is produced by jansson and is escaped anyway.
  */
+#include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <libgen.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -31,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -67,6 +76,14 @@ typedef struct Held {
         size_t n_leases;
         size_t allocated_leases;
 } Held;
+
+/* The options of "run" and "cdi generate". */
+typedef struct RunArgs {
+        const char *device;             /* NULL: $NOIOMMUD_DEVICE, or no device */
+        uint64_t memory[NOIOMMU_RUN_MEMORY_MAX];
+        size_t n_memory;
+        const char *output;             /* cdi generate --output */
+} RunArgs;
 
 static const char *arg_socket = NULL;
 static bool arg_json = false;
@@ -315,6 +332,12 @@ static char *varlink_error_message(const char *name, json_t *p, uint64_t request
                 else if (streq(reason, "action-not-registered"))
                         s = strdup("Permission denied: the polkit action is not registered "
                                    "(is the noiommud policy installed?)");
+                else if (streq(reason, "root-without-capabilities") &&
+                         json_is_string(json_object_get(p, "message")))
+                        /* uid 0 without the capability in the initial user namespace (container
+                         * root): the daemon's sentence says what an administrator can do. */
+                        s = strprintf("Permission denied: %s",
+                                      json_string_value(json_object_get(p, "message")));
                 else if (streq(reason, "subject-gone"))
                         s = strdup("Permission denied: the calling process went away during "
                                    "authorization");
@@ -1045,6 +1068,417 @@ static int do_monitor(noiommu_conn *c, bool interactive) {
         return EXIT_SUCCESS;
 }
 
+/* --- cdi generate --- */
+
+/* CDI 0.5.0 is the newest version podman 4.3 (Debian 12) reads; it silently skips spec files of
+ * later versions. Nothing below needs a later one. */
+#define CDI_VERSION "0.5.0"
+#define CDI_KIND "noiommud.io/vfio"
+
+/* The socket's directory, bind-mounted read-only at the same path. The directory and not the
+ * socket: a bind mount pins the inode it was made from, and the daemon's socket is a new inode
+ * after every restart, while the directory stays. Read-only is enough to connect() (a socket's
+ * write permission is checked on the inode, not the mount); nosuid, nodev and noexec never hurt
+ * and keep a rootless runtime from having to clear flags the host's /run has set. */
+static json_t *cdi_edits(const char *socket, const char *dir, const char *device) {
+        json_auto_t *edits = NULL, *env = NULL;
+
+        env = json_array();
+        if (!env)
+                return NULL;
+        if (json_array_append_new(env, json_sprintf("%s=%s", NOIOMMU_SOCKET_ENV, socket)) < 0 ||
+            (device &&
+             json_array_append_new(env, json_sprintf("%s=%s", NOIOMMU_DEVICE_ENV, device)) < 0))
+                return NULL;
+
+        /* jansson keeps insertion order, so the output is stable: env, then mounts. */
+        edits = json_pack("{s:O, s:[{s:s, s:s, s:s, s:[s,s,s,s,s]}]}",
+                          "env", env,
+                          "mounts",
+                          "hostPath", dir,
+                          "containerPath", dir,
+                          "type", "bind",
+                          "options", "bind", "ro", "nosuid", "nodev", "noexec");
+        return TAKE_PTR(edits);
+}
+
+static json_t *cdi_device(const char *name, const char *socket, const char *dir,
+                          const char *device) {
+        json_t *edits = cdi_edits(socket, dir, device);
+
+        if (!edits)
+                return NULL;
+        return json_pack("{s:s, s:o}", "name", name, "containerEdits", edits);
+}
+
+/* Writes text to path atomically: a temporary file in the same directory, mode 0644, fsync(),
+ * rename(). A runtime reading the spec directory (podman re-reads it for every container;
+ * containerd and CRI-O watch it) sees the old spec or the new one, never half of one. */
+static int write_file_atomic(const char *path, const char *text) {
+        _cleanup_free_ char *copy = strdup(path), *tmp = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        size_t len = strlen(text);
+        const char *dir;
+        int r;
+
+        if (!copy)
+                return -ENOMEM;
+        dir = dirname(copy);
+        if (asprintf(&tmp, "%s/.#noiommuctl-cdi-XXXXXX", dir) < 0) {
+                tmp = NULL;
+                return -ENOMEM;
+        }
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+
+        if (fchmod(fd, 0644) < 0)
+                goto fail;
+        for (size_t done = 0; done < len;) {
+                ssize_t n = write(fd, text + done, len - done);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        goto fail;
+                done += (size_t) n;
+        }
+        if (fsync(fd) < 0)
+                goto fail;
+        if (rename(tmp, path) < 0)
+                goto fail;
+        return 0;
+
+fail:
+        r = negative_errno();
+        (void) unlink(tmp);
+        return r;
+}
+
+static int do_cdi_generate(noiommu_conn *c, const char *output) {
+        _cleanup_(noiommu_device_list_freep) noiommu_device_list *l = NULL;
+        _cleanup_free_ char *copy = NULL, *text = NULL;
+        json_auto_t *spec = NULL;
+        json_t *devices, *d;
+        const char *socket = socket_path(), *dir;
+        int r;
+
+        assert(socket[0] == '/');               /* parse_argv() checked */
+        copy = strdup(socket);
+        if (!copy)
+                return log_oom();
+        dir = dirname(copy);
+        if (streq(dir, "/"))
+                return usage_error("The socket %s is directly in /; CDI bind-mounts the socket's "
+                                   "directory, so put the socket in a directory of its own.",
+                                   socket);
+
+        r = noiommu_list_devices(c, &l);
+        if (r < 0)
+                return report_call_error(c, r, 0, 0, "Failed to list devices");
+
+        spec = json_pack("{s:s, s:s, s:[]}", "cdiVersion", CDI_VERSION, "kind", CDI_KIND,
+                         "devices");
+        if (!spec)
+                return log_oom();
+        devices = json_object_get(spec, "devices");
+
+        d = cdi_device("socket", socket, dir, NULL);
+        if (json_array_append_new(devices, d) < 0)
+                return log_oom();
+
+        /* One device per PCI function the daemon would serve: "available" and a backend. The
+         * name is the PCI address itself: CDI device names may contain ':' and '.' since spec
+         * 0.5.0 (pkg/cdi ValidateDeviceName: [A-Za-z0-9] first and last, [A-Za-z0-9_.:-] in
+         * between), and the address starts and ends with a hex digit. */
+        for (size_t i = 0; i < noiommu_device_list_get_count(l); i++) {
+                const char *address = noiommu_device_list_get_address(l, i);
+
+                if (!noiommu_device_list_get_backend(l, i) ||
+                    !streq(noiommu_device_list_get_state(l, i), "available"))
+                        continue;
+                d = cdi_device(address, socket, dir, address);
+                if (json_array_append_new(devices, d) < 0)
+                        return log_oom();
+        }
+
+        text = json_dumps(spec, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        if (!text)
+                return log_oom();
+        {
+                /* json_dumps() does not end with a newline; files and terminals want one. */
+                size_t n = strlen(text);
+                char *t = realloc(text, n + 2);
+
+                if (!t)
+                        return log_oom();
+                text = t;
+                text[n] = '\n';
+                text[n + 1] = 0;
+        }
+
+        if (!output) {
+                if (fputs(text, stdout) < 0)
+                        return log_error_errno(negative_errno(), "Failed to write output: %m"),
+                               EXIT_FAILURE;
+                return EXIT_SUCCESS;
+        }
+
+        r = write_file_atomic(output, text);
+        if (r < 0)
+                return log_error_errno(r, "Failed to write %s: %m", output), EXIT_FAILURE;
+        return EXIT_SUCCESS;
+}
+
+/* --- run --- */
+
+/* The longest single environment string the kernel passes through execve() (MAX_ARG_STRLEN,
+ * 32 pages). A long segment table (many non-contiguous small pages) can exceed it. */
+#define ENV_STRING_MAX (32U * 4096U)
+
+/* Removes every variable of the run protocol we inherited (a nested "noiommuctl run", or a
+ * parent that set some), so that CMD sees only what we describe. */
+static void run_unset_protocol_environment(void) {
+        bool again = true;
+
+        while (again) {
+                again = false;
+                for (char **e = environ; e && *e; e++) {
+                        const char *eq = strchr(*e, '=');
+                        char name[128];
+                        size_t n;
+
+                        if (!eq || (size_t) (eq - *e) >= sizeof(name))
+                                continue;
+                        n = (size_t) (eq - *e);
+                        if (!(strncmp(*e, NOIOMMU_ENV_MEMORY_PREFIX, strlen(NOIOMMU_ENV_MEMORY_PREFIX)) == 0 ||
+                              strncmp(*e, NOIOMMU_ENV_DEVICE_PREFIX, strlen(NOIOMMU_ENV_DEVICE_PREFIX)) == 0 ||
+                              (n == strlen(NOIOMMU_ENV_PID) && strncmp(*e, NOIOMMU_ENV_PID, n) == 0) ||
+                              (n == strlen(NOIOMMU_ENV_FDS) && strncmp(*e, NOIOMMU_ENV_FDS, n) == 0) ||
+                              (n == strlen(NOIOMMU_ENV_FD_NAMES) && strncmp(*e, NOIOMMU_ENV_FD_NAMES, n) == 0) ||
+                              (n == strlen(NOIOMMU_ENV_LEASE) && strncmp(*e, NOIOMMU_ENV_LEASE, n) == 0)))
+                                continue;
+                        memcpy(name, *e, n);
+                        name[n] = 0;
+                        if (unsetenv(name) == 0)
+                                again = true;
+                        break;
+                }
+        }
+}
+
+_printf_(2, 3)
+static int run_setenv(const char *name, const char *format, ...) {
+        _cleanup_free_ char *value = NULL;
+        va_list ap;
+
+        va_start(ap, format);
+        value = strvprintf(format, ap);
+        va_end(ap);
+        if (!value)
+                return -ENOMEM;
+        if (strlen(name) + 1 + strlen(value) + 1 > ENV_STRING_MAX)
+                return -E2BIG;
+        return setenv(name, value, /* overwrite= */ 1) < 0 ? negative_errno() : 0;
+}
+
+static int run_describe_memory(size_t i, noiommu_memory *m) {
+        _cleanup_free_ char *segments = NULL;
+        const noiommu_segment *s;
+        char name[64];
+        size_t n, len = 0;
+        FILE *f;
+        int r;
+
+        s = noiommu_memory_get_segments(m, &n);
+        f = open_memstream(&segments, &len);
+        if (!f)
+                return -ENOMEM;
+        for (size_t k = 0; k < n; k++)
+                fprintf(f, "%s0x%" PRIx64 ":0x%" PRIx64 ":0x%" PRIx64, k > 0 ? "," : "",
+                        s[k].offset, s[k].length, s[k].dma_address);
+        if (fclose(f) != 0)
+                return -ENOMEM;
+
+#define SET(field, ...)                                                                    \
+        do {                                                                               \
+                (void) snprintf(name, sizeof(name), NOIOMMU_ENV_MEMORY_PREFIX "%zu_%s", i, field); \
+                r = run_setenv(name, __VA_ARGS__);                                         \
+                if (r < 0)                                                                 \
+                        return r;                                                          \
+        } while (0)
+
+        SET("ID", "%s", noiommu_memory_get_id(m));
+        SET("SIZE", "0x%" PRIx64, noiommu_memory_get_size(m));
+        SET("HUGEPAGE_SIZE", "0x%" PRIx64, noiommu_memory_get_hugepage_size(m));
+        SET("NUMA_NODE", "%i", noiommu_memory_get_numa_node(m));
+        SET("ADDRESS_KIND", "%s",
+            noiommu_address_kind_to_string(noiommu_memory_get_address_kind(m)));
+        SET("SEGMENTS", "%s", segments);
+#undef SET
+        return 0;
+}
+
+static int run_describe_lease(noiommu_lease *l) {
+        int r;
+
+        if ((r = run_setenv(NOIOMMU_ENV_LEASE, "%s", noiommu_lease_get_id(l))) < 0 ||
+            (r = run_setenv(NOIOMMU_ENV_DEVICE_PREFIX "ADDRESS", "%s",
+                            noiommu_lease_get_address(l))) < 0 ||
+            (r = run_setenv(NOIOMMU_ENV_DEVICE_PREFIX "BACKEND", "%s",
+                            noiommu_lease_get_backend(l))) < 0 ||
+            (r = run_setenv(NOIOMMU_ENV_DEVICE_PREFIX "VENDOR_ID", "%04x",
+                            (unsigned) noiommu_lease_get_vendor_id(l))) < 0 ||
+            (r = run_setenv(NOIOMMU_ENV_DEVICE_PREFIX "DEVICE_ID", "%04x",
+                            (unsigned) noiommu_lease_get_device_id(l))) < 0 ||
+            (r = run_setenv(NOIOMMU_ENV_DEVICE_PREFIX "DRIVER", "%s",
+                            noiommu_lease_get_driver(l))) < 0 ||
+            (r = run_setenv(NOIOMMU_ENV_DEVICE_PREFIX "IOMMU_GROUP", "%i",
+                            noiommu_lease_get_iommu_group(l))) < 0 ||
+            (r = run_setenv(NOIOMMU_ENV_DEVICE_PREFIX "NUMA_NODE", "%i",
+                            noiommu_lease_get_numa_node(l))) < 0)
+                return r;
+        return 0;
+}
+
+/* Puts fds[0..n) at NOIOMMU_RUN_FDS_START, START+1, ... without FD_CLOEXEC, as sd_listen_fds()
+ * expects its fds. Copies first, above the target range, so that moving one fd never closes
+ * another we still need; dup2() then leaves FD_CLOEXEC clear on exactly the targets. Whatever
+ * occupied a target number before (an fd our parent leaked to us) is replaced, as systemd does. */
+static int run_move_fds(const int *fds, size_t n) {
+        int tmp[2 + NOIOMMU_RUN_MEMORY_MAX];
+        size_t made = 0;
+        int r = 0;
+
+        assert(n <= ELEMENTSOF(tmp));
+        for (; made < n; made++) {
+                tmp[made] = fcntl(fds[made], F_DUPFD_CLOEXEC, NOIOMMU_RUN_FDS_START + (int) n);
+                if (tmp[made] < 0) {
+                        r = negative_errno();
+                        break;
+                }
+        }
+        for (size_t i = 0; r == 0 && i < n; i++)
+                if (dup2(tmp[i], NOIOMMU_RUN_FDS_START + (int) i) < 0)
+                        r = negative_errno();
+        close_many(tmp, made);
+        return r;
+}
+
+static int do_run(noiommu_conn *c, const RunArgs *ra, const AllocArgs *a, char **cmd) {
+        _cleanup_(noiommu_lease_unrefp) noiommu_lease *l = NULL;
+        noiommu_memory *memory[NOIOMMU_RUN_MEMORY_MAX] = {};
+        int fds[2 + NOIOMMU_RUN_MEMORY_MAX];
+        _cleanup_free_ char *names = NULL;
+        const char *device = ra->device;
+        size_t n_fds = 0, len = 0;
+        FILE *f;
+        int r, ret = EXIT_FAILURE;
+        char s[32];
+
+        if (!device) {
+                device = secure_getenv(NOIOMMU_DEVICE_ENV);
+                if (device && !*device)
+                        device = NULL;
+        }
+        if (device && !pci_address_is_valid(device))
+                return usage_error_bad_address(device);
+
+        if (device) {
+                r = noiommu_acquire_device(c, device, a->interactive ? NOIOMMU_ACQUIRE_INTERACTIVE : 0, &l);
+                if (r < 0)
+                        return report_call_error(c, r, 0, 0, "Failed to acquire %s", device);
+        }
+
+        for (size_t i = 0; i < ra->n_memory; i++) {
+                noiommu_alloc_options o;
+
+                noiommu_alloc_options_init(&o);
+                o.hugepage_size = a->hugepage_size;
+                o.numa_node = a->numa_node;
+                o.lease = l ? noiommu_lease_get_id(l) : NULL;  /* mapped for the device */
+                if (a->interactive)
+                        o.flags |= NOIOMMU_ALLOC_INTERACTIVE;
+                r = noiommu_allocate(c, ra->memory[i], &o, &memory[i]);
+                if (r < 0) {
+                        ret = report_call_error(c, r, ra->memory[i], a->hugepage_size,
+                                                "Failed to allocate %s",
+                                                format_size(s, ra->memory[i]));
+                        goto finish;
+                }
+        }
+
+        /* The fds in protocol order, and their names. */
+        f = open_memstream(&names, &len);
+        if (!f) {
+                ret = log_oom();
+                goto finish;
+        }
+        fds[n_fds++] = noiommu_conn_get_fd(c);
+        fputs("connection", f);
+        if (l) {
+                fds[n_fds++] = noiommu_lease_get_fd(l);
+                fputs(":device", f);
+        }
+        for (size_t i = 0; i < ra->n_memory; i++) {
+                fds[n_fds++] = noiommu_memory_get_fd(memory[i]);
+                fprintf(f, ":memory-%zu", i);
+        }
+        if (fclose(f) != 0) {
+                ret = log_oom();
+                goto finish;
+        }
+
+        run_unset_protocol_environment();
+        r = run_setenv(NOIOMMU_ENV_PID, "%i", (int) getpid());  /* exec keeps the pid */
+        if (r >= 0)
+                r = run_setenv(NOIOMMU_ENV_FDS, "%zu", n_fds);
+        if (r >= 0)
+                r = run_setenv(NOIOMMU_ENV_FD_NAMES, "%s", names);
+        if (r >= 0 && l)
+                r = run_describe_lease(l);
+        for (size_t i = 0; r >= 0 && i < ra->n_memory; i++)
+                r = run_describe_memory(i, memory[i]);
+        if (r == -E2BIG) {
+                (void) log_error("The segment table is too long for the environment (%u bytes "
+                                 "per variable at most): use larger hugepages "
+                                 "(--hugepage-size 1G) or fewer, smaller allocations.",
+                                 ENV_STRING_MAX);
+                goto finish;
+        }
+        if (r < 0) {
+                ret = log_oom();
+                goto finish;
+        }
+
+        r = run_move_fds(fds, n_fds);
+        if (r < 0) {
+                (void) log_error_errno(r, "Failed to pass the file descriptors on: %m");
+                goto finish;
+        }
+
+        /* Everything else we hold is O_CLOEXEC and goes away with the exec. The connection does
+         * not end: its socket lives on at fd 3, and the daemon sees the same process (exec keeps
+         * the pid and its start time), so the lease and the memory now belong to CMD. */
+        (void) fflush(stdout);
+        (void) fflush(stderr);
+        execvp(cmd[0], cmd);
+
+        r = negative_errno();
+        {
+                _cleanup_free_ char *shown = strdup(cmd[0]);
+
+                (void) log_error_errno(r, "Failed to execute %s: %m", shown ? sanitize(shown) : "");
+        }
+        /* As env(1) and the shells report it; the lease ends when we exit. */
+        ret = r == -ENOENT ? 127 : 126;
+
+finish:
+        for (size_t i = 0; i < ra->n_memory; i++)
+                memory[i] = noiommu_memory_unref(memory[i]);
+        return ret;
+}
+
 enum {
         ARG_SOCKET = 0x100,
         ARG_JSON,
@@ -1054,6 +1488,9 @@ enum {
         ARG_INTERACTIVE,
         ARG_LEASE,
         ARG_VERSION,
+        ARG_DEVICE,
+        ARG_MEMORY,
+        ARG_OUTPUT,
 };
 
 /* Parses the words of one "alloc" command in batch mode (words[0] is "alloc"). getopt_long
@@ -1214,9 +1651,9 @@ static void help(void) {
                "                           that allocated it and is freed when that connection\n"
                "                           closes, so on its own this normally fails with\n"
                "                           NoSuchMemory; use it inside 'batch'\n"
-               "  acquire BDF              Lease the VFIO device at PCI address BDF and print the\n"
-               "                           lease; the lease ends when noiommuctl exits (see\n"
-               "                           --hold)\n"
+               "  acquire [BDF]            Lease the VFIO device at PCI address BDF (default:\n"
+               "                           $%s) and print the lease; the lease ends when\n"
+               "                           noiommuctl exits (see --hold)\n"
                "  release LEASE-ID         End a lease. A lease belongs to the connection that\n"
                "                           acquired it, so on its own this fails with\n"
                "                           NoSuchLease; use it inside 'batch'\n"
@@ -1232,6 +1669,16 @@ static void help(void) {
                "                           SIZE] [--numa-node N] [--lease LEASE-ID]\n"
                "                           [--interactive]; free MEMORY-ID; acquire BDF\n"
                "                           [--interactive]; release LEASE-ID\n"
+               "  cdi generate             Write a Container Device Interface spec (kind\n"
+               "                           noiommud.io/vfio: device 'socket', and one per PCI\n"
+               "                           address the daemon serves) to stdout or --output\n"
+               "  run [--device BDF] [--memory SIZE[,SIZE...]] -- CMD [ARGS...]\n"
+               "                           Acquire BDF (default: $%s, else none),\n"
+               "                           allocate each SIZE for it, then execute CMD with the\n"
+               "                           connection, device fd and memfds at fd 3, 4, ... and\n"
+               "                           described in $NOIOMMU_FDS, $NOIOMMU_FD_NAMES, ...\n"
+               "                           (noiommu_from_environment()); the lease lasts as long\n"
+               "                           as CMD\n"
                "\n"
                "Options:\n"
                "  -h --help                Show this help\n"
@@ -1239,16 +1686,22 @@ static void help(void) {
                "     --socket=PATH         Socket of noiommud (default: $%s, else\n"
                "                           %s)\n"
                "     --json                Print results and errors as one JSON object per line\n"
-               "     --hugepage-size=SIZE  alloc: hugepage size (default: the system's default)\n"
-               "     --numa-node=N         alloc: NUMA node for the pages (default: any)\n"
+               "     --hugepage-size=SIZE  alloc, run: hugepage size (default: the system's default)\n"
+               "     --numa-node=N, --numa=N\n"
+               "                           alloc, run: NUMA node for the pages (default: any)\n"
+               "     --device=BDF          run: the device to acquire\n"
+               "     --memory=SIZE[,SIZE...]\n"
+               "                           run: memory to allocate, one object per SIZE\n"
+               "     --output=FILE         cdi generate: write FILE atomically, mode 0644\n"
                "     --hold                alloc, acquire: keep the memory (allocated and mapped)\n"
                "                           or the lease (and the device fd) until stdin reaches\n"
                "                           EOF or SIGINT/SIGTERM arrives, then free or release it\n"
-               "     --interactive         alloc, acquire, leases, revoke: let polkit ask for\n"
+               "     --interactive         alloc, acquire, leases, revoke, run: let polkit ask for\n"
                "                           authentication\n"
                "\n"
                "Exit status: 0 on success, 1 if a call failed, 2 on a usage error.\n",
-               program_invocation_short_name, NOIOMMU_SOCKET_ENV, NOIOMMU_SOCKET_PATH_DEFAULT);
+               program_invocation_short_name, NOIOMMU_DEVICE_ENV, NOIOMMU_DEVICE_ENV,
+               NOIOMMU_SOCKET_ENV, NOIOMMU_SOCKET_PATH_DEFAULT);
 }
 
 typedef enum Verb {
@@ -1261,28 +1714,58 @@ typedef enum Verb {
         VERB_REVOKE,
         VERB_MONITOR,
         VERB_BATCH,
+        VERB_CDI,
+        VERB_RUN,
         _VERB_MAX,
         _VERB_INVALID = -EINVAL,
 } Verb;
 
+/* Arguments after the verb: min_args to max_args (-1: any number, run's CMD). */
 static const struct {
         const char *name;
-        int n_args;
+        int min_args;
+        int max_args;
 } verbs[_VERB_MAX] = {
-        [VERB_LIST]  = { "list",  0 },
-        [VERB_ALLOC] = { "alloc", 1 },
-        [VERB_FREE]  = { "free",  1 },
-        [VERB_ACQUIRE] = { "acquire", 1 },
-        [VERB_RELEASE] = { "release", 1 },
-        [VERB_LEASES] = { "leases", 0 },
-        [VERB_REVOKE] = { "revoke", 1 },
-        [VERB_MONITOR] = { "monitor", 0 },
-        [VERB_BATCH] = { "batch", 0 },
+        [VERB_LIST]  = { "list",  0, 0 },
+        [VERB_ALLOC] = { "alloc", 1, 1 },
+        [VERB_FREE]  = { "free",  1, 1 },
+        [VERB_ACQUIRE] = { "acquire", 0, 1 },   /* none: $NOIOMMUD_DEVICE */
+        [VERB_RELEASE] = { "release", 1, 1 },
+        [VERB_LEASES] = { "leases", 0, 0 },
+        [VERB_REVOKE] = { "revoke", 1, 1 },
+        [VERB_MONITOR] = { "monitor", 0, 0 },
+        [VERB_BATCH] = { "batch", 0, 0 },
+        [VERB_CDI] = { "cdi", 1, 1 },           /* "generate" */
+        [VERB_RUN] = { "run", 1, -1 },
 };
+
+/* "2M,1G": one allocation per size. */
+static int parse_memory_list(const char *s, RunArgs *ra) {
+        _cleanup_free_ char *copy = strdup(s);
+        char *save = NULL;
+
+        if (!copy)
+                return log_oom();
+        if (!*s || s[0] == ',' || s[strlen(s) - 1] == ',' || strstr(s, ",,"))
+                return usage_error("Invalid --memory '%s': expected SIZE[,SIZE...] like 2M,1G.", s);
+        for (char *w = strtok_r(copy, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
+                int r;
+
+                if (ra->n_memory >= NOIOMMU_RUN_MEMORY_MAX)
+                        return usage_error("--memory names more than %i allocations.",
+                                           NOIOMMU_RUN_MEMORY_MAX);
+                r = parse_size_arg(w, "size", &ra->memory[ra->n_memory]);
+                if (r != 0)
+                        return r;
+                ra->n_memory++;
+        }
+        return 0;
+}
 
 /* Returns 0 to go on, a positive exit status to exit with (EXIT_USAGE), or -1 to exit 0
  * (--help, --version). */
-static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, AllocArgs *a) {
+static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, AllocArgs *a,
+                      RunArgs *ra) {
         static const struct option options[] = {
                 { "help",          no_argument,       NULL, 'h'               },
                 { "version",       no_argument,       NULL, ARG_VERSION       },
@@ -1290,14 +1773,20 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                 { "json",          no_argument,       NULL, ARG_JSON          },
                 { "hugepage-size", required_argument, NULL, ARG_HUGEPAGE_SIZE },
                 { "numa-node",     required_argument, NULL, ARG_NUMA_NODE     },
+                { "numa",          required_argument, NULL, ARG_NUMA_NODE     },
                 { "hold",          no_argument,       NULL, ARG_HOLD          },
                 { "interactive",   no_argument,       NULL, ARG_INTERACTIVE   },
+                { "device",        required_argument, NULL, ARG_DEVICE        },
+                { "memory",        required_argument, NULL, ARG_MEMORY        },
+                { "output",        required_argument, NULL, ARG_OUTPUT        },
                 {}
         };
         bool alloc_options = false, hold_option = false, interactive_option = false;
-        int c, r;
+        bool run_options = false;
+        int c, r, n;
 
         *a = (AllocArgs) { .numa_node = -1 };
+        *ra = (RunArgs) {};
 
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
                 switch (c) {
@@ -1335,6 +1824,23 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                         a->interactive = true;
                         interactive_option = true;
                         break;
+                case ARG_DEVICE:
+                        if (!pci_address_is_valid(optarg))
+                                return usage_error_bad_address(optarg);
+                        ra->device = optarg;
+                        run_options = true;
+                        break;
+                case ARG_MEMORY:
+                        r = parse_memory_list(optarg, ra);
+                        if (r != 0)
+                                return r;
+                        run_options = true;
+                        break;
+                case ARG_OUTPUT:
+                        if (!*optarg)
+                                return usage_error("--output needs a file name.");
+                        ra->output = optarg;
+                        break;
                 case '?':
                         return EXIT_USAGE;      /* getopt_long printed why */
                 default:
@@ -1343,17 +1849,50 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
 
         if (optind >= argc)
                 return usage_error("Missing command (list, alloc, free, acquire, release, "
-                                   "leases, revoke, monitor or batch); see --help.");
+                                   "leases, revoke, monitor, batch, cdi or run); see --help.");
 
         for (Verb v = 0; v < _VERB_MAX; v++) {
                 if (!streq(argv[optind], verbs[v].name))
                         continue;
 
-                if (argc - optind - 1 != verbs[v].n_args)
+                /* getopt_long() moved the verb in front of a "--" it stopped at; skip the "--"
+                 * so that run's CMD is what follows it. */
+                n = argc - optind - 1;
+                if (v == VERB_RUN && n > 0 && streq(argv[optind + 1], "--")) {
+                        optind++;
+                        n--;
+                }
+                if (n < verbs[v].min_args || (verbs[v].max_args >= 0 && n > verbs[v].max_args)) {
+                        if (v == VERB_RUN)
+                                return usage_error("'run' needs a command: noiommuctl run "
+                                                   "[--device BDF] [--memory SIZE] -- CMD "
+                                                   "[ARGS...].");
+                        if (v == VERB_CDI)
+                                return usage_error("'cdi' takes one subcommand: generate.");
                         return usage_error("'%s' takes %s.", verbs[v].name,
-                                           verbs[v].n_args == 0 ? "no arguments"
-                                                                : "exactly one argument");
-                if (alloc_options && v != VERB_ALLOC)
+                                           verbs[v].max_args == 0 ? "no arguments" :
+                                           verbs[v].min_args == 0 ? "at most one argument" :
+                                                                    "exactly one argument");
+                }
+                if (v == VERB_CDI && !streq(argv[optind + 1], "generate"))
+                        return usage_error("Unknown 'cdi' subcommand '%s' (expected generate).",
+                                           argv[optind + 1]);
+                /* Checked before connecting: the runtime bind-mounts a path of the host, which
+                 * an abstract socket ('@') does not have and a relative one does not name. */
+                if (v == VERB_CDI && socket_path()[0] != '/') {
+                        _cleanup_free_ char *shown = strdup(socket_path());
+
+                        return usage_error("CDI needs an absolute socket path; '%s' is not one "
+                                           "(see --socket and $%s).", shown ? sanitize(shown) : "",
+                                           NOIOMMU_SOCKET_ENV);
+                }
+                if (ra->output && v != VERB_CDI)
+                        return usage_error("--output only applies to 'cdi generate'.");
+                if (run_options && v != VERB_RUN)
+                        return usage_error("--device and --memory only apply to 'run'.");
+                if (alloc_options && v == VERB_RUN)
+                        ;                       /* run allocates too */
+                else if (alloc_options && v != VERB_ALLOC)
                         return usage_error("--hugepage-size and --numa-node only apply to "
                                            "'alloc'%s.", v == VERB_BATCH ? " (write them on the "
                                            "alloc lines of a batch)" : "");
@@ -1363,7 +1902,7 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                                            "write --interactive on the alloc or acquire line; "
                                            "there is no --hold)" : "");
                 if (interactive_option && v != VERB_ALLOC && v != VERB_ACQUIRE &&
-                    v != VERB_LEASES && v != VERB_REVOKE && v != VERB_MONITOR)
+                    v != VERB_LEASES && v != VERB_REVOKE && v != VERB_MONITOR && v != VERB_RUN)
                         return usage_error("--interactive only applies to 'alloc', 'acquire', "
                                            "'leases', 'revoke' and 'monitor'%s.", v == VERB_BATCH ? " (in a "
                                            "batch, write it on the alloc or acquire line)" : "");
@@ -1376,8 +1915,26 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                         return usage_error_bad_id(argv[optind + 1]);
                 if ((v == VERB_RELEASE || v == VERB_REVOKE) && !noiommu_id_is_valid(argv[optind + 1]))
                         return usage_error_bad_lease(argv[optind + 1]);
-                if (v == VERB_ACQUIRE && !pci_address_is_valid(argv[optind + 1]))
+                if (v == VERB_ACQUIRE && n == 1 && !pci_address_is_valid(argv[optind + 1]))
                         return usage_error_bad_address(argv[optind + 1]);
+                if (v == VERB_ACQUIRE && n == 0) {
+                        /* Inside a container the CDI device noiommud.io/vfio=BDF names ours. */
+                        const char *e = secure_getenv(NOIOMMU_DEVICE_ENV);
+
+                        if (!e || !*e)
+                                return usage_error("'acquire' needs a PCI address: give one, or "
+                                                   "set $%s (the CDI device "
+                                                   "noiommud.io/vfio=ADDRESS sets it in a "
+                                                   "container).", NOIOMMU_DEVICE_ENV);
+                        if (!pci_address_is_valid(e)) {
+                                _cleanup_free_ char *shown = strdup(e);
+
+                                return usage_error("Invalid PCI address '%s' in $%s: expected "
+                                                   "dddd:bb:dd.f in lower-case hex.",
+                                                   shown ? sanitize(shown) : "",
+                                                   NOIOMMU_DEVICE_ENV);
+                        }
+                }
 
                 *ret_verb = v;
                 *ret_args = argv + optind + 1;
@@ -1395,13 +1952,14 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
 int main(int argc, char *argv[]) {
         _cleanup_(noiommu_disconnectp) noiommu_conn *c = NULL;
         AllocArgs a;
+        RunArgs ra;
         char **args = NULL;
         Verb verb = _VERB_INVALID;
         int r;
 
         log_setup("noiommuctl", LOG_TARGET_STDERR);
 
-        r = parse_argv(argc, argv, &verb, &args, &a);
+        r = parse_argv(argc, argv, &verb, &args, &a, &ra);
         if (r < 0)
                 return EXIT_SUCCESS;
         if (r > 0)
@@ -1422,7 +1980,8 @@ int main(int argc, char *argv[]) {
                 r = do_free(c, args[0], NULL);
                 break;
         case VERB_ACQUIRE:
-                r = do_acquire(c, args[0], a.hold, a.interactive, NULL);
+                r = do_acquire(c, args[0] ?: secure_getenv(NOIOMMU_DEVICE_ENV), a.hold,
+                               a.interactive, NULL);
                 break;
         case VERB_RELEASE:
                 r = do_release(c, args[0], NULL);
@@ -1438,6 +1997,12 @@ int main(int argc, char *argv[]) {
                 break;
         case VERB_BATCH:
                 r = do_batch(c);
+                break;
+        case VERB_CDI:
+                r = do_cdi_generate(c, ra.output);
+                break;
+        case VERB_RUN:
+                r = do_run(c, &ra, &a, args);
                 break;
         case _VERB_MAX:
         case _VERB_INVALID:

@@ -52,10 +52,12 @@
  * so the daemon releases everything it pinned for it, and every later call on it fails with
  * -ENOTCONN. Memory objects already returned stay valid (see noiommu_disconnect()).
  *
- * ABI: exported symbols carry the version node LIBNOIOMMU_0.1, and the device-lease API
+ * ABI: exported symbols carry the version node LIBNOIOMMU_0.1, the device-lease API
  * (noiommu_acquire_device() and the noiommu_lease_*() functions) LIBNOIOMMU_0.2, which inherits
  * 0.1; the backend choice of a listed device (noiommu_device_list_get_backend_reason(),
- * noiommu_device_list_get_available_backend()) LIBNOIOMMU_0.3, which inherits 0.2. Handles are opaque. The only public structures are noiommu_segment (fixed, never grows)
+ * noiommu_device_list_get_available_backend()), noiommu_from_environment() and
+ * noiommu_conn_get_fd() LIBNOIOMMU_0.3, which inherits 0.2. Handles are opaque. The only public
+ * structures are noiommu_segment (fixed, never grows)
  * and noiommu_alloc_options, which starts with its own size (see there).
  */
 #pragma once
@@ -164,6 +166,90 @@ static inline void noiommu_alloc_options_init(noiommu_alloc_options *o) {
  * or connect().
  */
 int noiommu_connect(const char *path, noiommu_conn **ret);
+
+/**
+ * noiommu_conn_get_fd() - the connection's socket
+ * @c: the connection
+ *
+ * For poll() (the daemon never writes unasked, so POLLIN or POLLHUP on an idle connection
+ * means the daemon went away) and for handing the connection to a program the caller execs
+ * (noiommuctl run). The fd is borrowed and O_CLOEXEC: do not close it, and do not read or write
+ * it. Everything granted on the connection lives as long as any copy of this socket is open.
+ *
+ * Since LIBNOIOMMU_0.3.
+ *
+ * Return: the fd, -EINVAL for NULL, -ENOTCONN once the connection was dropped.
+ */
+int noiommu_conn_get_fd(const noiommu_conn *c);
+
+/*
+ * The environment of "noiommuctl run" (docs/libnoiommu.md, "noiommuctl run"), in the spirit of
+ * sd_listen_fds(): the fds start at NOIOMMU_RUN_FDS_START and are described by these variables.
+ * Numbers are decimal except sizes, offsets and addresses, which are "0x" and lower-case hex.
+ *
+ *   NOIOMMU_PID               pid of the process that may adopt the fds (the one CMD runs in)
+ *   NOIOMMU_FDS               how many fds were passed: 3, 4, ... in this order
+ *   NOIOMMU_FD_NAMES          their names, ':'-separated: connection[:device][:memory-0...]
+ *   NOIOMMU_LEASE             with "device": the lease id
+ *   NOIOMMU_DEVICE_ADDRESS, _BACKEND, _VENDOR_ID, _DEVICE_ID, _DRIVER, _IOMMU_GROUP,
+ *   _NUMA_NODE                with "device": the leased device as AcquireDevice described it
+ *   NOIOMMU_MEMORY_<i>_ID, _SIZE, _HUGEPAGE_SIZE, _NUMA_NODE, _ADDRESS_KIND, _SEGMENTS
+ *                             for each "memory-<i>": the memory as AllocateMemory described it;
+ *                             _SEGMENTS is "OFFSET:LENGTH:DMA-ADDRESS,..." in offset order
+ */
+#define NOIOMMU_RUN_FDS_START 3
+#define NOIOMMU_RUN_MEMORY_MAX 64
+#define NOIOMMU_ENV_PID "NOIOMMU_PID"
+#define NOIOMMU_ENV_FDS "NOIOMMU_FDS"
+#define NOIOMMU_ENV_FD_NAMES "NOIOMMU_FD_NAMES"
+#define NOIOMMU_ENV_LEASE "NOIOMMU_LEASE"
+#define NOIOMMU_ENV_DEVICE_PREFIX "NOIOMMU_DEVICE_"
+#define NOIOMMU_ENV_MEMORY_PREFIX "NOIOMMU_MEMORY_"
+
+/**
+ * noiommu_from_environment() - adopt what "noiommuctl run" passed to this process
+ * @ret_conn:     on success, the connection the lease and memory belong to; required
+ * @ret_lease:    on success, the lease, or NULL if none was passed; may be NULL if not wanted
+ *                (a passed lease then stays held by the connection, but its device fd is closed)
+ * @ret_memory:   on success, a malloc()ed array of the memory objects, NULL if none; free each
+ *                with noiommu_free() or noiommu_memory_unref(), the array with free(); may be NULL
+ *                if not wanted (the memory then stays pinned on the connection, but unmapped)
+ * @ret_n_memory: on success, the number of entries in *ret_memory; may be NULL only together
+ *                with @ret_memory
+ *
+ * The counterpart of "noiommuctl run --device ADDR --memory SIZE,... -- CMD": noiommuctl acquires
+ * and allocates, then execs CMD with the connection, the device fd and the memfds inherited and
+ * described in the environment (see above). This call turns them back into the objects the
+ * process would hold had it made the calls itself: the connection (calls on it work as on any),
+ * the lease with its device fd, and each memory object mapped, with its segment table.
+ *
+ * Everything is checked before it is trusted: NOIOMMU_PID must be this process; every variable
+ * must be present, well-formed and consistent with NOIOMMU_FDS and NOIOMMU_FD_NAMES, and none
+ * may describe memory that was not passed; the connection must be a connected AF_UNIX
+ * SOCK_STREAM socket, the device fd open read-write, each memfd a sealed file of the size given,
+ * with a segment table covering it exactly (the checks of noiommu_acquire_device() and
+ * noiommu_allocate()). The library works on O_CLOEXEC duplicates: on success it closes the
+ * inherited fds, so that nothing this process execs later inherits the lease; on failure it
+ * leaves them alone. Either way it unsets every NOIOMMU_* variable of the protocol, so children
+ * do not see them (not thread-safe: call it early, before other threads exist, as with
+ * sd_listen_fds()). secure_getenv() is used: a setuid or otherwise secure-execution process never
+ * adopts anything.
+ *
+ * What breaks a lease passed this way: a program that closes fds it does not know (daemons
+ * "closing all fds", closefrom(3)) before calling this ends it; a fork() between noiommuctl and
+ * this call makes NOIOMMU_PID wrong (-ESRCH). The lease ends when the last copy of the
+ * connection fd closes; keep the connection open as long as the device or memory is in use.
+ *
+ * Since LIBNOIOMMU_0.3.
+ *
+ * Return: 1 when something was adopted; 0 when NOIOMMU_PID is not set (nothing was passed; the
+ * out-parameters are set to NULL and 0); -ESRCH when NOIOMMU_PID names another process;
+ * -EBADMSG for a malformed or inconsistent environment; -EBADF when a described fd is not open;
+ * -ENOTSOCK, -EBADMSG when an fd is not what it is described as; -EINVAL for bad arguments;
+ * -ENOMEM; a negative errno from mmap().
+ */
+int noiommu_from_environment(noiommu_conn **ret_conn, noiommu_lease **ret_lease,
+                             noiommu_memory ***ret_memory, size_t *ret_n_memory);
 
 /**
  * noiommu_disconnect() - close a connection
@@ -399,7 +485,9 @@ int noiommu_call(noiommu_conn *c, const char *method, const char *parameters_jso
  * @c:       the connection; the lease belongs to it (only it can release it, and closing it
  *           ends the lease)
  * @address: PCI address of the device, "dddd:bb:dd.f" in lower-case hex, as ListDevices
- *           reports it
+ *           reports it; NULL means $NOIOMMUD_DEVICE (set by the CDI device
+ *           noiommud.io/vfio=ADDRESS; ignored in secure-execution processes), and -ENXIO when
+ *           that is not set either (since LIBNOIOMMU_0.3; earlier versions return -EINVAL)
  * @flags:   NOIOMMU_ACQUIRE_INTERACTIVE: let polkit ask the user for authentication instead of
  *           failing with InteractiveAuthenticationRequired (-EKEYREJECTED)
  * @ret:     on success, the lease

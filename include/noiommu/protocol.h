@@ -12,6 +12,9 @@
 
 #define NOIOMMU_SOCKET_PATH_DEFAULT "/run/noiommud/io.noiommud.Broker"
 #define NOIOMMU_SOCKET_ENV "NOIOMMUD_SOCKET"
+/* The PCI address a container was given (the CDI device noiommud.io/vfio=ADDRESS sets it): the
+ * default of noiommu_acquire_device(c, NULL, ...), "noiommuctl acquire" and "noiommuctl run". */
+#define NOIOMMU_DEVICE_ENV "NOIOMMUD_DEVICE"
 
 #define NOIOMMU_INTERFACE "io.noiommud.Broker"
 

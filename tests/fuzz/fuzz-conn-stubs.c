@@ -723,6 +723,10 @@ int audit_authorization(const ClientIdentity *c, const char *action, char **deta
 void audit_policy_unavailable(const ClientIdentity *c, const char *action, const char *why) {
 }
 
+void audit_capability_refused(const ClientIdentity *c, const char *action, char **details,
+                              bool interactive, const char *capability, bool unverifiable) {
+}
+
 void audit_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n_segments,
                           const char *kind, uint64_t first_dma_address, const char *lease_id) {
 }

@@ -207,9 +207,15 @@ def parse_check(args):
         fields[str(k)] = (sig, val)
     pid = fields.get("pid", (None, None))[1]
     st = fields.get("start-time", (None, None))[1]
+    # the client's containment, which the daemon adds to every request's own details
+    # (identity.c; checked in test-container-identity.py)
+    identity = {str(k): str(v) for k, v in details.items() if str(k) in IDENTITY_DETAILS}
     return {"sigs": sigs, "kind": str(subject[0]), "subject": fields, "action": str(action),
-            "details": {str(k): str(v) for k, v in details.items()}, "flags": int(flags),
-            "cancel": str(cancel), "key": (pid, st)}
+            "details": {str(k): str(v) for k, v in details.items() if str(k) not in IDENTITY_DETAILS},
+            "identity": identity, "flags": int(flags), "cancel": str(cancel), "key": (pid, st)}
+
+
+IDENTITY_DETAILS = ("container_id", "container_engine", "unit", "cgroup", "userns_owner")
 
 
 class CallLog:
@@ -334,6 +340,7 @@ def rows_2_3(env, mock, calls):
         assert chk["action"] == ALLOCATE_ACTION, chk["action"]
         assert chk["details"] == {"size": str(4 * MiB), "hugepage_size": str(2 * MiB), "numa_node": "any"}, \
             chk["details"]
+        assert chk["identity"].get("cgroup", "").startswith("/"), chk["identity"]
         assert chk["flags"] == 0, chk["flags"]
         assert chk["cancel"], "empty cancellation id"
         first_cancel = chk["cancel"]

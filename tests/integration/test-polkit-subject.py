@@ -3,7 +3,8 @@
 """The exact CheckAuthorization call (security.md §3.6, §10 rows 2 and 3), read off the private
 bus with dbus-monitor while the real polkitd answers: subject unix-process with pid:u (the
 connecting process), start-time:t (its real start time, never 0), uid:i (from SO_PEERCRED) and
-pidfd:h; the action id; validated details only; flags 1 only when the client asked for
+pidfd:h; the action id; validated details only, plus the client's cgroup path (and unit or
+container id when it has them, test-container-identity.py); flags 1 only when the client asked for
 interaction; a cancellation id. A uid in the request body never reaches polkit."""
 
 import os
@@ -73,7 +74,17 @@ def main():
             assert str(4 * MiB) in vals and str(2 * MiB) in vals, \
                 "details should carry the size and hugepage size: %r" % call["details"]
             for k, v in call["details"].items():
-                assert re.fullmatch(r"[\w.:-]*", v) or k.startswith("polkit."), "unvalidated detail %r=%r" % (k, v)
+                # the client's containment (identity.c): a cgroup path, escaped to these
+                # characters, and a unit name; everything else is a validated value
+                if k == "cgroup":
+                    assert re.fullmatch(r"/[\w.:@/+,=\\-]*", v), "unescaped cgroup detail %r" % v
+                    continue
+                assert re.fullmatch(r"[\w.:@-]*", v) or k.startswith("polkit."), "unvalidated detail %r=%r" % (k, v)
+            with open("/proc/%d/cgroup" % c.pid) as f:
+                lines = dict(line.rstrip("\n").split(":", 2)[1:] for line in f)
+            assert call["details"].get("cgroup") in (lines.get(""), lines.get("name=systemd")), \
+                "cgroup detail %r, /proc says %r" % (call["details"].get("cgroup"), lines)
+            assert "container_id" not in call["details"], call["details"]
             c.call_ok(H.FREE, {"memory": r["memory"]})
 
         with env.subtest("each request gets its own check (no caching across requests)"):
