@@ -275,11 +275,26 @@ static const char *device_reason(const InventoryDevice *d, char *buf, size_t siz
         return d->reason ?: "no backend can serve this device";
 }
 
-static json_t *device_to_json(const InventoryDevice *d) {
+/* Why the configuration does not let the daemon serve d (a static string), or NULL. The same
+ * words in ListDevices and in AcquireDevice's refusal. */
+static const char *device_disabled_reason(const Settings *settings, const InventoryDevice *d) {
+        if (d->backend < 0)
+                return NULL;
+        if (d->backend != BACKEND_CDEV_IOMMU)
+                return settings_allows_noiommu(settings, d->address) ? NULL :
+                        "noiommu use of this device is not enabled in the daemon's configuration (\"noiommuDevices\")";
+        return settings_allows_iommu(settings, d->address) ? NULL :
+                "this device is not enabled in the daemon's configuration (\"iommuDevices\")";
+}
+
+/* settings: NULL for a device the daemon serves already (a lease's), else what ListDevices
+ * reports is also what the configuration allows: a device it would refuse is "disabled". */
+static json_t *device_to_json(const InventoryDevice *d, const Settings *settings) {
         /* In the order the daemon prefers them (inventory.c, "Why the cdev wins"). */
         static const Backend order[] = { BACKEND_CDEV_NOIOMMU, BACKEND_GROUP_NOIOMMU, BACKEND_CDEV_IOMMU };
         char vendor[8], device[8], why[512];
         const char *backend = backend_to_string(d->backend), *reason = device_reason(d, why, sizeof(why));
+        const char *disabled = settings ? device_disabled_reason(settings, d) : NULL;
         unsigned available = d->available | (d->backend >= 0 ? 1U << d->backend : 0);
         json_t *backends;
 
@@ -303,8 +318,8 @@ static json_t *device_to_json(const InventoryDevice *d) {
                          "backend", backend ? json_string(backend) : json_null(),
                          "iommuGroup", d->iommu_group >= 0 ? json_integer(d->iommu_group) : json_null(),
                          "numaNode", d->numa_node,
-                         "state", backend ? "available" : "unsupported",
-                         "reason", reason ? json_string(reason) : json_null(),
+                         "state", !backend ? "unsupported" : disabled ? "disabled" : "available",
+                         "reason", disabled ? json_string(disabled) : reason ? json_string(reason) : json_null(),
                          "backendReason", backend && d->backend_reason ? json_string(d->backend_reason) : json_null(),
                          "availableBackends", backends);
 }
@@ -331,7 +346,7 @@ static int method_list_devices(Conn *c, json_t *params) {
         if (!list)
                 return -ENOMEM;
         for (int i = 0; i < n; i++)
-                if (json_array_append_new(list, device_to_json(&devices[i])) < 0) {
+                if (json_array_append_new(list, device_to_json(&devices[i], &c->manager->settings)) < 0) {
                         json_decref(list);
                         return -ENOMEM;
                 }
@@ -563,7 +578,7 @@ static int method_acquire_device(Conn *c, json_t *params) {
         _cleanup_free_ InventoryDevice *devices = NULL;
         const InventoryDevice *d = NULL;
         Manager *m = c->manager;
-        const char *k, *address, *action;
+        const char *k, *address, *action, *disabled;
         char vendor[8], device[8], group[16], reason[512];
         bool interactive = false, noiommu;
         Lease *l;
@@ -594,13 +609,9 @@ static int method_acquire_device(Conn *c, json_t *params) {
                                         json_pack("{s:s}", "reason", device_reason(d, reason, sizeof(reason))));
 
         noiommu = d->backend != BACKEND_CDEV_IOMMU;
-        if (noiommu && !settings_allows_noiommu(&m->settings, address))
-                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
-                                        json_pack("{s:s}", "reason",
-                                                  "noiommu use of this device is not enabled in the daemon's configuration"));
-        if (!noiommu && !settings_allows_iommu(&m->settings, address))
-                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
-                                        json_pack("{s:s}", "reason", "this device is not enabled in the daemon's configuration"));
+        disabled = device_disabled_reason(&m->settings, d);
+        if (disabled)
+                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED, json_pack("{s:s}", "reason", disabled));
 
         /* reserve before asking polkit, so that a racing second request gets DeviceBusy */
         if (c->pending_lease && !streq(c->pending_lease->device.address, address))
@@ -694,7 +705,7 @@ static int method_acquire_device(Conn *c, json_t *params) {
 
         r = conn_reply(c, json_pack("{s:s, s:o, s:i}",
                                     "lease", l->id,
-                                    "device", device_to_json(&l->device),
+                                    "device", device_to_json(&l->device, NULL),
                                     "fd", 0),
                        (const int[]) { vfio_device_client_fd(l->vfio) }, 1);
         /* The reply holds its own duplicate for the send; the daemon keeps only its handle. */
@@ -764,7 +775,7 @@ static int method_list_leases(Conn *c, json_t *params) {
 
                 if (json_array_append_new(list, json_pack("{s:s, s:o, s:s, s:o, s:{s:I, s:I}, s:I, s:I}",
                                                           "lease", l->id,
-                                                          "device", device_to_json(&l->device),
+                                                          "device", device_to_json(&l->device, NULL),
                                                           "state", lease_state_to_string(l->state),
                                                           "holder", holder,
                                                           "lastHolder", "uid", (json_int_t) l->holder.uid,
