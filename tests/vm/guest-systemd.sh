@@ -84,6 +84,25 @@ log_line_from() {
         done <"$DLOG"
         echo 0
 }
+# mono_ms_after START GLOB [MIN_MS]: the journal's monotonic time (ms) of the first line after
+# line START matching GLOB ("[   12.116456] host ..."), not earlier than MIN_MS; or nothing.
+mono_ms_after() {
+        local n=0 l t ms
+        while IFS= read -r l; do
+                n=$((n + 1))
+                [ "$n" -gt "$1" ] || continue
+                # shellcheck disable=SC2053
+                if [[ $l == $2 ]]; then
+                        t=${l#\[}
+                        t=${t%%\]*}
+                        t=${t// /}
+                        ms=$((10#${t%.*} * 1000 + 10#${t#*.} / 1000))
+                        [ "$ms" -ge "${3:-0}" ] || continue
+                        echo "$ms"
+                        return
+                fi
+        done <"$DLOG"
+}
 log_count() { local n=0 l; while IFS= read -r l; do n=$((n + 1)); done <"$DLOG"; echo "$n"; }
 # journal_since START GLOB...: prints (as JOURNAL lines) the log lines after START matching any GLOB
 journal_since() {
@@ -222,51 +241,56 @@ journalctl --update-catalog && pass "journalctl --update-catalog" || fail "journ
 journalctl -b -f -n all -o short-monotonic -u noiommud.socket -u "$UNIT" >"$DLOG" 2>&1 8>&- &
 jpid=$!
 
-# ---- 1. socket activation, the sandbox, DMA -----------------------------------------------------
-say "---- 1. socket activation ----"
-mark=$(log_count)
-t=$(t_ms)
-if run_client first "$CLIENT_USER" "$CLIENT_GROUP"; then
-        pass "1: the first connection started the daemon; nobody got edu and 2 MiB, DMA landed at the reported $want_kind address, released ($want_backend, $(($(t_ms) - t)) ms including activation)"
-else
-        fail "1: the first client failed"
-fi
-pid1=$(main_pid)
-lease=$(client_lease first)
-[ -n "$lease" ] && wait_log "*Released device $bdf of UID *lease $lease: release*" 10 &&
-        pass "1: journal: lease $lease ended on ReleaseDevice" || fail "1: no 'Released device ... lease $lease: release'"
-journal_since "$mark" "${SYSTEMD_GLOBS[@]}" "*noiommud*started*" "*Granted device*"
-[ "$pid1" != 0 ] && [ "$(systemctl is-active "$UNIT")" = active ] &&
-        pass "1: noiommud.service is active, MainPID $pid1" || fail "1: noiommud.service not active after the first client (MainPID $pid1)"
+scenario_activation() {
+        # ---- 1. socket activation, the sandbox, DMA -----------------------------------------------------
+        say "---- 1. socket activation ----"
+        mark=$(log_count)
+        t=$(t_ms)
+        if run_client first "$CLIENT_USER" "$CLIENT_GROUP"; then
+                pass "1: the first connection started the daemon; nobody got edu and 2 MiB, DMA landed at the reported $want_kind address, released ($want_backend, $(($(t_ms) - t)) ms including activation)"
+        else
+                fail "1: the first client failed"
+        fi
+        pid1=$(main_pid)
+        lease=$(client_lease first)
+        [ -n "$lease" ] && wait_log "*Released device $bdf of UID *lease $lease: release*" 10 &&
+                pass "1: journal: lease $lease ended on ReleaseDevice" || fail "1: no 'Released device ... lease $lease: release'"
+        journal_since "$mark" "${SYSTEMD_GLOBS[@]}" "*noiommud*started*" "*Granted device*"
+        [ "$pid1" != 0 ] && [ "$(systemctl is-active "$UNIT")" = active ] &&
+                pass "1: noiommud.service is active, MainPID $pid1" || fail "1: noiommud.service not active after the first client (MainPID $pid1)"
 
-# The sandbox, seen from outside the daemon.
-declare -A st=()
-while IFS=: read -r k v; do st[$k]=$(echo $v); done <"/proc/$pid1/status"
-say "daemon $pid1 status: Seccomp=${st[Seccomp]} NoNewPrivs=${st[NoNewPrivs]} CapBnd=${st[CapBnd]} CapEff=${st[CapEff]}"
-# CAP_SYS_ADMIN (21), CAP_IPC_LOCK (14), CAP_SYS_RAWIO (17), CAP_AUDIT_WRITE (29)
-[ "${st[Seccomp]}" = 2 ] && pass "1: sandbox: Seccomp 2 (filter mode)" || fail "1: Seccomp is '${st[Seccomp]}'"
-[ "${st[NoNewPrivs]}" = 1 ] && pass "1: sandbox: NoNewPrivs 1" || fail "1: NoNewPrivs is '${st[NoNewPrivs]}'"
-[ "${st[CapBnd]}" = 0000000020224000 ] &&
-        pass "1: sandbox: CapBnd 0000000020224000 (CAP_IPC_LOCK CAP_SYS_RAWIO CAP_SYS_ADMIN CAP_AUDIT_WRITE only)" ||
-        fail "1: CapBnd is '${st[CapBnd]}' (want 0000000020224000)"
-netns1=$(readlink "/proc/$pid1/ns/net")
-for ns in mnt net uts; do
-        a=$(readlink "/proc/$pid1/ns/$ns") b=$(readlink "/proc/1/ns/$ns")
-        [ -n "$a" ] && [ "$a" != "$b" ] && pass "1: sandbox: its own $ns namespace ($a, PID 1 has $b)" ||
-                fail "1: $ns namespace $a (PID 1 $b)"
-done
-ro_root= ro_sys=
-while read -r _ _ _ _ mp opts _; do
-        [ "$mp" = / ] && [[ ,$opts, == *,ro,* ]] && ro_root=1
-        [ "$mp" = /proc/sys ] && [[ ,$opts, == *,ro,* ]] && ro_sys=1
-done <"/proc/$pid1/mountinfo"
-[ -n "$ro_root" ] && [ -n "$ro_sys" ] && pass "1: sandbox: / (ProtectSystem=strict) and /proc/sys (ProtectKernelTunables) are read-only in its mount namespace" ||
-        fail "1: in the daemon's mount namespace / ro=${ro_root:-no}, /proc/sys ro=${ro_sys:-no}"
-cg=$(</proc/$pid1/cgroup)
-[ "$cg" = "0::/system.slice/$UNIT" ] && pass "1: sandbox: cgroup $cg" || fail "1: cgroup '$cg'"
-# The device filter: a BPF_CGROUP_DEVICE program on the unit's cgroup, and what it does to a
-# process in that cgroup (this helper moves itself in and back out).
-if out=$(/usr/bin/python3 - "/sys/fs/cgroup/system.slice/$UNIT" <<'EOF' 2>&1
+        # The sandbox, seen from outside the daemon.
+        declare -A st=()
+        while IFS=: read -r k v; do st[$k]=$(echo $v); done <"/proc/$pid1/status"
+        say "daemon $pid1 status: Seccomp=${st[Seccomp]} NoNewPrivs=${st[NoNewPrivs]} CapBnd=${st[CapBnd]} CapEff=${st[CapEff]}"
+        # CAP_SYS_ADMIN (21), CAP_IPC_LOCK (14), CAP_SYS_RAWIO (17), CAP_AUDIT_WRITE (29)
+        [ "${st[Seccomp]}" = 2 ] && pass "1: sandbox: Seccomp 2 (filter mode)" || fail "1: Seccomp is '${st[Seccomp]}'"
+        [ "${st[NoNewPrivs]}" = 1 ] && pass "1: sandbox: NoNewPrivs 1" || fail "1: NoNewPrivs is '${st[NoNewPrivs]}'"
+        [ "${st[CapBnd]}" = 0000000020224000 ] &&
+                pass "1: sandbox: CapBnd 0000000020224000 (CAP_IPC_LOCK CAP_SYS_RAWIO CAP_SYS_ADMIN CAP_AUDIT_WRITE only)" ||
+                fail "1: CapBnd is '${st[CapBnd]}' (want 0000000020224000)"
+        netns1=$(readlink "/proc/$pid1/ns/net")
+        for ns in mnt net uts; do
+                a=$(readlink "/proc/$pid1/ns/$ns") b=$(readlink "/proc/1/ns/$ns")
+                [ -n "$a" ] && [ "$a" != "$b" ] && pass "1: sandbox: its own $ns namespace ($a, PID 1 has $b)" ||
+                        fail "1: $ns namespace $a (PID 1 $b)"
+        done
+        ro_root= ro_sys=
+        while read -r _ _ _ _ mp opts _; do
+                [ "$mp" = / ] && [[ ,$opts, == *,ro,* ]] && ro_root=1
+                [ "$mp" = /proc/sys ] && [[ ,$opts, == *,ro,* ]] && ro_sys=1
+        done <"/proc/$pid1/mountinfo"
+        [ -n "$ro_root" ] && [ -n "$ro_sys" ] && pass "1: sandbox: / (ProtectSystem=strict) and /proc/sys (ProtectKernelTunables) are read-only in its mount namespace" ||
+                fail "1: in the daemon's mount namespace / ro=${ro_root:-no}, /proc/sys ro=${ro_sys:-no}"
+        pmax=$(</sys/fs/cgroup/system.slice/$UNIT/pids.max)
+        nofile=$(while read -r a b c d _; do [ "$a $b $c" = "Max open files" ] && echo "$d"; done <"/proc/$pid1/limits")
+        [ "$pmax" = 16 ] && [ "$nofile" = 65536 ] && pass "1: sandbox: pids.max $pmax (TasksMax=16), open files $nofile (LimitNOFILE=65536)" ||
+                fail "1: pids.max '$pmax' (want 16), open files '$nofile' (want 65536)"
+        cg=$(</proc/$pid1/cgroup)
+        [ "$cg" = "0::/system.slice/$UNIT" ] && pass "1: sandbox: cgroup $cg" || fail "1: cgroup '$cg'"
+        # The device filter: a BPF_CGROUP_DEVICE program on the unit's cgroup, and what it does to a
+        # process in that cgroup (this helper moves itself in and back out).
+        if out=$(/usr/bin/python3 - "/sys/fs/cgroup/system.slice/$UNIT" <<'EOF' 2>&1
 import ctypes, errno, os, struct, sys
 cg = sys.argv[1]
 libc = ctypes.CDLL(None, use_errno=True)
@@ -302,184 +326,215 @@ ok = isinstance(dev, int) and dev >= 1 and outside == "ok" and inside["/dev/ttyS
      and inside["/dev/vfio/vfio"] == "ok" and inside["/dev/null"] == "ok"
 sys.exit(0 if ok else 1)
 EOF
-); then
-        pass "1: sandbox: device cgroup filter (DevicePolicy=closed): $out"
-else
-        fail "1: device cgroup filter: $out"
-fi
-
-# ---- 2. systemctl kill -s KILL while the client's edu does DMA ---------------------------------
-say "---- 2. systemctl kill -s KILL noiommud with DMA running ----"
-if hold_client kill; then
-        pass "2: client (pid $hold_pid) holds lease $hold_lease, edu -> RAM DMAs running"
-        probe kill 1 && pass "2: probe round trip before the kill landed" || fail "2: probe 1 failed"
-        nfd=$(systemctl show -P NFileDescriptorStore "$UNIT")
-        [ "${nfd:-0}" -ge 3 ] && pass "2: the service manager's fd store holds $nfd fds" || fail "2: fd store holds '${nfd}' fds"
-        # A reply's cost without any restart, to read the gap below against.
-        t=$(t_ms)
-        setpriv --reuid="$CLIENT_USER" --regid="$CLIENT_GROUP" --clear-groups timeout 30 $CTL --socket "$SOCK" --json list >/dev/null 2>&1 8>&-
-        base=$(($(t_ms) - t))
-        mark=$(log_count)
-        old=$pid1
-        t_kill=$(t_ms)
-        systemctl kill -s KILL "$UNIT"
-        # The first reply after the kill: the connection waits in the socket's backlog, which
-        # systemd holds, until the restarted daemon accepts it.
-        setpriv --reuid="$CLIENT_USER" --regid="$CLIENT_GROUP" --clear-groups timeout 30 $CTL --socket "$SOCK" --json list >/dev/null 2>&1 8>&-
-        lrc=$?
-        gap=$(($(t_ms) - t_kill))
-        if wait_restart "$old" 20; then
-                pid2=$new_pid
-                [ "$lrc" = 0 ] && pass "2: kill -9 -> first reply of the restarted daemon (pid $old -> $pid2): $gap ms (a reply without restart: $base ms)" ||
-                        fail "2: the call after the kill failed ($lrc)"
-                echo "guest: MEASURE: kill9-gap-ms=$gap reply-ms=$base scenario=$scenario"
+        ); then
+                pass "1: sandbox: device cgroup filter (DevicePolicy=closed): $out"
         else
-                fail "2: systemd did not restart noiommud within 20 s of the kill"
-                pid2=0
+                fail "1: device cgroup filter: $out"
         fi
-        wait_log "*Restored lease $hold_lease on $bdf*" 15 &&
-                pass "2: journal: lease $hold_lease restored by the new daemon" || fail "2: no 'Restored lease $hold_lease'"
-        journal_since "$mark" "${SYSTEMD_GLOBS[@]}" "*Restored lease*" "*Reclaiming lease*" "*noiommud*started*"
-        [ "$(log_line_from "$mark" "*systemd\[1\]: $UNIT: Main process exited, code=killed, status=9/KILL*")" -gt 0 ] &&
-                [ "$(log_line_from "$mark" "*systemd\[1\]: $UNIT: Scheduled restart job*")" -gt 0 ] &&
-                pass "2: journal: systemd saw status=9/KILL and scheduled the restart" ||
-                fail "2: journal lacks systemd's 'Main process exited, code=killed, status=9/KILL' / 'Scheduled restart job'"
-        [ "$(log_line_from "$mark" "*Reclaiming lease $hold_lease*")" = 0 ] && [ "$(log_line_from "$mark" "*Quiesced device*")" = 0 ] &&
-                pass "2: no reclaim and no quiesce of the live lease" || fail "2: the live lease was reclaimed or quiesced"
-        kill -0 "$hold_pid" 2>/dev/null && pass "2: the client lived through the restart" || fail "2: the client died"
-        [ "$(bus_master)" = 1 ] && pass "2: Bus Master still on" || fail "2: Bus Master off after the restart"
-        [ "$(hugepages_free)" = $((huge0 - 1)) ] && pass "2: the 2 MiB are still held" || fail "2: HugePages_Free $(hugepages_free)"
-        probe kill 2 && pass "2: probe round trip after the restart landed (device and DMA mapping survived)" || fail "2: probe 2 failed"
-        mark=$(log_count)
-        lease=$hold_lease
-        if release_hold kill; then
-                pass "2: the client tore down and released lease $lease itself (ReleaseDevice ok)"
+}
+
+scenario_kill() {
+        # ---- 2. systemctl kill -s KILL while the client's edu does DMA ---------------------------------
+        say "---- 2. systemctl kill -s KILL noiommud with DMA running ----"
+        if hold_client kill; then
+                pass "2: client (pid $hold_pid) holds lease $hold_lease, edu -> RAM DMAs running"
+                probe kill 1 && pass "2: probe round trip before the kill landed" || fail "2: probe 1 failed"
+                nfd=$(systemctl show -P NFileDescriptorStore "$UNIT")
+                [ "${nfd:-0}" -ge 3 ] && pass "2: the service manager's fd store holds $nfd fds" || fail "2: fd store holds '${nfd}' fds"
+                # A reply's cost without any restart, to read the gap below against.
+                t=$(t_ms)
+                setpriv --reuid="$CLIENT_USER" --regid="$CLIENT_GROUP" --clear-groups timeout 30 $CTL --socket "$SOCK" --json list >/dev/null 2>&1 8>&-
+                base=$(($(t_ms) - t))
+                mark=$(log_count)
+                old=$pid1
+                t_kill=$(t_ms)
+                systemctl kill -s KILL "$UNIT"
+                # The first reply after the kill: the connection waits in the socket's backlog, which
+                # systemd holds, until the restarted daemon accepts it.
+                setpriv --reuid="$CLIENT_USER" --regid="$CLIENT_GROUP" --clear-groups timeout 30 $CTL --socket "$SOCK" --json list >/dev/null 2>&1 8>&-
+                lrc=$?
+                gap=$(($(t_ms) - t_kill))
+                if wait_restart "$old" 20; then
+                        pid2=$new_pid
+                        [ "$lrc" = 0 ] && pass "2: kill -9 -> first reply of the restarted daemon (pid $old -> $pid2): $gap ms (a reply without restart: $base ms)" ||
+                                fail "2: the call after the kill failed ($lrc)"
+                        echo "guest: MEASURE: kill9-gap-ms=$gap reply-ms=$base scenario=$scenario"
+                else
+                        fail "2: systemd did not restart noiommud within 20 s of the kill"
+                        pid2=0
+                fi
+                wait_log "*Restored lease $hold_lease on $bdf*" 15 &&
+                        pass "2: journal: lease $hold_lease restored by the new daemon" || fail "2: no 'Restored lease $hold_lease'"
+                # The same gap by the journal's clock: SIGKILL sent -> lease restored (pinned again)
+                # -> READY (systemd: Started) -> the waiting call authorized.
+                j_kill=$(mono_ms_after "$mark" "*systemd\[1\]: $UNIT: Sent signal SIGKILL to main process*")
+                j_rest=$(mono_ms_after "$mark" "*Restored lease $hold_lease*")
+                j_ready=$(mono_ms_after "$mark" "*systemd\[1\]: Started $UNIT*")
+                j_call=$(mono_ms_after "$mark" "*io.noiommud.list-devices authorized*" "${j_kill:-0}")
+                if [ -n "$j_kill" ] && [ -n "$j_rest" ] && [ -n "$j_ready" ] && [ -n "$j_call" ]; then
+                        echo "guest: MEASURE: journal SIGKILL->lease-restored-ms=$((j_rest - j_kill)) SIGKILL->READY-ms=$((j_ready - j_kill)) SIGKILL->first-call-served-ms=$((j_call - j_kill)) scenario=$scenario"
+                fi
+                journal_since "$mark" "${SYSTEMD_GLOBS[@]}" "*Restored lease*" "*Reclaiming lease*" "*noiommud*started*"
+                [ "$(log_line_from "$mark" "*systemd\[1\]: $UNIT: Main process exited, code=killed, status=9/KILL*")" -gt 0 ] &&
+                        [ "$(log_line_from "$mark" "*systemd\[1\]: $UNIT: Scheduled restart job*")" -gt 0 ] &&
+                        pass "2: journal: systemd saw status=9/KILL and scheduled the restart" ||
+                        fail "2: journal lacks systemd's 'Main process exited, code=killed, status=9/KILL' / 'Scheduled restart job'"
+                [ "$(log_line_from "$mark" "*Reclaiming lease $hold_lease*")" = 0 ] && [ "$(log_line_from "$mark" "*Quiesced device*")" = 0 ] &&
+                        pass "2: no reclaim and no quiesce of the live lease" || fail "2: the live lease was reclaimed or quiesced"
+                kill -0 "$hold_pid" 2>/dev/null && pass "2: the client lived through the restart" || fail "2: the client died"
+                [ "$(bus_master)" = 1 ] && pass "2: Bus Master still on" || fail "2: Bus Master off after the restart"
+                [ "$(hugepages_free)" = $((huge0 - 1)) ] && pass "2: the 2 MiB are still held" || fail "2: HugePages_Free $(hugepages_free)"
+                probe kill 2 && pass "2: probe round trip after the restart landed (device and DMA mapping survived)" || fail "2: probe 2 failed"
+                mark=$(log_count)
+                lease=$hold_lease
+                if release_hold kill; then
+                        pass "2: the client tore down and released lease $lease itself (ReleaseDevice ok)"
+                else
+                        fail "2: the client's release failed"
+                fi
+                check_teardown "$mark" "$lease" release "2: release after the restart"
+                after_lease_checks "2"
         else
-                fail "2: the client's release failed"
+                fail "2: hold client did not start"
         fi
-        check_teardown "$mark" "$lease" release "2: release after the restart"
-        after_lease_checks "2"
-else
-        fail "2: hold client did not start"
-fi
+}
 
-# 2b: a client that dies while the daemon is down (stopped, so it cannot notice) is reclaimed.
-say "---- 2b. a client dies while the daemon is down ----"
-if hold_client killb; then
-        old=$(main_pid)
-        lease=$hold_lease
-        mark=$(log_count)
-        kill -STOP "$old"
-        kill -9 "$hold_pid"
-        wait "$hold_pid" 2>/dev/null
-        hold_pid=
-        systemctl kill -s KILL "$UNIT"
-        if wait_restart "$old" 20; then
-                pass "2b: client killed while the daemon (pid $old) was stopped; systemd restarted it as pid $new_pid"
+scenario_kill_dead_client() {
+        # 2b: a client that dies while the daemon is down (stopped, so it cannot notice) is reclaimed.
+        say "---- 2b. a client dies while the daemon is down ----"
+        if hold_client killb; then
+                old=$(main_pid)
+                lease=$hold_lease
+                mark=$(log_count)
+                kill -STOP "$old"
+                kill -9 "$hold_pid"
+                wait "$hold_pid" 2>/dev/null
+                hold_pid=
+                systemctl kill -s KILL "$UNIT"
+                if wait_restart "$old" 20; then
+                        pass "2b: client killed while the daemon (pid $old) was stopped; systemd restarted it as pid $new_pid"
+                else
+                        fail "2b: no restart"
+                fi
+                wait_log "*Reclaiming lease $lease*its client is gone*" 15 &&
+                        pass "2b: journal: the restarted daemon reclaims lease $lease (its client is gone)" || fail "2b: no 'Reclaiming lease $lease'"
+                check_teardown "$mark" "$lease" reclaim-after-restart "2b: reclaim"
+                journal_since "$mark" "*Reclaiming lease*" "*Quiesced device*" "*Released device*"
+                after_lease_checks "2b"
         else
-                fail "2b: no restart"
+                fail "2b: hold client did not start"
         fi
-        wait_log "*Reclaiming lease $lease*its client is gone*" 15 &&
-                pass "2b: journal: the restarted daemon reclaims lease $lease (its client is gone)" || fail "2b: no 'Reclaiming lease $lease'"
-        check_teardown "$mark" "$lease" reclaim-after-restart "2b: reclaim"
-        journal_since "$mark" "*Reclaiming lease*" "*Quiesced device*" "*Released device*"
-        after_lease_checks "2b"
-else
-        fail "2b: hold client did not start"
-fi
+}
 
-# ---- 3. the watchdog -----------------------------------------------------------------------------
-say "---- 3. SIGSTOP: the watchdog ----"
-wd=$(systemctl show -P WatchdogUSec "$UNIT")
-if hold_client wd; then
-        old=$(main_pid)
-        lease=$hold_lease
-        mark=$(log_count)
-        t=$(t_ms)
-        kill -STOP "$old"
-        if wait_restart "$old" 30; then
-                pass "3: SIGSTOP'd daemon (pid $old) replaced by pid $new_pid after $(($(t_ms) - t)) ms (WatchdogUSec=$wd)"
+scenario_watchdog() {
+        # ---- 3. the watchdog -----------------------------------------------------------------------------
+        say "---- 3. SIGSTOP: the watchdog ----"
+        wd=$(systemctl show -P WatchdogUSec "$UNIT")
+        if hold_client wd; then
+                old=$(main_pid)
+                lease=$hold_lease
+                mark=$(log_count)
+                t=$(t_ms)
+                kill -STOP "$old"
+                if wait_restart "$old" 30; then
+                        pass "3: SIGSTOP'd daemon (pid $old) replaced by pid $new_pid after $(($(t_ms) - t)) ms (WatchdogUSec=$wd)"
+                else
+                        fail "3: no restart within 30 s of SIGSTOP (WatchdogUSec=$wd)"
+                fi
+                wait_log "*Restored lease $lease on $bdf*" 15 && pass "3: journal: lease $lease restored" || fail "3: no 'Restored lease $lease'"
+                [ "$(log_line_from "$mark" "*systemd\[1\]: $UNIT: Watchdog timeout*")" -gt 0 ] &&
+                        [ "$(log_line_from "$mark" "*systemd\[1\]: $UNIT: Failed with result 'watchdog'*")" -gt 0 ] &&
+                        pass "3: journal: systemd's watchdog timeout and result 'watchdog'" || fail "3: journal lacks the watchdog timeout"
+                journal_since "$mark" "${SYSTEMD_GLOBS[@]}" "*Restored lease*"
+                kill -0 "$hold_pid" 2>/dev/null && pass "3: the client lived through it" || fail "3: the client died"
+                probe wd 1 && pass "3: probe round trip after the watchdog restart landed" || fail "3: probe failed"
+                mark=$(log_count)
+                release_hold wd && pass "3: the client released lease $lease itself" || fail "3: the client's release failed"
+                check_teardown "$mark" "$lease" release "3: release after the watchdog restart"
+                after_lease_checks "3"
         else
-                fail "3: no restart within 30 s of SIGSTOP (WatchdogUSec=$wd)"
+                fail "3: hold client did not start"
         fi
-        wait_log "*Restored lease $lease on $bdf*" 15 && pass "3: journal: lease $lease restored" || fail "3: no 'Restored lease $lease'"
-        [ "$(log_line_from "$mark" "*systemd\[1\]: $UNIT: Watchdog timeout*")" -gt 0 ] &&
-                [ "$(log_line_from "$mark" "*systemd\[1\]: $UNIT: Failed with result 'watchdog'*")" -gt 0 ] &&
-                pass "3: journal: systemd's watchdog timeout and result 'watchdog'" || fail "3: journal lacks the watchdog timeout"
-        journal_since "$mark" "${SYSTEMD_GLOBS[@]}" "*Restored lease*"
-        kill -0 "$hold_pid" 2>/dev/null && pass "3: the client lived through it" || fail "3: the client died"
-        probe wd 1 && pass "3: probe round trip after the watchdog restart landed" || fail "3: probe failed"
-        mark=$(log_count)
-        release_hold wd && pass "3: the client released lease $lease itself" || fail "3: the client's release failed"
-        check_teardown "$mark" "$lease" release "3: release after the watchdog restart"
-        after_lease_checks "3"
-else
-        fail "3: hold client did not start"
-fi
-say "---- 3b. a client dies while the daemon hangs ----"
-if hold_client wdb; then
-        old=$(main_pid)
-        lease=$hold_lease
-        mark=$(log_count)
-        kill -STOP "$old"
-        kill -9 "$hold_pid"
-        wait "$hold_pid" 2>/dev/null
-        hold_pid=
-        wait_restart "$old" 30 && pass "3b: client killed while the daemon hung; the watchdog replaced pid $old by $new_pid" ||
-                fail "3b: no restart"
-        wait_log "*Reclaiming lease $lease*its client is gone*" 15 &&
-                pass "3b: journal: lease $lease reclaimed (its client is gone)" || fail "3b: no 'Reclaiming lease $lease'"
-        check_teardown "$mark" "$lease" reclaim-after-restart "3b: reclaim"
-        after_lease_checks "3b"
-else
-        fail "3b: hold client did not start"
-fi
+}
+scenario_watchdog_dead_client() {
+        say "---- 3b. a client dies while the daemon hangs ----"
+        if hold_client wdb; then
+                old=$(main_pid)
+                lease=$hold_lease
+                mark=$(log_count)
+                kill -STOP "$old"
+                kill -9 "$hold_pid"
+                wait "$hold_pid" 2>/dev/null
+                hold_pid=
+                wait_restart "$old" 30 && pass "3b: client killed while the daemon hung; the watchdog replaced pid $old by $new_pid" ||
+                        fail "3b: no restart"
+                wait_log "*Reclaiming lease $lease*its client is gone*" 15 &&
+                        pass "3b: journal: lease $lease reclaimed (its client is gone)" || fail "3b: no 'Reclaiming lease $lease'"
+                check_teardown "$mark" "$lease" reclaim-after-restart "3b: reclaim"
+                after_lease_checks "3b"
+        else
+                fail "3b: hold client did not start"
+        fi
+}
 
-# ---- 4. systemctl stop ---------------------------------------------------------------------------
-say "---- 4. systemctl stop noiommud.service noiommud.socket ----"
-if hold_client stop; then
-        lease=$hold_lease
-        pid4=$(main_pid)
-        mark=$(log_count)
-        t=$(t_ms)
-        systemctl stop "$UNIT" noiommud.socket && pass "4: systemctl stop took $(($(t_ms) - t)) ms" || fail "4: systemctl stop failed"
-        nap 0.5
-        check_teardown "$mark" "$lease" shutdown "4: stop"
-        journal_since "$mark" "${SYSTEMD_GLOBS[@]}" "*is stopping*" "*Released device*"
-        a=$(systemctl is-active "$UNIT") b=$(systemctl is-active noiommud.socket) nfd=$(systemctl show -P NFileDescriptorStore "$UNIT")
-        [ "$a" = inactive ] && [ "$b" = inactive ] && [ ! -e "$SOCK" ] && [ "${nfd:-x}" = 0 ] &&
-                pass "4: service and socket inactive, $SOCK removed, fd store empty" ||
-                fail "4: service $a, socket $b, $SOCK $([ -e "$SOCK" ] && echo still there || echo gone), fd store '$nfd'"
-        kill -0 "$hold_pid" 2>/dev/null && say "the client still runs (its lease is gone; it holds only its own fds)"
-        kill -9 "$hold_pid" 2>/dev/null
-        wait "$hold_pid" 2>/dev/null
-        hold_pid=
-        after_lease_checks "4"
-        aud=$(journalctl -o cat _TRANSPORT=audit _PID="$pid4" 2>&1 | grep "op=lease-release uuid=$lease .*reason=shutdown")
-        [ -n "$aud" ] && pass "4: Linux audit (pid $pid4): $aud" || fail "4: no Linux audit record op=lease-release uuid=$lease reason=shutdown from pid $pid4"
-else
-        fail "4: hold client did not start"
-fi
+scenario_stop() {
+        # ---- 4. systemctl stop ---------------------------------------------------------------------------
+        say "---- 4. systemctl stop noiommud.service noiommud.socket ----"
+        if hold_client stop; then
+                lease=$hold_lease
+                pid4=$(main_pid)
+                mark=$(log_count)
+                t=$(t_ms)
+                systemctl stop "$UNIT" noiommud.socket && pass "4: systemctl stop took $(($(t_ms) - t)) ms" || fail "4: systemctl stop failed"
+                nap 0.5
+                check_teardown "$mark" "$lease" shutdown "4: stop"
+                journal_since "$mark" "${SYSTEMD_GLOBS[@]}" "*is stopping*" "*Released device*"
+                a=$(systemctl is-active "$UNIT") b=$(systemctl is-active noiommud.socket) nfd=$(systemctl show -P NFileDescriptorStore "$UNIT")
+                [ "$a" = inactive ] && [ "$b" = inactive ] && [ ! -e "$SOCK" ] && [ "${nfd:-x}" = 0 ] &&
+                        pass "4: service and socket inactive, $SOCK removed, fd store empty" ||
+                        fail "4: service $a, socket $b, $SOCK $([ -e "$SOCK" ] && echo still there || echo gone), fd store '$nfd'"
+                kill -0 "$hold_pid" 2>/dev/null && say "the client still runs (its lease is gone; it holds only its own fds)"
+                kill -9 "$hold_pid" 2>/dev/null
+                wait "$hold_pid" 2>/dev/null
+                hold_pid=
+                after_lease_checks "4"
+                aud=$(journalctl -o cat _TRANSPORT=audit _PID="$pid4" 2>&1 | grep "op=lease-release uuid=$lease .*reason=shutdown")
+                [ -n "$aud" ] && pass "4: Linux audit (pid $pid4): $aud" || fail "4: no Linux audit record op=lease-release uuid=$lease reason=shutdown from pid $pid4"
+        else
+                fail "4: hold client did not start"
+        fi
+}
 
-# ---- 5. journal catalog and Linux audit ----------------------------------------------------------
-say "---- 5. journalctl -x and the audit records ----"
-journalctl -b -x -o short-monotonic -u "$UNIT" >journal-x.txt 2>&1
-for subj in "noiommud started" "Device lease granted" "Device quiesced" "Device lease released" \
-            "Device lease reclaimed after a restart" "Pinned DMA memory granted" "noiommud is stopping"; do
-        grep -q "Subject: $subj" journal-x.txt && pass "5: journalctl -x shows the catalog entry '$subj'" ||
-                fail "5: journalctl -x lacks 'Subject: $subj'"
+scenario_journal() {
+        # ---- 5. journal catalog and Linux audit ----------------------------------------------------------
+        say "---- 5. journalctl -x and the audit records ----"
+        journalctl -b -x -o short-monotonic -u "$UNIT" >journal-x.txt 2>&1
+        for subj in "noiommud started" "Device lease granted" "Device quiesced" "Device lease released" \
+                    "Device lease reclaimed after a restart" "Pinned DMA memory granted" "noiommud is stopping"; do
+                grep -q "Subject: $subj" journal-x.txt && pass "5: journalctl -x shows the catalog entry '$subj'" ||
+                        fail "5: journalctl -x lacks 'Subject: $subj'"
+        done
+        grep -m1 -B1 -A4 "Subject: Device lease granted" journal-x.txt | sed 's/^/guest: JOURNAL-X: /'
+        journalctl -b -o verbose _TRANSPORT=audit _PID="$pid1" >audit-pid1.txt 2>&1
+        n=$(grep -c "op=lease-grant" audit-pid1.txt)
+        [ "$n" -gt 0 ] && pass "5: $n Linux audit record(s) op=lease-grant from the sandboxed daemon (pid $pid1, in $netns1, PID 1 in $(readlink /proc/1/ns/net)) through the kernel's audit multicast into journald" ||
+                fail "5: no Linux audit record op=lease-grant from pid $pid1 (_TRANSPORT=audit)"
+        journalctl -b -o short-monotonic _TRANSPORT=audit _PID="$pid1" | grep -m2 "op=lease" | sed 's/^/guest: AUDIT: /'
+        if [ "$n" = 0 ]; then
+                echo "guest: ---- the journal's audit transport: $(journalctl -b -q _TRANSPORT=audit | wc -l) records; user records (not syscall/BPF/service ones): ----"
+                journalctl -b -q -o short-monotonic _TRANSPORT=audit | grep -vE " (SYSCALL|PROCTITLE|BPF|SERVICE_START|SERVICE_STOP|CONFIG_CHANGE|NETFILTER_CFG)\b| audit\[1\]:" | tail -n 20
+                journalctl -b -q -o short-monotonic _TRANSPORT=kernel | grep -E "audit" | tail -n 5
+        fi
+}
+
+# The scenarios, in this order: "activation" first (it starts the daemon and keeps its pid for
+# "journal"), "journal" last (it reads what the others left in the journal). guest.env may name
+# a subset in NOIOMMU_VM_SYSTEMD_SCENARIOS. A new scenario (a live "reload", say) is a function
+# scenario_NAME built from the helpers above (hold_client, probe, release_hold, wait_restart,
+# check_teardown, after_lease_checks, journal_since), listed before "stop".
+for sc in ${NOIOMMU_VM_SYSTEMD_SCENARIOS:-activation kill kill-dead-client watchdog watchdog-dead-client stop journal}; do
+        "scenario_${sc//-/_}"
 done
-grep -m1 -B1 -A4 "Subject: Device lease granted" journal-x.txt | sed 's/^/guest: JOURNAL-X: /'
-journalctl -b -o verbose _TRANSPORT=audit _PID="$pid1" >audit-pid1.txt 2>&1
-n=$(grep -c "op=lease-grant" audit-pid1.txt)
-[ "$n" -gt 0 ] && pass "5: $n Linux audit record(s) op=lease-grant from the sandboxed daemon (pid $pid1, in $netns1, PID 1 in $(readlink /proc/1/ns/net)) through the kernel's audit multicast into journald" ||
-        fail "5: no Linux audit record op=lease-grant from pid $pid1 (_TRANSPORT=audit)"
-journalctl -b -o short-monotonic _TRANSPORT=audit _PID="$pid1" | grep -m2 "op=lease" | sed 's/^/guest: AUDIT: /'
-if [ "$n" = 0 ]; then
-        echo "guest: ---- the journal's audit transport: $(journalctl -b -q _TRANSPORT=audit | wc -l) records; user records (not syscall/BPF/service ones): ----"
-        journalctl -b -q -o short-monotonic _TRANSPORT=audit | grep -vE " (SYSCALL|PROCTITLE|BPF|SERVICE_START|SERVICE_STOP|CONFIG_CHANGE|NETFILTER_CFG)\b| audit\[1\]:" | tail -n 20
-        journalctl -b -q -o short-monotonic _TRANSPORT=kernel | grep -E "audit" | tail -n 5
-fi
 
 kill "$jpid" 2>/dev/null
 jpid=

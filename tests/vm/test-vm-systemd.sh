@@ -80,6 +80,7 @@ for c in "${cases[@]}"; do
         sd=$(sed -n "s/^boot-time-systemd $scenario //p" "$work/$scenario.out")
         serial=$work/$scenario/serial.log
         gap=$(sed -n 's/.*guest: MEASURE: kill9-gap-ms=\([0-9]*\) reply-ms=\([0-9]*\).*/\1 ms (one reply without a restart: \2 ms)/p' "$serial" | head -n 1)
+        jgap=$(sed -n 's/.*guest: MEASURE: journal SIGKILL->lease-restored-ms=\([0-9]*\) SIGKILL->READY-ms=\([0-9]*\) SIGKILL->first-call-served-ms=\([0-9]*\).*/restored \1 ms, READY \2 ms, call served \3 ms/p' "$serial" | head -n 1)
         if [ "$rc" = 0 ] &&
            grep -q "guest: PASS: 1: the first connection started the daemon" "$serial" &&
            grep -q "guest: PASS: 1: sandbox: Seccomp 2" "$serial" &&
@@ -91,7 +92,7 @@ for c in "${cases[@]}"; do
            grep -q "guest: PASS: 5: journalctl -x shows the catalog entry 'Device lease granted'" "$serial" &&
            grep -q "guest: $scenario (systemd): [0-9]* passed, 0 failed" "$serial"; then
                 echo "vm-systemd: PASS: $scenario ($backend): socket activation in the sandbox, kill -9 and watchdog restarts keep the lease, reclaim quiesce-first, stop ends leases in order, catalog and audit"
-                summary+=("PASS $scenario backend=$backend boot=${boot:-?}s (systemd part ${sd:-?}s) kill9->serving ${gap:-?}")
+                summary+=("PASS $scenario backend=$backend: boot ${boot:-?} s (busybox ${bb:-?} s; switch_root -> script ${sd:-?} s); kill -9 -> reply ${gap:-?}; journal clock: ${jgap:-?}")
         else
                 echo "vm-systemd: FAIL: $scenario (run-vm.py exit $rc); logs in $work/$scenario" >&2
                 failed+=("$scenario")
@@ -103,7 +104,7 @@ echo "vm-systemd: ---- summary ($VM_KERNEL_SOURCE) ----"
 for l in "${summary[@]}"; do
         echo "vm-systemd: $l"
 done
-echo "vm-systemd: boot cost under TCG, QEMU start -> guest script start: busybox stage one ${bb:-?} s; systemd as PID 1: see boot= above"
+echo "vm-systemd: boot cost under TCG (QEMU start -> guest script start): busybox stage one ${bb:-?} s, systemd as PID 1 as above"
 if [ ${#failed[@]} -ne 0 ]; then
         echo "vm-systemd: FAIL: ${failed[*]} (kept $work)" >&2
         exit 1
