@@ -39,7 +39,7 @@ set -u
 
 # shellcheck source=guest-lib.sh
 . "$NOIOMMU_VM_RESULTS/guest-lib.sh"
-export SYSTEMD_PAGER= SYSTEMD_COLORS=0 SYSTEMD_URLIFY=0
+export SYSTEMD_PAGER='' SYSTEMD_COLORS=0 SYSTEMD_URLIFY=0
 UNIT=noiommud.service
 CTL=/usr/bin/noiommuctl
 
@@ -367,10 +367,15 @@ scenario_kill() {
                         pass "2: journal: lease $hold_lease restored by the new daemon" || fail "2: no 'Restored lease $hold_lease'"
                 # The same gap by the journal's clock: SIGKILL sent -> lease restored (pinned again)
                 # -> READY (systemd: Started) -> the waiting call authorized.
-                j_kill=$(mono_ms_after "$mark" "*systemd\[1\]: $UNIT: Sent signal SIGKILL to main process*")
-                j_rest=$(mono_ms_after "$mark" "*Restored lease $hold_lease*")
-                j_ready=$(mono_ms_after "$mark" "*systemd\[1\]: Started $UNIT*")
-                j_call=$(mono_ms_after "$mark" "*io.noiommud.list-devices authorized*" "${j_kill:-0}")
+                # (journalctl -f may still be catching up: up to 5 s)
+                for ((i = 0; i < 50; i++)); do
+                        j_kill=$(mono_ms_after "$mark" "*systemd\[1\]: $UNIT: Sent signal SIGKILL to main process*")
+                        j_rest=$(mono_ms_after "$mark" "*Restored lease $hold_lease*")
+                        j_ready=$(mono_ms_after "$mark" "*systemd\[1\]: Started $UNIT*")
+                        j_call=$(mono_ms_after "$mark" "*io.noiommud.list-devices authorized*" "${j_kill:-0}")
+                        [ -n "$j_kill" ] && [ -n "$j_rest" ] && [ -n "$j_ready" ] && [ -n "$j_call" ] && break
+                        nap 0.1
+                done
                 if [ -n "$j_kill" ] && [ -n "$j_rest" ] && [ -n "$j_ready" ] && [ -n "$j_call" ]; then
                         echo "guest: MEASURE: journal SIGKILL->lease-restored-ms=$((j_rest - j_kill)) SIGKILL->READY-ms=$((j_ready - j_kill)) SIGKILL->first-call-served-ms=$((j_call - j_kill)) scenario=$scenario"
                 fi
