@@ -160,6 +160,12 @@ static void conn_check_receipt(Conn *c) {
                 c->receipt_since = 0;
 }
 
+void conn_restored(Conn *c) {
+        c->had_request = true;
+        c->last_activity = conn_now(c);
+        conn_update_timer(c);
+}
+
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Conn *c = userdata;
 

@@ -91,6 +91,13 @@ typedef struct Conn {
 /* Takes ownership of fd (an accepted, non-blocking, close-on-exec socket) on success only. */
 int conn_new(Manager *m, int fd, Conn **ret);
 
+/* A connection restored from the fd store, once its memory and leases are attached again: it
+ * made requests before the restart, and what it holds now decides its deadline (a connection
+ * holding memory or a lease is never idle). Without this the deadline set by conn_new(), for
+ * a fresh connection that has sent nothing yet, would cut a quiet lease holder off 5 s after
+ * every restart. */
+void conn_restored(Conn *c);
+
 /* Frees everything the connection owns; its memory is freed and audited with "reason"
  * ("client-exit" or "shutdown"). Returns NULL. */
 Conn *conn_free(Conn *c, const char *reason);

@@ -671,6 +671,8 @@ int persist_restore(Manager *m, int *fds, char **names, size_t n) {
                 restore_conns(m, state, &s);
                 restore_leases(m, state, &s);
                 restore_regions(m, state, &s);
+                for (Conn *c = m->conns; c; c = c->next)
+                        conn_restored(c);
 
                 /* Leases whose client did not come back: quiesce, then free (the usual order). */
                 for (Lease *l = m->leases, *next; l; l = next) {

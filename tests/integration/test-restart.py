@@ -490,6 +490,7 @@ def daemon_tests(H):
             run_c(env, mgr, H)
             run_d(env, mgr, H, base_free)
             run_g(env, mgr, H)
+            run_h(env, mgr, H, base_free)
             run_f(env, mgr, H, base_free)
             with env.subtest("no notify protocol errors over the whole run"):
                 assert not mgr.errors, mgr.errors
@@ -551,6 +552,28 @@ def run_a(env, mgr, H, free0):
                    % (H.hugepages_free(), free0, describe_store(mgr)))
         env.wait_journal("MEMORY_FREED", NOIOMMUD_MEMORY_ID=r["memory"], NOIOMMUD_REASON="free")
         c.close()
+        wait_until(lambda: not conn_names(mgr), 5, lambda: "conn-* gone after disconnect: " + describe_store(mgr))
+
+
+def run_h(env, mgr, H, free0):
+    # A restored connection is not a fresh one: a fresh connection that sends nothing is cut
+    # after the request timeout (5 s), one that holds memory never is. A client that stays quiet
+    # after the restart (a DPDK application talks to the daemon only at start) must keep its
+    # connection and its memory.
+    with env.subtest("h. a quiet client keeps its connection and memory past 5 s after the restart"):
+        c, r, fd = hold_memory(env, H, mgr)
+        pages = r["size"] // HP
+        kill9(env, mgr)
+        restart(env, mgr)
+        time.sleep(6.5)
+        assert not env.find_journal("MEMORY_FREED", NOIOMMUD_MEMORY_ID=r["memory"]), \
+            "the quiet client's memory was freed after the restart"
+        assert H.hugepages_free() == free0 - pages, "HugePages_Free %d" % H.hugepages_free()
+        reply, fds = c.call_ok(H.FREE, {"memory": r["memory"]})
+        assert reply == {} and not fds, (reply, fds)
+        os.close(fd)
+        c.close()
+        wait_until(lambda: H.hugepages_free() == free0, 10, "pages back after FreeMemory + close")
         wait_until(lambda: not conn_names(mgr), 5, lambda: "conn-* gone after disconnect: " + describe_store(mgr))
 
 
