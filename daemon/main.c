@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "internal/fd-util.h"
 #include "internal/log.h"
 #include "manager.h"
+#include "reexec.h"
 #include "settings.h"
 #include "noiommu/protocol.h"
 
@@ -87,7 +89,14 @@ int main(int argc, char *argv[]) {
         };
         _cleanup_(manager_freep) Manager *m = NULL;
         const char *listen_path = NULL, *config_path = NULL;
-        int c, r;
+        int c, r, reexec_fd = -EBADF;
+        sigset_t hup;
+
+        /* SIGHUP re-executes the daemon (reexec.c). Until its handler is in place it stays
+         * pending instead of killing the daemon by default. */
+        (void) sigemptyset(&hup);
+        (void) sigaddset(&hup, SIGHUP);
+        (void) sigprocmask(SIG_BLOCK, &hup, NULL);
 
         log_setup("noiommud", LOG_TARGET_AUTO);
 
@@ -143,12 +152,22 @@ int main(int argc, char *argv[]) {
                 return EXIT_FAILURE;
         }
 
+        r = reexec_pending(&reexec_fd);
+
         r = manager_new(config_path, &m);
         if (r < 0) {
                 log_error_errno(r, "Failed to set up: %m");
                 return EXIT_FAILURE;
         }
-        r = manager_listen(m, listen_path);
+        r = reexec_setup(m, argv);
+        if (r < 0) {
+                log_error_errno(r, "Failed to set up re-execution on SIGHUP: %m");
+                return EXIT_FAILURE;
+        }
+        if (reexec_fd >= 0)
+                r = reexec_restore(m, reexec_fd);
+        else
+                r = manager_listen(m, listen_path);
         if (r < 0)
                 return EXIT_FAILURE;
         r = manager_run(m);
