@@ -216,6 +216,17 @@ static int pin_mapping(void *addr, uint64_t size) {
         return TAKE_FD(fd);
 }
 
+int huge_pin_probe(void) {
+        struct io_uring_params p = {};
+        int fd;
+
+        fd = (int) sys_io_uring_setup(1, &p);
+        if (fd < 0)
+                return negative_errno();
+        (void) close(fd);
+        return 0;
+}
+
 static void unpin(int fd) {
         if (fd < 0)
                 return;

@@ -65,6 +65,10 @@ int hugepage_size_supported(uint64_t hugepage_size);
 int huge_region_new(const char *id, uint64_t size, uint64_t hugepage_size, int numa_node,
                     int pagemap_fd, HugeRegion **ret);
 
+/* Whether this process may pin at all: sets up (and closes) an io_uring instance. 0, or the
+ * negative errno io_uring_setup() gave (-EPERM: kernel.io_uring_disabled; -ENOSYS). */
+int huge_pin_probe(void);
+
 /* Unpins, unmaps and closes. Returns NULL. */
 HugeRegion *huge_region_free(HugeRegion *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HugeRegion *, huge_region_free);

@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/epoll.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -350,12 +351,12 @@ int manager_new(const char *config_path, Manager **ret) {
          * the fd, and never hand it to anyone. */
         m->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
         if (m->pagemap_fd < 0)
-                return log_error_errno(errno, "Failed to open /proc/self/pagemap: %m");
+                return log_error_errno(errno, "Cannot open /proc/self/pagemap (%m): noiommud needs it to tell clients "
+                                       "the physical addresses of their memory. Is /proc mounted, and the kernel "
+                                       "built with CONFIG_PROC_PAGE_MONITOR?");
 
-        if (hugepage_default_size(&m->default_hugepage_size) < 0) {
-                log_warning("The kernel offers no hugepages; AllocateMemory will answer NotSupported.");
-                m->default_hugepage_size = 0;
-        }
+        if (hugepage_default_size(&m->default_hugepage_size) < 0)
+                m->default_hugepage_size = 0;   /* main.c's start-up check says so */
 
         r = settings_load(config_path ?: NOIOMMU_SETTINGS_PATH, &m->settings);
         if (r < 0)
@@ -458,8 +459,11 @@ static int bind_socket(Manager *m, const char *path) {
                 probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
                 if (probe < 0)
                         return log_error_errno(errno, "socket() failed: %m");
-                /* Blocking: a live listener with a full backlog answers EAGAIN only on a
-                 * non-blocking socket; blocking, connect() waits for room instead of lying. */
+                /* Blocking, with a time limit (SO_SNDTIMEO bounds a unix connect()): a live
+                 * listener with a full backlog, or a stopped one, makes connect() wait, and a
+                 * wait that runs out (EAGAIN) means somebody is there. */
+                (void) setsockopt(probe, SOL_SOCKET, SO_SNDTIMEO,
+                                  &(struct timeval) { .tv_sec = 1 }, sizeof(struct timeval));
                 if (connect(probe, (struct sockaddr *) &sa, sizeof(sa)) == 0 || errno == EAGAIN)
                         return log_error_errno(EADDRINUSE, "Another daemon is listening on '%s'; refusing to start a "
                                                "second one. Stop it first (systemctl stop noiommud.socket "
