@@ -29,6 +29,8 @@
  *                                "PROBE <n> FAIL" (vm-restart: DMA still lands after the daemon
  *                                was killed and restarted); re-arms the alarm after each probe
  *   --no-release                 end the lease by disconnecting instead of ReleaseDevice
+ *   (with --hold, SIGUSR2 ends the hold: the DMAs stop, the device is torn down and the lease
+ *   ends by ReleaseDevice, or by disconnecting with --no-release; the exit status tells)
  *   --expect-denied              AcquireDevice must fail with io.noiommud.Broker.PermissionDenied
  *                                (exit 0 if it does)
  *   --tag NAME                   prefix of every output line (default "edu-client")
@@ -62,10 +64,16 @@
 /* The device, the memory and the output helpers are in edu.c (shared with hostile-client). */
 
 static volatile sig_atomic_t probe_requested;
+static volatile sig_atomic_t release_requested;
 
 static void on_usr1(int sig) {
         (void) sig;
         probe_requested = 1;
+}
+
+static void on_usr2(int sig) {
+        (void) sig;
+        release_requested = 1;
 }
 
 /* ---- main -------------------------------------------------------------------------------------- */
@@ -215,11 +223,26 @@ int main(int argc, char **argv) {
                         if (!check(sigaction(SIGUSR1, &sa, NULL) == 0, "SIGUSR1 handler installed"))
                                 goto finish;
                 }
+                {
+                        /* SIGUSR2: stop holding and release (vm-systemd: the client outlives a
+                         * daemon restart and ends its lease itself). No SA_RESTART either. */
+                        struct sigaction sa = { .sa_handler = on_usr2 };
+
+                        sigemptyset(&sa.sa_mask);
+                        if (!check(sigaction(SIGUSR2, &sa, NULL) == 0, "SIGUSR2 handler installed"))
+                                goto finish;
+                }
                 printf("READY %i\n", (int) getpid());
                 fflush(stdout);
                 /* Until SIGKILL (or SIGALRM as a backstop). With --inflight the engine is kept
                  * busy: a new transfer starts as soon as the previous one ends. */
                 for (unsigned probes = 0;;) {
+                        if (release_requested) {
+                                if (o.inflight)
+                                        (void) dma_wait(&e);
+                                info("SIGUSR2: ending the hold after %u probe(s)", probes);
+                                break;
+                        }
                         if (probe_requested) {
                                 bool ok;
 

@@ -97,7 +97,66 @@ fi
 
 R=/newroot
 mkdir -p $R
-if [ "$HOSTROOT" = 1 ]; then
+if [ "$INIT_SYSTEM" = systemd ]; then
+        # systemd as PID 1 on an overlay: the host root (9p, read-only) below, the installed
+        # project (9p share "layer", read-only) above it, a tmpfs on top, so /etc, /var and /usr
+        # are writable (systemctl enable, /etc/noiommud, journald) while the host stays untouched.
+        mkdir -p /lower /layer /ovl
+        mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro,cache=loose hostroot /lower ||
+                { say "cannot mount the host root"; finish ""; }
+        lower=/lower
+        if [ "$LAYER" = 1 ]; then
+                mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro,cache=loose layer /layer ||
+                        { say "cannot mount the install layer"; finish ""; }
+                lower=/layer:/lower
+        fi
+        mount -t tmpfs -o mode=755 tmpfs /ovl
+        mkdir -p /ovl/upper /ovl/work
+        mount -t overlay -o lowerdir=$lower,upperdir=/ovl/upper,workdir=/ovl/work overlay $R ||
+                { say "cannot mount the overlay root (CONFIG_OVERLAY_FS?)"; finish ""; }
+        mount -t tmpfs -o mode=755,nosuid,nodev tmpfs $R/run
+        mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs $R/tmp
+        mount -t proc proc $R/proc
+        mount -t sysfs sys $R/sys
+        mount -t devtmpfs dev $R/dev
+        mkdir -p $R/dev/shm $R/dev/hugepages
+        mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs $R/dev/shm
+        mount -t hugetlbfs -o pagesize=2M none $R/dev/hugepages
+        mkdir -p $R/run/results
+        mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results $R/run/results || finish ""
+        rc_file=$R/run/results/rc
+        # The units of the test (noiommu-vm.target, noiommu-vm-test.service, runner), and only
+        # what that target needs: what the host enabled in /etc is dropped (whiteouts in the
+        # overlay), every vendor unit the early targets want is masked except journald, D-Bus
+        # and tmpfiles, and the host's generators are masked (each costs an exec over 9p).
+        E=$R/etc/systemd/system
+        for w in $E/*.wants $E/*.requires; do [ -e "$w" ] && rm -rf "$w"; done
+        for f in /etc/vm-systemd/*; do cp "$f" $E/; done
+        mkdir -p $R/etc/noiommu-vm $R/run/noiommu-vm $R/etc/systemd/system-generators
+        mv $E/runner.sh $R/etc/noiommu-vm/runner.sh
+        chmod 755 $R/etc/noiommu-vm/runner.sh
+        for t in sysinit sockets timers paths local-fs basic; do
+                for u in $R/lib/systemd/system/$t.target.wants/*; do
+                        u=${u##*/}
+                        case " $KEEP_UNITS " in *" $u "*) continue ;; esac
+                        [ "$u" = "*" ] || ln -sf /dev/null $E/$u
+                done
+        done
+        for g in $R/lib/systemd/system-generators/*; do
+                [ -e "$g" ] && ln -sf /dev/null $R/etc/systemd/system-generators/${g##*/}
+        done
+        printf 'NOIOMMU_VM_SCENARIO=%s\nNOIOMMU_VM_BDF=%s\nNOIOMMU_VM_RESULTS=/run/results\nNOIOMMU_VM_INIT=systemd\nNOIOMMU_VM_TIMEOUT=%s\n' \
+                "$SCENARIO" "$BDF" "$GUEST_TIMEOUT" >$R/run/noiommu-vm/env
+        # The host root may carry a container's marker (/.dockerenv): systemd would then take
+        # itself for a container's init and ignore the kernel command line. An empty "container"
+        # in PID 1's environment says authoritatively: not a container.
+        rm -f $R/.dockerenv
+        export container=
+        say "switch-root uptime=$(up)"
+        exec switch_root $R /lib/systemd/systemd
+        say "switch_root failed"
+        finish ""
+elif [ "$HOSTROOT" = 1 ]; then
         if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro,cache=loose hostroot $R; then
                 say "cannot mount the host root"
                 finish ""
@@ -133,6 +192,72 @@ fi
 say "guest-script-exit uptime=$(up) rc=$rc"
 finish $rc
 """
+
+
+# --init systemd: the units stage one copies into the guest's /etc/systemd/system. The guest
+# boots into noiommu-vm.target (systemd.unit= on the kernel command line): basic.target (so
+# sysinit with journald, sockets with dbus.socket and whatever the guest script enables) and the
+# test runner, which runs the guest script with its output on the console, writes its status to
+# results/rc and powers the machine off (SuccessAction=/FailureAction=).
+SYSTEMD_UNITS = {
+    "noiommu-vm.target": """[Unit]
+Description=noiommud vm test
+Requires=basic.target
+Wants=noiommu-vm-test.service
+After=basic.target
+AllowIsolate=yes
+""",
+    "noiommu-vm-test.service": """[Unit]
+Description=noiommud vm test: the guest script
+After=basic.target dbus.socket
+# The runner reports its status itself; either way the machine goes down when it ends.
+SuccessAction=poweroff-force
+FailureAction=poweroff-force
+
+[Service]
+Type=exec
+EnvironmentFile=/run/noiommu-vm/env
+ExecStart=/etc/noiommu-vm/runner.sh
+StandardInput=null
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/console
+RuntimeMaxSec=%(timeout)d
+""",
+    "runner.sh": """#!/bin/sh
+# The guest script under systemd: as stage one runs it in the chroot, plus the status to rc.
+read up _ </proc/uptime
+echo "@@noiommu-vm: guest-script-start uptime=$up init=systemd"
+cd /run/results || exit 1
+timeout -s KILL "$NOIOMMU_VM_TIMEOUT" /bin/sh ./guest.sh </dev/null
+rc=$?
+read up _ </proc/uptime
+echo "@@noiommu-vm: guest-script-exit uptime=$up rc=$rc"
+echo "$rc" >/run/results/rc.tmp && mv /run/results/rc.tmp /run/results/rc
+sync
+echo "@@noiommu-vm: poweroff uptime=$up rc=$rc"
+""",
+}
+# Vendor units the early targets want that the systemd guest keeps (everything else they want
+# is masked): journald with its sockets (the audit one included), the system bus, tmpfiles.
+SYSTEMD_KEEP = ("systemd-journald.service systemd-journald.socket systemd-journald-dev-log.socket "
+                "systemd-journald-audit.socket dbus.socket systemd-tmpfiles-setup.service")
+
+
+def merge_usr(root):
+    """The guest's root is the host's: where the host has /lib -> usr/lib (merged /usr), an
+    install tree's lib/ must go to usr/lib/, or the overlay's layer would hide the host's /lib."""
+    for name in sorted(os.listdir(root)):
+        src = os.path.join(root, name)
+        host = os.path.join("/", name)
+        if os.path.isdir(src) and not os.path.islink(src) and os.path.islink(host):
+            target = os.path.join(root, os.path.relpath(os.path.realpath(host), "/"))
+            for dirpath, _dirs, files in os.walk(src):
+                rel = os.path.relpath(dirpath, src)
+                os.makedirs(os.path.join(target, rel), exist_ok=True)
+                for f in files:
+                    os.replace(os.path.join(dirpath, f), os.path.join(target, rel, f))
+            shutil.rmtree(src)
 
 
 def log(msg):
@@ -180,7 +305,13 @@ def build_initramfs(path, conf):
     with open(BUSYBOX, "rb") as f:
         c.file("bin/busybox", f.read(), 0o755)
     c.file("init", INIT.encode(), 0o755)
-    c.file("etc/vm.conf", "".join("%s=%s\n" % kv for kv in conf.items()).encode())
+    if conf.get("INIT_SYSTEM") == "systemd":
+        c.dir("etc/vm-systemd")
+        for name, text in SYSTEMD_UNITS.items():
+            c.file("etc/vm-systemd/" + name, (text % {"timeout": int(conf["GUEST_TIMEOUT"]) + 10}
+                                              if "%(" in text else text).encode(),
+                   0o755 if name.endswith(".sh") else 0o644)
+    c.file("etc/vm.conf", "".join("%s='%s'\n" % kv for kv in conf.items()).encode())
     with open(path, "wb") as f:
         f.write(gzip.compress(c.finish(), compresslevel=1))
 
@@ -199,6 +330,9 @@ def qemu_command(args, initrd, results):
         machine += ",kernel-irqchip=split"
         # intel-iommu must come before the devices it translates.
         iommu = ["-device", "intel-iommu,intremap=on"]
+    if args.init == "systemd":
+        # the test's own target; systemd's status lines on the console show what it starts
+        cmdline += ["systemd.unit=noiommu-vm.target", "systemd.show_status=1"]
     cmdline += args.append
     cmd = [QEMU, "-machine", machine, "-accel", "tcg", "-cpu", "max",
            "-m", args.memory, "-smp", str(args.smp),
@@ -207,6 +341,9 @@ def qemu_command(args, initrd, results):
     if not args.busybox_only:
         cmd += ["-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"]
     cmd += ["-virtfs", "local,path=%s,mount_tag=results,security_model=none" % results]
+    if args.install_root:
+        cmd += ["-virtfs", "local,path=%s,mount_tag=layer,security_model=none,readonly=on,multidevs=remap"
+                % os.path.abspath(args.install_root)]
     cmd += iommu
     cmd += ["-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1",
             "-device", "edu,bus=rp1,dma_mask=0xffffffffffffffff"]
@@ -279,6 +416,11 @@ def main():
     ap.add_argument("--qemu-arg", action="append", default=[], help="extra QEMU argument")
     ap.add_argument("--busybox-only", action="store_true",
                     help="do not export the host root; run the script in the initramfs (static binaries only)")
+    ap.add_argument("--init", choices=("busybox", "systemd"), default="busybox",
+                    help="what runs the guest script: busybox stage one in a chroot (default), or "
+                         "systemd 252 as PID 1 on an overlay of the host root (noiommu-vm.target)")
+    ap.add_argument("--install-root", metavar="DIR",
+                    help="with --init systemd: a DESTDIR tree (meson install) laid over the host root")
     ap.add_argument("--workdir", help="directory for results/, serial.log, initramfs (default: a new temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the temp workdir even on success")
     ap.add_argument("--verbose", "-v", action="store_true", help="echo the serial console while it runs")
@@ -325,8 +467,17 @@ def main():
 
     initrd = os.path.join(work, "initramfs.cpio.gz")
     guest_timeout = max(10, int(args.timeout) - 15)
+    if args.init == "systemd" and args.busybox_only:
+        log("ERROR: --init systemd needs the host root (not --busybox-only)")
+        return 1
+    if args.install_root:
+        if args.init != "systemd" or not os.path.isdir(args.install_root):
+            log("ERROR: --install-root wants --init systemd and a directory")
+            return 1
+        merge_usr(args.install_root)
     build_initramfs(initrd, {"SCENARIO": args.scenario, "HOSTROOT": 0 if args.busybox_only else 1,
-                             "GUEST_TIMEOUT": guest_timeout})
+                             "GUEST_TIMEOUT": guest_timeout, "INIT_SYSTEM": args.init,
+                             "LAYER": 1 if args.install_root else 0, "KEEP_UNITS": SYSTEMD_KEEP})
     cmd = qemu_command(args, initrd, results)
     serial_path = os.path.join(work, "serial.log")
 
@@ -364,11 +515,14 @@ def main():
     m = reader.marks
     def at(k):
         return "%.2f s" % m[k] if k in m else "never"
-    log("%s: QEMU exit %s after %.2f s; /init at %s, guest script start (boot time) at %s, script exit at %s"
+    log("%s: QEMU exit %s after %.2f s; /init at %s,%s guest script start (boot time) at %s, script exit at %s"
         % (args.scenario, "TIMEOUT (killed)" if timed_out else proc.returncode, elapsed,
-           at("init-start"), at("guest-script-start"), at("guest-script-exit")))
+           at("init-start"), (" switch_root to systemd at %s," % at("switch-root")) if args.init == "systemd" else "",
+           at("guest-script-start"), at("guest-script-exit")))
     if "guest-script-start" in m:
         print("boot-time %s %.3f" % (args.scenario, m["guest-script-start"]))
+        if "switch-root" in m:
+            print("boot-time-systemd %s %.3f" % (args.scenario, m["guest-script-start"] - m["switch-root"]))
 
     if rc is None:
         why = ("timed out after %g s" % args.timeout) if timed_out else \
