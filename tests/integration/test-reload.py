@@ -21,12 +21,9 @@ unpinned gap (daemon/reexec.h).
   d. A failed re-exec (the binary's path gone) leaves the old image serving, with the reason.
 """
 
-import json
 import os
 import re
-import shutil
 import signal
-import socket
 import sys
 import time
 
@@ -203,8 +200,7 @@ def scenario_a(H, D):
 
 
 def scenario_b(H, D):
-    import fdstore_manager as M  # noqa: F401
-    sys.argv_saved = sys.argv
+    # test-restart.py's fd-store manager set-up (daemon_manager, start, kill9, restart, ...).
     import importlib.util
     spec = importlib.util.spec_from_file_location(
         "test_restart", os.path.join(os.path.dirname(os.path.abspath(__file__)), "test-restart.py"))
