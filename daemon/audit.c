@@ -237,6 +237,23 @@ void audit_started(const char *listen_description) {
         mirror(LOG_INFO, msg);
 }
 
+void audit_reloaded(const char *listen_description, unsigned n_connections, unsigned n_leases,
+                    unsigned n_regions, uint64_t pause_usec) {
+        char msg[512];
+
+        (void) snprintf(msg, sizeof(msg), "noiommud " PACKAGE_VERSION " re-executed in %llu ms, keeping %u connections, "
+                        "%u device leases and %u allocations; listening on %s.",
+                        (unsigned long long) (pause_usec / 1000), n_connections, n_leases, n_regions,
+                        listen_description);
+        (void) sd_journal_send("MESSAGE=%s", msg,
+                               "MESSAGE_ID=" NOIOMMU_MSGID_RELOADED,
+                               "PRIORITY=%i", LOG_NOTICE,
+                               "NOIOMMUD_VERSION=%s", PACKAGE_VERSION,
+                               "NOIOMMUD_RELOAD_USEC=%llu", (unsigned long long) pause_usec,
+                               NULL);
+        mirror(LOG_NOTICE, msg);
+}
+
 void audit_stopping(unsigned n_connections, unsigned n_regions) {
         char msg[512];
 

@@ -35,6 +35,9 @@ void audit_shutdown(void);
 
 void audit_started(const char *listen_description);
 void audit_stopping(unsigned n_connections, unsigned n_regions);
+/* A re-exec (reload) finished: what was carried over, and how long serving paused. */
+void audit_reloaded(const char *listen_description, unsigned n_connections, unsigned n_leases,
+                    unsigned n_regions, uint64_t pause_usec);
 
 /* The PermissionDenied reason of a grant refused because its audit record could not be written. */
 #define AUDIT_REASON_FAILED "audit-failed"

@@ -673,3 +673,150 @@ int conn_end_lease(Conn *c, size_t index, const char *reason) {
         c->leases[index] = c->leases[--c->n_leases];
         return lease_end(l, reason);
 }
+
+static json_t *hex_json(const char *p, size_t n) {
+        static const char digits[] = "0123456789abcdef";
+        _cleanup_free_ char *h = malloc(n * 2 + 1);
+
+        if (!h)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                h[2 * i] = digits[(uint8_t) p[i] >> 4];
+                h[2 * i + 1] = digits[(uint8_t) p[i] & 15];
+        }
+        h[2 * n] = 0;
+        return json_string(h);
+}
+
+static int unhex(const char *h, char *p, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                int hi = h[2 * i], lo = h[2 * i + 1];
+
+                hi = hi >= 'a' && hi <= 'f' ? hi - 'a' + 10 : hi >= '0' && hi <= '9' ? hi - '0' : -1;
+                lo = lo >= 'a' && lo <= 'f' ? lo - 'a' + 10 : lo >= '0' && lo <= '9' ? lo - '0' : -1;
+                if (hi < 0 || lo < 0)
+                        return -EBADMSG;
+                p[i] = (char) (hi << 4 | lo);
+        }
+        return 0;
+}
+
+json_t *conn_reexec_save(Conn *c, int (*keep)(int fd, void *userdata), void *userdata) {
+        json_t *out = json_array(), *j;
+
+        if (!out)
+                return NULL;
+        /* Re-run after the re-exec; polkit is asked again there (its bus connection does not
+         * survive execve()). */
+        if (c->polkit && !c->monitoring) {
+                c->polkit = polkit_query_free(c->polkit);
+                c->pending_lease = lease_unreserve(c->pending_lease);
+        }
+
+        for (OutMsg *o = c->out_head; o; o = o->next) {
+                json_t *fds = json_array();
+
+                for (size_t i = 0; fds && i < o->n_fds; i++)
+                        if (keep(o->fds[i], userdata) < 0 ||
+                            json_array_append_new(fds, json_integer(o->fds[i])) < 0) {
+                                json_decref(fds);
+                                fds = NULL;
+                        }
+                if (!fds || json_array_append_new(out, json_pack("{s:o, s:o, s:b}",
+                                "data", hex_json(o->data + o->off, o->size - o->off) ?: json_null(),
+                                "fds", fds, "closeAfter", o->close_after)) < 0) {
+                        json_decref(out);
+                        return NULL;
+                }
+        }
+
+        j = json_pack("{s:o, s:o, s:O?, s:b, s:b, s:b, s:s, s:b}",
+                      "in", hex_json(c->in.data ?: "", c->in.n) ?: json_null(),
+                      "out", out,
+                      "current", c->current,
+                      "oneway", c->current_oneway,
+                      "more", c->current_more,
+                      "monitoring", c->monitoring,
+                      "state", c->state == CONN_RUNNING ? "running" : c->state == CONN_CLOSING ? "closing" : "idle",
+                      "receipt", c->receipt_since != 0);
+        return j;
+}
+
+void conn_reexec_resume(Conn *c) {
+        conn_schedule(c);
+}
+
+int conn_reexec_load(Conn *c, json_t *j) {
+        const char *in = json_string_value(json_object_get(j, "in"));
+        const char *state = json_string_value(json_object_get(j, "state")) ?: "idle";
+        json_t *o, *current = json_object_get(j, "current");
+        size_t i;
+        int r;
+
+        json_array_foreach(json_object_get(j, "out"), i, o) {
+                const char *data = json_string_value(json_object_get(o, "data"));
+                json_t *fds = json_object_get(o, "fds"), *f;
+                size_t n = data ? strlen(data) / 2 : 0, k;
+                OutMsg *m;
+
+                if (n == 0 || json_array_size(fds) > NOIOMMU_FDS_PER_REPLY_MAX)
+                        return -EBADMSG;
+                m = malloc(sizeof(OutMsg) + n);
+                if (!m)
+                        return -ENOMEM;
+                *m = (OutMsg) { .size = n, .close_after = json_is_true(json_object_get(o, "closeAfter")) };
+                json_array_foreach(fds, k, f) {
+                        int fd = (int) json_integer_value(f);
+
+                        /* Close-on-exec again, as every fd of ours is. */
+                        if (fd < 3 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+                                break;
+                        m->fds[m->n_fds++] = fd;
+                }
+                if (unhex(data, m->data, n) < 0 || m->n_fds != json_array_size(fds)) {
+                        out_msg_free(m);
+                        return -EBADMSG;
+                }
+                if (!c->out_head)
+                        c->out_since = conn_now(c);
+                if (c->out_tail)
+                        c->out_tail->next = m;
+                else
+                        c->out_head = m;
+                c->out_tail = m;
+                c->out_bytes += n;
+        }
+
+        if (in && *in) {
+                size_t n = strlen(in) / 2, space;
+                char *p = wire_buffer_space(&c->in, n, &space);
+
+                if (!p || space < n)
+                        return -ENOMEM;
+                r = unhex(in, p, n);
+                if (r < 0)
+                        return r;
+                c->in.n = n;
+                c->in_since = conn_now(c);
+        }
+
+        if (json_is_object(current)) {
+                c->current = json_incref(current);
+                c->current_since = now();
+                c->current_oneway = json_is_true(json_object_get(j, "oneway"));
+                c->current_more = json_is_true(json_object_get(j, "more"));
+                c->monitoring = json_is_true(json_object_get(j, "monitoring"));
+                c->state = CONN_RUNNING;
+                c->had_request = true;
+        }
+        if (streq(state, "closing"))
+                c->state = CONN_CLOSING;
+        if (json_is_true(json_object_get(j, "receipt")))
+                c->receipt_since = conn_now(c);
+
+        /* Write what is queued, re-run a request that waited for polkit, or parse what was
+         * buffered: conn_process() does whichever applies. */
+        conn_schedule(c);
+        conn_update_io(c);
+        return 0;
+}

@@ -128,3 +128,15 @@ void conn_free_region(Conn *c, size_t index, const char *reason);
 Lease *conn_find_lease(Conn *c, const char *id, size_t *ret_index);
 /* Ends lease number index (see lease_end()) and forgets it. Returns lease_end()'s result. */
 int conn_end_lease(Conn *c, size_t index, const char *reason);
+
+/* Re-exec (reexec.c). conn_reexec_save() describes what lives only in this process: buffered
+ * input, queued output (its fds are passed through keep(), which must keep them open across
+ * execve()), and the current request. A request waiting for polkit has its check cancelled and
+ * its reservation dropped: it is re-run from the start after the re-exec, as the polkit callback
+ * would re-run it (nothing is touched before authorisation). Returns NULL on ENOMEM. */
+json_t *conn_reexec_save(Conn *c, int (*keep)(int fd, void *userdata), void *userdata);
+/* The old image continues after a failed execve(): re-runs what conn_reexec_save() cancelled. */
+void conn_reexec_resume(Conn *c);
+/* The new image: applies what conn_reexec_save() described to a restored connection, and takes
+ * ownership of the output's fds. */
+int conn_reexec_load(Conn *c, json_t *j);

@@ -504,10 +504,20 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                                         json_pack("{s:I, s:I}", "requested", (json_int_t) size,
                                                   "hugepageSize", (json_int_t) hugepage_size));
         }
-        if (r == -EPERM || r == -EOPNOTSUPP || r == -ENOSYS)
-                return log_error_errno(r, "Cannot pin DMA memory with io_uring (is kernel.io_uring_disabled set?): %m");
-        if (r == -ENXIO)
-                return log_error_errno(r, "pagemap shows no physical addresses: the daemon needs CAP_SYS_ADMIN when it starts.");
+        /* Not the client's doing, and not an internal error either: the host cannot do this
+         * now (the start-up check said so too, main.c). Say why instead of InternalError. */
+        if (r == -EPERM || r == -EOPNOTSUPP || r == -ENOSYS) {
+                log_error_errno(r, "Cannot pin DMA memory with io_uring (is kernel.io_uring_disabled set?): %m");
+                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                                        json_pack("{s:s}", "reason", "the kernel refuses io_uring to the daemon "
+                                                  "(kernel.io_uring_disabled), so it cannot pin DMA memory"));
+        }
+        if (r == -ENXIO) {
+                log_error_errno(r, "pagemap shows no physical addresses: the daemon needs CAP_SYS_ADMIN when it starts.");
+                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                                        json_pack("{s:s}", "reason", "the daemon cannot read physical addresses "
+                                                  "(it started without CAP_SYS_ADMIN)"));
+        }
         if (r < 0)
                 return log_error_errno(r, "Failed to allocate %" PRIu64 " bytes of DMA memory: %m", size);
 

@@ -216,6 +216,17 @@ static int pin_mapping(void *addr, uint64_t size) {
         return TAKE_FD(fd);
 }
 
+int huge_pin_probe(void) {
+        struct io_uring_params p = {};
+        int fd;
+
+        fd = (int) sys_io_uring_setup(1, &p);
+        if (fd < 0)
+                return negative_errno();
+        (void) close(fd);
+        return 0;
+}
+
 static void unpin(int fd) {
         if (fd < 0)
                 return;
@@ -369,7 +380,7 @@ int huge_region_verify(const HugeRegion *r, int pagemap_fd) {
         return 0;
 }
 
-int huge_region_restore(const char *id, int memfd, uint64_t size, uint64_t hugepage_size,
+int huge_region_restore(const char *id, int memfd, int pin_fd, uint64_t size, uint64_t hugepage_size,
                         const uint64_t *phys, size_t n_pages, int pagemap_fd, HugeRegion **ret) {
         _cleanup_(huge_region_freep) HugeRegion *r = NULL;
         struct stat st;
@@ -378,11 +389,12 @@ int huge_region_restore(const char *id, int memfd, uint64_t size, uint64_t hugep
         r = new0(HugeRegion, 1);
         if (!r) {
                 (void) safe_close(memfd);
+                (void) safe_close(pin_fd);
                 return -ENOMEM;
         }
         *r = (HugeRegion) {
                 .memfd = memfd,
-                .pin_fd = -EBADF,
+                .pin_fd = pin_fd,       /* from before a re-exec, or -EBADF (pinned below) */
                 .addr = MAP_FAILED,
                 .size = size,
                 .hugepage_size = hugepage_size,
@@ -404,14 +416,23 @@ int huge_region_restore(const char *id, int memfd, uint64_t size, uint64_t hugep
         if (!r->phys)
                 return -ENOMEM;
 
-        r->addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+        /* MAP_POPULATE: pagemap shows only pages present in our page tables. Pinning (below)
+         * faults them in anyway; an adopted pin does not, because it pins the pages and not
+         * this new mapping. */
+        r->addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, memfd, 0);
         if (r->addr == MAP_FAILED)
                 return negative_errno();
 
-        k = pin_mapping(r->addr, size);
-        if (k < 0)
-                return k;
-        r->pin_fd = k;
+        /* After a re-exec the old image's io_uring ring is still open and still holds its
+         * FOLL_LONGTERM pin on these very pages (the ring holds page references, not the old
+         * mapping, which execve() tore down): it is adopted as it is, so the pages were never
+         * unpinned. Only after kill -9 is there no ring, and the pages are pinned again. */
+        if (r->pin_fd < 0) {
+                k = pin_mapping(r->addr, size);
+                if (k < 0)
+                        return k;
+                r->pin_fd = k;
+        }
 
         k = resolve_all(pagemap_fd, r, r->phys);
         if (k < 0)

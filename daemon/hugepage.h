@@ -65,6 +65,10 @@ int hugepage_size_supported(uint64_t hugepage_size);
 int huge_region_new(const char *id, uint64_t size, uint64_t hugepage_size, int numa_node,
                     int pagemap_fd, HugeRegion **ret);
 
+/* Whether this process may pin at all: sets up (and closes) an io_uring instance. 0, or the
+ * negative errno io_uring_setup() gave (-EPERM: kernel.io_uring_disabled; -ENOSYS). */
+int huge_pin_probe(void);
+
 /* Unpins, unmaps and closes. Returns NULL. */
 HugeRegion *huge_region_free(HugeRegion *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HugeRegion *, huge_region_free);
@@ -83,9 +87,11 @@ int dma_segments_merge(const uint64_t *phys, size_t n_pages, uint64_t page_size,
  * the PFN is hidden (the opener lacked CAP_SYS_ADMIN), -EFAULT when not contiguous. */
 int pagemap_resolve(int pagemap_fd, const void *addr, uint64_t len, uint64_t *ret_phys);
 
-/* Rebuilds a region from a memfd that survived a restart in the fd store (ownership of the fd
- * passes to the region, also on failure): maps it again, pins it again, and checks the pages
- * against phys, the addresses handed out before. Returns 1 if a page moved (the region is
- * still returned, with the new addresses), 0 if all are where they were. */
-int huge_region_restore(const char *id, int memfd, uint64_t size, uint64_t hugepage_size,
+/* Rebuilds a region from a memfd that survived a restart in the fd store or a re-exec
+ * (ownership of the fds passes to the region, also on failure): maps it again, adopts pin_fd
+ * (the io_uring ring that still pins it, kept open across a re-exec) or pins it again if
+ * pin_fd < 0, and checks the pages against phys, the addresses handed out before. Returns 1 if
+ * a page moved (the region is still returned, with the new addresses), 0 if all are where they
+ * were. */
+int huge_region_restore(const char *id, int memfd, int pin_fd, uint64_t size, uint64_t hugepage_size,
                         const uint64_t *phys, size_t n_pages, int pagemap_fd, HugeRegion **ret);

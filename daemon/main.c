@@ -6,15 +6,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "config.h"
 #include "internal/fd-util.h"
 #include "internal/log.h"
+#include "hugepage.h"
 #include "manager.h"
+#include "reexec.h"
 #include "settings.h"
 #include "noiommu/protocol.h"
 
@@ -75,6 +79,83 @@ static int check_pid_namespace(char *ret_detail, size_t size) {
         return 1;
 }
 
+static bool have_capability(unsigned cap) {
+        _cleanup_free_ char *s = NULL;
+        const char *p;
+
+        if (read_small_file_at(AT_FDCWD, "/proc/self/status", &s) < 0 || !(p = strstr(s, "\nCapEff:")))
+                return false;
+        return (strtoull(p + strlen("\nCapEff:"), NULL, 16) >> cap) & 1;
+}
+
+/* What the daemon needs from the host, checked once at start-up so that an administrator reads
+ * one message naming what is missing instead of every request failing obscurely. Fatal: what
+ * cannot change while this process lives and without which no request can succeed (the
+ * capability to read physical addresses is fixed when pagemap is opened). A warning: what the
+ * administrator can fix at run time (the io_uring sysctl, hugepage reservations) or what only
+ * limits how much can be pinned (RLIMIT_MEMLOCK without CAP_IPC_LOCK); the requests it affects
+ * then fail with a reason that says the same. Returns -EPERM when start-up must stop. */
+static int check_host(Manager *m) {
+        static char probe[1 << 16] __attribute__((aligned(1 << 16)));
+        char warnings[1024] = "";
+        uint64_t sizes[8], phys;
+        struct rlimit rl;
+        size_t n_sizes = 0;
+        long ps = sysconf(_SC_PAGESIZE);
+        int r;
+
+#define WARN(...) (void) snprintf(warnings + strlen(warnings), sizeof(warnings) - strlen(warnings), __VA_ARGS__)
+
+        /* A page of our own, present: pagemap gives its PFN only if we had CAP_SYS_ADMIN when
+         * it was opened (manager_new()). */
+        probe[0] = 1;
+        r = pagemap_resolve(m->pagemap_fd, probe, (uint64_t) (ps > 0 ? ps : 4096), &phys);
+        if (r == -ENXIO) {
+                log_error("Cannot start: noiommud lacks CAP_SYS_ADMIN, so /proc/self/pagemap hides every physical "
+                          "address and no DMA memory could ever be handed out. Run it as root with CAP_SYS_ADMIN "
+                          "in its capability set (the unit's CapabilityBoundingSet= keeps it), in the host's user "
+                          "namespace.");
+                return -EPERM;
+        }
+        if (r < 0)
+                log_warning_errno(r, "Cannot check /proc/self/pagemap at start-up, ignoring: %m");
+
+        r = huge_pin_probe();
+        if (r < 0)
+                WARN(" io_uring is refused (%s%s): no memory can be pinned, AllocateMemory answers NotSupported "
+                     "until kernel.io_uring_disabled is 0 (or 1, with CAP_SYS_ADMIN).",
+                     strerror(-r), r == -EPERM ? ", kernel.io_uring_disabled is set" : "");
+
+        if (!have_capability(14 /* CAP_IPC_LOCK */) && getrlimit(RLIMIT_MEMLOCK, &rl) >= 0 &&
+            rl.rlim_cur != RLIM_INFINITY)
+                WARN(" Without CAP_IPC_LOCK, pinned memory counts against RLIMIT_MEMLOCK (%llu bytes): allocations "
+                     "beyond that answer OutOfMemory; give the daemon CAP_IPC_LOCK.",
+                     (unsigned long long) rl.rlim_cur);
+
+        if (hugepage_sizes(sizes, ELEMENTSOF(sizes), &n_sizes) < 0 || n_sizes == 0)
+                WARN(" The kernel offers no hugepage sizes (no hugetlbfs): AllocateMemory answers NotSupported.");
+        else {
+                uint64_t reserved = 0;
+
+                for (size_t i = 0; i < n_sizes; i++) {
+                        char path[128];
+                        _cleanup_free_ char *v = NULL;
+
+                        (void) snprintf(path, sizeof(path), "/sys/kernel/mm/hugepages/hugepages-%llukB/nr_hugepages",
+                                        (unsigned long long) (sizes[i] / 1024));
+                        if (read_small_file_at(AT_FDCWD, path, &v) >= 0)
+                                reserved += strtoull(v, NULL, 10);
+                }
+                if (reserved == 0)
+                        log_notice("No hugepages are reserved now: AllocateMemory answers OutOfMemory until the "
+                                   "administrator reserves some (vm.nr_hugepages, or hugepages= at boot).");
+        }
+#undef WARN
+        if (warnings[0])
+                log_warning("Starting with reduced function:%s", warnings);
+        return 0;
+}
+
 int main(int argc, char *argv[]) {
         enum { ARG_VERSION = 0x100, ARG_LISTEN, ARG_LOG_LEVEL, ARG_CONFIG };
         static const struct option options[] = {
@@ -87,7 +168,14 @@ int main(int argc, char *argv[]) {
         };
         _cleanup_(manager_freep) Manager *m = NULL;
         const char *listen_path = NULL, *config_path = NULL;
-        int c, r;
+        int c, r, reexec_fd = -EBADF;
+        sigset_t hup;
+
+        /* SIGHUP re-executes the daemon (reexec.c). Until its handler is in place it stays
+         * pending instead of killing the daemon by default. */
+        (void) sigemptyset(&hup);
+        (void) sigaddset(&hup, SIGHUP);
+        (void) sigprocmask(SIG_BLOCK, &hup, NULL);
 
         log_setup("noiommud", LOG_TARGET_AUTO);
 
@@ -143,12 +231,25 @@ int main(int argc, char *argv[]) {
                 return EXIT_FAILURE;
         }
 
+        r = reexec_pending(&reexec_fd);
+
         r = manager_new(config_path, &m);
         if (r < 0) {
                 log_error_errno(r, "Failed to set up: %m");
                 return EXIT_FAILURE;
         }
-        r = manager_listen(m, listen_path);
+        r = check_host(m);
+        if (r < 0)
+                return EXIT_FAILURE;
+        r = reexec_setup(m, argv);
+        if (r < 0) {
+                log_error_errno(r, "Failed to set up re-execution on SIGHUP: %m");
+                return EXIT_FAILURE;
+        }
+        if (reexec_fd >= 0)
+                r = reexec_restore(m, reexec_fd);
+        else
+                r = manager_listen(m, listen_path);
         if (r < 0)
                 return EXIT_FAILURE;
         r = manager_run(m);

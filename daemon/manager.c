@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/epoll.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -336,6 +337,7 @@ int manager_new(const char *config_path, Manager **ret) {
         (void) sigemptyset(&ss);
         (void) sigaddset(&ss, SIGTERM);
         (void) sigaddset(&ss, SIGINT);
+        (void) sigaddset(&ss, SIGHUP);          /* re-exec, reexec.c; never the default: fatal */
         if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
                 return negative_errno();
         (void) signal(SIGPIPE, SIG_IGN);
@@ -349,12 +351,12 @@ int manager_new(const char *config_path, Manager **ret) {
          * the fd, and never hand it to anyone. */
         m->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
         if (m->pagemap_fd < 0)
-                return log_error_errno(errno, "Failed to open /proc/self/pagemap: %m");
+                return log_error_errno(errno, "Cannot open /proc/self/pagemap (%m): noiommud needs it to tell clients "
+                                       "the physical addresses of their memory. Is /proc mounted, and the kernel "
+                                       "built with CONFIG_PROC_PAGE_MONITOR?");
 
-        if (hugepage_default_size(&m->default_hugepage_size) < 0) {
-                log_warning("The kernel offers no hugepages; AllocateMemory will answer NotSupported.");
-                m->default_hugepage_size = 0;
-        }
+        if (hugepage_default_size(&m->default_hugepage_size) < 0)
+                m->default_hugepage_size = 0;   /* main.c's start-up check says so */
 
         r = settings_load(config_path ?: NOIOMMU_SETTINGS_PATH, &m->settings);
         if (r < 0)
@@ -386,7 +388,13 @@ Manager *manager_free(Manager *m) {
         monitor_done(m);
         m->listen_fd = safe_close(m->listen_fd);
         if (m->listen_path) {
-                (void) unlink(m->listen_path);
+                struct stat st;
+
+                /* Only the socket this daemon bound: if another one replaced it meanwhile (an
+                 * administrator started a second daemon after removing ours), it is theirs. */
+                if (lstat(m->listen_path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+                    st.st_dev == m->listen_dev && st.st_ino == m->listen_ino)
+                        (void) unlink(m->listen_path);
                 free(m->listen_path);
         }
         m->pagemap_fd = safe_close(m->pagemap_fd);
@@ -439,10 +447,31 @@ static int bind_socket(Manager *m, const char *path) {
                 return log_error_errno(r, "Failed to create the directory of '%s': %m", path);
 
         /* A stale socket from an earlier run is replaced; anything else at the path is not
-         * ours to remove. */
+         * ours to remove. Stale means nobody accepts on it: a socket someone listens on belongs
+         * to a live daemon, and unlinking it would cut that daemon off from every new client
+         * while it keeps running. (Two daemons starting at the same instant can both see a
+         * stale file; bind() below then fails for the second with EADDRINUSE.) */
         if (lstat(path, &st) == 0) {
+                _cleanup_close_ int probe = -EBADF;
+
                 if (!S_ISSOCK(st.st_mode))
                         return log_error_errno(EEXIST, "'%s' exists and is not a socket, refusing to replace it.", path);
+                probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (probe < 0)
+                        return log_error_errno(errno, "socket() failed: %m");
+                /* Blocking, with a time limit (SO_SNDTIMEO bounds a unix connect()): a live
+                 * listener with a full backlog, or a stopped one, makes connect() wait, and a
+                 * wait that runs out (EAGAIN) means somebody is there. */
+                (void) setsockopt(probe, SOL_SOCKET, SO_SNDTIMEO,
+                                  &(struct timeval) { .tv_sec = 1 }, sizeof(struct timeval));
+                if (connect(probe, (struct sockaddr *) &sa, sizeof(sa)) == 0 || errno == EAGAIN)
+                        return log_error_errno(EADDRINUSE, "Another daemon is listening on '%s'; refusing to start a "
+                                               "second one. Stop it first (systemctl stop noiommud.socket "
+                                               "noiommud.service), or use 'systemctl reload noiommud' to replace "
+                                               "it without ending its leases.", path);
+                if (errno != ECONNREFUSED && errno != ENOENT)
+                        return log_error_errno(errno, "Cannot tell whether a daemon listens on '%s', refusing to replace it: %m", path);
+                log_debug("Replacing the stale socket '%s'.", path);
                 (void) unlink(path);
         }
 
@@ -451,6 +480,8 @@ static int bind_socket(Manager *m, const char *path) {
                 return log_error_errno(errno, "socket() failed: %m");
         if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
                 return log_error_errno(errno, "Failed to bind '%s': %m", path);
+        if (lstat(path, &st) < 0)
+                return log_error_errno(errno, "Cannot stat the socket '%s' just bound: %m", path);
         /* Anyone may connect; polkit decides what they get. systemd socket units restrict this
          * further with SocketMode=/SocketGroup= as defence in depth. */
         if (chmod(path, 0666) < 0)
@@ -461,8 +492,19 @@ static int bind_socket(Manager *m, const char *path) {
         m->listen_path = strdup(path);
         if (!m->listen_path)
                 return -ENOMEM;
+        m->listen_dev = st.st_dev;
+        m->listen_ino = st.st_ino;
         (void) snprintf(m->listen_description, sizeof(m->listen_description), "%s", path);
         return TAKE_FD(fd);
+}
+
+int manager_watch_listen(Manager *m) {
+        int r;
+
+        r = sd_event_add_io(m->event, &m->listen_source, m->listen_fd, EPOLLIN, on_accept, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the listening socket: %m");
+        return 0;
 }
 
 int manager_listen(Manager *m, const char *path) {
@@ -514,11 +556,11 @@ int manager_listen(Manager *m, const char *path) {
                 m->listen_fd = r;
         }
 
-        r = sd_event_add_io(m->event, &m->listen_source, m->listen_fd, EPOLLIN, on_accept, m);
+        r = manager_watch_listen(m);
         if (r < 0) {
                 close_many(stored, n_stored);
                 strv_free_names(names, n);
-                return log_error_errno(r, "Failed to watch the listening socket: %m");
+                return r;
         }
 
         if (n_stored > 0 || fdstore_enabled()) {
@@ -547,7 +589,15 @@ int manager_run(Manager *m) {
                             (unsigned long long) rl.rlim_cur, 2ULL * NOIOMMU_CONNS_MAX + 1024,
                             (unsigned) NOIOMMU_CONNS_MAX);
 
-        audit_started(m->listen_description);
+        if (m->reload_start_usec > 0) {
+                uint64_t leases = 0;
+
+                for (Lease *l = m->leases; l; l = l->next)
+                        leases++;
+                audit_reloaded(m->listen_description, m->n_conns, (unsigned) leases, m->n_regions,
+                               lease_now_usec() - m->reload_start_usec);
+        } else
+                audit_started(m->listen_description);
         (void) snprintf(status, sizeof(status), "STATUS=Listening on %s.", m->listen_description);
         (void) sd_notify(false, "READY=1");
         (void) sd_notify(false, status);

@@ -37,6 +37,8 @@ typedef struct Manager {
         sd_event_source *listen_source;
         int listen_fd;
         char *listen_path;              /* set when we bound the socket ourselves */
+        dev_t listen_dev;               /* ... and the inode we bound: only that one is unlinked */
+        ino_t listen_ino;
         char listen_description[256];
 
         Polkit *polkit;
@@ -58,7 +60,10 @@ typedef struct Manager {
         uint64_t state_generation;      /* of the last state written to the fd store */
         bool state_dirty;
         sd_event_source *persist_source;
-        sd_event_source *uevent_source;         /* kernel uevents, for Monitor() */             /* EMFILE: listening source disabled until an fd frees */
+        sd_event_source *uevent_source;         /* kernel uevents, for Monitor() */
+
+        uint64_t reload_start_usec;     /* this image was re-executed (reexec.c): when it began */
+        unsigned n_reloads;
 } Manager;
 
 /* Loads the configuration from config_path (NULL: the default path). */
@@ -67,6 +72,9 @@ Manager *manager_free(Manager *m);
 
 /* Takes the listening socket from socket activation ($LISTEN_FDS), or binds path. */
 int manager_listen(Manager *m, const char *path);
+
+/* Watches m->listen_fd (set by manager_listen() or a re-exec). */
+int manager_watch_listen(Manager *m);
 
 int manager_run(Manager *m);
 

@@ -253,12 +253,44 @@ static json_t *state_json(Manager *m) {
                          "conns", conns, "leases", leases, "regions", regions);
 }
 
-int persist_save(Manager *m) {
+int persist_json_memfd(json_t *j, const char *name) {
         _cleanup_free_ char *text = NULL;
         _cleanup_close_ int fd = -EBADF;
-        json_t *state;
-        char name[16];
         size_t len;
+
+        text = json_dumps(j, JSON_COMPACT);
+        if (!text)
+                return -ENOMEM;
+        len = strlen(text);
+
+        fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (fd < 0)
+                return negative_errno();
+        for (size_t off = 0; off < len;) {
+                ssize_t n = write(fd, text + off, len - off);
+                if (n < 0)
+                        return negative_errno();
+                off += (size_t) n;
+        }
+        (void) fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+        return TAKE_FD(fd);
+}
+
+int persist_state_memfd(Manager *m) {
+        json_t *state;
+        int fd;
+
+        state = state_json(m);
+        if (!state)
+                return -ENOMEM;
+        fd = persist_json_memfd(state, "noiommud_state");
+        json_decref(state);
+        return fd;
+}
+
+int persist_save(Manager *m) {
+        _cleanup_close_ int fd = -EBADF;
+        char name[16];
         int r;
 
         if (!fdstore_enabled())
@@ -266,25 +298,9 @@ int persist_save(Manager *m) {
         m->state_dirty = false;
         m->state_generation++;
 
-        state = state_json(m);
-        if (!state)
-                return log_error_errno(ENOMEM, "Cannot serialize the lease state.");
-        text = json_dumps(state, JSON_COMPACT);
-        json_decref(state);
-        if (!text)
-                return log_error_errno(ENOMEM, "Cannot serialize the lease state.");
-        len = strlen(text);
-
-        fd = memfd_create("noiommud_state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        fd = persist_state_memfd(m);
         if (fd < 0)
-                return log_error_errno(errno, "Cannot create the state memfd: %m");
-        for (size_t off = 0; off < len;) {
-                ssize_t n = write(fd, text + off, len - off);
-                if (n < 0)
-                        return log_error_errno(errno, "Cannot write the state: %m");
-                off += (size_t) n;
-        }
-        (void) fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+                return log_error_errno(fd, "Cannot write the lease state to a memfd: %m");
 
         /* Two names used in turn. The new state goes in under the name the previous one does
          * not use, and only then is the previous one removed: a crash at any point leaves at
@@ -355,6 +371,10 @@ static bool fd_link_has_prefix(int fd, const char *prefix) {
 
 static bool is_memfd(int fd) {
         return fd_link_has_prefix(fd, "/memfd:noiommud-");
+}
+
+static bool is_io_uring(int fd) {
+        return fd_link_has_prefix(fd, "anon_inode:[io_uring]");
 }
 
 static json_t *read_state(int fd) {
@@ -542,7 +562,7 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                 _cleanup_free_ uint64_t *phys = NULL;
                 size_t n = json_array_size(phys_j), k;
                 char name[64];
-                int memfd;
+                int memfd, pin;
                 HugeRegion *r;
                 Lease *l;
                 Conn *c;
@@ -556,9 +576,11 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                 json_array_foreach(phys_j, k, p)
                         phys[k] = (uint64_t) json_integer_value(p);
 
+                (void) snprintf(name, sizeof(name), "pin-%s", id);
+                pin = stored_take(s, name, is_io_uring);      /* only a re-exec passes one */
                 (void) snprintf(name, sizeof(name), "mem-%s", id);
                 memfd = stored_take(s, name, is_memfd);
-                q = huge_region_restore(id, memfd, size, hp, phys, n, m->pagemap_fd, &r);
+                q = huge_region_restore(id, memfd, pin, size, hp, phys, n, m->pagemap_fd, &r);
                 if (q < 0) {
                         log_error_errno(q, "Cannot restore memory %s: %m", id);
                         (void) fdstore_remove(name);
@@ -635,14 +657,20 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
 }
 
 int persist_restore(Manager *m, int *fds, char **names, size_t n) {
+        persist_restore_nosave(m, fds, names, n);
+        return persist_save(m);
+}
+
+void persist_restore_nosave(Manager *m, int *fds, char **names, size_t n) {
         Stored s = { .n = n };
         json_t *state = NULL;
         json_int_t best = -1;
 
         s.fds = new0(StoredFd, n ?: 1);
         if (!s.fds) {
+                log_error("Out of memory restoring the lease state; closing %zu stored fds.", n);
                 close_many(fds, n);
-                return -ENOMEM;
+                return;
         }
         for (size_t i = 0; i < n; i++)
                 s.fds[i] = (StoredFd) { .fd = fds[i], .name = names[i] };
@@ -697,9 +725,9 @@ int persist_restore(Manager *m, int *fds, char **names, size_t n) {
                                 sibling_taken = true;
                 log_warning("Dropping unrecognised fd '%s' from the fd store.", s.fds[i].name);
                 s.fds[i].fd = safe_close(s.fds[i].fd);
-                if (!sibling_taken)
+                /* Names only a re-exec uses ("pin-") were never in the store. */
+                if (!sibling_taken && strncmp(s.fds[i].name, "pin-", 4) != 0)
                         (void) fdstore_remove(s.fds[i].name);
         }
         free(s.fds);
-        return persist_save(m);
 }

@@ -22,6 +22,7 @@
  */
 #pragma once
 
+#include <jansson.h>
 #include <stddef.h>
 
 typedef struct Manager Manager;
@@ -46,3 +47,14 @@ void persist_dirty(Manager *m);
 /* Takes the fds the service manager passed back (all but the listening socket), rebuilds what
  * they describe, reclaims what lost its client, drops the rest. Consumes every fd. */
 int persist_restore(Manager *m, int *fds, char **names, size_t n);
+
+/* The same, without writing the state afterwards (a re-exec first restores what the fd store
+ * does not hold, then saves). The fds may also include "pin-<id>" (a region's io_uring pin,
+ * which only a re-exec can pass). */
+void persist_restore_nosave(Manager *m, int *fds, char **names, size_t n);
+
+/* Writes j into a new sealed memfd called name; returns the fd (close-on-exec). */
+int persist_json_memfd(json_t *j, const char *name);
+
+/* The state as persist_save() would store it (generation unchanged), in a sealed memfd. */
+int persist_state_memfd(Manager *m);

@@ -423,9 +423,10 @@ int pagemap_resolve(int pagemap_fd, const void *addr, uint64_t len, uint64_t *re
         return -EOPNOTSUPP;
 }
 
-int huge_region_restore(const char *id, int memfd, uint64_t size, uint64_t hugepage_size,
+int huge_region_restore(const char *id, int memfd, int pin_fd, uint64_t size, uint64_t hugepage_size,
                         const uint64_t *phys, size_t n_pages, int pagemap_fd, HugeRegion **ret) {
         (void) safe_close(memfd);
+        (void) safe_close(pin_fd);
         return -EOPNOTSUPP;
 }
 
@@ -706,6 +707,10 @@ void audit_setup(bool failure_log) {
 }
 
 void audit_shutdown(void) {
+}
+
+void audit_reloaded(const char *listen_description, unsigned n_connections, unsigned n_leases,
+                    unsigned n_regions, uint64_t pause_usec) {
 }
 
 void audit_started(const char *listen_description) {

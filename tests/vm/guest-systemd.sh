@@ -25,6 +25,9 @@
 #   3. the watchdog: SIGSTOP the daemon; systemd kills it (WatchdogSignal, SIGABRT) and restarts
 #      it; the same guarantees as 2 (the client survives and later releases; (3b) a client that
 #      dies while the daemon is stopped is reclaimed quiesce-first);
+#   R. "systemctl reload noiommud" while the client's edu does DMA (daemon/reexec.h): the same
+#      pid serves, the client's pages did not move, the daemon's pin rings are the old image's,
+#      nothing is quiesced or freed, a probe DMA lands afterwards, the lease then ends in order;
 #   4. "systemctl stop noiommud.service noiommud.socket" with a lease held: the lease ends in
 #      order, reason "shutdown" (journal and Linux audit), the socket is removed, the fd store
 #      is empty, Bus Master is off, the hugepages are back;
@@ -485,6 +488,83 @@ scenario_watchdog_dead_client() {
         fi
 }
 
+# client_pfns PID MEMORY_ID: the physical address of every 4 KiB page of the client's mapping of
+# the memory, on one line (pagemap as root; the integration tier's reader).
+client_pfns() {
+        /usr/bin/python3 - "$@" <<'EOF'
+import sys
+sys.path.insert(0, ".")
+import pagemap
+pid, memory = int(sys.argv[1]), sys.argv[2]
+rows = [r for r in pagemap.proc_maps(pid) if ("noiommud-" + memory) in r["path"]]
+print(" ".join("%#x" % (a or 0) for r in rows for a in pagemap.pagemap(pid, r["start"], r["end"] - r["start"])))
+EOF
+}
+# daemon_pins PID: the daemon's io_uring rings and the buffers each one pins (fdinfo UserBufs;
+# the virtual addresses are those of the image that registered them).
+daemon_pins() {
+        local fd
+        for fd in /proc/"$1"/fd/*; do
+                [ "$(readlink "$fd" 2>/dev/null)" = "anon_inode:[io_uring]" ] || continue
+                echo "${fd##*/}: $(grep -E '^ *[0-9]+: 0x[0-9a-f]+/[0-9]+' /proc/"$1"/fdinfo/"${fd##*/}" | tr -s ' \n' ' ')"
+        done
+}
+
+scenario_reload() {
+        # ---- R. systemctl reload (re-exec in place) while the client's edu does DMA ----------------
+        say "---- R. systemctl reload noiommud with DMA running ----"
+        if ! hold_client reload; then
+                fail "R: hold client did not start"
+                return
+        fi
+        pass "R: client (pid $hold_pid) holds lease $hold_lease, edu -> RAM DMAs running"
+        probe reload 1 && pass "R: probe round trip before the reload landed" || fail "R: probe 1 failed"
+        local l mem='' pid0 pfn0 pfn1 pins0 pins1 hp0 t gap lrc mark
+        while IFS= read -r l; do
+                [[ $l =~ ^reload:\ memory\ ([0-9a-f]{32}): ]] && mem=${BASH_REMATCH[1]}
+        done <"client-reload.log"
+        pid0=$(main_pid)
+        pfn0=$(client_pfns "$hold_pid" "$mem")
+        pins0=$(daemon_pins "$pid0")
+        hp0=$(hugepages_free)
+        [ -n "$mem" ] && [ -n "$pfn0" ] && [ -n "$pins0" ] &&
+                pass "R: before: memory $mem, daemon pid $pid0, pin rings: $pins0" ||
+                fail "R: could not read memory '$mem' / pages / pins before the reload"
+        mark=$(log_count)
+        t=$(t_ms)
+        systemctl reload "$UNIT"
+        lrc=$?
+        # The first reply after the reload, on a new connection (the held one is the client's).
+        setpriv --reuid="$CLIENT_USER" --regid="$CLIENT_GROUP" --clear-groups timeout 30 $CTL --socket "$SOCK" --json list >/dev/null 2>&1 8>&-
+        gap=$(($(t_ms) - t))
+        [ "$lrc" = 0 ] && pass "R: systemctl reload returned 0; reload -> first reply $gap ms" || fail "R: systemctl reload failed ($lrc)"
+        echo "guest: MEASURE: reload-gap-ms=$gap scenario=$scenario"
+        wait_log "*re-executed in * ms, keeping * connections, * device leases*" 15 &&
+                pass "R: journal: RELOADED record" || fail "R: no RELOADED record ('re-executed in ...')"
+        [ "$(main_pid)" = "$pid0" ] && [ "$(systemctl is-active "$UNIT")" = active ] &&
+                pass "R: the same pid $pid0 serves, the unit is active" || fail "R: MainPID $(main_pid), was $pid0; $(systemctl is-active "$UNIT")"
+        pfn1=$(client_pfns "$hold_pid" "$mem")
+        [ "$pfn1" = "$pfn0" ] && pass "R: the client's pages did not move (pagemap, $(echo "$pfn0" | wc -w) pages)" ||
+                fail "R: pages moved: before '$pfn0', after '$pfn1'"
+        pins1=$(daemon_pins "$pid0")
+        [ "$pins1" = "$pins0" ] && pass "R: the very same pin rings with the old image's buffers: never unpinned" ||
+                fail "R: pin rings before '$pins0', after '$pins1'"
+        [ "$(hugepages_free)" = "$hp0" ] && pass "R: HugePages_Free unchanged ($hp0)" || fail "R: HugePages_Free $(hugepages_free), was $hp0"
+        [ "$(log_line_from "$mark" "*Quiesced device*")" = 0 ] && [ "$(log_line_from "$mark" "*Reclaiming lease*")" = 0 ] &&
+                [ "$(log_line_from "$mark" "*Freed * bytes of DMA memory*")" = 0 ] &&
+                pass "R: nothing quiesced, reclaimed or freed" || fail "R: the reload quiesced, reclaimed or freed something"
+        [ "$(bus_master)" = 1 ] && pass "R: Bus Master still on" || fail "R: Bus Master off after the reload"
+        kill -0 "$hold_pid" 2>/dev/null && pass "R: the client lived through the reload" || fail "R: the client died"
+        probe reload 2 && pass "R: probe round trip after the reload landed (same connection, device and mapping)" ||
+                fail "R: probe 2 failed"
+        journal_since "$mark" "${SYSTEMD_GLOBS[@]}" "*Reloading*" "*Reloaded*" "*re-executed*" "*Re-executing*"
+        mark=$(log_count)
+        l=$hold_lease
+        release_hold reload && pass "R: the client tore down and released lease $l itself" || fail "R: the client's release failed"
+        check_teardown "$mark" "$l" release "R: release after the reload"
+        after_lease_checks "R"
+}
+
 scenario_stop() {
         # ---- 4. systemctl stop ---------------------------------------------------------------------------
         say "---- 4. systemctl stop noiommud.service noiommud.socket ----"
@@ -540,7 +620,7 @@ scenario_journal() {
 # a subset in NOIOMMU_VM_SYSTEMD_SCENARIOS. A new scenario (a live "reload", say) is a function
 # scenario_NAME built from the helpers above (hold_client, probe, release_hold, wait_restart,
 # check_teardown, after_lease_checks, journal_since), listed before "stop".
-for sc in ${NOIOMMU_VM_SYSTEMD_SCENARIOS:-activation kill kill-dead-client watchdog watchdog-dead-client stop journal}; do
+for sc in ${NOIOMMU_VM_SYSTEMD_SCENARIOS:-activation kill kill-dead-client watchdog watchdog-dead-client reload stop journal}; do
         "scenario_${sc//-/_}"
 done
 

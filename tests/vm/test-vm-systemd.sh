@@ -74,12 +74,14 @@ for c in "${cases[@]}"; do
                 --install-root "$work/root" \
                 --env "NOIOMMU_VM_WANT_BACKEND=$backend" \
                 --file "$VM_HERE/guest-lib.sh:guest-lib.sh" \
+                --file "$VM_HERE/../integration/pagemap.py:pagemap.py" \
                 --file "$client:edu-client" --file "$lib:libnoiommu.so.0" --timeout 420
         rc=$?
         boot=$(sed -n "s/^boot-time $scenario //p" "$work/$scenario.out")
         sd=$(sed -n "s/^boot-time-systemd $scenario //p" "$work/$scenario.out")
         serial=$work/$scenario/serial.log
         gap=$(sed -n 's/.*guest: MEASURE: kill9-gap-ms=\([0-9]*\) reply-ms=\([0-9]*\).*/\1 ms (one reply without a restart: \2 ms)/p' "$serial" | head -n 1)
+        rgap=$(sed -n 's/.*guest: MEASURE: reload-gap-ms=\([0-9]*\).*/\1 ms/p' "$serial" | head -n 1)
         jgap=$(sed -n 's/.*guest: MEASURE: journal SIGKILL->lease-restored-ms=\([0-9]*\) SIGKILL->READY-ms=\([0-9]*\) SIGKILL->first-call-served-ms=\([0-9]*\).*/restored \1 ms, READY \2 ms, call served \3 ms/p' "$serial" | head -n 1)
         if [ "$rc" = 0 ] &&
            grep -q "guest: PASS: 1: the first connection started the daemon" "$serial" &&
@@ -88,11 +90,14 @@ for c in "${cases[@]}"; do
            grep -q "guest: PASS: 2: probe round trip after the restart landed" "$serial" &&
            grep -q "guest: PASS: 2b: reclaim: quiesce" "$serial" &&
            grep -q "guest: PASS: 3: probe round trip after the watchdog restart landed" "$serial" &&
+           grep -q "guest: PASS: R: the same pid .* serves" "$serial" &&
+           grep -q "guest: PASS: R: the client's pages did not move" "$serial" &&
+           grep -q "guest: PASS: R: probe round trip after the reload landed" "$serial" &&
            grep -q "guest: PASS: 4: stop: quiesce" "$serial" &&
            grep -q "guest: PASS: 5: journalctl -x shows the catalog entry 'Device lease granted'" "$serial" &&
            grep -q "guest: $scenario (systemd): [0-9]* passed, 0 failed" "$serial"; then
-                echo "vm-systemd: PASS: $scenario ($backend): socket activation in the sandbox, kill -9 and watchdog restarts keep the lease, reclaim quiesce-first, stop ends leases in order, catalog and audit"
-                summary+=("PASS $scenario backend=$backend: boot ${boot:-?} s (busybox ${bb:-?} s; switch_root -> script ${sd:-?} s); kill -9 -> reply ${gap:-?}; journal clock: ${jgap:-?}")
+                echo "vm-systemd: PASS: $scenario ($backend): socket activation in the sandbox, kill -9 and watchdog restarts keep the lease, reload keeps pid, pins and addresses, reclaim quiesce-first, stop ends leases in order, catalog and audit"
+                summary+=("PASS $scenario backend=$backend: boot ${boot:-?} s (busybox ${bb:-?} s; switch_root -> script ${sd:-?} s); kill -9 -> reply ${gap:-?}; reload -> reply ${rgap:-?}; journal clock: ${jgap:-?}")
         else
                 echo "vm-systemd: FAIL: $scenario (run-vm.py exit $rc); logs in $work/$scenario" >&2
                 failed+=("$scenario")
