@@ -441,7 +441,9 @@ static void identity_read_userns(pid_t pid, ClientIdentity *id) {
         _cleanup_close_ int fd = -EBADF;
         char path[64];
         struct stat st;
-        uid_t owner;
+        /* Initialized although the ioctl writes it: valgrind does not know NS_GET_OWNER_UID
+         * and would report every later use as uninitialised. */
+        uid_t owner = (uid_t) -1;
 
         (void) snprintf(path, sizeof(path), "/proc/%i/ns/user", (int) pid);
         fd = open(path, O_RDONLY | O_CLOEXEC);
