@@ -55,13 +55,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "edu.h"
 #include "noiommu/noiommu.h"
+#include "vmclient.h"
 
 #define INFLIGHT_OFFSET         UINT64_C(0x180000)      /* the --inflight transfer's target */
 #define CLIENT_ALARM_S          90      /* also bounds --hold */
 
-/* The device, the memory and the output helpers are in edu.c (shared with hostile-client). */
+/* The device and the output helpers are in edu.c, the memory in vmclient.c (shared with
+ * hostile-client). */
 
 static volatile sig_atomic_t probe_requested;
 static volatile sig_atomic_t release_requested;

@@ -65,8 +65,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "edu.h"
 #include "noiommu/noiommu.h"
+#include "vmclient.h"
 #include "vfio-uapi-min.h"
 
 #define STEP_ALARM_S            60      /* per step, re-armed before each */
