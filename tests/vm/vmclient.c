@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vmclient: the daemon clients' share beyond edu.c (vmclient.h): the lease's memory, moved out
- * of edu.c unchanged when dma-probe started to use edu.c.
+ * of edu.c unchanged when dma-probe started to use edu.c, and the arguments both clients take.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "vmclient.h"
 
@@ -72,4 +74,29 @@ bool roundtrip(Edu *e, noiommu_memory *m, uint8_t seed) {
         check(true, "the %u bytes landed at offset 0x%" PRIx64 ", nothing beyond them changed (round trip %" PRIu64 " ms)",
               DMA_LEN, DST_OFFSET, (now_usec() - t0) / 1000U);
         return true;
+}
+
+/* ---- arguments ------------------------------------------------------------------------------- */
+
+static int client_arg(ClientArgs *a, int argc, char **argv, int *i) {
+        const char *s = argv[*i];
+
+        if (!strcmp(s, "--expect-backend") && *i + 1 < argc)
+                a->expect_backend = argv[++*i];
+        else if (!strcmp(s, "--tag") && *i + 1 < argc)
+                tag = argv[++*i];
+        else if (s[0] != '-' && !a->socket)
+                a->socket = s;
+        else if (s[0] != '-' && !a->bdf)
+                a->bdf = s;
+        else
+                return 0;
+        return 1;
+}
+
+int parse_client_args(int argc, char **argv, ClientArgs *a, client_option_fn own, void *userdata) {
+        for (int i = 1; i < argc; i++)
+                if (!client_arg(a, argc, argv, &i) && !own(userdata, argc, argv, &i))
+                        return -EINVAL;
+        return a->socket && a->bdf ? 0 : -EINVAL;
 }
