@@ -32,6 +32,7 @@
 
 #include "internal/json-util.h"
 #include "internal/macro.h"
+#include "internal/run-env.h"
 #include "internal/wire.h"
 #include "noiommu/noiommu.h"
 #include "noiommu/protocol.h"
@@ -1406,54 +1407,6 @@ static const char *env_get_field(const char *prefix, int index, const char *fiel
         return env_get(buf);
 }
 
-/* Whether name (the part of "NAME=value" before '=', n bytes) is a variable of the protocol. */
-static bool env_is_protocol_variable(const char *name, size_t n) {
-        static const char *const fixed[] = {
-                NOIOMMU_ENV_PID, NOIOMMU_ENV_FDS, NOIOMMU_ENV_FD_NAMES, NOIOMMU_ENV_LEASE,
-        };
-        size_t p;
-
-        for (size_t i = 0; i < ELEMENTSOF(fixed); i++)
-                if (strlen(fixed[i]) == n && strncmp(name, fixed[i], n) == 0)
-                        return true;
-
-        p = strlen(NOIOMMU_ENV_DEVICE_PREFIX);
-        if (n > p && strncmp(name, NOIOMMU_ENV_DEVICE_PREFIX, p) == 0)
-                for (size_t i = 0; i < ELEMENTSOF(env_device_fields); i++)
-                        if (strlen(env_device_fields[i]) == n - p &&
-                            strncmp(name + p, env_device_fields[i], n - p) == 0)
-                                return true;
-
-        /* Any NOIOMMU_MEMORY_*: stale ones of a higher index must go as well. */
-        p = strlen(NOIOMMU_ENV_MEMORY_PREFIX);
-        return n > p && strncmp(name, NOIOMMU_ENV_MEMORY_PREFIX, p) == 0;
-}
-
-/* Unsets every variable of the protocol. environ changes under us, so start over after each. */
-static void env_unset_all(void) {
-        bool again = true;
-
-        while (again) {
-                again = false;
-                for (char **e = environ; e && *e; e++) {
-                        const char *eq = strchr(*e, '=');
-                        char name[128];
-                        size_t n;
-
-                        if (!eq)
-                                continue;
-                        n = (size_t) (eq - *e);
-                        if (n >= sizeof(name) || !env_is_protocol_variable(*e, n))
-                                continue;
-                        memcpy(name, *e, n);
-                        name[n] = 0;
-                        if (unsetenv(name) == 0)
-                                again = true;
-                        break;
-                }
-        }
-}
-
 /* Every NOIOMMU_MEMORY_<i>_<FIELD> must name a memory that was passed and a field we know: a
  * variable we would ignore is a producer we do not understand. */
 static int env_check_memory_variables(size_t n_memory) {
@@ -1782,7 +1735,7 @@ _public_ int noiommu_from_environment(noiommu_conn **ret_conn, noiommu_lease **r
                 return -EINVAL;
 
         r = env_adopt(&a, &n_fds);
-        env_unset_all();
+        run_env_unset_all();
         if (r < 0)
                 return r;
         if (r == 0) {

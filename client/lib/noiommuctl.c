@@ -48,6 +48,7 @@
 #include "internal/json-util.h"
 #include "internal/log.h"
 #include "internal/macro.h"
+#include "internal/run-env.h"
 #include "noiommu/noiommu.h"
 #include "noiommu/protocol.h"
 
@@ -1236,37 +1237,6 @@ static int do_cdi_generate(noiommu_conn *c, const char *output) {
  * 32 pages). A long segment table (many non-contiguous small pages) can exceed it. */
 #define ENV_STRING_MAX (32U * 4096U)
 
-/* Removes every variable of the run protocol we inherited (a nested "noiommuctl run", or a
- * parent that set some), so that CMD sees only what we describe. */
-static void run_unset_protocol_environment(void) {
-        bool again = true;
-
-        while (again) {
-                again = false;
-                for (char **e = environ; e && *e; e++) {
-                        const char *eq = strchr(*e, '=');
-                        char name[128];
-                        size_t n;
-
-                        if (!eq || (size_t) (eq - *e) >= sizeof(name))
-                                continue;
-                        n = (size_t) (eq - *e);
-                        if (!(strncmp(*e, NOIOMMU_ENV_MEMORY_PREFIX, strlen(NOIOMMU_ENV_MEMORY_PREFIX)) == 0 ||
-                              strncmp(*e, NOIOMMU_ENV_DEVICE_PREFIX, strlen(NOIOMMU_ENV_DEVICE_PREFIX)) == 0 ||
-                              (n == strlen(NOIOMMU_ENV_PID) && strncmp(*e, NOIOMMU_ENV_PID, n) == 0) ||
-                              (n == strlen(NOIOMMU_ENV_FDS) && strncmp(*e, NOIOMMU_ENV_FDS, n) == 0) ||
-                              (n == strlen(NOIOMMU_ENV_FD_NAMES) && strncmp(*e, NOIOMMU_ENV_FD_NAMES, n) == 0) ||
-                              (n == strlen(NOIOMMU_ENV_LEASE) && strncmp(*e, NOIOMMU_ENV_LEASE, n) == 0)))
-                                continue;
-                        memcpy(name, *e, n);
-                        name[n] = 0;
-                        if (unsetenv(name) == 0)
-                                again = true;
-                        break;
-                }
-        }
-}
-
 _printf_(2, 3)
 static int run_setenv(const char *name, const char *format, ...) {
         _cleanup_free_ char *value = NULL;
@@ -1429,7 +1399,9 @@ static int do_run(noiommu_conn *c, const RunArgs *ra, const AllocArgs *a, char *
                 goto finish;
         }
 
-        run_unset_protocol_environment();
+        /* What we inherited (a nested "noiommuctl run", or a parent that set some) goes, so that
+         * CMD sees only what we describe. */
+        run_env_unset_all();
         r = run_setenv(NOIOMMU_ENV_PID, "%i", (int) getpid());  /* exec keeps the pid */
         if (r >= 0)
                 r = run_setenv(NOIOMMU_ENV_FDS, "%zu", n_fds);

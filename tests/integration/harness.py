@@ -498,10 +498,16 @@ class Connection:
         env.connections.append(self)
 
     def _connect_as(self, uid, gid):
+        self._connect_through(["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--clear-groups"],
+                              "as uid %d" % uid)
+
+    def _connect_through(self, prefix, what):
+        """Connects in CONNECT_HELPER, run under the command prefix (setpriv, unshare, ...), which
+        passes the connected socket back and stays as the connection's pid; what is for the error
+        ("connecting WHAT failed")."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.helper = subprocess.Popen(
-            ["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--clear-groups",
-             PYTHON, "-I", "-S", "-c", CONNECT_HELPER, self.path, str(theirs.fileno())],
+            list(prefix) + [PYTHON, "-I", "-S", "-c", CONNECT_HELPER, self.path, str(theirs.fileno())],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, cwd="/",
             preexec_fn=_pdeathsig)
         theirs.close()
@@ -518,7 +524,7 @@ class Connection:
                 os.close(fd)
             self.helper.kill()
             self.helper.wait()
-            raise AssertionError("connecting as uid %d failed: %r" % (uid, msg))
+            raise AssertionError("connecting %s failed: %r" % (what, msg))
         self.sock = socket.socket(fileno=fds[0])
         self.sock.settimeout(self.timeout)
 

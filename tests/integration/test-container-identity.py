@@ -39,8 +39,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
-import struct
 import subprocess
 import sys
 
@@ -128,30 +126,11 @@ class WrappedConnection(H.Connection):
         super().__init__(env, uid=uid)
 
     def _connect_as(self, uid, gid):
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        argv = self._prefix + [H.PYTHON, "-I", "-S", "-c", H.CONNECT_HELPER, self.path, str(theirs.fileno())]
+        prefix = self._prefix
         if self._cgroup:
             # moved while still root, before setpriv/unshare run; exec keeps the cgroup
-            argv = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', CG.procs(self._cgroup)] + argv
-        self.helper = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                                       cwd="/", preexec_fn=H._pdeathsig)
-        theirs.close()
-        self.helper_sock = ours
-        self.pid = self.helper.pid
-        ours.settimeout(self.timeout)
-        msg, anc, flags, _ = ours.recvmsg(64, socket.CMSG_SPACE(4 * 4))
-        fds = []
-        for level, typ, data in anc:
-            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-                fds += list(struct.unpack("%di" % (len(data) // 4), data[:len(data) // 4 * 4]))
-        if msg != b"K" or len(fds) != 1:
-            for fd in fds:
-                os.close(fd)
-            self.helper.kill()
-            self.helper.wait()
-            raise AssertionError("connecting through %r failed: %r" % (self._prefix, msg))
-        self.sock = socket.socket(fileno=fds[0])
-        self.sock.settimeout(self.timeout)
+            prefix = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', CG.procs(self._cgroup)] + prefix
+        self._connect_through(prefix, "through %r" % (self._prefix,))
 
 
 def as_user(uid):

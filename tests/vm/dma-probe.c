@@ -17,7 +17,8 @@
  *
  * Prints one line per check and a final "N passed, N failed"; exits 0 only if all passed,
  * 77 if there is no edu device, 1 otherwise. Built static, so it also runs without the host
- * userland.
+ * userland; the device side and the output are edu.c's (libc and VFIO ioctls only), as in the
+ * daemon's clients.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE     /* memfd_create */
@@ -26,110 +27,27 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <linux/memfd.h>
 
+#include "edu.h"
 #include "vfio-uapi-min.h"
 
 #define EDU_VENDOR              0x1234
 #define EDU_DEVICE              0x11e8
-#define EDU_ID_VALUE            0x010000edU
-
-#define EDU_REG_ID              0x00
-#define EDU_REG_LIVENESS        0x04
-#define EDU_REG_IRQ_STATUS      0x24
-#define EDU_REG_IRQ_RAISE       0x60
-#define EDU_REG_IRQ_ACK         0x64
-#define EDU_REG_DMA_SRC         0x80
-#define EDU_REG_DMA_DST         0x88
-#define EDU_REG_DMA_COUNT       0x90
-#define EDU_REG_DMA_CMD         0x98
-
-#define EDU_DMA_START           0x1
-#define EDU_DMA_TO_RAM          0x2     /* direction: 0 = RAM -> edu, 1 = edu -> RAM */
-#define EDU_DMA_IRQ             0x4     /* raise IRQ status EDU_IRQ_DMA when done */
-#define EDU_IRQ_DMA             0x100
-
-#define EDU_BUF_ADDR            0x40000 /* 4096-byte internal buffer, reachable only by DMA */
-/* QEMU 7.2 aborts if a transfer touches the buffer's last byte: keep offset + count <= 4095. */
-#define DMA_LEN                 4000
 
 #define HUGE_2M                 (UINT64_C(2) << 20)
 #define PAGE_4K                 UINT64_C(4096)
-#define PCI_COMMAND_OFF         4
-#define PCI_CMD_MEMORY          0x2
-#define PCI_CMD_MASTER          0x4
 
-#define DMA_TIMEOUT_MS          5000
-#define IRQ_TIMEOUT_MS          5000
 #define PROBE_ALARM_S           120
-
-typedef struct Edu {
-        int dev_fd;
-        int irq_fd;
-        volatile uint8_t *bar;
-        size_t bar_size;
-        uint64_t cfg_offset;
-        uint32_t flags;
-} Edu;
-
-static unsigned n_pass, n_fail;
-static const char *mode = "?";
-
-__attribute__((format(printf, 2, 3)))
-static bool check(bool ok, const char *fmt, ...) {
-        va_list ap;
-
-        printf("dma-probe: %s: %s: ", mode, ok ? "ok" : "FAIL");
-        va_start(ap, fmt);
-        vprintf(fmt, ap);
-        va_end(ap);
-        putchar('\n');
-        fflush(stdout);
-        if (ok)
-                n_pass++;
-        else
-                n_fail++;
-        return ok;
-}
-
-__attribute__((format(printf, 1, 2)))
-static void info(const char *fmt, ...) {
-        va_list ap;
-
-        printf("dma-probe: %s: ", mode);
-        va_start(ap, fmt);
-        vprintf(fmt, ap);
-        va_end(ap);
-        putchar('\n');
-        fflush(stdout);
-}
-
-static uint64_t now_ms(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(unsigned ms) {
-        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000L };
-
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
-}
 
 static void safe_close(int *fd) {
         if (*fd >= 0)
@@ -235,173 +153,26 @@ static int hugebuf_new(uint8_t **ret_buf, uint64_t *ret_pa) {
         return 0;
 }
 
-/* ---- edu --------------------------------------------------------------------------------- */
+/* ---- edu (the device itself is edu.c's) -------------------------------------------------- */
 
-static uint32_t edu_rd32(Edu *e, unsigned reg) {
-        return *(volatile uint32_t *) (e->bar + reg);
-}
-
-static void edu_wr32(Edu *e, unsigned reg, uint32_t v) {
-        *(volatile uint32_t *) (e->bar + reg) = v;
-}
-
-static uint64_t edu_rd64(Edu *e, unsigned reg) {
-        return *(volatile uint64_t *) (e->bar + reg);
-}
-
-static void edu_wr64(Edu *e, unsigned reg, uint64_t v) {
-        *(volatile uint64_t *) (e->bar + reg) = v;
-}
-
-static int cfg_read16(Edu *e, unsigned off, uint16_t *ret) {
-        return pread(e->dev_fd, ret, 2, (off_t) (e->cfg_offset + off)) == 2 ? 0 : -EIO;
-}
-
-static int cfg_write16(Edu *e, unsigned off, uint16_t v) {
-        return pwrite(e->dev_fd, &v, 2, (off_t) (e->cfg_offset + off)) == 2 ? 0 : -EIO;
-}
-
-static int set_bus_master(Edu *e, bool on) {
-        uint16_t cmd, back;
-
-        if (cfg_read16(e, PCI_COMMAND_OFF, &cmd) < 0)
-                return -EIO;
-        if (on)
-                cmd |= PCI_CMD_MEMORY | PCI_CMD_MASTER;
-        else
-                cmd &= (uint16_t) ~PCI_CMD_MASTER;
-        if (cfg_write16(e, PCI_COMMAND_OFF, cmd) < 0 || cfg_read16(e, PCI_COMMAND_OFF, &back) < 0)
-                return -EIO;
-        return !!(back & PCI_CMD_MASTER) == on ? 0 : -EIO;
-}
-
-/* Waits until the DMA engine is idle (command bit 0 clear). Returns elapsed ms or -ETIMEDOUT. */
-static int edu_dma_wait(Edu *e) {
-        uint64_t start = now_ms();
-
-        while (edu_rd64(e, EDU_REG_DMA_CMD) & EDU_DMA_START) {
-                if (now_ms() - start > DMA_TIMEOUT_MS)
-                        return -ETIMEDOUT;
-                sleep_ms(2);
-        }
-        return (int) (now_ms() - start);
-}
-
-static void edu_dma_start(Edu *e, uint64_t src, uint64_t dst, uint64_t count, uint64_t cmd) {
-        edu_wr64(e, EDU_REG_DMA_SRC, src);
-        edu_wr64(e, EDU_REG_DMA_DST, dst);
-        edu_wr64(e, EDU_REG_DMA_COUNT, count);
-        edu_wr64(e, EDU_REG_DMA_CMD, cmd | EDU_DMA_START);
-}
-
-/* Waits for one MSI on the eventfd. Returns elapsed ms, -ETIMEDOUT or -errno. */
-static int edu_irq_wait(Edu *e) {
-        struct pollfd p = { .fd = e->irq_fd, .events = POLLIN };
-        uint64_t start = now_ms(), cnt;
+/* A bare interrupt, right after edu_setup(): raise, wait, check status, acknowledge. */
+static void edu_irq_raise_check(Edu *e) {
         int r;
 
-        r = poll(&p, 1, IRQ_TIMEOUT_MS);
-        if (r < 0)
-                return -errno;
-        if (r == 0)
-                return -ETIMEDOUT;
-        if (read(e->irq_fd, &cnt, sizeof(cnt)) != (ssize_t) sizeof(cnt))
-                return -EIO;
-        return (int) (now_ms() - start);
-}
-
-static int edu_setup(Edu *e) {
-        struct vfio_device_info di = { .argsz = sizeof(di) };
-        struct vfio_region_info bar = { .argsz = sizeof(bar), .index = VFIO_PCI_BAR0_REGION_INDEX };
-        struct vfio_region_info cfg = { .argsz = sizeof(cfg), .index = VFIO_PCI_CONFIG_REGION_INDEX };
-        struct vfio_irq_info ii = { .argsz = sizeof(ii), .index = VFIO_PCI_MSI_IRQ_INDEX };
-        char setbuf[sizeof(struct vfio_irq_set) + sizeof(int32_t)];
-        struct vfio_irq_set *set = (struct vfio_irq_set *) setbuf;
-        uint32_t id;
-        int r;
-
-        r = ioctl(e->dev_fd, VFIO_DEVICE_GET_INFO, &di);
-        if (!check(r == 0 && (di.flags & VFIO_DEVICE_FLAGS_PCI) && di.num_regions > VFIO_PCI_CONFIG_REGION_INDEX,
-                   "VFIO_DEVICE_GET_INFO: flags 0x%x regions %u irqs %u%s%s", di.flags, di.num_regions,
-                   di.num_irqs, r ? ": " : "", r ? strerror(errno) : ""))
-                return -1;
-        e->flags = di.flags;
-
-        r = ioctl(e->dev_fd, VFIO_DEVICE_GET_REGION_INFO, &bar);
-        if (!check(r == 0 && bar.size >= 0x100 && (bar.flags & VFIO_REGION_INFO_FLAG_MMAP),
-                   "BAR0 region info: flags 0x%x size 0x%llx offset 0x%llx", bar.flags,
-                   (unsigned long long) bar.size, (unsigned long long) bar.offset))
-                return -1;
-        r = ioctl(e->dev_fd, VFIO_DEVICE_GET_REGION_INFO, &cfg);
-        if (!check(r == 0 && cfg.size >= 64, "config region info: size 0x%llx offset 0x%llx",
-                   (unsigned long long) cfg.size, (unsigned long long) cfg.offset))
-                return -1;
-        e->cfg_offset = cfg.offset;
-
-        e->bar = mmap(NULL, bar.size, PROT_READ | PROT_WRITE, MAP_SHARED, e->dev_fd, (off_t) bar.offset);
-        if (!check(e->bar != MAP_FAILED, "mmap BAR0 (%llu bytes)%s%s", (unsigned long long) bar.size,
-                   e->bar == MAP_FAILED ? ": " : "", e->bar == MAP_FAILED ? strerror(errno) : "")) {
-                e->bar = NULL;
-                return -1;
-        }
-        e->bar_size = bar.size;
-
-        id = edu_rd32(e, EDU_REG_ID);
-        if (!check(id == EDU_ID_VALUE, "edu identification register reads 0x%08x (want 0x%08x)", id, EDU_ID_VALUE))
-                return -1;
-        edu_wr32(e, EDU_REG_LIVENESS, 0x12345678);
-        check(edu_rd32(e, EDU_REG_LIVENESS) == ~0x12345678U, "edu liveness register returns the bitwise NOT");
-
-        if (!check(set_bus_master(e, true) == 0, "Bus Master on (PCI_COMMAND through config region 7)"))
-                return -1;
-
-        r = ioctl(e->dev_fd, VFIO_DEVICE_GET_IRQ_INFO, &ii);
-        if (!check(r == 0 && ii.count >= 1 && (ii.flags & VFIO_IRQ_INFO_EVENTFD),
-                   "MSI irq info: count %u flags 0x%x", ii.count, ii.flags))
-                return -1;
-        e->irq_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (!check(e->irq_fd >= 0, "eventfd"))
-                return -1;
-        memset(setbuf, 0, sizeof(setbuf));
-        set->argsz = sizeof(setbuf);
-        set->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
-        set->index = VFIO_PCI_MSI_IRQ_INDEX;
-        set->start = 0;
-        set->count = 1;
-        memcpy(set->data, &e->irq_fd, sizeof(int32_t));
-        r = ioctl(e->dev_fd, VFIO_DEVICE_SET_IRQS, set);
-        if (!check(r == 0, "VFIO_DEVICE_SET_IRQS: MSI vector 0 -> eventfd%s%s", r ? ": " : "", r ? strerror(errno) : ""))
-                return -1;
-
-        /* A bare interrupt first: raise, wait, check status, acknowledge. */
         edu_wr32(e, EDU_REG_IRQ_RAISE, 0x1);
-        r = edu_irq_wait(e);
+        r = irq_wait(e);
         check(r >= 0, "MSI from a raised interrupt (0x60) arrived on the eventfd (%d ms)", r);
         check(edu_rd32(e, EDU_REG_IRQ_STATUS) & 0x1, "interrupt status holds the raised bit");
         edu_wr32(e, EDU_REG_IRQ_ACK, 0x1);
         check(edu_rd32(e, EDU_REG_IRQ_STATUS) == 0, "interrupt status clear after acknowledging at 0x64");
-        return 0;
 }
 
-static void edu_teardown(Edu *e) {
-        if (e->irq_fd >= 0) {
-                struct vfio_irq_set off = {
-                        .argsz = sizeof(off),
-                        .flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER,
-                        .index = VFIO_PCI_MSI_IRQ_INDEX,
-                };
+/* edu_teardown(), then the device fd, which here is ours. */
+static void probe_teardown(Edu *e) {
+        int fd = e->dev_fd;
 
-                check(ioctl(e->dev_fd, VFIO_DEVICE_SET_IRQS, &off) == 0, "MSI disabled (SET_IRQS count 0)");
-        }
-        if (e->bar && e->bar_size)
-                munmap((void *) e->bar, e->bar_size);
-        e->bar = NULL;
-        safe_close(&e->irq_fd);
-        safe_close(&e->dev_fd);
-}
-
-static uint8_t pattern(size_t i, uint8_t seed) {
-        return (uint8_t) ((i * 131 + (i >> 8) * 7 + seed) ^ 0xa5);
+        edu_teardown(e);
+        safe_close(&fd);
 }
 
 /* Compares n bytes; returns the first differing offset or -1. */
@@ -426,7 +197,7 @@ static long first_diff_byte(const uint8_t *p, size_t n, uint8_t v) {
  */
 static void edu_roundtrip(Edu *e, uint8_t *buf, uint64_t dma, uint8_t seed) {
         volatile uint8_t *vbuf = buf;
-        uint64_t t0 = now_ms();
+        uint64_t t0 = now_usec();
         long diff;
         int r;
 
@@ -435,18 +206,18 @@ static void edu_roundtrip(Edu *e, uint8_t *buf, uint64_t dma, uint8_t seed) {
         memset(buf + PAGE_4K, 0x5a, PAGE_4K);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
 
-        edu_dma_start(e, dma, EDU_BUF_ADDR, DMA_LEN, 0);
-        r = edu_dma_wait(e);
+        dma_start(e, dma, EDU_BUF_ADDR, DMA_LEN, 0);
+        r = dma_wait(e);
         if (!check(r >= 0, "DMA RAM 0x%" PRIx64 " -> edu 0x%x, %u bytes: done in %d ms", dma, EDU_BUF_ADDR, DMA_LEN, r))
                 return;
 
         memset(buf, 0, PAGE_4K);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
 
-        edu_dma_start(e, EDU_BUF_ADDR, dma + PAGE_4K, DMA_LEN, EDU_DMA_TO_RAM | EDU_DMA_IRQ);
-        r = edu_irq_wait(e);
+        dma_start(e, EDU_BUF_ADDR, dma + PAGE_4K, DMA_LEN, EDU_DMA_TO_RAM | EDU_DMA_IRQ);
+        r = irq_wait(e);
         check(r >= 0, "MSI for the edu -> RAM DMA completion arrived on the eventfd (%d ms)", r);
-        r = edu_dma_wait(e);
+        r = dma_wait(e);
         if (!check(r >= 0, "DMA edu 0x%x -> RAM 0x%" PRIx64 ", %u bytes: done", EDU_BUF_ADDR, dma + PAGE_4K, DMA_LEN))
                 return;
         check(edu_rd32(e, EDU_REG_IRQ_STATUS) & EDU_IRQ_DMA, "interrupt status holds 0x%x (DMA done)", EDU_IRQ_DMA);
@@ -464,7 +235,7 @@ static void edu_roundtrip(Edu *e, uint8_t *buf, uint64_t dma, uint8_t seed) {
         check(diff < 0, "the bytes after the transfer are untouched%s", diff < 0 ? "" : ": CHANGED");
         diff = first_diff_byte((const uint8_t *) vbuf, PAGE_4K, 0);
         check(diff < 0, "the cleared source area stayed clear%s", diff < 0 ? "" : ": CHANGED");
-        info("round trip took %" PRIu64 " ms", now_ms() - t0);
+        info("round trip took %" PRIu64 " ms", (now_usec() - t0) / 1000U);
 }
 
 /*
@@ -478,8 +249,8 @@ static void edu_dma_must_not_land(Edu *e, uint8_t *area, uint64_t dma, const cha
 
         memset(area, 0x33, DMA_LEN);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        edu_dma_start(e, EDU_BUF_ADDR, dma, DMA_LEN, EDU_DMA_TO_RAM);
-        r = edu_dma_wait(e);
+        dma_start(e, EDU_BUF_ADDR, dma, DMA_LEN, EDU_DMA_TO_RAM);
+        r = dma_wait(e);
         check(r >= 0, "control DMA edu -> 0x%" PRIx64 " (%s): engine finished", dma, why);
         sleep_ms(50);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -556,6 +327,7 @@ static int run_group(const char *bdf) {
                 goto out;
         if (edu_setup(&e) < 0)
                 goto out;
+        edu_irq_raise_check(&e);
 
         info("bus address = physical address 0x%" PRIx64, pa);
         edu_roundtrip(&e, buf, pa, 0x11);
@@ -568,7 +340,7 @@ static int run_group(const char *bdf) {
         edu_reset_check(&e);
 
 out:
-        edu_teardown(&e);
+        probe_teardown(&e);
         if (buf)
                 munmap(buf, HUGE_2M);
         safe_close(&group);
@@ -695,6 +467,7 @@ static int run_cdev(const char *bdf) {
 
         if (edu_setup(&e) < 0)
                 goto out;
+        edu_irq_raise_check(&e);
 
         info("bus address = IOVA 0x%" PRIx64 " (PA 0x%" PRIx64 ")", iova, pa);
         edu_roundtrip(&e, buf, iova, 0x33);
@@ -708,12 +481,8 @@ static int run_cdev(const char *bdf) {
         edu_reset_check(&e);
 
 out:
-        if (e.bar || e.irq_fd >= 0 || e.dev_fd >= 0) {
-                /* Quiesce before the memory goes away (kernel-api.md §8). */
-                if (e.bar)
-                        set_bus_master(&e, false);
-        }
-        edu_teardown(&e);
+        /* Quiesces (MSI and Bus Master off) before the memory goes away (kernel-api.md §8). */
+        probe_teardown(&e);
         if (mapped) {
                 struct iommu_ioas_unmap um = { .size = sizeof(um), .ioas_id = alloc.out_ioas_id, .iova = iova,
                                                .length = HUGE_2M };
@@ -733,7 +502,8 @@ out:
 }
 
 int main(int argc, char **argv) {
-        char bdf[64];
+        char bdf[64], tagbuf[32];
+        const char *mode;
         int r;
 
         if (argc < 2 || argc > 3 || (strcmp(argv[1], "group") != 0 && strcmp(argv[1], "cdev") != 0)) {
@@ -741,6 +511,8 @@ int main(int argc, char **argv) {
                 return 2;
         }
         mode = argv[1];
+        (void) snprintf(tagbuf, sizeof(tagbuf), "dma-probe: %s", mode);
+        tag = tagbuf;
         setvbuf(stdout, NULL, _IOLBF, 0);
         alarm(PROBE_ALARM_S);   /* never hang the VM run */
 
@@ -750,7 +522,7 @@ int main(int argc, char **argv) {
                         return 2;
                 }
         } else if ((r = find_edu(bdf, sizeof(bdf))) < 0) {
-                printf("dma-probe: %s: SKIP: no edu device (1234:11e8): %s\n", mode, strerror(-r));
+                printf("%s: SKIP: no edu device (1234:11e8): %s\n", tag, strerror(-r));
                 return 77;
         }
         info("edu at %s", bdf);
@@ -760,6 +532,6 @@ int main(int argc, char **argv) {
         else
                 run_cdev(bdf);
 
-        printf("dma-probe: %s: %u passed, %u failed\n", mode, n_pass, n_fail);
+        printf("%s: %u passed, %u failed\n", tag, n_pass, n_fail);
         return n_fail == 0 && n_pass > 0 ? 0 : 1;
 }

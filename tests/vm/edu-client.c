@@ -55,13 +55,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "edu.h"
 #include "noiommu/noiommu.h"
+#include "vmclient.h"
 
 #define INFLIGHT_OFFSET         UINT64_C(0x180000)      /* the --inflight transfer's target */
 #define CLIENT_ALARM_S          90      /* also bounds --hold */
 
-/* The device, the memory and the output helpers are in edu.c (shared with hostile-client). */
+/* The device and the output helpers are in edu.c, the memory in vmclient.c (shared with
+ * hostile-client). */
 
 static volatile sig_atomic_t probe_requested;
 static volatile sig_atomic_t release_requested;
@@ -79,10 +80,8 @@ static void on_usr2(int sig) {
 /* ---- main -------------------------------------------------------------------------------------- */
 
 typedef struct Options {
-        const char *socket;
-        const char *bdf;
+        ClientArgs args;        /* SOCKET BDF, --expect-backend, --tag */
         const char *expect_kind;
-        const char *expect_backend;
         bool hold;
         bool inflight;
         bool probe_on_usr1;
@@ -90,36 +89,30 @@ typedef struct Options {
         bool expect_denied;
 } Options;
 
+static int own_option(void *userdata, int argc, char **argv, int *i) {
+        Options *o = userdata;
+        const char *a = argv[*i];
+
+        if (!strcmp(a, "--hold"))
+                o->hold = true;
+        else if (!strcmp(a, "--inflight"))
+                o->inflight = true;
+        else if (!strcmp(a, "--probe-on-usr1"))
+                o->probe_on_usr1 = true;
+        else if (!strcmp(a, "--no-release"))
+                o->release = false;
+        else if (!strcmp(a, "--expect-denied"))
+                o->expect_denied = true;
+        else if (!strcmp(a, "--expect-kind") && *i + 1 < argc)
+                o->expect_kind = argv[++*i];
+        else
+                return 0;
+        return 1;
+}
+
 static int parse_options(int argc, char **argv, Options *o) {
         *o = (Options) { .release = true };
-
-        for (int i = 1; i < argc; i++) {
-                const char *a = argv[i];
-
-                if (!strcmp(a, "--hold"))
-                        o->hold = true;
-                else if (!strcmp(a, "--inflight"))
-                        o->inflight = true;
-                else if (!strcmp(a, "--probe-on-usr1"))
-                        o->probe_on_usr1 = true;
-                else if (!strcmp(a, "--no-release"))
-                        o->release = false;
-                else if (!strcmp(a, "--expect-denied"))
-                        o->expect_denied = true;
-                else if (!strcmp(a, "--expect-kind") && i + 1 < argc)
-                        o->expect_kind = argv[++i];
-                else if (!strcmp(a, "--expect-backend") && i + 1 < argc)
-                        o->expect_backend = argv[++i];
-                else if (!strcmp(a, "--tag") && i + 1 < argc)
-                        tag = argv[++i];
-                else if (a[0] != '-' && !o->socket)
-                        o->socket = a;
-                else if (a[0] != '-' && !o->bdf)
-                        o->bdf = a;
-                else
-                        return -EINVAL;
-        }
-        return o->socket && o->bdf ? 0 : -EINVAL;
+        return parse_client_args(argc, argv, &o->args, own_option, o);
 }
 
 int main(int argc, char **argv) {
@@ -143,15 +136,15 @@ int main(int argc, char **argv) {
                 return 1;
         }
         alarm(CLIENT_ALARM_S);
-        info("uid %u, pid %i, device %s, socket %s", (unsigned) getuid(), (int) getpid(), o.bdf, o.socket);
+        info("uid %u, pid %i, device %s, socket %s", (unsigned) getuid(), (int) getpid(), o.args.bdf, o.args.socket);
 
         /* ---- acquire: connect -> device fd -> 2 MiB memory, timed ---- */
         t0 = now_usec();
-        r = noiommu_connect(o.socket, &c);
+        r = noiommu_connect(o.args.socket, &c);
         if (!check(r == 0, "connected to noiommud%s%s", r ? ": " : "", r ? errstr(r) : ""))
                 goto finish;
 
-        r = noiommu_acquire_device(c, o.bdf, 0, &l);
+        r = noiommu_acquire_device(c, o.args.bdf, 0, &l);
         t_dev = now_usec();
         if (o.expect_denied) {
                 const char *err = r < 0 ? noiommu_last_error(c) : NULL;
@@ -161,22 +154,22 @@ int main(int argc, char **argv) {
                       r < 0 ? errstr(r) : "GRANTED", err ?: "-", r < 0 ? (noiommu_last_error_parameters(c) ?: "-") : "-");
                 goto finish;
         }
-        if (!check(r == 0, "AcquireDevice(%s): %s%s%s%s%s", o.bdf, r == 0 ? "granted" : errstr(r),
+        if (!check(r == 0, "AcquireDevice(%s): %s%s%s%s%s", o.args.bdf, r == 0 ? "granted" : errstr(r),
                    r < 0 && noiommu_last_error(c) ? " " : "", r < 0 ? (noiommu_last_error(c) ?: "") : "",
                    r < 0 && noiommu_last_error(c) ? " " : "", r < 0 ? (noiommu_last_error_parameters(c) ?: "") : ""))
                 goto finish;
         e.dev_fd = noiommu_lease_get_fd(l);
         backend = noiommu_lease_get_backend(l);
         info("LEASE %s", noiommu_lease_get_id(l));
-        check(e.dev_fd >= 0 && strcmp(noiommu_lease_get_address(l), o.bdf) == 0 &&
+        check(e.dev_fd >= 0 && strcmp(noiommu_lease_get_address(l), o.args.bdf) == 0 &&
               noiommu_lease_get_vendor_id(l) == 0x1234 && noiommu_lease_get_device_id(l) == 0x11e8,
               "lease: device fd %i, %s %04x:%04x, driver %s, backend %s, iommu group %i", e.dev_fd,
               noiommu_lease_get_address(l), (unsigned) noiommu_lease_get_vendor_id(l),
               (unsigned) noiommu_lease_get_device_id(l), noiommu_lease_get_driver(l) ?: "?", backend ?: "?",
               noiommu_lease_get_iommu_group(l));
-        if (o.expect_backend)
-                check(backend && strcmp(backend, o.expect_backend) == 0, "backend is %s (want %s)",
-                      backend ?: "(none)", o.expect_backend);
+        if (o.args.expect_backend)
+                check(backend && strcmp(backend, o.args.expect_backend) == 0, "backend is %s (want %s)",
+                      backend ?: "(none)", o.args.expect_backend);
 
         noiommu_alloc_options_init(&ao);
         ao.lease = noiommu_lease_get_id(l);

@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * edu: QEMU's edu device through a VFIO device fd, shared by the vm tier's clients (edu.h).
- * Moved out of edu-client.c unchanged, so both programs drive the device the same way.
+ * edu: QEMU's edu device through a VFIO device fd, and the check/info output (edu.h): shared by
+ * dma-probe and the daemon's clients, so every vm tier program drives the device the same way.
+ * libc and VFIO ioctls only: dma-probe is linked statically, without libnoiommu.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
-#include <inttypes.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -78,15 +78,6 @@ const char *errstr(int r) {
 
 /* ---- the device, through the fd the daemon sent -------------------------------------------- */
 
-
-static uint32_t rd32(Edu *e, unsigned reg) {
-        return *(volatile uint32_t *) (e->bar + reg);
-}
-
-static void wr32(Edu *e, unsigned reg, uint32_t v) {
-        *(volatile uint32_t *) (e->bar + reg) = v;
-}
-
 static uint64_t rd64(Edu *e, unsigned reg) {
         return *(volatile uint64_t *) (e->bar + reg);
 }
@@ -124,9 +115,10 @@ int edu_setup(Edu *e) {
 
         r = ioctl(e->dev_fd, VFIO_DEVICE_GET_INFO, &di) < 0 ? -errno : 0;
         if (!check(r == 0 && (di.flags & VFIO_DEVICE_FLAGS_PCI) && di.num_regions > VFIO_PCI_CONFIG_REGION_INDEX,
-                   "VFIO_DEVICE_GET_INFO on the received fd: flags 0x%x, %u regions, %u irqs%s%s", di.flags,
+                   "VFIO_DEVICE_GET_INFO on the device fd: flags 0x%x, %u regions, %u irqs%s%s", di.flags,
                    di.num_regions, di.num_irqs, r ? ": " : "", r ? errstr(r) : ""))
                 return -1;
+        e->flags = di.flags;
 
         r = ioctl(e->dev_fd, VFIO_DEVICE_GET_REGION_INFO, &bar) < 0 ? -errno : 0;
         if (!check(r == 0 && bar.size >= 0x100 && (bar.flags & VFIO_REGION_INFO_FLAG_MMAP),
@@ -146,11 +138,11 @@ int edu_setup(Edu *e) {
         e->bar = p;
         e->bar_size = bar.size;
 
-        id = rd32(e, EDU_REG_ID);
+        id = edu_rd32(e, EDU_REG_ID);
         if (!check(id == EDU_ID_VALUE, "edu identification register reads 0x%08x (want 0x%08x)", id, EDU_ID_VALUE))
                 return -1;
-        wr32(e, EDU_REG_LIVENESS, 0x5a5a1234);
-        check(rd32(e, EDU_REG_LIVENESS) == ~0x5a5a1234U, "edu liveness register returns the bitwise NOT");
+        edu_wr32(e, EDU_REG_LIVENESS, 0x5a5a1234);
+        check(edu_rd32(e, EDU_REG_LIVENESS) == ~0x5a5a1234U, "edu liveness register returns the bitwise NOT");
 
         if (!check(set_bus_master(e, true) == 0, "Bus Master on (PCI_COMMAND through config region 7)"))
                 return -1;
@@ -233,22 +225,7 @@ int irq_wait(Edu *e) {
         return (int) ((now_usec() - start) / 1000U);
 }
 
-/* ---- memory ---------------------------------------------------------------------------------- */
-
-/* The DMA address of [offset, offset + len) if one segment covers it whole. */
-bool dma_address_of(const noiommu_memory *m, uint64_t offset, uint64_t len, uint64_t *ret) {
-        const noiommu_segment *s;
-        size_t n;
-
-        s = noiommu_memory_get_segments(m, &n);
-        for (size_t i = 0; i < n; i++)
-                if (offset >= s[i].offset && offset - s[i].offset <= s[i].length &&
-                    len <= s[i].length - (offset - s[i].offset)) {
-                        *ret = s[i].dma_address + (offset - s[i].offset);
-                        return true;
-                }
-        return false;
-}
+/* ---- memory contents -------------------------------------------------------------------------- */
 
 uint8_t pattern(size_t i, uint8_t seed) {
         return (uint8_t) ((i * 131 + (i >> 8) * 7 + seed) ^ 0xa5);
@@ -259,49 +236,4 @@ long first_nonzero(const volatile uint8_t *p, size_t n) {
                 if (p[i] != 0)
                         return (long) i;
         return -1;
-}
-
-/* RAM (SRC_OFFSET) -> edu -> RAM (DST_OFFSET), completion by MSI; every byte compared. */
-bool roundtrip(Edu *e, noiommu_memory *m, uint8_t seed) {
-        volatile uint8_t *buf = noiommu_memory_get_address(m);
-        uint64_t src, dst, t0 = now_usec();
-        int r;
-
-        if (!check(dma_address_of(m, SRC_OFFSET, DMA_LEN, &src) && dma_address_of(m, DST_OFFSET, 0x1000, &dst),
-                   "the segment table covers both DMA windows"))
-                return false;
-
-        for (size_t i = 0; i < DMA_LEN; i++)
-                buf[SRC_OFFSET + i] = pattern(i, seed);
-        for (size_t i = 0; i < 0x1000; i++)
-                buf[DST_OFFSET + i] = 0x5a;
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-
-        dma_start(e, src, EDU_BUF_ADDR, DMA_LEN, 0);
-        r = dma_wait(e);
-        if (!check(r >= 0, "DMA RAM (dmaAddress 0x%" PRIx64 ", offset 0x%" PRIx64 ") -> edu, %u bytes: done in %d ms",
-                   src, SRC_OFFSET, DMA_LEN, r))
-                return false;
-
-        dma_start(e, EDU_BUF_ADDR, dst, DMA_LEN, EDU_DMA_TO_RAM | EDU_DMA_IRQ);
-        r = irq_wait(e);
-        check(r >= 0, "MSI for the edu -> RAM completion arrived on the eventfd (%d ms)", r);
-        r = dma_wait(e);
-        if (!check(r >= 0, "DMA edu -> RAM (dmaAddress 0x%" PRIx64 ", offset 0x%" PRIx64 "), %u bytes: done",
-                   dst, DST_OFFSET, DMA_LEN))
-                return false;
-        check(rd32(e, EDU_REG_IRQ_STATUS) & EDU_IRQ_DMA, "interrupt status holds 0x%x (DMA done)", EDU_IRQ_DMA);
-        wr32(e, EDU_REG_IRQ_ACK, EDU_IRQ_DMA);
-
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        for (size_t i = 0; i < DMA_LEN; i++)
-                if (buf[DST_OFFSET + i] != pattern(i, seed))
-                        return check(false, "the %u bytes landed at offset 0x%" PRIx64 ": first mismatch at +%zu: 0x%02x, want 0x%02x",
-                                     DMA_LEN, DST_OFFSET, i, buf[DST_OFFSET + i], pattern(i, seed));
-        for (size_t i = DMA_LEN; i < 0x1000; i++)
-                if (buf[DST_OFFSET + i] != 0x5a)
-                        return check(false, "the bytes after the transfer are untouched: +%zu changed", i);
-        check(true, "the %u bytes landed at offset 0x%" PRIx64 ", nothing beyond them changed (round trip %" PRIu64 " ms)",
-              DMA_LEN, DST_OFFSET, (now_usec() - t0) / 1000U);
-        return true;
 }

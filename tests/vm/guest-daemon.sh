@@ -71,11 +71,7 @@ client_lease() {
 cleanup() {
         [ -n "${hold_pid:-}" ] && kill -9 "$hold_pid" 2>/dev/null
         [ -n "${mon_pid:-}" ] && kill -TERM "$mon_pid" 2>/dev/null
-        if [ -n "${daemon_pid:-}" ] && kill -0 "$daemon_pid" 2>/dev/null; then
-                kill -TERM "$daemon_pid"
-                wait "$daemon_pid"
-                say "noiommud exited with status $?"
-        fi
+        reap_daemon
 }
 trap cleanup EXIT
 

@@ -85,11 +85,7 @@ log_count() {
 
 cleanup() {
         [ -n "${client_pid:-}" ] && kill -9 "$client_pid" 2>/dev/null
-        if [ -n "${daemon_pid:-}" ] && kill -0 "$daemon_pid" 2>/dev/null; then
-                kill -TERM "$daemon_pid"
-                wait "$daemon_pid"
-                say "noiommud exited with status $?"
-        fi
+        reap_daemon
 }
 trap cleanup EXIT
 
@@ -292,11 +288,7 @@ fi
 huge_end=$(hugepages_free)
 [ "$huge_end" = "$huge0" ] && pass "HugePages_Free back to $huge0 at the end" ||
         fail "HugePages_Free is $huge_end at the end, was $huge0 at the start"
-kill -TERM "$daemon_pid"
-wait "$daemon_pid"
-drc=$?
-daemon_pid=
-[ "$drc" = 0 ] && pass "noiommud exited cleanly on SIGTERM" || fail "noiommud exited with status $drc on SIGTERM"
+stop_daemon
 
 echo "guest: ---- daemon log ----"
 show "$DLOG"

@@ -161,6 +161,16 @@ stop_daemon() {
         [ "$drc" = 0 ] && pass "noiommud exited cleanly on SIGTERM" || fail "noiommud exited with status $drc on SIGTERM"
 }
 
+# For the EXIT trap: a daemon still running (the script stopped on its way) gets SIGTERM, and its
+# exit status goes to the console.
+reap_daemon() {
+        if [ -n "${daemon_pid:-}" ] && kill -0 "$daemon_pid" 2>/dev/null; then
+                kill -TERM "$daemon_pid"
+                wait "$daemon_pid"
+                say "noiommud exited with status $?"
+        fi
+}
+
 # Every client: setpriv to the user, stdout to its own log (client-TAG.log), alarm() inside
 # edu-client.
 run_client() {  # TAG USER GROUP [edu-client options...]

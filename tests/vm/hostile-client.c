@@ -65,8 +65,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "edu.h"
 #include "noiommu/noiommu.h"
+#include "vmclient.h"
 #include "vfio-uapi-min.h"
 
 #define STEP_ALARM_S            60      /* per step, re-armed before each */
@@ -297,35 +297,27 @@ static void verify_after(Hostile *h, const char *call) {
 /* ---- main ------------------------------------------------------------------------------------ */
 
 typedef struct Options {
-        const char *socket;
-        const char *bdf;
+        ClientArgs args;        /* SOCKET BDF, --expect-backend, --tag */
         const char *calls;
-        const char *expect_backend;
         bool sync;
 } Options;
 
+static int own_option(void *userdata, int argc, char **argv, int *i) {
+        Options *o = userdata;
+        const char *a = argv[*i];
+
+        if (!strcmp(a, "--sync"))
+                o->sync = true;
+        else if (!strcmp(a, "--calls") && *i + 1 < argc)
+                o->calls = argv[++*i];
+        else
+                return 0;
+        return 1;
+}
+
 static int parse_options(int argc, char **argv, Options *o) {
         *o = (Options) { .calls = default_calls };
-
-        for (int i = 1; i < argc; i++) {
-                const char *a = argv[i];
-
-                if (!strcmp(a, "--sync"))
-                        o->sync = true;
-                else if (!strcmp(a, "--calls") && i + 1 < argc)
-                        o->calls = argv[++i];
-                else if (!strcmp(a, "--expect-backend") && i + 1 < argc)
-                        o->expect_backend = argv[++i];
-                else if (!strcmp(a, "--tag") && i + 1 < argc)
-                        tag = argv[++i];
-                else if (a[0] != '-' && !o->socket)
-                        o->socket = a;
-                else if (a[0] != '-' && !o->bdf)
-                        o->bdf = a;
-                else
-                        return -EINVAL;
-        }
-        return o->socket && o->bdf ? 0 : -EINVAL;
+        return parse_client_args(argc, argv, &o->args, own_option, o);
 }
 
 /* Splits the list into call names, expanding attach-ids; -EINVAL for an unknown name. */
@@ -410,26 +402,26 @@ int main(int argc, char **argv) {
         }
         h.sync = o.sync;
         alarm(STEP_ALARM_S);
-        info("uid %u, pid %i, device %s, socket %s, %zu calls", (unsigned) getuid(), (int) getpid(), o.bdf, o.socket,
-             n_calls);
+        info("uid %u, pid %i, device %s, socket %s, %zu calls", (unsigned) getuid(), (int) getpid(), o.args.bdf,
+             o.args.socket, n_calls);
         check(getuid() != 0 && geteuid() != 0, "running unprivileged (uid %u, euid %u)", (unsigned) getuid(),
               (unsigned) geteuid());
 
         /* ---- the lease, its first memory, edu, one DMA round trip ---- */
-        r = noiommu_connect(o.socket, &h.c);
+        r = noiommu_connect(o.args.socket, &h.c);
         if (!check(r == 0, "connected to noiommud%s%s", r ? ": " : "", r ? errstr(r) : ""))
                 goto finish;
-        r = noiommu_acquire_device(h.c, o.bdf, 0, &h.l);
-        if (!check(r == 0, "AcquireDevice(%s): %s%s%s", o.bdf, r == 0 ? "granted" : errstr(r),
+        r = noiommu_acquire_device(h.c, o.args.bdf, 0, &h.l);
+        if (!check(r == 0, "AcquireDevice(%s): %s%s%s", o.args.bdf, r == 0 ? "granted" : errstr(r),
                    r < 0 && noiommu_last_error(h.c) ? " " : "", r < 0 ? (noiommu_last_error(h.c) ?: "") : ""))
                 goto finish;
         h.e.dev_fd = noiommu_lease_get_fd(h.l);
         backend = noiommu_lease_get_backend(h.l);
         info("LEASE %s", noiommu_lease_get_id(h.l));
         check(h.e.dev_fd >= 0, "lease: device fd %i, backend %s", h.e.dev_fd, backend ?: "?");
-        if (o.expect_backend &&
-            !check(backend && strcmp(backend, o.expect_backend) == 0, "backend is %s (want %s)", backend ?: "(none)",
-                   o.expect_backend))
+        if (o.args.expect_backend &&
+            !check(backend && strcmp(backend, o.args.expect_backend) == 0, "backend is %s (want %s)",
+                   backend ?: "(none)", o.args.expect_backend))
                 goto finish;
 
         noiommu_alloc_options_init(&ao);
