@@ -90,9 +90,9 @@ static bool have_capability(unsigned cap) {
 
 /* What the daemon needs from the host, checked once at start-up so that an administrator reads
  * one message naming what is missing instead of every request failing obscurely. Fatal: what
- * cannot change while this process lives and without which no request can succeed (the
- * capability to read physical addresses is fixed when pagemap is opened). A warning: what the
- * administrator can fix at run time (the io_uring sysctl, hugepage reservations) or what only
+ * cannot change while this process lives and without which no request can succeed. A warning:
+ * what only some requests need (physical addresses: the capability is fixed when pagemap is
+ * opened, but IOMMU devices need none), what the administrator can fix at run time (the io_uring sysctl, hugepage reservations) or what only
  * limits how much can be pinned (RLIMIT_MEMLOCK without CAP_IPC_LOCK); the requests it affects
  * then fail with a reason that says the same. Returns -EPERM when start-up must stop. */
 static int check_host(Manager *m) {
@@ -110,14 +110,14 @@ static int check_host(Manager *m) {
          * it was opened (manager_new()). */
         probe[0] = 1;
         r = pagemap_resolve(m->pagemap_fd, probe, (uint64_t) (ps > 0 ? ps : 4096), &phys);
-        if (r == -ENXIO) {
-                log_error("Cannot start: noiommud lacks CAP_SYS_ADMIN, so /proc/self/pagemap hides every physical "
-                          "address and no DMA memory could ever be handed out. Run it as root with CAP_SYS_ADMIN "
-                          "in its capability set (the unit's CapabilityBoundingSet= keeps it), in the host's user "
-                          "namespace.");
-                return -EPERM;
-        }
-        if (r < 0)
+        /* Not fatal: device fds behind a real IOMMU need no physical address, and every memory
+         * request already answers NotSupported with this reason (dispatch.c). A daemon in a
+         * container's user namespace is the usual case. */
+        if (r == -ENXIO)
+                WARN(" noiommud lacks CAP_SYS_ADMIN in the host's user namespace, so /proc/self/pagemap hides every "
+                     "physical address: AllocateMemory answers NotSupported until it runs as root with CAP_SYS_ADMIN "
+                     "(the unit's CapabilityBoundingSet= keeps it), in the host's user namespace.");
+        else if (r < 0)
                 log_warning_errno(r, "Cannot check /proc/self/pagemap at start-up, ignoring: %m");
 
         r = huge_pin_probe();
