@@ -60,14 +60,6 @@ latency() {
         echo "guest: LATENCY $scenario - $t none (the client did not get that far)"
 }
 
-# The lease id a client printed ("TAG: LEASE id"), or nothing.
-client_lease() {
-        local l
-        while IFS= read -r l; do
-                case "$l" in "$1: LEASE "*) echo "${l#"$1: LEASE "}"; return ;; esac
-        done <"client-$1.log"
-}
-
 cleanup() {
         [ -n "${hold_pid:-}" ] && kill -9 "$hold_pid" 2>/dev/null
         [ -n "${mon_pid:-}" ] && kill -TERM "$mon_pid" 2>/dev/null

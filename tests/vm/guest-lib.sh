@@ -81,15 +81,26 @@ wait_log() {
         done
 }
 
-# Line number of the first daemon log line matching the glob $1 (0 if none).
-log_line() {
+# log_line_from START GLOB: number of the first daemon log line after line START matching GLOB
+# (0 if none); log_line GLOB: the same from the first line.
+log_line_from() {
         local n=0 l
         while IFS= read -r l; do
                 n=$((n + 1))
+                [ "$n" -gt "$1" ] || continue
                 # shellcheck disable=SC2053
-                [[ $l == $1 ]] && { echo "$n"; return; }
+                [[ $l == $2 ]] && { echo "$n"; return; }
         done <"$DLOG"
         echo 0
+}
+log_line() { log_line_from 0 "$1"; }
+
+# The lease id a client printed ("TAG: LEASE id" in client-TAG.log), or nothing.
+client_lease() {
+        local l
+        while IFS= read -r l; do
+                case "$l" in "$1: LEASE "*) echo "${l#"$1: LEASE "}"; return ;; esac
+        done <"client-$1.log"
 }
 
 # polkit and the bus: the project's action file and a rule that allows io.noiommud.* to

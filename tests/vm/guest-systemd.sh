@@ -52,13 +52,6 @@ for f in edu-client libnoiommu.so.0; do
 done
 
 journal() { echo "guest: JOURNAL: $*"; }
-# The lease id a client printed ("TAG: LEASE id"), or nothing.
-client_lease() {
-        local l
-        while IFS= read -r l; do
-                case "$l" in "$1: LEASE "*) echo "${l#"$1: LEASE "}"; return ;; esac
-        done <"client-$1.log"
-}
 # main_pid: the service's MainPID (0 if none).
 main_pid() { systemctl show -P MainPID "$UNIT"; }
 # wait_file FILE GLOB SECONDS: a line of FILE matching GLOB appears; sets found_text.
@@ -75,17 +68,6 @@ wait_file() {
                 [ "$(t_ms)" -lt "$deadline" ] || return 1
                 nap 0.05
         done
-}
-# log_line_from START GLOB: number of the first daemon log line after line START matching GLOB.
-log_line_from() {
-        local n=0 l
-        while IFS= read -r l; do
-                n=$((n + 1))
-                [ "$n" -gt "$1" ] || continue
-                # shellcheck disable=SC2053
-                [[ $l == $2 ]] && { echo "$n"; return; }
-        done <"$DLOG"
-        echo 0
 }
 # mono_ms_after START GLOB [MIN_MS]: the journal's monotonic time (ms) of the first line after
 # line START matching GLOB ("[   12.116456] host ..."), not earlier than MIN_MS; or nothing.
@@ -410,10 +392,12 @@ scenario_kill() {
         fi
 }
 
-scenario_kill_dead_client() {
-        # 2b: a client that dies while the daemon is down (stopped, so it cannot notice) is reclaimed.
-        say "---- 2b. a client dies while the daemon is down ----"
-        if hold_client killb; then
+# dead_client_reclaimed TAG N HOW: a client killed while the daemon is stopped (SIGSTOP, so it
+# cannot notice); HOW brings the next daemon ("kill": systemctl kill; "watchdog": systemd's
+# watchdog), which must reclaim the lease, quiesce first.
+dead_client_reclaimed() {
+        local tag=$1 n=$2 how=$3
+        if hold_client "$tag"; then
                 old=$(main_pid)
                 lease=$hold_lease
                 mark=$(log_count)
@@ -421,20 +405,25 @@ scenario_kill_dead_client() {
                 kill -9 "$hold_pid"
                 wait "$hold_pid" 2>/dev/null
                 hold_pid=
-                systemctl kill -s KILL "$UNIT"
-                if wait_restart "$old" 20; then
-                        pass "2b: client killed while the daemon (pid $old) was stopped; systemd restarted it as pid $new_pid"
-                else
-                        fail "2b: no restart"
-                fi
+                [ "$how" = kill ] && systemctl kill -s KILL "$UNIT"
+                # systemctl kill restarts at once; the watchdog first waits out WatchdogSec.
+                wait_restart "$old" "$([ "$how" = kill ] && echo 20 || echo 30)" &&
+                        pass "$n: client killed while the daemon (pid $old) was stopped; $how: systemd restarted it as pid $new_pid" ||
+                        fail "$n: no restart ($how)"
                 wait_log "*Reclaiming lease $lease*its client is gone*" 15 &&
-                        pass "2b: journal: the restarted daemon reclaims lease $lease (its client is gone)" || fail "2b: no 'Reclaiming lease $lease'"
-                check_teardown "$mark" "$lease" reclaim-after-restart "2b: reclaim"
+                        pass "$n: journal: the restarted daemon reclaims lease $lease (its client is gone)" ||
+                        fail "$n: no 'Reclaiming lease $lease'"
+                check_teardown "$mark" "$lease" reclaim-after-restart "$n: reclaim"
                 journal_since "$mark" "*Reclaiming lease*" "*Quiesced device*" "*Released device*"
-                after_lease_checks "2b"
+                after_lease_checks "$n"
         else
-                fail "2b: hold client did not start"
+                fail "$n: hold client did not start"
         fi
+}
+
+scenario_kill_dead_client() {
+        say "---- 2b. a client dies while the daemon is down ----"
+        dead_client_reclaimed killb 2b kill
 }
 
 scenario_watchdog() {
@@ -469,23 +458,7 @@ scenario_watchdog() {
 }
 scenario_watchdog_dead_client() {
         say "---- 3b. a client dies while the daemon hangs ----"
-        if hold_client wdb; then
-                old=$(main_pid)
-                lease=$hold_lease
-                mark=$(log_count)
-                kill -STOP "$old"
-                kill -9 "$hold_pid"
-                wait "$hold_pid" 2>/dev/null
-                hold_pid=
-                wait_restart "$old" 30 && pass "3b: client killed while the daemon hung; the watchdog replaced pid $old by $new_pid" ||
-                        fail "3b: no restart"
-                wait_log "*Reclaiming lease $lease*its client is gone*" 15 &&
-                        pass "3b: journal: lease $lease reclaimed (its client is gone)" || fail "3b: no 'Reclaiming lease $lease'"
-                check_teardown "$mark" "$lease" reclaim-after-restart "3b: reclaim"
-                after_lease_checks "3b"
-        else
-                fail "3b: hold client did not start"
-        fi
+        dead_client_reclaimed wdb 3b watchdog
 }
 
 # client_pfns PID MEMORY_ID: the physical address of every 4 KiB page of the client's mapping of
