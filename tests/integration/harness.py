@@ -442,6 +442,19 @@ class JournalCapture:
                         % (message_id, fields, timeout, self.describe()))
                 self.cond.wait(left)
 
+    def notify_barrier(self, timeout=10):
+        """Return once every sd_notify datagram sent before this call has been read and its
+        fds closed. FDSTORE=1 datagrams carry copies of the daemon's memfds: until this thread
+        has read them, those copies keep the pages of a freed allocation in use (as systemd's
+        fd store would until it handles FDSTOREREMOVE=1). The datagram queue is FIFO, so our
+        own marker arriving means everything queued before it has been handled."""
+        self._barriers = getattr(self, "_barriers", 0) + 1
+        marker = "NOIOMMUD_TEST_BARRIER=%d" % self._barriers
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(marker.encode(), self.notify_path)
+        if not self.wait_notify(marker, timeout):
+            raise AssertionError("the notify socket's reader did not reach %s within %ds" % (marker, timeout))
+
     def wait_notify(self, text, timeout):
         deadline = time.monotonic() + timeout
         with self.cond:

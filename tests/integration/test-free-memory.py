@@ -70,6 +70,9 @@ def main():
             os.close(fd)
             assert H.hugepages_free() == base[1] - 1
             a.call_ok(H.FREE, {"memory": r["memory"]})
+            # The daemon handed a copy of the memfd to its fd store (here the harness's notify
+            # reader) at allocation; that copy is gone once the reader has handled the datagram.
+            env.journal.notify_barrier()
             assert H.hugepages_free() == base[1], "pages not back when FreeMemory returned"
 
         with env.subtest("disconnect without free: pages back, MEMORY_FREED client-exit for each"):
