@@ -145,7 +145,7 @@ def check_fields(ids, records, entries):
                      % (mid, names[mid], field, " ".join(sorted(sometimes))))
             elif field not in always:
                 fail("%s (%s): @%s@ is sent by only %d of its %d records; journalctl -x would show "
-                     "it unreplaced for the others. Name it without @." %
+                     "the bare field name for the others. Name it without @." %
                      (mid, names[mid], field, sum(field in c for c in calls), len(calls)))
         if not re.search(r"^Subject: \S", text, flags=re.M):
             fail("%s (%s): no Subject:" % (mid, names[mid]))
