@@ -29,6 +29,8 @@ import sys
 
 FAILURES = []
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Where the documentation goes with the default prefix /usr/local.
+DEFAULT_DOCDIR = "/usr/local/share/doc/noiommud"
 MAN_PAGES = ["/usr/share/man/man1/noiommuctl.1", "/usr/share/man/man3/libnoiommu.3",
              "/usr/share/man/man5/noiommud.conf.5", "/usr/share/man/man8/noiommud.8"]
 
@@ -245,7 +247,7 @@ def test_default_prefix(src, work, unitdir, catalogdir, actiondir):
             os.path.join(unitdir, "noiommud.socket"): "socket unit where systemd reads it",
             os.path.join(catalogdir, "noiommud.catalog"): "catalog where journalctl reads it",
             os.path.join(actiondir, "io.noiommud.policy"): "polkit action where polkitd reads it",
-            "/usr/local/share/doc/noiommud/README.md": "README under the prefix"}
+            os.path.join(DEFAULT_DOCDIR, "README.md"): "README under the prefix"}
     for dest, what in want.items():
         check(dest in inst, "default prefix: %s -> %s" % (what, dest))
     check(not any("/usr/local/share/polkit-1" in d for d in inst),
@@ -255,7 +257,7 @@ def test_default_prefix(src, work, unitdir, catalogdir, actiondir):
           "default prefix: ExecStart=%s is where the daemon is installed"
           % unit_setting(service, "ExecStart"))
     docs = unit_setting(service, "Documentation")
-    check(docs == ["file:///usr/local/share/doc/noiommud/README.md"],
+    check(docs == ["file://" + os.path.join(DEFAULT_DOCDIR, "README.md")],
           "default prefix: Documentation=%s is installed" % docs)
 
 
