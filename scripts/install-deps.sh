@@ -11,6 +11,9 @@ PACKAGES=(
         dbus-daemon polkitd libsystemd0 libjansson4
         # tests: private bus + real polkitd in a mount namespace, unprivileged clients via setpriv
         python3 python3-dbus python3-dbusmock util-linux procps strace valgrind
+        # tests/install: systemd-journal-remote turns records into a journal file, so that the
+        # test catalog-render sees journalctl -x fill in the catalog's @FIELD@s
+        systemd-journal-remote
         # containers tier (tests/containers): podman from a rootfs the tests build (busybox-static
         # plus the built client), no images, no network. runc, not crun: crun 1.8 fails on the
         # hybrid cgroup v1/v2 layout of the test machines. uidmap (newuidmap/newgidmap) for

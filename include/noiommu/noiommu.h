@@ -66,6 +66,7 @@
 #include <stdint.h>
 
 #include "protocol.h"
+#include <noiommu/version.h>
 
 #ifdef __cplusplus
 extern "C" {
