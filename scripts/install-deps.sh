@@ -16,6 +16,9 @@ PACKAGES=(
         # hybrid cgroup v1/v2 layout of the test machines. uidmap (newuidmap/newgidmap) for
         # rootless podman; storage is the vfs driver, so no fuse-overlayfs and no extra daemons.
         podman runc conmon uidmap busybox-static
+        # examples/dpdk-extmem and its test (docs/dpdk.md): DPDK 22.11's EAL, mempool and mbuf
+        # headers and libraries (pkg-config libdpdk); the test runs the real framework
+        libdpdk-dev
 )
 
 if [ "$(id -u)" != 0 ]; then
