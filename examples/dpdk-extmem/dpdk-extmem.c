@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <rte_eal.h>
@@ -446,6 +447,13 @@ static const char *iova_mode_name(void) {
         }
 }
 
+static double now_ms(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
 static void wait_for_eof(void) {
         char buf[256];
 
@@ -471,6 +479,9 @@ int main(int argc, char *argv[]) {
         size_t n_segs = 0;
         rte_iova_t mz_want = RTE_BAD_IOVA, probe_want = RTE_BAD_IOVA, probe_got = RTE_BAD_IOVA;
 
+        /* where the time goes between main() and a ready pool (the benchmark prints these) */
+        double t_start = now_ms(), t_memory = t_start, t_eal, t_heap, t_pool;
+
         if (parse_options(argc, argv, &o) < 0)
                 return EXIT_USAGE;
 
@@ -486,6 +497,7 @@ int main(int argc, char *argv[]) {
                         goto out;
                 }
                 segs = noiommu_memory_get_segments(mem, &n_segs);
+                t_memory = now_ms();
         }
 
         /* 2. the EAL */
@@ -519,6 +531,7 @@ int main(int argc, char *argv[]) {
                 goto out;
         }
         eal_up = true;
+        t_eal = now_ms();
 
         if (o.own_hugepages) {
                 if (rte_eal_iova_mode() != RTE_IOVA_PA) {
@@ -557,6 +570,8 @@ int main(int argc, char *argv[]) {
                 }
         }
 
+        t_heap = now_ms();
+
         /* 4. the pool, on that socket */
         n_mbufs = o.n_mbufs ?: pool_fill(area.size, area.page_size);
         if (n_mbufs == 0) {
@@ -570,10 +585,15 @@ int main(int argc, char *argv[]) {
                         n_mbufs, socket_id, rte_strerror(rte_errno));
                 goto out;
         }
+        t_pool = now_ms();
         if (o.json)
-                printf("{\"ready\":true,\"pid\":%d,\"mbufs\":%u}\n", (int) getpid(), pool->size);
+                printf("{\"ready\":true,\"pid\":%d,\"mbufs\":%u,\"ms\":{\"memory\":%.1f,\"eal\":%.1f,"
+                       "\"heap\":%.1f,\"pool\":%.1f}}\n", (int) getpid(), pool->size, t_memory - t_start,
+                       t_eal - t_memory, t_heap - t_eal, t_pool - t_heap);
         else
-                printf("ready: %u mbufs on socket %d\n", pool->size, socket_id);
+                printf("ready: %u mbufs on socket %d after %.1f ms (memory %.1f, EAL %.1f, heap %.1f, "
+                       "pool %.1f)\n", pool->size, socket_id, t_pool - t_start, t_memory - t_start,
+                       t_eal - t_memory, t_heap - t_eal, t_pool - t_heap);
         fflush(stdout);
 
         /* 5. every mbuf, then the other allocation paths a driver uses */
