@@ -162,6 +162,11 @@ static int parse_unsigned(const char *s, unsigned *ret) {
         return 0;
 }
 
+static int bad_value(const char *option, const char *value) {
+        fprintf(stderr, "noiommu-dpdk-extmem: invalid value '%s' for --%s\n", value, option);
+        return -EINVAL;
+}
+
 static int parse_options(int argc, char *argv[], Options *o) {
         enum {
                 ARG_SOCKET = 0x100, ARG_MEMORY, ARG_HUGEPAGE_SIZE, ARG_MBUFS, ARG_SHOW, ARG_SAMPLE,
@@ -199,23 +204,23 @@ static int parse_options(int argc, char *argv[], Options *o) {
                         break;
                 case ARG_MEMORY:
                         if (parse_size(optarg, &o->size) < 0)
-                                goto bad;
+                                return bad_value("memory", optarg);
                         break;
                 case ARG_HUGEPAGE_SIZE:
                         if (parse_size(optarg, &o->hugepage_size) < 0)
-                                goto bad;
+                                return bad_value("hugepage-size", optarg);
                         break;
                 case ARG_MBUFS:
                         if (parse_unsigned(optarg, &o->n_mbufs) < 0 || o->n_mbufs == 0)
-                                goto bad;
+                                return bad_value("mbufs", optarg);
                         break;
                 case ARG_SHOW:
                         if (parse_unsigned(optarg, &o->show) < 0)
-                                goto bad;
+                                return bad_value("show", optarg);
                         break;
                 case ARG_SAMPLE:
                         if (parse_unsigned(optarg, &o->sample) < 0)
-                                goto bad;
+                                return bad_value("sample", optarg);
                         break;
                 case ARG_JSON:
                         o->json = true;
@@ -231,9 +236,6 @@ static int parse_options(int argc, char *argv[], Options *o) {
                         return -EINVAL;
                 default:
                         abort();
-                bad:
-                        fprintf(stderr, "noiommu-dpdk-extmem: invalid value '%s'\n", optarg);
-                        return -EINVAL;
                 }
 
         o->eal_extra = argv + optind;
@@ -254,7 +256,8 @@ static void broker_error(noiommu_conn *c, const char *what, int r) {
                 fprintf(stderr, "noiommu-dpdk-extmem: noiommud refused %s: %s %s (%s)\n",
                         what, name, params ? params : "{}", strerror(-r));
         else
-                fprintf(stderr, "noiommu-dpdk-extmem: %s failed: %s\n", what, strerror(-r));
+                fprintf(stderr, "noiommu-dpdk-extmem: the call to noiommud for %s failed: %s\n",
+                        what, strerror(-r));
 }
 
 /*
@@ -723,7 +726,7 @@ out:
                 if (!heap_added || heap_removed) {
                         r = noiommu_free(conn, mem);
                         if (r < 0) {
-                                broker_error(conn, "FreeMemory", r);
+                                broker_error(conn, "freeing the memory", r);
                                 ret = EXIT_CHECK;
                         }
                 } else

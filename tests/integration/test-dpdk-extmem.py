@@ -58,6 +58,18 @@ def read_json(p, what):
     return json.loads(line)
 
 
+def stop(env, p, base):
+    """After a failed check: end the example and let the daemon reclaim its memory, so that the
+    next block starts from the baseline (best effort: the block has failed already)."""
+    if p.poll() is None:
+        p.kill()
+        p.wait(10)
+        try:
+            env.wait_baseline(base, what="after killing the example")
+        except AssertionError as e:
+            H.log(str(e))
+
+
 def finish(p, what):
     p.stdin.close()
     rc = p.wait(30)
@@ -125,44 +137,50 @@ def main():
         with env.subtest("allowed user, no capabilities: mbuf pool on noiommud memory, every buf_iova"):
             p = start(env, example_argv(env, ["--json", "--hold", "--memory", "%dM" % (SIZE // MiB),
                                               "--sample", "256"], H.ALLOWED_UID))
-            ready = read_json(p, "noiommu-dpdk-extmem")
-            assert ready.get("ready") is True and ready["pid"] == p.pid, ready
-            res = read_json(p, "noiommu-dpdk-extmem")
-            check_result(res, p.pid, H.ALLOWED_UID)
-            # the pool fills the memory: at least 85% of what fits if nothing else were there
-            assert res["mbufs"] >= 0.85 * SIZE / 2432, "only %d mbufs in %d bytes" % (res["mbufs"], SIZE)
+            try:
+                ready = read_json(p, "noiommu-dpdk-extmem")
+                assert ready.get("ready") is True and ready["pid"] == p.pid, ready
+                res = read_json(p, "noiommu-dpdk-extmem")
+                check_result(res, p.pid, H.ALLOWED_UID)
+                # the pool fills the memory: at least 85% of what fits if nothing else were there
+                assert res["mbufs"] >= 0.85 * SIZE / 2432, "only %d mbufs in %d bytes" % (res["mbufs"], SIZE)
 
-            vma = check_pagemap(p.pid, res, SIZE)
-            memory_id = vma["path"][len("/memfd:noiommud-"):].split()[0]
-            g = env.wait_journal("MEMORY_GRANTED", NOIOMMUD_MEMORY_ID=memory_id)
-            assert len(g) == 1 and g[0].get("NOIOMMUD_CLIENT_PID") == str(p.pid), g
-            assert g[0].get("NOIOMMUD_CLIENT_UID") == str(H.ALLOWED_UID), g
-            assert H.hugepages_free() == base[1] - SIZE // H.HUGEPAGE_2M, H.hugepages_free()
-            checked = sample_pagemap(p.pid, res)
-            H.log("pagemap: %d buffer bytes of %d sampled mbufs at their buf_iova; pool %d mbufs"
-                  % (checked, len(res["sample"]), res["mbufs"]))
+                vma = check_pagemap(p.pid, res, SIZE)
+                memory_id = vma["path"][len("/memfd:noiommud-"):].split()[0]
+                g = env.wait_journal("MEMORY_GRANTED", NOIOMMUD_MEMORY_ID=memory_id)
+                assert len(g) == 1 and g[0].get("NOIOMMUD_CLIENT_PID") == str(p.pid), g
+                assert g[0].get("NOIOMMUD_CLIENT_UID") == str(H.ALLOWED_UID), g
+                assert H.hugepages_free() == base[1] - SIZE // H.HUGEPAGE_2M, H.hugepages_free()
+                checked = sample_pagemap(p.pid, res)
+                H.log("pagemap: %d buffer bytes of %d sampled mbufs at their buf_iova; pool %d mbufs"
+                      % (checked, len(res["sample"]), res["mbufs"]))
 
-            err = finish(p, "noiommu-dpdk-extmem")
-            assert "EAL: Selected IOVA mode 'VA'" in err, err
-            f = env.wait_journal("MEMORY_FREED", NOIOMMUD_MEMORY_ID=memory_id)
-            # "free": the example removed the memory from DPDK's heap and then freed it itself,
-            # it did not leave it to the daemon's clean-up at disconnect
-            assert f[0].get("NOIOMMUD_REASON") == "free", f
-            env.wait_baseline(base, what="after the example exited")
+                err = finish(p, "noiommu-dpdk-extmem")
+                assert "EAL: Selected IOVA mode 'VA'" in err, err
+                f = env.wait_journal("MEMORY_FREED", NOIOMMUD_MEMORY_ID=memory_id)
+                # "free": the example removed the memory from DPDK's heap and then freed it itself,
+                # it did not leave it to the daemon's clean-up at disconnect
+                assert f[0].get("NOIOMMUD_REASON") == "free", f
+                env.wait_baseline(base, what="after the example exited")
+            finally:
+                stop(env, p, base)
 
         with env.subtest("noiommuctl run --memory 64M -- noiommu-dpdk-extmem: adopted memory"):
             argv = ["setpriv", "--reuid=%d" % H.ALLOWED_UID, "--regid=%d" % H.ALLOWED_UID, "--clear-groups",
                     env.ctl_bin, "--socket", env.socket_path, "run", "--memory", "64M", "--",
                     EXAMPLE, "--json", "--hold"]
             p = start(env, argv)
-            ready = read_json(p, "noiommuctl run noiommu-dpdk-extmem")
-            assert ready["pid"] == p.pid, "exec keeps the pid: %r vs %d" % (ready, p.pid)
-            res = read_json(p, "noiommuctl run noiommu-dpdk-extmem")
-            check_result(res, p.pid, H.ALLOWED_UID)
-            check_pagemap(p.pid, res, 64 * MiB)
-            sample_pagemap(p.pid, res)
-            finish(p, "noiommuctl run noiommu-dpdk-extmem")
-            env.wait_baseline(base, what="after noiommuctl run exited")
+            try:
+                ready = read_json(p, "noiommuctl run noiommu-dpdk-extmem")
+                assert ready["pid"] == p.pid, "exec keeps the pid: %r vs %d" % (ready, p.pid)
+                res = read_json(p, "noiommuctl run noiommu-dpdk-extmem")
+                check_result(res, p.pid, H.ALLOWED_UID)
+                check_pagemap(p.pid, res, 64 * MiB)
+                sample_pagemap(p.pid, res)
+                finish(p, "noiommuctl run noiommu-dpdk-extmem")
+                env.wait_baseline(base, what="after noiommuctl run exited")
+            finally:
+                stop(env, p, base)
 
         with env.subtest("denied user: exit status 3 and polkit's answer, DPDK never started"):
             r = subprocess.run(example_argv(env, ["--memory", "16M"], H.DENIED_UID), stdout=subprocess.PIPE,
