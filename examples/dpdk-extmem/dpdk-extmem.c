@@ -584,8 +584,13 @@ int main(int argc, char *argv[]) {
         pool = rte_pktmbuf_pool_create(POOL_NAME, n_mbufs, POOL_CACHE_SIZE, 0,
                                        RTE_MBUF_DEFAULT_BUF_SIZE, socket_id);
         if (!pool) {
-                fprintf(stderr, "noiommu-dpdk-extmem: rte_pktmbuf_pool_create(%u mbufs on socket %d): %s\n",
-                        n_mbufs, socket_id, rte_strerror(rte_errno));
+                /* EINVAL here is usually a missing mempool driver: in a shared-library DPDK the
+                 * default "ring_mp_mc" ops live in librte_mempool_ring, a plugin the EAL loads
+                 * from its driver directory (or -d), which a minimal container image may lack */
+                fprintf(stderr, "noiommu-dpdk-extmem: rte_pktmbuf_pool_create(%u mbufs on socket %d): %s%s\n",
+                        n_mbufs, socket_id, rte_strerror(rte_errno),
+                        rte_errno == EINVAL ? " (is the mempool driver librte_mempool_ring loaded? "
+                        "the EAL loads it from its driver directory, or pass -- -d PATH)" : "");
                 goto out;
         }
         t_pool = now_ms();
@@ -640,7 +645,7 @@ int main(int argc, char *argv[]) {
                                (uint64_t) (uintptr_t) col.mbufs[i]->buf_addr,
                                (uint64_t) col.mbufs[i]->buf_iova, col.mbufs[i]->buf_len);
                 /* the table DPDK was given, so that a test can hold it against pagemap */
-                printf("],\"segments\":[");
+                printf("],\"memory\":\"%s\",\"segments\":[", mem ? noiommu_memory_get_id(mem) : "");
                 for (size_t i = 0; i < n_segs; i++)
                         printf("%s{\"offset\":%" PRIu64 ",\"length\":%" PRIu64 ",\"dmaAddress\":%" PRIu64 "}",
                                i ? "," : "", segs[i].offset, segs[i].length, segs[i].dma_address);

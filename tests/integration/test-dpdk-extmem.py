@@ -16,11 +16,21 @@ malloc heap and mempool, against the real daemon and the real polkitd.
   * a user polkit denies: exit status 3 and PermissionDenied on stderr, before DPDK starts (no
     EAL output, no signal).
 
-Skips (77) only when the example was not built (no libdpdk-dev when meson was configured).
+With --container (meson test dpdk-container, suite containers): the same program in a rootful
+podman container as a non-root user with only the CDI socket device (no /dev/hugepages, no
+/dev/vfio, no capabilities), started by "noiommuctl run --memory 64M -- noiommu-dpdk-extmem";
+from the host, the daemon's record names the example's host pid, whose pagemap is checked as
+above. Uses tests/containers/container_harness.py (a rootfs of busybox plus the ldd closure of
+the example: DPDK's libraries, without its driver plugin directory).
+
+Skips (77) only when the example was not built (no libdpdk-dev when meson was configured), and
+with --container when podman cannot run here (container_harness says why).
 """
 
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -205,5 +215,71 @@ def main():
             raise AssertionError("failed: %s" % ", ".join(env.failures))
 
 
+def add_mempool_driver(rootfs):
+    """The rootfs has the example's ldd closure, but DPDK's default mempool ops ("ring_mp_mc")
+    are a driver plugin, librte_mempool_ring, which a shared-library EAL loads from its driver
+    directory at start (rte_pktmbuf_pool_create() fails with EINVAL without it). An image
+    installs that one driver (Debian: librte-mempool-ring23) in the same directory."""
+    found = glob.glob("/usr/lib/*/dpdk/pmds-*/librte_mempool_ring.so.*")
+    assert found, "librte_mempool_ring not found in DPDK's driver directory (librte-mempool-ring23)"
+    for path in found:
+        dest = os.path.join(rootfs, path.lstrip("/"))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        if os.path.islink(path):
+            os.symlink(os.readlink(path), dest)
+        else:
+            shutil.copy2(path, dest)
+    out = subprocess.run(["ldd", found[0]], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    for lib in (w for line in out.splitlines() for w in line.split() if w.startswith("/")):
+        assert os.path.exists(os.path.join(rootfs, lib.lstrip("/"))), \
+            "%s needs %s, which is not in the rootfs" % (found[0], lib)
+
+
+def container_main():
+    sys.path.insert(0, os.path.join(os.path.dirname(H.HERE), "containers"))
+    import container_harness as C
+
+    if not EXAMPLE or not os.access(EXAMPLE, os.X_OK):
+        raise H.Skip("examples/dpdk-extmem was not built: DPDK (libdpdk-dev 22.11, "
+                     "scripts/install-deps.sh) was not found when meson was configured, or -Ddpdk=disabled")
+    with C.ContainerEnvironment(hugepages=40, programs=[EXAMPLE]) as env:
+        add_mempool_driver(env.rootfs)
+        env.write_cdi_spec()
+        uid = env.ctest_pw.pw_uid
+        container = env.rootful.start(user="%d:%d" % (uid, env.ctest_pw.pw_gid))
+        base = env.settled_baseline(H.hugepages_free())
+
+        with env.subtest("rootful container, CDI socket device only: noiommuctl run -- noiommu-dpdk-extmem"):
+            p = container.exec_popen(["noiommuctl", "run", "--memory", "64M", "--",
+                                      "noiommu-dpdk-extmem", "--json", "--hold"])
+            try:
+                ready = read_json(p, "noiommu-dpdk-extmem in the container")
+                assert ready.get("ready") is True, ready
+                res = read_json(p, "noiommu-dpdk-extmem in the container")
+                check_result(res, None, uid)
+                g = env.wait_journal("MEMORY_GRANTED", NOIOMMUD_MEMORY_ID=res["memory"])[0]
+                hpid = int(g["NOIOMMUD_CLIENT_PID"])
+                exe = os.readlink("/proc/%d/exe" % hpid)
+                assert os.path.basename(exe) == "noiommu-dpdk-extmem", \
+                    "the memory's client (host pid %d) is %s, not the example noiommuctl exec'd" % (hpid, exe)
+                assert g.get("NOIOMMUD_CLIENT_CONTAINER_ID") == container.id, \
+                    "MEMORY_GRANTED names container %r, expected %r" % (g.get("NOIOMMUD_CLIENT_CONTAINER_ID"),
+                                                                       container.id)
+                check_pagemap(hpid, res, 64 * MiB)
+                n = sample_pagemap(hpid, res)
+                H.log("container %s, host pid %d (pid %d inside): %d mbufs, %d sampled buffer bytes at their "
+                      "buf_iova; ms to ready: %r" % (container.id[:12], hpid, ready["pid"], res["mbufs"], n,
+                                                     ready["ms"]))
+                finish(p, "noiommu-dpdk-extmem in the container")
+                f = env.wait_journal("MEMORY_FREED", NOIOMMUD_MEMORY_ID=res["memory"])
+                assert f[0].get("NOIOMMUD_REASON") == "free", f
+                env.wait_baseline(base, what="after the container's example exited")
+            finally:
+                stop(env, p, base)
+
+        if env.failures:
+            raise AssertionError("failed: %s" % ", ".join(env.failures))
+
+
 if __name__ == "__main__":
-    H.run(main)
+    H.run(container_main if sys.argv[1:] == ["--container"] else main)
