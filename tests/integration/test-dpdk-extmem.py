@@ -236,7 +236,7 @@ def add_mempool_driver(rootfs):
 
 
 def container_main():
-    sys.path.insert(0, os.path.join(os.path.dirname(H.HERE), "containers"))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "containers"))
     import container_harness as C
 
     if not EXAMPLE or not os.access(EXAMPLE, os.X_OK):
