@@ -7,6 +7,9 @@ PACKAGES=(
         # build
         meson ninja-build gcc clang pkg-config
         libsystemd-dev libjansson-dev libaudit-dev
+        # examples/dpdk-extmem and its tests (docs/dpdk.md): DPDK 22.11's EAL, mempool and mbuf
+        # headers and libraries (pkg-config libdpdk); the tests run the real framework
+        libdpdk-dev
         # run: the daemon asks polkit on the system bus
         dbus-daemon polkitd libsystemd0 libjansson4
         # tests: private bus + real polkitd in a mount namespace, unprivileged clients via setpriv
