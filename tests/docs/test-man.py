@@ -109,7 +109,18 @@ def check_noiommuctl(sec):
     for o in options:
         if not re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(o), opt_terms):
             fail("noiommuctl.1: option %s of noiommuctl --help is not a term of OPTIONS" % o)
-    print("noiommuctl.1: %d commands, %d options of --help covered" % (len(verbs), len(options)))
+    # The spelling with its argument too ("--socket=PATH", "--hold[=stdin|signal]"): an option
+    # that grows an argument must grow it in the page.
+    spelled = set()
+    for line in options_part.splitlines():
+        m = re.match(r"^  (-h --help|\s*--\S.*?)(?:  |$)", line)
+        if m:
+            spelled.update(t.rstrip(",") for t in m.group(1).split() if t.startswith("-"))
+    for o in sorted(spelled):
+        if o not in opt_terms.split() and o + "," not in opt_terms.split():
+            fail("noiommuctl.1: OPTIONS has no term spelled %s as in noiommuctl --help" % o)
+    print("noiommuctl.1: %d commands, %d options (%d spellings) of --help covered"
+          % (len(verbs), len(options), len(spelled)))
 
 
 def check_noiommud(sec):
