@@ -178,9 +178,32 @@ def check_lib(sec):
     for must in ("THREAD SAFETY", "FORK", "RETURN VALUE"):
         if must not in sec:
             fail("libnoiommu.3 has no %s section" % must)
-    for err in sorted(set(re.findall(r"^ \*   (io\.noiommud\.Broker\.\w+|org\.varlink\.service\.\w+)", header, re.M))):
-        if err.split(".")[-1] not in sec.get("RETURN VALUE", ""):
-            fail("libnoiommu.3: RETURN VALUE does not map %s" % err)
+    # The header's error list ("NAME[, .NAME...]   -EXXX", one mapping a line) against the
+    # page's RETURN VALUE entries (names in the term, the errno in the body): same errno.
+    page_map = {}
+    rv = sec.get("RETURN VALUE", "").splitlines()
+    for i, line in enumerate(rv):
+        if re.match(r"^ {7}\S", line) and i + 1 < len(rv):
+            body = next((x for x in rv[i + 1:] if x.strip()), "")
+            m = re.match(r"^ {8,}(-E[A-Z0-9]+)\s*$", body)
+            term = line
+            j = i - 1
+            while j >= 0 and re.match(r"^ {7}\S", rv[j]) and not re.match(r"^ {8,}", rv[j + 1] if j + 1 < i else ""):
+                term = rv[j] + " " + term      # a term wrapped over several lines
+                j -= 1
+            if m:
+                for name in re.findall(r"[A-Za-z.]*[A-Z]\w+", term):
+                    page_map[name.split(".")[-1]] = m.group(1)
+    header_map = {}
+    for names, errno in re.findall(r"^ \*   ((?:io\.noiommud|org\.varlink)\S*(?:, \.?\w+)*)\s{2,}(-E[A-Z0-9]+)$",
+                                   header, re.M):
+        for n in names.split(", "):
+            header_map[n.split(".")[-1]] = errno
+    if len(header_map) < 10:
+        fail("include/noiommu/noiommu.h: parsed %d error mappings: the parser is broken" % len(header_map))
+    for name, errno in sorted(header_map.items()):
+        if page_map.get(name) != errno:
+            fail("libnoiommu.3: RETURN VALUE maps %s to %s, the header to %s" % (name, page_map.get(name), errno))
     print("libnoiommu.3: %d symbols, %d header functions covered" % (len(symbols), len(functions)))
 
 
