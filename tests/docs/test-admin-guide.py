@@ -26,9 +26,12 @@ took the number the file says, and nr_hugepages is restored afterwards.
 
 "systemd" blocks need systemd as PID 1: `systemctl enable/disable` run offline with --root on a
 tree holding the built units (and the result is checked), `journalctl --update-catalog` runs
-with --root on the built catalog (and every MESSAGE_ID must then be listed), unit names and
-MESSAGE_IDs are checked to exist, and every other line is checked for syntax and reported as
-not run. "syntax" blocks (a real device, the boot configuration) get bash -n.
+with --root on the built catalog (and every MESSAGE_ID must then be listed), the journalctl
+queries run as written (plus --directory) on a journal file made by systemd-journal-remote from
+the records this test's daemon sent, as journald would have stored them for noiommud.service,
+with the built catalog for -x (a MESSAGE_ID filter must show records of that id only, -x must
+show explanations); unit names and MESSAGE_IDs are checked to exist, and every other line
+(systemctl status, reload, restart, stop) is checked for syntax and reported as not run. "syntax" blocks (a real device, the boot configuration) get bash -n.
 
 Exit 0 pass, 1 fail, 77 skip (not root, no unshare, or what the integration harness needs).
 """
@@ -161,7 +164,58 @@ def msgids():
         return set(re.findall(r'"([0-9a-f]{32})"', f.read()))
 
 
-def check_systemd_block(block, sb):
+REMOTE = "/lib/systemd/systemd-journal-remote"
+
+
+def export_journal(entries, directory):
+    """Writes the records the daemon sent (the harness's journal capture) into a journal file in
+    directory, as journald would have stored them for noiommud.service: journal export format,
+    converted by systemd-journal-remote."""
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot = f.read().strip().replace("-", "")
+    now = int(__import__("time").time() * 1e6)
+    out = bytearray()
+    records = [e for e in entries if "MESSAGE" in e]
+    for n, e in enumerate(records):
+        fields = dict(e, _SYSTEMD_UNIT="noiommud.service", _BOOT_ID=boot, _HOSTNAME="sandbox",
+                      _COMM="noiommud", SYSLOG_IDENTIFIER="noiommud")
+        out += b"__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n" % (now - 1000 * (len(records) - n), 1000 + n)
+        for k, v in sorted(fields.items()):
+            for one in (v if isinstance(v, list) else [v]):
+                data = one.encode()
+                if b"\n" in data:
+                    out += k.encode() + b"\n" + len(data).to_bytes(8, "little") + data + b"\n"
+                else:
+                    out += k.encode() + b"=" + data + b"\n"
+        out += b"\n"
+    os.makedirs(directory, exist_ok=True)
+    export = os.path.join(directory, "records.export")
+    with open(export, "wb") as f:
+        f.write(out)
+    sh(REMOTE, "--output=" + os.path.join(directory, "noiommud.journal"), "--split-mode=none", export)
+    os.unlink(export)
+    return len(records)
+
+
+def run_journalctl(words, sb, env):
+    """Runs a journalctl line of the guide on the records the daemon wrote in this test, with
+    the built catalog (journalctl -x reads /var/lib/systemd/catalog only: bound over it in a
+    mount namespace of its own)."""
+    directory = os.path.join(sb.dir, "journal")
+    shutil.rmtree(directory, ignore_errors=True)
+    n = export_journal(env.journal.entries, directory)
+    argv = ["journalctl", "--directory=" + directory, "--no-pager"] + words[1:]
+    script = 'mount --bind "$1" /var/lib/systemd/catalog && shift && exec "$@"'
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh",
+                        os.path.join(sb.root, "var", "lib", "systemd", "catalog")] + argv,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       env=dict(os.environ, LC_ALL="C", SYSTEMD_COLORS="0"))
+    text = r.stdout.decode("utf-8", "replace")
+    assert r.returncode == 0, "%s exited %d:\n%s" % (" ".join(argv), r.returncode, text)
+    return n, text
+
+
+def check_systemd_block(block, sb, env):
     rc, out = run_bash(["-n"], block, os.environ, sb.dir)
     assert rc == 0, "%r: bash -n: %s" % (block, out)
     known_units = {"noiommud.socket", "noiommud.service", "polkit.service"}
@@ -192,6 +246,21 @@ def check_systemd_block(block, sb):
             assert not missing, "the built catalog lacks MESSAGE_IDs %s" % missing
             print("  ran offline: journalctl --root=ROOT --update-catalog (all %d MESSAGE_IDs listed)" % len(msgids()))
             continue
+        elif words[0] == "journalctl" and os.access(REMOTE, os.X_OK):
+            n, text = run_journalctl(words, sb, env)
+            ids = re.findall(r"^\s*MESSAGE_ID=([0-9a-f]{32})$", text, re.M)
+            want = [w.split("=", 1)[1] for w in words if w.startswith("MESSAGE_ID=")]
+            if want:
+                # -o verbose: every record shown has the MESSAGE_ID asked for, and there is one
+                assert ids and set(ids) == set(want), \
+                    "%s showed MESSAGE_IDs %s, the line asks for %s:\n%s" % (line, set(ids), want, text)
+            if "-x" in words:
+                assert re.search(r"^-- ", text, re.M), "%s shows no catalog explanation:\n%s" % (line, text)
+            shown = len(ids) if "verbose" in words else sum(1 for x in text.splitlines() if "noiommud[" in x)
+            assert shown > 0, "%s shows no record:\n%s" % (line, text)
+            print("  ran on the %d records of this test's daemon: %s (%d shown)" % (n, line.strip(), shown))
+            print("\n".join("  | " + x for x in text.splitlines()[:12]))
+            continue
         sb.not_run.append("%s: %s" % (block, line.strip()))
         print("  NOT RUN (needs systemd as PID 1; syntax checked): %s" % line.strip())
 
@@ -217,7 +286,7 @@ def body():
                             print("  syntax only (needs a device or changes the machine's boot)")
                             continue
                         if b.kind == "systemd":
-                            check_systemd_block(b, sb)
+                            check_systemd_block(b, sb, env)
                             continue
                         if NEEDS_POLKIT.search(b.text) and polkit_rules != rules_state():
                             if env.polkitd is not None:
