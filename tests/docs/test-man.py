@@ -21,6 +21,7 @@ Pages are read as man renders them, without hyphenation or justification (--nh -
 a word is never split. Exit 0 pass, 1 fail, 77 when man-db or groff is missing (with the reason).
 """
 
+import json
 import os
 import re
 import shutil
@@ -151,6 +152,24 @@ def check_conf(sec):
         fail("noiommud.conf.5: key %s, which the daemon accepts, is not a term of KEYS" % k)
     for k in sorted(documented - keys):
         fail("noiommud.conf.5: KEYS documents %s, which daemon/settings.c does not accept" % k)
+    # The examples are configurations the daemon would load: strict JSON objects (no duplicate
+    # keys), with keys it accepts.
+    examples = re.findall(r"^ {11}\{\n.*?^ {11}\}$", sec.get("EXAMPLE", ""), re.M | re.S)
+    if len(examples) < 2:
+        fail("noiommud.conf.5: expected two JSON examples in EXAMPLE, found %d" % len(examples))
+    for ex in examples:
+        def no_duplicates(pairs):
+            keys = [k for k, _ in pairs]
+            if len(keys) != len(set(keys)):
+                raise ValueError("duplicate key in %s" % keys)
+            return dict(pairs)
+        try:
+            obj = json.loads(ex, object_pairs_hook=no_duplicates)
+        except ValueError as e:
+            fail("noiommud.conf.5: an example is not strict JSON (%s):\n%s" % (e, ex))
+            continue
+        for k in sorted(set(obj) - keys):
+            fail("noiommud.conf.5: an example uses key %s, which the daemon does not accept" % k)
     text = "".join(sec.values())
     for must in ("strict", "JSON", ".conf", "lexical", "drop-in"):
         if must.lower() not in text.lower():
