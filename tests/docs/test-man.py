@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ROOT = os.environ.get("NOIOMMU_SOURCE_ROOT") or os.path.dirname(os.path.dirname(HERE))
@@ -194,6 +195,7 @@ def check_lib(sec):
     named = set(re.findall(r"\b(noiommu_[a-z_]+)\(", "".join(sec.values())))
     for f in sorted(named - functions - symbols):
         fail("libnoiommu.3 names %s(), which the library does not have" % f)
+    check_lib_example(sec.get("EXAMPLE", ""))
     for must in ("THREAD SAFETY", "FORK", "RETURN VALUE"):
         if must not in sec:
             fail("libnoiommu.3 has no %s section" % must)
@@ -224,6 +226,35 @@ def check_lib(sec):
         if page_map.get(name) != errno:
             fail("libnoiommu.3: RETURN VALUE maps %s to %s, the header to %s" % (name, page_map.get(name), errno))
     print("libnoiommu.3: %d symbols, %d header functions covered" % (len(symbols), len(functions)))
+
+
+def check_lib_example(example):
+    """The EXAMPLE program, as the page shows it, compiles without warnings against the public
+    headers and links against the built library."""
+    lines = example.splitlines()
+    start = next((i for i, x in enumerate(lines) if x.strip().startswith("#include")), None)
+    if start is None:
+        fail("libnoiommu.3: EXAMPLE has no program")
+        return
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    code = "\n".join(x[indent:] for x in lines[start:]) + "\n"
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        fail("no C compiler to check libnoiommu.3's EXAMPLE with")
+        return
+    with tempfile.TemporaryDirectory(prefix="noiommu-man-example.") as d:
+        src = os.path.join(d, "example.c")
+        with open(src, "w") as f:
+            f.write(code)
+        r = subprocess.run([cc, "-std=gnu11", "-Wall", "-Wextra", "-Werror", src,
+                            "-I", os.path.join(SOURCE_ROOT, "include"), "-I", os.path.join(BUILD_ROOT, "include"),
+                            "-L", os.path.join(BUILD_ROOT, "client", "lib"), "-lnoiommu",
+                            "-o", os.path.join(d, "example")],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            fail("libnoiommu.3: EXAMPLE does not build:\n%s\n%s" % (r.stdout.decode(), code))
+        else:
+            print("libnoiommu.3: EXAMPLE compiles (-Wall -Wextra -Werror) and links against the built library")
 
 
 def main():
