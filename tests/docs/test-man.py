@@ -24,6 +24,7 @@ a word is never split. Exit 0 pass, 1 fail, 77 when man-db or groff is missing (
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -238,15 +239,19 @@ def check_lib_example(example):
         return
     indent = len(lines[start]) - len(lines[start].lstrip())
     code = "\n".join(x[indent:] for x in lines[start:]) + "\n"
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        fail("no C compiler to check libnoiommu.3's EXAMPLE with")
+    # meson passes its compiler and sanitizers (cc=..., sanitize=...); standalone: cc.
+    opts = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+    cc = shlex.split(opts.get("cc") or os.environ.get("CC") or "cc")
+    if not shutil.which(cc[0]):
+        fail("no C compiler (%s) to check libnoiommu.3's EXAMPLE with" % cc[0])
         return
+    sanitize = opts.get("sanitize", "none")
+    flags = ["-fsanitize=" + sanitize] if sanitize not in ("", "none") else []
     with tempfile.TemporaryDirectory(prefix="noiommu-man-example.") as d:
         src = os.path.join(d, "example.c")
         with open(src, "w") as f:
             f.write(code)
-        r = subprocess.run([cc, "-std=gnu11", "-Wall", "-Wextra", "-Werror", src,
+        r = subprocess.run(cc + flags + ["-std=gnu11", "-Wall", "-Wextra", "-Werror", src,
                             "-I", os.path.join(SOURCE_ROOT, "include"), "-I", os.path.join(BUILD_ROOT, "include"),
                             "-L", os.path.join(BUILD_ROOT, "client", "lib"), "-lnoiommu",
                             "-o", os.path.join(d, "example")],
