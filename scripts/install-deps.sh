@@ -22,6 +22,9 @@ PACKAGES=(
         # hybrid cgroup v1/v2 layout of the test machines. uidmap (newuidmap/newgidmap) for
         # rootless podman; storage is the vfs driver, so no fuse-overlayfs and no extra daemons.
         podman runc conmon uidmap busybox-static
+        # man pages (man/): scdoc builds them; man-db and groff-base render them in tests/docs,
+        # which also runs the admin guide's commands (docs/admin.md: modprobe from kmod)
+        scdoc man-db groff-base kmod
 )
 
 if [ "$(id -u)" != 0 ]; then
