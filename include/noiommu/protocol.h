@@ -47,6 +47,8 @@
 #define VARLINK_ERROR_INVALID_PARAMETER     VARLINK_SERVICE_INTERFACE ".InvalidParameter"
 #define VARLINK_ERROR_METHOD_NOT_FOUND      VARLINK_SERVICE_INTERFACE ".MethodNotFound"
 #define VARLINK_ERROR_INTERFACE_NOT_FOUND   VARLINK_SERVICE_INTERFACE ".InterfaceNotFound"
+/* A method that streams its replies (Monitor) was called without "more". */
+#define VARLINK_ERROR_EXPECTED_MORE         VARLINK_SERVICE_INTERFACE ".ExpectedMore"
 
 /* Largest request the daemon accepts, including the terminating NUL. Requests are tiny; a
  * longer one is a protocol violation and ends the connection. */
