@@ -30,6 +30,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "internal/errors.h"
 #include "internal/json-util.h"
 #include "internal/macro.h"
 #include "internal/run-env.h"
@@ -105,31 +106,6 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_memory *, noiommu_memory_unref);
 DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_lease *, noiommu_lease_unref);
 DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_device_list *, noiommu_device_list_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_conn *, noiommu_disconnect);
-
-static const struct {
-        const char *name;
-        int error;
-} varlink_errors[] = {
-        { NOIOMMU_ERROR_PERMISSION_DENIED,            EACCES        },
-        { NOIOMMU_ERROR_INTERACTIVE_AUTH_REQUIRED,    EKEYREJECTED  },
-        { NOIOMMU_ERROR_OUT_OF_MEMORY,                ENOMEM        },
-        { NOIOMMU_ERROR_LIMIT_EXCEEDED,               EUSERS        },
-        { NOIOMMU_ERROR_NO_SUCH_MEMORY,               ENOENT        },
-        { NOIOMMU_ERROR_NO_SUCH_LEASE,                ENOENT        },
-        { NOIOMMU_ERROR_NO_SUCH_DEVICE,               ENOENT        },
-        { NOIOMMU_ERROR_NOT_SUPPORTED,                EOPNOTSUPP    },
-        { NOIOMMU_ERROR_DEVICE_BUSY,                  EBUSY         },
-        { NOIOMMU_ERROR_DEVICE_QUARANTINED,           EIO           },
-        { VARLINK_ERROR_INVALID_PARAMETER,            EINVAL        },
-        { NOIOMMU_ERROR_PROTOCOL_VIOLATION,           EPROTO        },
-};
-
-static int varlink_error_to_errno(const char *name) {
-        for (size_t i = 0; i < ELEMENTSOF(varlink_errors); i++)
-                if (streq(varlink_errors[i].name, name))
-                        return -varlink_errors[i].error;
-        return -EIO;
-}
 
 /* Varlink method and error names: "reverse.domain.Interface.Name". We only need them to be
  * harmless to print and to embed: ASCII letters, digits, '.', '-' and '_'. */

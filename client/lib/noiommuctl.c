@@ -45,6 +45,7 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "internal/errors.h"
 #include "internal/json-util.h"
 #include "internal/log.h"
 #include "internal/macro.h"
@@ -315,6 +316,36 @@ static const char *json_param_string(json_t *p, const char *key) {
         return s ?: "?";
 }
 
+/* "device 0000:01:00.0, reason foo": the string and integer parameters of an error, in the
+ * order the daemon sent them. NULL only when out of memory. */
+static char *error_parameters_text(json_t *p) {
+        _cleanup_free_ char *out = strdup("");
+        const char *key;
+        json_t *v;
+
+        if (!out)
+                return NULL;
+        json_object_foreach(p, key, v) {
+                _cleanup_free_ char *value = NULL;
+                char *n;
+
+                if (json_is_string(v))
+                        value = strdup(json_string_value(v));
+                else if (json_is_integer(v))
+                        value = strprintf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
+                else
+                        continue;
+                if (!value)
+                        return NULL;
+                n = strprintf("%s%s%s %s", out, *out ? ", " : "", key, value);
+                if (!n)
+                        return NULL;
+                free(out);
+                out = n;
+        }
+        return TAKE_PTR(out);
+}
+
 /* A sentence for a Varlink error, using its parameters where they help. "requested" and
  * "hugepage_size" describe the allocation, for OutOfMemory errors without parameters. */
 static char *varlink_error_message(const char *name, json_t *p, uint64_t requested,
@@ -344,10 +375,7 @@ static char *varlink_error_message(const char *name, json_t *p, uint64_t request
                                    "authorization");
                 else
                         s = strprintf("Permission denied: authorization failed (%s)", reason);
-        } else if (streq(name, NOIOMMU_ERROR_INTERACTIVE_AUTH_REQUIRED))
-                s = strdup("Interactive authentication required: polkit allows this only "
-                           "after authentication");
-        else if (streq(name, NOIOMMU_ERROR_OUT_OF_MEMORY)) {
+        } else if (streq(name, NOIOMMU_ERROR_OUT_OF_MEMORY)) {
                 json_t *r = json_object_get(p, "requested");
                 json_t *h = json_object_get(p, "hugepageSize");
 
@@ -362,9 +390,7 @@ static char *varlink_error_message(const char *name, json_t *p, uint64_t request
                 else
                         s = strprintf("not enough free hugepages of the default size for %s",
                                       format_size(b, requested));
-        } else if (streq(name, NOIOMMU_ERROR_LIMIT_EXCEEDED))
-                s = strprintf("limit exceeded: %s", json_param_string(p, "limit"));
-        else if (streq(name, NOIOMMU_ERROR_NO_SUCH_MEMORY))
+        } else if (streq(name, NOIOMMU_ERROR_NO_SUCH_MEMORY))
                 s = strprintf("no memory %s on this connection: memory belongs to the connection "
                               "that allocated it and is freed when that connection closes; use "
                               "'noiommuctl batch' to allocate and free on one connection",
@@ -377,29 +403,16 @@ static char *varlink_error_message(const char *name, json_t *p, uint64_t request
                               "that acquired it and ends when that connection closes; use "
                               "'noiommuctl batch' to acquire, allocate and release on one "
                               "connection", json_param_string(p, "lease"));
-        else if (streq(name, NOIOMMU_ERROR_NO_SUCH_DEVICE))
-                s = strprintf("no such device %s", json_param_string(p, "device"));
-        else if (streq(name, NOIOMMU_ERROR_NOT_SUPPORTED))
-                s = strprintf("not supported: %s", json_param_string(p, "reason"));
-        else if (streq(name, NOIOMMU_ERROR_DEVICE_BUSY))
-                s = strprintf("device %s is busy", json_param_string(p, "device"));
-        else if (streq(name, NOIOMMU_ERROR_DEVICE_QUARANTINED))
-                s = strprintf("device %s is quarantined after a failed teardown",
-                              json_param_string(p, "device"));
-        else if (streq(name, VARLINK_ERROR_INVALID_PARAMETER))
-                s = strprintf("invalid parameter '%s'", json_param_string(p, "parameter"));
-        else if (streq(name, NOIOMMU_ERROR_PROTOCOL_VIOLATION))
-                s = strprintf("noiommud reported a protocol violation: %s",
-                              json_param_string(p, "reason"));
-        else if (streq(name, NOIOMMU_ERROR_INTERNAL))
-                s = strdup("noiommud failed internally; details are in its journal");
-        else if (streq(name, VARLINK_ERROR_METHOD_NOT_FOUND))
-                s = strprintf("method %s not found (is noiommud older than noiommuctl?)",
-                              json_param_string(p, "method"));
-        else if (streq(name, VARLINK_ERROR_INTERFACE_NOT_FOUND))
-                s = strprintf("interface %s not found", json_param_string(p, "interface"));
-        else
-                s = strdup("call failed");
+        else {
+                /* Everything else: the one-line meaning from the protocol's error table
+                 * (NOIOMMU_ERROR_TABLE), followed by the error's scalar parameters. */
+                const VarlinkErrorInfo *info = varlink_error_lookup(name);
+                _cleanup_free_ char *details = error_parameters_text(p);
+
+                s = strprintf("%s%s%s%s", info ? info->meaning : "call failed",
+                              details && *details ? " (" : "", details ?: "",
+                              details && *details ? ")" : "");
+        }
 
         return s;
 }

@@ -20,21 +20,30 @@
  *
  * Errors from the daemon are Varlink errors. Each maps to one negative errno; the name and the
  * parameters of the error are available from noiommu_last_error() and
- * noiommu_last_error_parameters() until the next call on the same connection:
+ * noiommu_last_error_parameters() until the next call on the same connection. The mapping is
+ * NOIOMMU_ERROR_TABLE in protocol.h (with a one-line meaning of each error); one name a line:
  *
- *   io.noiommud.Broker.PermissionDenied                  -EACCES
- *   io.noiommud.Broker.InteractiveAuthenticationRequired -EKEYREJECTED
- *   io.noiommud.Broker.OutOfMemory                       -ENOMEM
- *   io.noiommud.Broker.LimitExceeded                     -EUSERS
- *   io.noiommud.Broker.NoSuchMemory, .NoSuchLease, .NoSuchDevice   -ENOENT
- *   io.noiommud.Broker.NotSupported                      -EOPNOTSUPP
- *   io.noiommud.Broker.DeviceBusy                        -EBUSY
- *   io.noiommud.Broker.DeviceQuarantined                 -EIO
- *   org.varlink.service.InvalidParameter                 -EINVAL
- *   io.noiommud.Broker.ProtocolViolation                 -EPROTO
- *   anything else (InternalError, MethodNotFound, ...)   -EIO
+ *   io.noiommud.Broker.PermissionDenied                   -EACCES
+ *   io.noiommud.Broker.InteractiveAuthenticationRequired  -EKEYREJECTED
+ *   io.noiommud.Broker.OutOfMemory                        -ENOMEM
+ *   io.noiommud.Broker.LimitExceeded                      -EUSERS
+ *   io.noiommud.Broker.NoSuchMemory                       -ENOENT
+ *   io.noiommud.Broker.NoSuchLease                        -ENOENT
+ *   io.noiommud.Broker.NoSuchDevice                       -ENOENT
+ *   io.noiommud.Broker.NotSupported                       -EOPNOTSUPP
+ *   io.noiommud.Broker.DeviceBusy                         -EBUSY
+ *   io.noiommud.Broker.DeviceQuarantined                  -EIO
+ *   org.varlink.service.InvalidParameter                  -EINVAL
+ *   io.noiommud.Broker.ProtocolViolation                  -EPROTO
+ *   io.noiommud.Broker.InternalError                      -EIO
+ *   org.varlink.service.MethodNotFound                    -EIO
+ *   org.varlink.service.InterfaceNotFound                 -EIO
+ *   org.varlink.service.MethodNotImplemented              -EIO
+ *   org.varlink.service.ExpectedMore                      -EIO
+ *   any other name (a newer daemon's error)               -EIO
  *
- * Errors found by the library itself (noiommu_last_error() is NULL for these):
+ * Errors found by the library itself (noiommu_last_error() is NULL for these, and for every
+ * argument the library rejects before sending anything, -EINVAL included):
  *
  *   -EBADMSG     the reply is not a valid Varlink reply, or does not match the interface, or
  *                carries more fds than it names
