@@ -61,13 +61,13 @@
  */
 #define NOIOMMU_ERROR_TABLE(X)                                                                  \
         X(NOIOMMU_ERROR_PERMISSION_DENIED, EACCES,                                              \
-          "polkit denied the request (parameter reason says why)")                              \
+          "polkit denied the request")                              \
         X(NOIOMMU_ERROR_INTERACTIVE_AUTH_REQUIRED, EKEYREJECTED,                                \
           "polkit allows this only after authentication: retry with the interactive flag")      \
         X(NOIOMMU_ERROR_OUT_OF_MEMORY, ENOMEM,                                                  \
           "not enough free hugepages of the requested size")                                    \
         X(NOIOMMU_ERROR_LIMIT_EXCEEDED, EUSERS,                                                 \
-          "a per-user or per-connection limit of the daemon was reached (parameter limit)")     \
+          "a per-user or per-connection limit of the daemon was reached")     \
         X(NOIOMMU_ERROR_NO_SUCH_MEMORY, ENOENT,                                                 \
           "no memory with this id on this connection")                                          \
         X(NOIOMMU_ERROR_NO_SUCH_LEASE, ENOENT,                                                  \
@@ -75,13 +75,13 @@
         X(NOIOMMU_ERROR_NO_SUCH_DEVICE, ENOENT,                                                 \
           "no such PCI function, or it is not bound to vfio-pci")                               \
         X(NOIOMMU_ERROR_NOT_SUPPORTED, EOPNOTSUPP,                                              \
-          "the daemon or the kernel cannot do this here (parameter reason)")                    \
+          "the daemon or the kernel cannot do this here")                    \
         X(NOIOMMU_ERROR_DEVICE_BUSY, EBUSY,                                                     \
           "the device is leased to someone else")                                               \
         X(NOIOMMU_ERROR_DEVICE_QUARANTINED, EIO,                                                \
           "the device failed its teardown and is quarantined until an administrator revokes")   \
         X(VARLINK_ERROR_INVALID_PARAMETER, EINVAL,                                              \
-          "a parameter is missing, malformed or out of range (parameter parameter)")            \
+          "a parameter is missing, malformed or out of range")            \
         X(NOIOMMU_ERROR_PROTOCOL_VIOLATION, EPROTO,                                             \
           "the daemon received a malformed request and closed the connection")                  \
         X(NOIOMMU_ERROR_INTERNAL, EIO,                                                          \
