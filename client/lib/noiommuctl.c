@@ -501,7 +501,8 @@ static const char *connect_error_hint(const char *path, int r) {
         if ((r == -ECONNREFUSED || r == -EACCES || r == -ENOTSOCK) && stat(path, &st) >= 0) {
                 if (S_ISDIR(st.st_mode))
                         return " (that is a directory: --socket and $" NOIOMMU_SOCKET_ENV " name "
-                               "the socket file itself, by default " NOIOMMU_SOCKET_PATH_DEFAULT ")";
+                               "the socket file itself, by default "
+                               NOIOMMU_SOCKET_PATH_DEFAULT ")";
                 if (!S_ISSOCK(st.st_mode))
                         return " (that is not a socket: --socket and $" NOIOMMU_SOCKET_ENV " name "
                                "the socket file of noiommud, by default "
@@ -582,10 +583,11 @@ static int hugepage_size_offered(uint64_t size, char list[static 256]) {
         while ((de = readdir(d))) {
                 unsigned long long kb;
                 char b[32];
-                int n;
+                int n = 0;
 
-                if (sscanf(de->d_name, "hugepages-%llukB%n", &kb, &n) != 1 || de->d_name[n] != 0 ||
-                    kb == 0 || kb > SIZE_ARG_MAX / 1024)
+                /* %n is written only if the whole pattern matched */
+                if (sscanf(de->d_name, "hugepages-%llukB%n", &kb, &n) != 1 || n == 0 ||
+                    de->d_name[n] != 0 || kb == 0 || kb > SIZE_ARG_MAX / 1024)
                         continue;
                 any = true;
                 if (kb * 1024 == size)
@@ -1824,7 +1826,7 @@ static void help(void) {
                "Commands:\n"
                "  list                     List the PCI functions bound to vfio-pci\n"
                "  alloc SIZE               Allocate pinned hugepage memory (SIZE like 4096, 2M,\n"
-               "                           2MiB, 1g), print its DMA address table, then release it\n"
+               "                           1G), print its DMA address table, then release it\n"
                "  free MEMORY-ID           Free memory by id. Memory belongs to the connection\n"
                "                           that allocated it and is freed when that connection\n"
                "                           closes, so on its own this normally fails with\n"
