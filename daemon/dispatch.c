@@ -852,9 +852,10 @@ static int method_monitor(Conn *c, json_t *params) {
                 return reply_invalid_parameter(c, k);
         if (param_get_bool(params, "interactive", &interactive) < 0)
                 return reply_invalid_parameter(c, "interactive");
-        /* A stream needs a caller that expects more than one reply. */
-        if (!c->current_more)
-                return reply_invalid_parameter(c, "more");
+        /* A stream needs a caller that expects more than one reply (a oneway caller expects
+         * none): Varlink's org.varlink.service.ExpectedMore. */
+        if (!c->current_more || c->current_oneway)
+                return conn_reply_error(c, VARLINK_ERROR_EXPECTED_MORE, NULL);
 
         r = authorize(c, ACTION_MANAGE, NULL, interactive, CLIENT_CAP_SYS_ADMIN);
         if (r <= 0)
@@ -949,10 +950,6 @@ int dispatch_current(Conn *c) {
                 conn_protocol_violation(c, "parameters is not an object");
                 return 0;
         }
-        v = json_object_get(msg, "upgrade");
-        if (v && !json_is_false(v))
-                return conn_reply_error(c, VARLINK_ERROR_INVALID_PARAMETER,
-                                        json_pack("{s:s}", "parameter", "upgrade"));
         for (const char *const *flag = (const char *const[]) { "oneway", "more", NULL }; *flag; flag++) {
                 v = json_object_get(msg, *flag);
                 if (v && !json_is_boolean(v)) {
@@ -960,6 +957,18 @@ int dispatch_current(Conn *c) {
                         return 0;
                 }
         }
+        /* Varlink: with "oneway" the server "must adhere to the instruction" to suppress its
+         * reply, so that the client can pair the next reply with its next call
+         * (https://varlink.org/Method-Call). So it is set before anything below can answer:
+         * every reply and error of this request, unknown method or interface and refused
+         * upgrade included, is then dropped by conn_reply*(). */
+        c->current_oneway = json_is_true(json_object_get(msg, "oneway"));
+        c->current_more = json_is_true(json_object_get(msg, "more"));
+
+        v = json_object_get(msg, "upgrade");
+        if (v && !json_is_false(v))
+                return conn_reply_error(c, VARLINK_ERROR_INVALID_PARAMETER,
+                                        json_pack("{s:s}", "parameter", "upgrade"));
 
         method = method_find(name);
         if (!method) {
@@ -972,11 +981,13 @@ int dispatch_current(Conn *c) {
                                                                      : strlen(name)));
         }
 
-        c->current_more = json_is_true(json_object_get(msg, "more"));
-        if (json_is_true(json_object_get(msg, "oneway"))) {
-                if (method->flags & METHOD_SENDS_FDS)
-                        return reply_invalid_parameter(c, "oneway");
-                c->current_oneway = true;
+        /* A grant nobody reads back would be pinned memory or a device fd the client can never
+         * name: a oneway AllocateMemory or AcquireDevice does nothing at all, and (oneway)
+         * says nothing. */
+        if (c->current_oneway && (method->flags & METHOD_SENDS_FDS)) {
+                log_debug("Ignoring oneway %s from UID %u: its reply would carry fds.", name,
+                          (unsigned) c->id.uid);
+                return reply_invalid_parameter(c, "oneway");
         }
 
         if (!params || json_is_null(params)) {

@@ -25,6 +25,9 @@ PACKAGES=(
         # man pages (man/): scdoc builds them; man-db and groff-base render them in tests/docs,
         # which also runs the admin guide's commands (docs/admin.md: modprobe from kmod)
         scdoc man-db groff-base kmod
+        # third-party Varlink client (tests/integration/test-varlink-go.py): Debian's Go Varlink
+        # library, built offline from /usr/share/gocode in the test
+        golang-go golang-github-varlink-go-dev
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "json-util.h"
 #include "macro.h"
@@ -141,7 +142,8 @@ int parse_size(const char *s, uint64_t *ret) {
                 if (!found)
                         return -EINVAL;
                 p++;
-                if (streq(p, "iB") || streq(p, "B"))
+                /* Case-insensitive like the unit letter itself: "2m", "2mib" and "2MiB" alike. */
+                if (strcasecmp(p, "iB") == 0 || strcasecmp(p, "B") == 0)
                         p += strlen(p);
                 if (*p)
                         return -EINVAL;

@@ -35,7 +35,8 @@ bool noiommu_id_is_valid(const char *s);
 int json_get_u64(json_t *v, uint64_t *ret);
 
 /* Parses a byte count for humans: a decimal number with an optional K, M, G or T suffix (powers
- * of 1024, optionally followed by "iB" or "B"). Returns -EINVAL or -ERANGE. */
+ * of 1024, optionally followed by "iB" or "B"), in any case ("2m", "2MiB", "2mib"). Returns
+ * -EINVAL or -ERANGE. */
 int parse_size(const char *s, uint64_t *ret);
 
 /* Formats a byte count as "2M", "1G", "4096" (exact, no rounding). */

@@ -298,6 +298,14 @@ static void test_parse_size(void) {
         ASSERT_EQ(size_of("4096"), 4096);
         ASSERT_EQ(size_of("0"), 0);
         ASSERT_EQ(size_of("64K"), 65536);
+        /* the whole suffix is case-insensitive, not only its letter */
+        ASSERT_EQ(size_of("2m"), 2097152);
+        ASSERT_EQ(size_of("2mib"), 2097152);
+        ASSERT_EQ(size_of("2MIB"), 2097152);
+        ASSERT_EQ(size_of("2Mib"), 2097152);
+        ASSERT_EQ(size_of("2mb"), 2097152);
+        ASSERT_EQ(size_of("1gIB"), UINT64_C(1) << 30);
+        ASSERT_EQ(size_of("64kib"), 65536);
         ASSERT_EQ(size_of("3T"), UINT64_C(3) << 40);
         ASSERT_EQ(size_of("16777215T"), UINT64_C(16777215) << 40);
         /* The overflow check is conservative in the last digit: values within 9 of UINT64_MAX
@@ -314,6 +322,9 @@ static void test_parse_size(void) {
         ASSERT_ERROR(parse_size("1 G", &v), EINVAL);
         ASSERT_ERROR(parse_size("G", &v), EINVAL);
         ASSERT_ERROR(parse_size("1Gi", &v), EINVAL);
+        ASSERT_ERROR(parse_size("1gi", &v), EINVAL);
+        ASSERT_ERROR(parse_size("1mibb", &v), EINVAL);
+        ASSERT_ERROR(parse_size("1ib", &v), EINVAL);
         ASSERT_ERROR(parse_size("1GiBs", &v), EINVAL);
         ASSERT_ERROR(parse_size("1GG", &v), EINVAL);
         ASSERT_ERROR(parse_size("1.5G", &v), EINVAL);
