@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sysmacros.h>
-#include <time.h>
 #include <unistd.h>
 
 #define SD_JOURNAL_SUPPRESS_LOCATION 1
@@ -18,6 +17,7 @@
 #include "audit.h"
 #include "config.h"
 #include "internal/log.h"
+#include "internal/time-util.h"
 #include "msgid.h"
 
 static bool audit_failure_log;
@@ -36,7 +36,7 @@ static int audit_fd = -EBADF;
 
 /* At most this many anomaly records per interval; the rest are counted and summarized. */
 #define ANOMALY_BURST 50
-#define ANOMALY_INTERVAL_USEC (10ULL * 1000000ULL)
+#define ANOMALY_INTERVAL_USEC (10 * USEC_PER_SEC)
 
 static const char *const audit_result_table[_AUDIT_RESULT_MAX] = {
         [AUDIT_RESULT_AUTHORIZED] = "authorized",
@@ -160,15 +160,8 @@ static void mirror(int priority, const char *msg) {
                 (void) log_full_errno(priority, 0, "%s", msg);
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
-}
-
 typedef struct RateLimit {
-        uint64_t begin;
+        usec_t begin;
         unsigned n;
         unsigned suppressed;
 } RateLimit;
@@ -176,12 +169,12 @@ typedef struct RateLimit {
 /* Returns true if this record may be written; reports suppressed counts when a new interval
  * starts. */
 static bool ratelimit_test(RateLimit *rl, const char *what) {
-        uint64_t t = now_usec();
+        usec_t t = now_usec(CLOCK_MONOTONIC);
 
         if (rl->begin == 0 || t - rl->begin > ANOMALY_INTERVAL_USEC) {
                 if (rl->suppressed > 0)
                         log_warning("Suppressed %u %s records in the last %llu s.", rl->suppressed,
-                                    what, ANOMALY_INTERVAL_USEC / 1000000ULL);
+                                    what, (unsigned long long) (ANOMALY_INTERVAL_USEC / USEC_PER_SEC));
                 rl->begin = t;
                 rl->n = 0;
                 rl->suppressed = 0;

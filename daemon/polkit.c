@@ -14,11 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "audit.h"
 #include "internal/log.h"
 #include "internal/macro.h"
+#include "internal/time-util.h"
 #include "polkit.h"
 
 typedef enum PolkitVerdict {
@@ -33,7 +33,7 @@ typedef enum PolkitVerdict {
 
 typedef struct DenialWindow {
         uid_t uid;
-        uint64_t begin;                 /* 0: slot unused */
+        usec_t begin;                   /* 0: slot unused */
         unsigned n;                     /* "no" answers in this window */
         unsigned refused;               /* checks refused without asking, for the summary */
 } DenialWindow;
@@ -59,17 +59,10 @@ struct PolkitQuery {
         const char *reason;             /* static POLKIT_REASON_* */
         char *error_name;
         char cancel_id[64];
-        uint64_t sent_usec;
+        usec_t sent_usec;
         polkit_done_t done;
         void *userdata;
 };
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
-}
 
 static void strv_free(char **l) {
         for (char **i = l; i && *i; i++)
@@ -213,7 +206,7 @@ static int on_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *r
 
         pending_unlink(q);
         q->slot = sd_bus_slot_unref(q->slot);
-        log_debug("polkit answered %s in %llu us.", q->action, (unsigned long long) (now_usec() - q->sent_usec));
+        log_debug("polkit answered %s in %llu us.", q->action, (unsigned long long) (now_usec(CLOCK_MONOTONIC) - q->sent_usec));
 
         e = sd_bus_message_get_error(reply);
         if (e) {
@@ -327,7 +320,7 @@ static int query_send(Polkit *p, PolkitQuery *q) {
         if (r < 0)
                 return r;
 
-        q->sent_usec = now_usec();
+        q->sent_usec = now_usec(CLOCK_MONOTONIC);
         return sd_bus_call_async(bus, &q->slot, m, on_check_reply, q,
                                  q->interactive ? NOIOMMU_POLKIT_INTERACTIVE_TIMEOUT_USEC
                                                 : NOIOMMU_POLKIT_TIMEOUT_USEC);
@@ -347,7 +340,7 @@ static unsigned pending_for_uid(Polkit *p, uid_t uid) {
  * the throttle forget, never refuse someone it should not. */
 static DenialWindow *denial_window(Polkit *p, uid_t uid, bool create) {
         DenialWindow *w = NULL, *oldest = &p->denials[0];
-        uint64_t t = now_usec();
+        usec_t t = now_usec(CLOCK_MONOTONIC);
 
         for (size_t i = 0; i < ELEMENTSOF(p->denials); i++) {
                 DenialWindow *d = &p->denials[i];
@@ -361,7 +354,7 @@ static DenialWindow *denial_window(Polkit *p, uid_t uid, bool create) {
                 if (w->refused > 0)
                         log_warning("Refused %u authorization checks of UID %u without asking polkit after %u denials in %llu s.",
                                     w->refused, (unsigned) uid, w->n,
-                                    NOIOMMU_POLKIT_DENIALS_INTERVAL_USEC / 1000000ULL);
+                                    (unsigned long long) (NOIOMMU_POLKIT_DENIALS_INTERVAL_USEC / USEC_PER_SEC));
                 *w = (DenialWindow) {};
                 w = NULL;
         }
