@@ -18,6 +18,7 @@
 #include "audit.h"
 #include "internal/log.h"
 #include "internal/macro.h"
+#include "internal/strv.h"
 #include "internal/time-util.h"
 #include "polkit.h"
 
@@ -63,40 +64,6 @@ struct PolkitQuery {
         polkit_done_t done;
         void *userdata;
 };
-
-static void strv_free(char **l) {
-        for (char **i = l; i && *i; i++)
-                free(*i);
-        free(l);
-}
-
-static char **strv_copy(char **l) {
-        size_t n = 0;
-        char **c;
-
-        while (l && l[n])
-                n++;
-        c = new0(char *, n + 1);
-        if (!c)
-                return NULL;
-        for (size_t i = 0; i < n; i++) {
-                c[i] = strdup(l[i]);
-                if (!c[i]) {
-                        strv_free(c);
-                        return NULL;
-                }
-        }
-        return c;
-}
-
-static bool strv_equal(char **a, char **b) {
-        size_t i;
-
-        for (i = 0; a && a[i] && b && b[i]; i++)
-                if (!streq(a[i], b[i]))
-                        return false;
-        return (!a || !a[i]) && (!b || !b[i]);
-}
 
 int polkit_new(sd_event *event, Polkit **ret) {
         Polkit *p;
