@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "audit.h"
+#include "internal/list.h"
 #include "internal/log.h"
 #include "internal/macro.h"
 #include "internal/strv.h"
@@ -42,7 +43,7 @@ typedef struct DenialWindow {
 struct Polkit {
         sd_event *event;
         sd_bus *bus;
-        PolkitQuery *pending;           /* list of queries waiting for polkitd */
+        LIST_HEAD(PolkitQuery, pending); /* queries waiting for polkitd */
         unsigned n_pending;
         uint64_t counter;               /* for cancellation ids */
         DenialWindow denials[NOIOMMU_POLKIT_DENIAL_UIDS];
@@ -50,7 +51,7 @@ struct Polkit {
 
 struct PolkitQuery {
         Polkit *polkit;
-        PolkitQuery *next, *prev;       /* in polkit->pending while verdict is PENDING */
+        LIST_FIELDS(PolkitQuery, pending); /* in polkit->pending while verdict is PENDING */
         sd_bus_slot *slot;
         ClientIdentity id;              /* copy; the pidfd is borrowed from the connection */
         char *action;
@@ -79,15 +80,9 @@ int polkit_new(sd_event *event, Polkit **ret) {
 static void pending_unlink(PolkitQuery *q) {
         Polkit *p = q->polkit;
 
-        if (!p || (!q->prev && p->pending != q))
+        if (!p || !LIST_IS_LINKED(pending, p->pending, q))
                 return;
-        if (q->prev)
-                q->prev->next = q->next;
-        else
-                p->pending = q->next;
-        if (q->next)
-                q->next->prev = q->prev;
-        q->next = q->prev = NULL;
+        LIST_REMOVE(pending, p->pending, q);
         p->n_pending--;
 }
 
@@ -95,8 +90,7 @@ Polkit *polkit_free(Polkit *p) {
         if (!p)
                 return NULL;
         /* Queries belong to connections, which are freed first; detach any stragglers. */
-        while (p->pending) {
-                PolkitQuery *q = p->pending;
+        LIST_FOREACH(pending, q, p->pending) {
                 pending_unlink(q);
                 q->polkit = NULL;
                 q->slot = sd_bus_slot_unref(q->slot);
@@ -110,10 +104,7 @@ Polkit *polkit_free(Polkit *p) {
 static void query_set_failed(PolkitQuery *q, const char *reason, const char *error_name);
 
 static void fail_pending_on_bus(Polkit *p, sd_bus *bus) {
-        PolkitQuery *q, *next;
-
-        for (q = p->pending; q; q = next) {
-                next = q->next;
+        LIST_FOREACH(pending, q, p->pending) {
                 if (!q->slot || sd_bus_slot_get_bus(q->slot) != bus)
                         continue;
                 pending_unlink(q);
@@ -296,7 +287,7 @@ static int query_send(Polkit *p, PolkitQuery *q) {
 static unsigned pending_for_uid(Polkit *p, uid_t uid) {
         unsigned n = 0;
 
-        for (PolkitQuery *q = p->pending; q; q = q->next)
+        LIST_FOREACH(pending, q, p->pending)
                 if (q->id.uid == uid)
                         n++;
         return n;
@@ -474,10 +465,7 @@ int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const
         }
 
         q->polkit = p;
-        q->next = p->pending;
-        if (p->pending)
-                p->pending->prev = q;
-        p->pending = q;
+        LIST_PREPEND(pending, p->pending, q);
         p->n_pending++;
 
         *slot = TAKE_PTR(q);
