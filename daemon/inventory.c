@@ -75,8 +75,6 @@ Backend backend_from_string(const char *s) {
         return _BACKEND_INVALID;
 }
 
-DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(DIR *, closedir);
-
 /* Opens "path" relative to root_fd with root_fd acting as "/" for every component, symlinks
  * included. Kernels before 5.6 and seccomp filters that predate openat2() (which answer ENOSYS
  * or EPERM) get plain openat(): in production root is "/", where there is nothing to escape to,

@@ -34,6 +34,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "noiommu/protocol.h"
+
 typedef enum Backend {
         BACKEND_CDEV_NOIOMMU,
         BACKEND_CDEV_IOMMU,
@@ -53,7 +55,7 @@ typedef struct InventoryCandidate {
 } InventoryCandidate;
 
 typedef struct InventoryDevice {
-        char address[13];            /* "0000:01:00.0" */
+        char address[NOIOMMU_PCI_ADDRESS_LEN + 1];      /* "0000:01:00.0" */
         uint16_t vendor_id;
         uint16_t device_id;
         char driver[64];             /* basename of the driver link */

@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,7 +137,7 @@ static int cmp_str(const void *a, const void *b) {
 
 int settings_load(const char *path, Settings *ret) {
         Settings c = { .iommu_devices_all = true };
-        char dpath[4096];
+        char dpath[PATH_MAX];
         char **files = NULL;
         size_t n = 0;
         DIR *d;
@@ -153,7 +154,7 @@ int settings_load(const char *path, Settings *ret) {
 
                 while ((de = readdir(d))) {
                         size_t l = strlen(de->d_name);
-                        char f[4096 + 256];
+                        char f[sizeof(dpath) + 1 + NAME_MAX];    /* DIR/NAME */
 
                         if (de->d_name[0] == '.' || l < 6 || !streq(de->d_name + l - 5, ".conf"))
                                 continue;
