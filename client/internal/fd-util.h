@@ -9,9 +9,6 @@
 
 DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(DIR *, closedir);
 
-/* Number of fds the process has open, from /proc/self/fd (or /proc/PID/fd). -errno on error. */
-int fd_count(pid_t pid);
-
 /* Sets O_NONBLOCK on fd (or clears it). */
 int fd_nonblock(int fd, bool nonblock);
 
