@@ -157,6 +157,42 @@ static void query_set_failed(PolkitQuery *q, const char *reason, const char *err
         q->error_name = error_name ? strdup(error_name) : NULL;
 }
 
+/* The denial reason for an error reply to CheckAuthorization. The bus's own errors have names.
+ * polkitd's do not say more than org.freedesktop.PolicyKit1.Error.Failed (or a GLib error
+ * quark), so the cause is read from the message, and only in the exact shapes polkit writes
+ * them, each naming this query's action or pid (strings of polkitd 122, Debian 12):
+ *   "Action %s is not registered"            polkitd, no .policy file for the action;
+ *   "process with PID %d has been replaced"  libpolkit-gobject, the pid's start-time differs;
+ *   "... /proc/%d/status ..."                GLib's "Failed to open file" while polkit reads
+ *                                            the subject's owner: the process is gone.
+ * Anything else is a plain error. Every reason denies; the reason only tells the client and the
+ * audit record why. */
+static const char *check_error_reason(const PolkitQuery *q, const sd_bus_error *e) {
+        char needle[256];               /* action ids are our io.noiommud.* constants */
+        const char *msg = e->message ?: "";
+
+        if (sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN,
+                                   SD_BUS_ERROR_NAME_HAS_NO_OWNER,
+                                   SD_BUS_ERROR_NO_REPLY,
+                                   SD_BUS_ERROR_TIMEOUT,
+                                   SD_BUS_ERROR_DISCONNECTED,
+                                   SD_BUS_ERROR_NO_SERVER))
+                return POLKIT_REASON_UNAVAILABLE;
+
+        (void) snprintf(needle, sizeof(needle), "Action %s is not registered", q->action);
+        if (strstr(msg, needle))
+                return POLKIT_REASON_NOT_REGISTERED;
+
+        (void) snprintf(needle, sizeof(needle), "PID %u has been replaced", (unsigned) q->id.pid);
+        if (strstr(msg, needle))
+                return POLKIT_REASON_SUBJECT_GONE;
+        (void) snprintf(needle, sizeof(needle), "/proc/%u/", (unsigned) q->id.pid);
+        if (strstr(msg, needle))
+                return POLKIT_REASON_SUBJECT_GONE;
+
+        return POLKIT_REASON_ERROR;
+}
+
 static int on_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         PolkitQuery *q = userdata;
         const sd_bus_error *e;
@@ -168,22 +204,8 @@ static int on_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *r
 
         e = sd_bus_message_get_error(reply);
         if (e) {
-                const char *msg = e->message ?: "";
-
-                if (sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN,
-                                           SD_BUS_ERROR_NAME_HAS_NO_OWNER,
-                                           SD_BUS_ERROR_NO_REPLY,
-                                           SD_BUS_ERROR_TIMEOUT,
-                                           SD_BUS_ERROR_DISCONNECTED,
-                                           SD_BUS_ERROR_NO_SERVER))
-                        query_set_failed(q, POLKIT_REASON_UNAVAILABLE, e->name);
-                else if (strstr(msg, "is not registered"))
-                        query_set_failed(q, POLKIT_REASON_NOT_REGISTERED, e->name);
-                else if (strstr(msg, "has been replaced") || strstr(msg, "/proc/"))
-                        query_set_failed(q, POLKIT_REASON_SUBJECT_GONE, e->name);
-                else
-                        query_set_failed(q, POLKIT_REASON_ERROR, e->name);
-                log_debug("polkit CheckAuthorization(%s) failed: %s: %s", q->action, e->name, msg);
+                query_set_failed(q, check_error_reason(q, e), e->name);
+                log_debug("polkit CheckAuthorization(%s) failed: %s: %s", q->action, e->name, e->message ?: "");
         } else {
                 r = sd_bus_message_enter_container(reply, 'r', "bba{ss}");
                 if (r >= 0)
@@ -194,8 +216,10 @@ static int on_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *r
                         q->verdict = POLKIT_AUTHORIZED;
                 else if (challenge)
                         q->verdict = POLKIT_CHALLENGE;
-                else
-                        q->verdict = POLKIT_DENIED, q->reason = POLKIT_REASON_DENIED;
+                else {
+                        q->verdict = POLKIT_DENIED;
+                        q->reason = POLKIT_REASON_DENIED;
+                }
         }
 
         if (q->done)
@@ -343,76 +367,65 @@ static bool query_matches(const PolkitQuery *q, const char *action, char **detai
                q->interactive == interactive;
 }
 
-int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const char *action,
-                  char **details, bool interactive, polkit_done_t done, void *userdata,
-                  const char **ret_reason) {
-        _cleanup_(polkit_query_freep) PolkitQuery *q = NULL;
-        AuditResult result;
+/* The answer to exactly this question has arrived: audits it and turns it into polkit_verify()'s
+ * result. id is the caller's identity now, which is re-checked before a yes counts. */
+static int query_consume(Polkit *p, const PolkitQuery *q, const ClientIdentity *id, const char *action,
+                         char **details, bool interactive, const char **ret_reason) {
         int r;
 
-        assert(p);
-        assert(slot);
-        assert(id);
-        assert(action);
-
-        *ret_reason = NULL;
-
-        if (*slot) {
-                if ((*slot)->verdict == POLKIT_PENDING)
-                        return 0;
-                if (!query_matches(*slot, action, details, interactive))
-                        *slot = polkit_query_free(*slot);   /* a different question: ask anew */
-        }
-
-        if (*slot) {
-                /* The answer to exactly this question has arrived: consume it. */
-                q = TAKE_PTR(*slot);
-                switch (q->verdict) {
-                case POLKIT_AUTHORIZED:
-                        /* Re-validate after the asynchronous reply, before committing anything:
-                         * the connector must still be the same live process. */
-                        r = client_identity_still_valid(id);
-                        if (r <= 0) {
-                                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
-                                                           POLKIT_REASON_SUBJECT_GONE, NULL);
-                                *ret_reason = POLKIT_REASON_SUBJECT_GONE;
-                                return -EACCES;
-                        }
-                        /* If it cannot be recorded, it is not granted (auditFailure=deny). */
-                        if (audit_authorization(id, action, details, interactive, AUDIT_RESULT_AUTHORIZED,
-                                                NULL, NULL) < 0) {
-                                *ret_reason = AUDIT_REASON_FAILED;
-                                return -EACCES;
-                        }
-                        return 1;
-                case POLKIT_CHALLENGE:
-                        denial_count(p, id->uid);
-                        (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_CHALLENGE,
-                                                   "interactive-authentication-required", NULL);
-                        return -EKEYREJECTED;
-                case POLKIT_DENIED:
-                        denial_count(p, id->uid);
+        switch (q->verdict) {
+        case POLKIT_AUTHORIZED:
+                /* Re-validate after the asynchronous reply, before committing anything: the
+                 * connector must still be the same live process. */
+                r = client_identity_still_valid(id);
+                if (r <= 0) {
                         (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
-                                                   POLKIT_REASON_DENIED, NULL);
-                        *ret_reason = POLKIT_REASON_DENIED;
+                                                   POLKIT_REASON_SUBJECT_GONE, NULL);
+                        *ret_reason = POLKIT_REASON_SUBJECT_GONE;
                         return -EACCES;
-                case POLKIT_FAILED:
-                        result = AUDIT_RESULT_ERROR;
-                        if (streq(q->reason, POLKIT_REASON_UNAVAILABLE) ||
-                            streq(q->reason, POLKIT_REASON_NOT_REGISTERED))
-                                audit_policy_unavailable(id, action, q->reason);
-                        (void) audit_authorization(id, action, details, interactive, result, q->reason,
-                                                   q->error_name);
-                        *ret_reason = q->reason;
-                        return -EACCES;
-                case POLKIT_PENDING:
-                case _POLKIT_VERDICT_MAX:
-                case _POLKIT_VERDICT_INVALID:
-                default:
-                        assert(false);
-                        return -EINVAL;
                 }
+                /* If it cannot be recorded, it is not granted (auditFailure=deny). */
+                if (audit_authorization(id, action, details, interactive, AUDIT_RESULT_AUTHORIZED,
+                                        NULL, NULL) < 0) {
+                        *ret_reason = AUDIT_REASON_FAILED;
+                        return -EACCES;
+                }
+                return 1;
+        case POLKIT_CHALLENGE:
+                denial_count(p, id->uid);
+                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_CHALLENGE,
+                                           "interactive-authentication-required", NULL);
+                return -EKEYREJECTED;
+        case POLKIT_DENIED:
+                denial_count(p, id->uid);
+                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
+                                           POLKIT_REASON_DENIED, NULL);
+                *ret_reason = POLKIT_REASON_DENIED;
+                return -EACCES;
+        case POLKIT_FAILED:
+                if (streq(q->reason, POLKIT_REASON_UNAVAILABLE) ||
+                    streq(q->reason, POLKIT_REASON_NOT_REGISTERED))
+                        audit_policy_unavailable(id, action, q->reason);
+                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_ERROR, q->reason,
+                                           q->error_name);
+                *ret_reason = q->reason;
+                return -EACCES;
+        case POLKIT_PENDING:
+        case _POLKIT_VERDICT_MAX:
+        case _POLKIT_VERDICT_INVALID:
+        default:
+                assert(false);
+                return -EINVAL;
         }
+}
+
+/* No answer yet and none asked for: refuses what polkit cannot be asked truthfully or what is
+ * over a limit, and otherwise sends the question and stores the pending query in *slot. */
+static int query_start(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const char *action,
+                       char **details, bool interactive, polkit_done_t done, void *userdata,
+                       const char **ret_reason) {
+        _cleanup_(polkit_query_freep) PolkitQuery *q = NULL;
+        int r;
 
         /* polkit's uid is an int32. A larger uid cannot be said to polkit truthfully: as 'i' it
          * turns negative (another identity), as 'u' polkit ignores it and reads /proc itself.
@@ -449,7 +462,7 @@ int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const
         };
         q->action = strdup(action);
         q->details = strv_copy(details);
-        if (!q->action || (details && !q->details))
+        if (!q->action || !q->details)
                 return -ENOMEM;
         (void) snprintf(q->cancel_id, sizeof(q->cancel_id), "noiommud-%" PRIu64, ++p->counter);
 
@@ -470,6 +483,31 @@ int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const
 
         *slot = TAKE_PTR(q);
         return 0;
+}
+
+int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const char *action,
+                  char **details, bool interactive, polkit_done_t done, void *userdata,
+                  const char **ret_reason) {
+        _cleanup_(polkit_query_freep) PolkitQuery *q = NULL;
+
+        assert(p);
+        assert(slot);
+        assert(id);
+        assert(action);
+
+        *ret_reason = NULL;
+
+        if (*slot) {
+                if ((*slot)->verdict == POLKIT_PENDING)
+                        return 0;
+                if (query_matches(*slot, action, details, interactive)) {
+                        q = TAKE_PTR(*slot);    /* answered: consumed once, then freed */
+                        return query_consume(p, q, id, action, details, interactive, ret_reason);
+                }
+                *slot = polkit_query_free(*slot);       /* a different question: ask anew */
+        }
+
+        return query_start(p, slot, id, action, details, interactive, done, userdata, ret_reason);
 }
 
 bool polkit_query_answered(const PolkitQuery *q) {
