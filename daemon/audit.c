@@ -34,7 +34,7 @@ static const char *const audit_result_table[_AUDIT_RESULT_MAX] = {
         [AUDIT_RESULT_ERROR] = "error",
 };
 
-const char *audit_result_to_string(AuditResult r) {
+static const char *audit_result_to_string(AuditResult r) {
         if (r < 0 || r >= _AUDIT_RESULT_MAX)
                 return NULL;
         return audit_result_table[r];

@@ -253,12 +253,6 @@ static int noiommu_parameter_at(int root_fd) {
         return -EBADMSG;
 }
 
-static int noiommu_enabled_at(int root_fd) {
-        int r = noiommu_parameter_at(root_fd);
-
-        return r == -ENOENT ? 0 : r;
-}
-
 /* Whether root/path exists (as anything: class entries are links). */
 static int exists_in_root(int root_fd, const char *path) {
         _cleanup_close_ int fd = -EBADF;
@@ -269,17 +263,6 @@ static int exists_in_root(int root_fd, const char *path) {
         if (fd < 0)
                 return fd;
         return 1;
-}
-
-int inventory_noiommu_enabled(const char *root) {
-        _cleanup_close_ int root_fd = -EBADF;
-
-        assert(root);
-
-        root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (root_fd < 0)
-                return negative_errno();
-        return noiommu_enabled_at(root_fd);
 }
 
 /* What the scan learns once, for all devices: the kernel-wide markers of linux-7.3.md

@@ -84,12 +84,6 @@ typedef struct InventoryDevice {
  * on kernels without VFIO_DEVICE_CDEV a variant driver is therefore not listed). */
 int inventory_scan(const char *root, InventoryDevice **ret);
 
-/* Whether noiommu mode is enabled at all: root/sys/module/vfio/parameters/
- * enable_unsafe_noiommu_mode reads "Y". A missing file means CONFIG_VFIO_NOIOMMU is not built.
- * Returns 1 if enabled, 0 if not (or not built), -EBADMSG for any other content, or a negative
- * errno if it cannot be read. */
-int inventory_noiommu_enabled(const char *root);
-
 /* Whether the kernel below root can serve noiommu devices now, from the kernel-wide markers only
  * (module parameter, /dev/vfio/vfio's misc device, class vfio). Returns 1, or 0 with
  * *ret_reason set to a static string saying what the administrator must change (rebuild with

@@ -365,14 +365,6 @@ void vfio_device_client_fd_sent(VfioDevice *v) {
         v->client_fd = safe_close(v->client_fd);
 }
 
-bool vfio_device_can_reset(const VfioDevice *v) {
-        return v->can_reset;
-}
-
-Backend vfio_device_backend(const VfioDevice *v) {
-        return v->backend;
-}
-
 /* First IOVA in the allowed ranges at or above iova_next, aligned to align, with room for len.
  * IOVA 0 is never used. */
 static int iova_alloc(VfioDevice *v, uint64_t len, uint64_t align, uint64_t *ret) {
