@@ -10,7 +10,9 @@
 #include "macro.h"
 #include "noiommu/protocol.h"
 
-bool json_value_is_sane(json_t *v, unsigned depth) {
+/* The checks json_parse_message() applies to every value: depth (a scalar counts as a level),
+ * string and key length, no embedded NUL. */
+static bool json_value_is_sane(json_t *v, unsigned depth) {
         const char *key;
         json_t *e;
         size_t i;

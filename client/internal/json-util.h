@@ -22,9 +22,6 @@
  * NOIOMMU_JSON_DEPTH_MAX. Returns 0 and the object in *ret, or -EBADMSG. */
 int json_parse_message(const char *buf, size_t len, json_t **ret);
 
-/* Checks a parsed value against the same rules (used on values built elsewhere). */
-bool json_value_is_sane(json_t *v, unsigned depth);
-
 /* "dddd:bb:dd.f", lower-case hex, device <= 0x1f, function <= 7. */
 bool pci_address_is_valid(const char *s);
 
