@@ -28,6 +28,7 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
+#include <linux/openat2.h>
 
 #include "../tests.h"
 
@@ -153,6 +154,7 @@ static int make_fixture(void) {
         /* planted things */
         ASSERT_OK(node("dev/vfio/wrong-rdev", 1, 3));
         link_("dev/vfio/symlink", "/dev/null");
+        link_("sys/class/misc/escape", "/etc/passwd");  /* absolute: must stay inside the root */
         snprintf(rel, sizeof(rel), "%s/dev/vfio/fifo", root);
         ASSERT_OK(sys(mkfifo(rel, 0600)));
         put("dev/vfio/regular", "");
@@ -231,9 +233,92 @@ static void test_path_trap(void) {
                 ASSERT_TRUE(log_has("opendir path=/sys/kernel/mm/hugepages trapped=0"));
         }
 
-        /* openat2 is "not implemented", other syscalls go through */
-        ASSERT_ERROR(sys(syscall(SYS_openat2, AT_FDCWD, "/dev/vfio/vfio", NULL, 0)), ENOSYS);
+        /* other syscalls go through */
         ASSERT_EQ(syscall(SYS_getpid), getpid());
+}
+
+static long openat2_(int dirfd, const char *path, uint64_t flags, uint64_t resolve) {
+        struct open_how how = { .flags = flags, .resolve = resolve };
+
+        return sys(syscall(SYS_openat2, dirfd, path, &how, sizeof(how)));
+}
+
+/* The daemon's production openat2() calls are trapped, not refused: vfio.c's
+ * vfio_open_node() and inventory.c's open_in_root(), with the fixture root as "/". */
+static void test_openat2(void) {
+        char buf[64], proc[64];
+        struct stat st;
+        int fd, p, rootfd;
+        ssize_t n;
+
+        /* vfio_open_node(): O_PATH without symlinks, check, reopen through /proc/self/fd */
+        p = openat2_(AT_FDCWD, "/dev/vfio/noiommu-8", O_PATH | O_NOFOLLOW | O_CLOEXEC,
+                     RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+        ASSERT_OK(p);
+        ASSERT_OK(sys(fstat(p, &st)));
+        ASSERT_TRUE(S_ISCHR(st.st_mode));
+        ASSERT_EQ(st.st_rdev, makedev(243, 1));
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", p);
+        fd = open(proc, O_RDWR | O_CLOEXEC);
+        ASSERT_OK(sys(fd));
+        ASSERT_OK(sys(ioctl(fd, GROUP_GET_STATUS, (uint32_t[2]) { 8, 0 })));
+        close(fd);
+        close(p);
+        ASSERT_TRUE(log_has("open path=/dev/vfio/noiommu-8 trapped=1 via=openat2 "
+                            "resolve=no-magiclinks,no-symlinks"));
+
+        /* RESOLVE_NO_SYMLINKS is the kernel's own: a planted symlink as the last component
+         * comes back as itself with O_PATH|O_NOFOLLOW, and is refused otherwise (openat2(2)) */
+        p = openat2_(AT_FDCWD, "/dev/vfio/symlink", O_PATH | O_NOFOLLOW | O_CLOEXEC,
+                     RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+        ASSERT_OK(p);
+        ASSERT_OK(sys(fstat(p, &st)));
+        ASSERT_TRUE(S_ISLNK(st.st_mode));
+        close(p);
+        ASSERT_ERROR(openat2_(AT_FDCWD, "/dev/vfio/symlink", O_RDWR | O_CLOEXEC, RESOLVE_NO_SYMLINKS), ELOOP);
+        ASSERT_ERROR(openat2_(AT_FDCWD, "/dev/vfio/nonexistent", O_PATH | O_CLOEXEC, RESOLVE_NO_SYMLINKS),
+                     ENOENT);
+
+        /* a node opened directly is the fixture's object, never the host's device */
+        fd = openat2_(AT_FDCWD, "/dev/vfio/vfio", O_RDWR | O_CLOEXEC, RESOLVE_NO_SYMLINKS);
+        ASSERT_OK(fd);
+        ASSERT_EQ(ioctl(fd, GET_API_VERSION), 0);
+        close(fd);
+        ASSERT_TRUE(log_has("open-node path=/dev/vfio/vfio kind=container"));
+
+        /* open_in_root(): relative to an fd of "/", RESOLVE_IN_ROOT */
+        rootfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        ASSERT_OK(sys(rootfd));
+        fd = openat2_(rootfd, "sys/class/misc/vfio/dev", O_RDONLY | O_CLOEXEC,
+                      RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+        ASSERT_OK(fd);
+        n = read(fd, buf, sizeof(buf) - 1);
+        ASSERT_TRUE(n > 0);
+        buf[n] = 0;
+        ASSERT_STREQ(buf, "10:196\n");
+        close(fd);
+        ASSERT_TRUE(log_has("open path=/sys/class/misc/vfio/dev trapped=1 via=openat2 "
+                            "resolve=no-magiclinks,in-root"));
+        /* relative symlinks resolve in the fixture... */
+        fd = openat2_(rootfd, "sys/bus/pci/devices/0000:00:03.0/iommu_group", O_PATH | O_DIRECTORY | O_CLOEXEC,
+                      RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+        ASSERT_OK(fd);
+        close(fd);
+        /* ...and so does an absolute one: /etc/passwd of the fixture root, which has none */
+        ASSERT_ERROR(openat2_(rootfd, "sys/class/misc/escape", O_RDONLY | O_CLOEXEC,
+                              RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS), ENOENT);
+        /* real memory is not trapped, and the call is forwarded as it was made */
+        if (access("/sys/kernel/mm/hugepages", F_OK) == 0) {
+                fd = openat2_(rootfd, "sys/kernel/mm/hugepages", O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+                              RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+                ASSERT_OK(fd);
+                close(fd);
+                ASSERT_TRUE(log_has("open path=/sys/kernel/mm/hugepages trapped=0 via=openat2"));
+        }
+        close(rootfd);
+
+        /* what copy_struct_from_user() decides stays the kernel's */
+        ASSERT_ERROR(sys(syscall(SYS_openat2, AT_FDCWD, "/dev/vfio/vfio", NULL, 0)), EINVAL);
 }
 
 static void test_planted_nodes(void) {
@@ -685,6 +770,7 @@ int main(int argc, char *argv[]) {
         ASSERT_OK(setenv("NOIOMMU_MOCK_ROOT", root, 1));
 
         TEST(test_path_trap);
+        TEST(test_openat2);
         TEST(test_planted_nodes);
         TEST(test_group);
         TEST(test_cdev_noiommu);

@@ -31,8 +31,10 @@
  *    path whose dirfd is an fd of "/" counts as absolute (inventory.c opens "/" and walks from
  *    there). Not trapped, because the memory is real: /sys/kernel/mm (hugepage sizes),
  *    /sys/devices/system (NUMA nodes), /sys/fs, /sys/kernel/{security,debug,tracing}.
- *    syscall(SYS_openat2) answers ENOSYS, so the daemon takes its open()/openat() fallback
- *    (O_NOFOLLOW + O_NONBLOCK), which is trapped; every other syscall() is forwarded.
+ *    syscall(SYS_openat2) is trapped too (the path is in the arguments): the daemon's
+ *    production openat2() path runs, with the fixture root standing for "/" (do_openat2()),
+ *    and the log line says "open path=... trapped=1 via=openat2 resolve=FLAGS". Every other
+ *    syscall() is forwarded.
  *
  * 2. Device nodes: the fixture's dev/ tree is made of real filesystem objects. A character
  *    device node (mknod) is never opened for real: opening it yields a fake fd — an open of a
@@ -114,6 +116,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <linux/openat2.h>
 
 /* Paths here are bounded by the fixture root (PATH_MAX) and sysfs names; a truncated one
  * simply does not exist. */
@@ -620,7 +623,8 @@ static bool path_absolute_at(int dirfd, const char *path, char *ret, size_t size
 
 /* Returns the rewritten path in buf, or NULL when the path is not trapped. Logs accesses to
  * /sys and /dev (trapped or not), so tests can check that a request touched no file at all. */
-static const char *trap_at(int dirfd, const char *path, char *buf, size_t size, const char *what) {
+static const char *trap_at_how(int dirfd, const char *path, char *buf, size_t size, const char *what,
+                               const char *extra) {
         char abs[PATH_MAX];
 
         if (!is_active() || !path_absolute_at(dirfd, path, abs, sizeof(abs)))
@@ -628,13 +632,17 @@ static const char *trap_at(int dirfd, const char *path, char *buf, size_t size, 
         if (!startswith_component(abs, "/sys") && !startswith_component(abs, "/dev"))
                 return NULL;
         if (!path_is_trapped(abs)) {
-                mlog("%s path=%s trapped=0", what, abs);
+                mlog("%s path=%s trapped=0%s", what, abs, extra);
                 return NULL;
         }
         if ((size_t) snprintf(buf, size, "%s%s", root, abs) >= size)
                 return NULL;
-        mlog("%s path=%s trapped=1", what, abs);
+        mlog("%s path=%s trapped=1%s", what, abs, extra);
         return buf;
+}
+
+static const char *trap_at(int dirfd, const char *path, char *buf, size_t size, const char *what) {
+        return trap_at_how(dirfd, path, buf, size, what, "");
 }
 
 /* ---- The fixture's device table ---- */
@@ -2728,6 +2736,115 @@ int munmap(void *addr, size_t len) {
         return r;
 }
 
+/* ---- openat2 ---- */
+
+/* Caller's RESOLVE_* flags for the log: "resolve=no-symlinks,no-magiclinks". */
+static void resolve_flags_string(uint64_t resolve, char *ret, size_t size) {
+        static const struct { uint64_t flag; const char *name; } names[] = {
+                { RESOLVE_NO_XDEV,       "no-xdev" },
+                { RESOLVE_NO_MAGICLINKS, "no-magiclinks" },
+                { RESOLVE_NO_SYMLINKS,   "no-symlinks" },
+                { RESOLVE_BENEATH,       "beneath" },
+                { RESOLVE_IN_ROOT,       "in-root" },
+                { RESOLVE_CACHED,        "cached" },
+        };
+        size_t n = 0;
+
+        ret[0] = 0;
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+                if (resolve & names[i].flag)
+                        n += (size_t) snprintf(ret + n, n < size ? size - n : 0, "%s%s",
+                                               n ? "," : "", names[i].name);
+        if (!ret[0])
+                snprintf(ret, size, "none");
+}
+
+/* syscall(SYS_openat2, dirfd, path, how, size) the way the daemon issues it: vfio.c's
+ * vfio_open_node() (AT_FDCWD, an absolute /dev path, O_PATH|O_NOFOLLOW,
+ * RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS) and inventory.c's open_in_root() (an fd of "/", a
+ * relative sysfs path, RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS). A trapped path is resolved by the
+ * real openat2() relative to an fd of the fixture root with RESOLVE_IN_ROOT added: the fixture
+ * root stands for "/", and "/" is where an absolute symlink or a ".." ends for the real call too
+ * (openat2(2)), so the translation is exact for these callers. Every other flag of open_how is
+ * the caller's and is enforced by the kernel, not modelled here. A character node is never
+ * opened for real (it would be the host's device with that number): it is resolved O_PATH first
+ * and then opened as the fixture object, as do_openat() does. Returns -2 if the path is not
+ * trapped (the caller forwards the call unchanged). */
+static long do_openat2(int dirfd, const char *path, const void *how_arg, size_t size) {
+        uint64_t how_buf[64] = {};
+        struct open_how how;
+        char buf[PATH_MAX + 256], abs[PATH_MAX], extra[160], res[96], real_path[PATH_MAX + 8], link[64];
+        const char *t;
+        struct stat st;
+        long fd = -1, pfd;
+        int rootfd, e = 0;
+        ssize_t n;
+
+        /* copy_struct_from_user() cases the kernel answers itself: let it. */
+        if (!how_arg || !path || size < sizeof(struct open_how))    /* OPEN_HOW_SIZE_VER0, 24 */
+                return -2;
+        if (size > sizeof(how_buf)) {
+                errno = E2BIG;          /* a bigger open_how than any kernel has: not modelled */
+                return -1;
+        }
+        memcpy(how_buf, how_arg, size);
+        memcpy(&how, how_buf, sizeof(how));
+
+        resolve_flags_string(how.resolve, res, sizeof(res));
+        snprintf(extra, sizeof(extra), " via=openat2 resolve=%s", res);
+        t = trap_at_how(dirfd, path, buf, sizeof(buf), "open", extra);
+        if (!t)
+                return -2;
+        if (!path_absolute_at(dirfd, path, abs, sizeof(abs)))
+                return -2;
+        if (how.resolve & RESOLVE_BENEATH) {
+                if (path[0] == '/') {
+                        errno = EXDEV;  /* an absolute path is never beneath dirfd */
+                        return -1;
+                }
+        } else
+                how.resolve |= RESOLVE_IN_ROOT;
+        memcpy(how_buf, &how, sizeof(how));
+
+        rootfd = REAL(open)(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (rootfd < 0)
+                return -1;
+
+        if (!(how.flags & O_PATH)) {
+                struct open_how probe = how;
+
+                probe.flags = O_PATH | O_CLOEXEC | (how.flags & (O_DIRECTORY | O_NOFOLLOW));
+                probe.mode = 0;
+                pfd = REAL(syscall)(SYS_openat2, rootfd, abs + 1, &probe, sizeof(probe));
+                if (pfd < 0) {
+                        e = errno;
+                        goto out;
+                }
+                if (REAL(fstat)((int) pfd, &st) == 0 && S_ISCHR(st.st_mode)) {
+                        snprintf(link, sizeof(link), "/proc/self/fd/%ld", pfd);
+                        n = REAL(readlink)(link, real_path, sizeof(real_path) - 1);
+                        REAL(close)((int) pfd);
+                        if (n <= 0) {
+                                e = EIO;
+                                goto out;
+                        }
+                        real_path[n] = 0;
+                        fd = node_open(abs, real_path, (int) how.flags);
+                        e = errno;
+                        if (fd != -2)
+                                goto out;
+                } else
+                        REAL(close)((int) pfd);
+        }
+
+        fd = REAL(syscall)(SYS_openat2, rootfd, abs + 1, how_buf, size);
+        e = errno;
+out:
+        REAL(close)(rootfd);
+        errno = e;
+        return fd < 0 ? -1 : fd;
+}
+
 static void note_io_uring_register(long fd, long op, long arg, long n) {
         pthread_mutex_lock(&lock);
         if (op == M_IORING_REGISTER_BUFFERS && arg && n > 0) {
@@ -2761,9 +2878,17 @@ long syscall(long nr, ...) {
 
         if (is_active()) {
                 if (nr == SYS_openat2) {
-                        /* Makes the daemon use its open()/openat() fallback, which is trapped. */
-                        errno = ENOSYS;
-                        return -1;
+                        long r;
+                        int e;
+
+                        pthread_mutex_lock(&lock);
+                        r = do_openat2((int) a[0], (const char *) a[1], (const void *) a[2], (size_t) a[3]);
+                        e = errno;
+                        pthread_mutex_unlock(&lock);
+                        if (r != -2) {
+                                errno = e;
+                                return r;
+                        }
                 }
                 if (nr == SYS_io_uring_register) {
                         long r;
