@@ -337,12 +337,19 @@ def body():
             opens = log_.find("open", trapped=1)
             nodes = [e for e in opens if e["path"].startswith("/dev/")]
             assert nodes, "no /dev node opened at all:\n" + log_.describe()
+            tried = [e for e in nodes if e.get("via") == "openat2"]
             fallback = [e for e in nodes if e.get("via") != "openat2"]
-            assert not fallback, "nodes opened without openat2: %r" % fallback
-            for e in nodes:
+            if os.environ.get("NOIOMMU_TEST_UNDER_VALGRIND"):
+                # valgrind 3.19 does not implement openat2 (ENOSYS for every call, whatever the
+                # arguments): under it each node must show the openat2 attempt, then the fallback.
+                assert fallback and all(any(t["path"] == e["path"] and t["index"] < e["index"] for t in tried)
+                                        for e in fallback), "fallback opens without an openat2 attempt: %r" % nodes
+            else:
+                assert not fallback, "nodes opened without openat2: %r" % fallback
+            for e in tried:
                 assert set(e["resolve"].split(",")) == {"no-symlinks", "no-magiclinks"}, e
             for path in ("/dev/vfio/vfio", "/dev/iommu", "/dev/vfio/noiommu-7"):
-                assert any(e["path"] == path for e in nodes), "%s not opened: %r" % (path, nodes)
+                assert any(e["path"] == path for e in tried), "%s not opened: %r" % (path, nodes)
             sysfs = [e for e in opens if e.get("via") == "openat2" and e["path"].startswith("/sys/bus/pci/devices/")]
             assert sysfs and all(set(e["resolve"].split(",")) == {"in-root", "no-magiclinks"} for e in sysfs), \
                 "inventory's sysfs opens: %r" % sysfs
