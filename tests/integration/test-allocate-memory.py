@@ -15,6 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
+from noiommutest.fixtures import warm_baseline  # noqa: E402
 
 MiB = 1 << 20
 SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
@@ -37,13 +38,7 @@ def memfd_vmas(pid, memory_id):
 
 def main():
     with H.Environment() as env:
-        # warm up: the daemon's bus connection and the like exist before the baseline
-        free0 = H.hugepages_free()
-        w = env.connect(uid=H.ALLOWED_UID)
-        r, fd = H.allocate(w, 2 * MiB)
-        os.close(fd)
-        w.close()
-        base = env.settled_baseline(free0)
+        base = warm_baseline(env)
 
         with env.subtest("noiommuctl --json alloc 4M --hold: physical addresses via pagemap"):
             p = env.ctl_popen(["--json", "alloc", "4M", "--hold"])

@@ -13,6 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
+from noiommutest.fixtures import warm_baseline  # noqa: E402
 
 MiB = 1 << 20
 PV = H.ERR + "ProtocolViolation"
@@ -200,12 +201,7 @@ def main():
     with H.Environment() as env:
         healthy = env.connect(uid=H.ALLOWED_UID)
         healthy.call_ok(H.GET_INFO)
-        free0 = H.hugepages_free()
-        w = env.connect(uid=H.ALLOWED_UID)
-        r, fd = H.allocate(w, 2 * MiB)            # warm-up of the allocation path
-        os.close(fd)
-        w.close()
-        base = env.settled_baseline(free0)
+        base = warm_baseline(env)
 
         for case in CASES:
             with env.subtest(case.name):

@@ -12,6 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
+from noiommutest.fixtures import served  # noqa: E402
 
 MiB = 1 << 20
 
@@ -20,16 +21,6 @@ def wait_check_sent(env, before, n=1):
     H.wait_until(lambda: env.monitor_count("CheckAuthorization") >= before + n, 10,
                  lambda: "%d CheckAuthorization call(s) on the bus (seen %d)"
                  % (n, env.monitor_count("CheckAuthorization") - before))
-
-
-def served(env):
-    """An allowed client gets memory and frees it (also a sync point: polkitd has answered
-    everything sent before)."""
-    c = env.connect(uid=H.ALLOWED_UID)
-    r, fd = H.allocate(c, 2 * MiB)
-    os.close(fd)
-    c.call_ok(H.FREE, {"memory": r["memory"]})
-    c.close()
 
 
 def main():

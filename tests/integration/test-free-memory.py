@@ -10,6 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
+from noiommutest.fixtures import warm_baseline  # noqa: E402
 
 MiB = 1 << 20
 HP = 2 * MiB
@@ -18,12 +19,7 @@ NO_SUCH = H.ERR + "NoSuchMemory"
 
 def main():
     with H.Environment() as env:
-        free0 = H.hugepages_free()
-        w = env.connect(uid=H.ALLOWED_UID)
-        r, fd = H.allocate(w, HP)
-        os.close(fd)
-        w.close()
-        base = env.settled_baseline(free0)
+        base = warm_baseline(env)
 
         a = env.connect(uid=H.ALLOWED_UID)
         b = env.connect(uid=H.ALLOWED_UID)

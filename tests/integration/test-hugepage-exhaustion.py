@@ -12,6 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
+from noiommutest.fixtures import warm_baseline  # noqa: E402
 
 MiB = 1 << 20
 HP = 2 * MiB
@@ -20,12 +21,7 @@ OOM = H.ERR + "OutOfMemory"
 
 def main():
     with H.Environment(hugepages=32) as env:
-        free0 = H.hugepages_free()
-        w = env.connect(uid=H.ALLOWED_UID)
-        r, fd = H.allocate(w, HP)
-        os.close(fd)
-        w.close()
-        base = env.settled_baseline(free0)
+        base = warm_baseline(env)
         c = env.connect(uid=H.ALLOWED_UID)
         c.call_ok(H.GET_INFO)
         base_c = env.settled_baseline(base[1])          # with c open

@@ -66,6 +66,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
+from noiommutest.fixtures import served  # noqa: E402
 
 MiB = 1 << 20
 SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
@@ -346,16 +347,6 @@ def wait_call(env, n0, pid, timeout=10):
         return cs[-1] if cs else None
     return H.wait_until(found, timeout, lambda: "a CheckAuthorization call for pid %d on the bus "
                         "(calls since: %r)" % (pid, [c["subject"] for c in calls_since(env, n0)]))
-
-
-def served(env):
-    """An allowed client gets memory and frees it (also a sync point: polkitd has answered
-    everything sent before)."""
-    c = env.connect(uid=H.ALLOWED_UID)
-    r, fd = H.allocate(c, 2 * MiB)
-    os.close(fd)
-    c.call_ok(H.FREE, {"memory": r["memory"]})
-    c.close()
 
 
 def no_grants(env, pid):

@@ -44,6 +44,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
+from noiommutest.fixtures import served  # noqa: E402
 
 MiB = 1 << 20
 ALLOCATE_ACTION = "io.noiommud.allocate-memory"
@@ -289,15 +290,6 @@ def journal_by_client(env, names):
             k = (int(e["NOIOMMUD_CLIENT_PID"]), int(e.get("NOIOMMUD_CLIENT_START_TIME", 0)))
             out.setdefault(k, []).append((n, e))
     return out
-
-
-def served(env, clients=None, uid=H.ALLOWED_UID):
-    """An allowed client gets memory and frees it."""
-    c = clients.connect(uid) if clients else env.connect(uid=uid)
-    r, fd = H.allocate(c, 2 * MiB)
-    os.close(fd)
-    c.call_ok(H.FREE, {"memory": r["memory"]})
-    c.close()
 
 
 def request_bytes(method, params):

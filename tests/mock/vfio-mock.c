@@ -31,8 +31,10 @@
  *    path whose dirfd is an fd of "/" counts as absolute (inventory.c opens "/" and walks from
  *    there). Not trapped, because the memory is real: /sys/kernel/mm (hugepage sizes),
  *    /sys/devices/system (NUMA nodes), /sys/fs, /sys/kernel/{security,debug,tracing}.
- *    syscall(SYS_openat2) answers ENOSYS, so the daemon takes its open()/openat() fallback
- *    (O_NOFOLLOW + O_NONBLOCK), which is trapped; every other syscall() is forwarded.
+ *    syscall(SYS_openat2) is trapped too (the path is in the arguments): the daemon's
+ *    production openat2() path runs, with the fixture root standing for "/" (do_openat2()),
+ *    and the log line says "open path=... trapped=1 via=openat2 resolve=FLAGS". Every other
+ *    syscall() is forwarded.
  *
  * 2. Device nodes: the fixture's dev/ tree is made of real filesystem objects. A character
  *    device node (mknod) is never opened for real: opening it yields a fake fd — an open of a
@@ -82,147 +84,49 @@
  *    DIR/mock-state/pci-BDF. So a client's DETACH is seen by the daemon's next call, as with
  *    the kernel, and leases can be tested across kill -9.
  *
- * The kernel ABI is written down here again from kernel-api.md §11 and linux-7.3.md,
- * deliberately not taken from daemon/vfio-uapi.h, so that a wrong number or layout there shows
- * up as a failed call.
+ * Files: vfio-mock.c (this one: the model, items 2-5), mock-trap.c (item 1, and the real libc
+ * functions), mock-log.c (the event log), mock.h (what they share).
+ *
+ * The kernel ABI is the daemon's daemon/vfio-uapi.h; tests/mock/abi-check.c checks that header
+ * against the numbers written down in kernel-api.md §11 and linux-7.3.md, once for the daemon
+ * and the mock. The structs that grew over kernel versions are modelled in their 7.3 layout.
+ *
+ * The VM tier (tests/vm, real kernels and QEMU's edu device) is the reference: where this model
+ * and a real kernel disagree (an errno, an order, a size), the model is wrong (docs/testing.md).
  * The daemon is single-threaded, but every entry point takes one recursive lock anyway.
  */
-#undef _FORTIFY_SOURCE          /* the fortified open() is an inline wrapper we could not replace */
-#undef _FILE_OFFSET_BITS        /* meson sets 64: open would be renamed open64, and so on; we
-                                 * define both names ourselves */
-#include <ctype.h>
-#include <dirent.h>
-#include <dlfcn.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <pthread.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/sysmacros.h>
-#include <sys/types.h>
-#include <sys/uio.h>
-#include <unistd.h>
+#include "mock.h"
 
-/* Paths here are bounded by the fixture root (PATH_MAX) and sysfs names; a truncated one
- * simply does not exist. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wformat-truncation"
-#endif
+/* ---- Kernel ABI ----
+ *
+ * Numbers, constants and the fixed-layout structs come from daemon/vfio-uapi.h, the daemon's
+ * own header, which tests/mock/abi-check.c checks against the literal numbers of kernel-api.md
+ * §11 and linux-7.3.md. The structs whose size grew over kernel versions are modelled below in
+ * their 7.3 layout, whatever the build host's headers have: the mock plays a 7.3 kernel, which
+ * accepts any size from the first version's up to its own (copy_struct_from_user(): a longer
+ * struct only with zero trailing bytes). Their common prefix is checked against the header. */
 
-/* ---- Kernel ABI (kernel-api.md §11), independent of daemon/vfio-uapi.h ---- */
-
-#define M_VFIO_GET_API_VERSION          0x3b64UL
-#define M_VFIO_CHECK_EXTENSION          0x3b65UL
-#define M_VFIO_SET_IOMMU                0x3b66UL
-#define M_VFIO_GROUP_GET_STATUS         0x3b67UL
-#define M_VFIO_GROUP_SET_CONTAINER      0x3b68UL
-#define M_VFIO_GROUP_UNSET_CONTAINER    0x3b69UL
-#define M_VFIO_GROUP_GET_DEVICE_FD      0x3b6aUL
-#define M_VFIO_DEVICE_GET_INFO          0x3b6bUL
-#define M_VFIO_DEVICE_GET_REGION_INFO   0x3b6cUL
-#define M_VFIO_DEVICE_GET_IRQ_INFO      0x3b6dUL
-#define M_VFIO_DEVICE_RESET             0x3b6fUL
-#define M_VFIO_DEVICE_BIND_IOMMUFD      0x3b76UL
-#define M_VFIO_DEVICE_ATTACH_IOMMUFD_PT 0x3b77UL
-#define M_VFIO_DEVICE_DETACH_IOMMUFD_PT 0x3b78UL
-
-#define M_IOMMU_DESTROY                 0x3b80UL
-#define M_IOMMU_IOAS_ALLOC              0x3b81UL
-#define M_IOMMU_IOAS_IOVA_RANGES        0x3b84UL
-#define M_IOMMU_IOAS_MAP                0x3b85UL
-#define M_IOMMU_IOAS_UNMAP              0x3b86UL
-#define M_IOMMU_HWPT_ALLOC              0x3b89UL
-#define M_IOMMU_IOAS_NOIOMMU_GET_PA     0x3b95UL   /* merged in Linux 7.3 */
-
-#define M_VFIO_API_VERSION      0
-#define M_VFIO_NOIOMMU_IOMMU    8
-
-#define M_GROUP_FLAGS_VIABLE            1U
-#define M_GROUP_FLAGS_CONTAINER_SET     2U
-#define M_DEVICE_FLAGS_RESET            1U
-#define M_DEVICE_FLAGS_PCI              2U
-#define M_REGION_INFO_FLAG_READ         1U
-#define M_REGION_INFO_FLAG_WRITE        2U
-#define M_PCI_NUM_REGIONS               9U
-#define M_PCI_NUM_IRQS                  5U
-#define M_PCI_CONFIG_REGION_INDEX       7U
+/* vfio-pci's region offset encoding (VFIO_PCI_OFFSET_SHIFT, drivers/vfio/pci/vfio_pci_priv.h:
+ * kernel-internal, not uapi) and the size of conventional PCI config space. */
 #define M_PCI_OFFSET_SHIFT              40
 #define M_PCI_CONFIG_SIZE               256U
 
 #define MOVED_PA_SHIFT                  (UINT64_C(1) << 36)
 
-#define M_IOAS_MAP_FIXED_IOVA           1U
-#define M_IOAS_MAP_WRITEABLE            2U
-#define M_IOAS_MAP_READABLE             4U
-
-#define M_PCI_COMMAND                   0x04
-#define M_PCI_COMMAND_MEMORY            0x2
-#define M_PCI_COMMAND_MASTER            0x4
-
-#define M_IORING_REGISTER_BUFFERS       0
-#define M_IORING_UNREGISTER_BUFFERS     1
-
-struct m_group_status {                 /* 8 */
-        uint32_t argsz, flags;
-};
-struct m_device_info {                  /* minimum 16; 20 with cap_offset */
+struct m_device_info {                  /* minimum 16; 20 with cap_offset, 24 with pad (6.2+) */
         uint32_t argsz, flags, num_regions, num_irqs, cap_offset, pad;
 };
-struct m_region_info {                  /* 32 */
-        uint32_t argsz, flags, index, cap_offset;
-        uint64_t size, offset;
-};
-struct m_irq_info {                     /* 16 */
-        uint32_t argsz, flags, index, count;
-};
-struct m_bind {                         /* minimum 16; 24 in 7.2 (token_uuid_ptr) */
+struct m_bind {                         /* minimum 16; 24 since 7.2 (token_uuid_ptr) */
         uint32_t argsz, flags;
         int32_t iommufd;
         uint32_t out_devid;
         uint64_t token_uuid_ptr;
 };
-struct m_attach {                       /* minimum 12; 16 in 7.2 (pasid) */
+struct m_attach {                       /* minimum 12; 16 since 7.2 (pasid) */
         uint32_t argsz, flags, pt_id, pasid;
 };
-struct m_detach {                       /* minimum 8; 12 in 7.2 */
+struct m_detach {                       /* minimum 8; 12 since 7.2 */
         uint32_t argsz, flags, pasid;
-};
-struct m_destroy {                      /* 8 */
-        uint32_t size, id;
-};
-struct m_ioas_alloc {                   /* 12 */
-        uint32_t size, flags, out_ioas_id;
-};
-struct m_iova_range {
-        uint64_t start, last;
-};
-struct m_iova_ranges {                  /* 32 */
-        uint32_t size, ioas_id, num_iovas, reserved;
-        uint64_t allowed_iovas, out_iova_alignment;
-};
-struct m_ioas_map {                     /* 40 */
-        uint32_t size, flags, ioas_id, reserved;
-        uint64_t user_va, length, iova;
-};
-struct m_ioas_unmap {                   /* 24 */
-        uint32_t size, ioas_id;
-        uint64_t iova, length;
-};
-struct m_get_pa {                       /* 40, kernel-api.md §6 */
-        uint32_t size, flags, ioas_id, reserved;
-        uint64_t iova, length, out_phys;
 };
 struct m_hwpt_alloc {                   /* minimum 24; 48 since 6.11 (linux-7.3.md) */
         uint32_t size, flags, dev_id, pt_id, out_hwpt_id, reserved;
@@ -231,79 +135,26 @@ struct m_hwpt_alloc {                   /* minimum 24; 48 since 6.11 (linux-7.3.
         uint32_t fault_id, reserved2;
 };
 
-_Static_assert(sizeof(struct m_region_info) == 32, "region info");
-_Static_assert(sizeof(struct m_iova_ranges) == 32, "iova ranges");
-_Static_assert(sizeof(struct m_ioas_map) == 40, "ioas map");
-_Static_assert(sizeof(struct m_ioas_unmap) == 24, "ioas unmap");
-_Static_assert(sizeof(struct m_get_pa) == 40, "get pa");
-_Static_assert(offsetof(struct m_get_pa, out_phys) == 32, "get pa");
-_Static_assert(sizeof(struct m_hwpt_alloc) == 48, "hwpt alloc");
-_Static_assert(offsetof(struct m_hwpt_alloc, out_hwpt_id) == 16, "hwpt alloc");
-_Static_assert(offsetof(struct m_hwpt_alloc, data_uptr) == 32, "hwpt alloc");
-
-/* ---- Real functions ---- */
-
-static void *resolve(const char *name) {
-        void *p = dlsym(RTLD_NEXT, name);
-
-        if (!p) {
-                static const char msg[] = "vfio-mock: cannot resolve a libc function\n";
-                (void) !write(STDERR_FILENO, msg, sizeof(msg) - 1);
-                abort();
-        }
-        return p;
-}
-
-#define REAL(name) ({                                                           \
-        if (!real_##name)                                                       \
-                real_##name = (__typeof__(real_##name)) resolve(#name);         \
-        real_##name;                                                            \
-})
-
-static int (*real_open)(const char *, int, ...);
-static int (*real_openat)(int, const char *, int, ...);
-static FILE *(*real_fopen)(const char *, const char *);
-static FILE *(*real_fopen64)(const char *, const char *);
-static DIR *(*real_opendir)(const char *);
-static ssize_t (*real_readlink)(const char *, char *, size_t);
-static ssize_t (*real_readlinkat)(int, const char *, char *, size_t);
-static int (*real_stat)(const char *, struct stat *);
-static int (*real_stat64)(const char *, struct stat64 *);
-static int (*real_lstat)(const char *, struct stat *);
-static int (*real_lstat64)(const char *, struct stat64 *);
-static int (*real_fstatat)(int, const char *, struct stat *, int);
-static int (*real_fstatat64)(int, const char *, struct stat64 *, int);
-static int (*real_fstat)(int, struct stat *);
-static int (*real_fstat64)(int, struct stat64 *);
-static int (*real_access)(const char *, int);
-static int (*real_faccessat)(int, const char *, int, int);
-static int (*real_ioctl)(int, unsigned long, ...);
-static ssize_t (*real_pread)(int, void *, size_t, off_t);
-static ssize_t (*real_pread64)(int, void *, size_t, off64_t);
-static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
-static ssize_t (*real_pwrite64)(int, const void *, size_t, off64_t);
-static int (*real_close)(int);
-static void *(*real_mmap)(void *, size_t, int, int, int, off_t);
-static void *(*real_mmap64)(void *, size_t, int, int, int, off64_t);
-static int (*real_munmap)(void *, size_t);
-static long (*real_syscall)(long, ...);
-static ssize_t (*real_sendmsg)(int, const struct msghdr *, int);
-
-/* Fortified variants (glibc's <bits/fcntl2.h>), which have no prototypes without
- * _FORTIFY_SOURCE. */
-int __open_2(const char *path, int flags);
-int __open64_2(const char *path, int flags);
-int __openat_2(int dirfd, const char *path, int flags);
-int __openat64_2(int dirfd, const char *path, int flags);
+#define M_SAME_FIELD(m, k, f) \
+        _Static_assert(offsetof(struct m, f) == offsetof(struct k, f), #m "." #f " is not where the header has it")
+M_SAME_FIELD(m_device_info, vfio_device_info, num_regions);
+M_SAME_FIELD(m_device_info, vfio_device_info, num_irqs);
+M_SAME_FIELD(m_device_info, vfio_device_info, cap_offset);
+M_SAME_FIELD(m_bind, vfio_device_bind_iommufd, iommufd);
+M_SAME_FIELD(m_bind, vfio_device_bind_iommufd, out_devid);
+M_SAME_FIELD(m_attach, vfio_device_attach_iommufd_pt, pt_id);
+M_SAME_FIELD(m_detach, vfio_device_detach_iommufd_pt, flags);
+M_SAME_FIELD(m_hwpt_alloc, iommu_hwpt_alloc, pt_id);
+M_SAME_FIELD(m_hwpt_alloc, iommu_hwpt_alloc, out_hwpt_id);
+_Static_assert(sizeof(struct m_device_info) >= sizeof(struct vfio_device_info), "device info");
+_Static_assert(sizeof(struct m_bind) >= sizeof(struct vfio_device_bind_iommufd), "bind");
+_Static_assert(sizeof(struct m_attach) >= sizeof(struct vfio_device_attach_iommufd_pt), "attach");
+_Static_assert(sizeof(struct m_detach) >= sizeof(struct vfio_device_detach_iommufd_pt), "detach");
+_Static_assert(sizeof(struct m_hwpt_alloc) == 48, "hwpt alloc, 7.3");
+_Static_assert(offsetof(struct m_hwpt_alloc, data_uptr) == 32, "hwpt alloc, 7.3");
+_Static_assert(offsetof(struct m_hwpt_alloc, fault_id) == 40, "hwpt alloc, 7.3");
 
 /* ---- State ---- */
-
-static pthread_mutex_t lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
-static int active = -1;                 /* -1: not decided yet */
-static char root[PATH_MAX];
-static char state_dir[PATH_MAX];
-static char log_path[PATH_MAX];
-static unsigned long log_seq;
 
 typedef enum ObjKind {
         OBJ_CONTAINER,
@@ -425,80 +276,6 @@ typedef struct Node {
 
 /* ---- Small helpers ---- */
 
-static bool streq(const char *a, const char *b) {
-        return strcmp(a, b) == 0;
-}
-
-static bool startswith_component(const char *s, const char *prefix) {
-        size_t n = strlen(prefix);
-
-        return strncmp(s, prefix, n) == 0 && (s[n] == '/' || s[n] == 0);
-}
-
-static bool program_matches(void) {
-        const char *want = getenv("NOIOMMU_MOCK_PROGRAM");
-
-        if (!want || !*want)
-                want = "noiommud";
-        return streq(want, "*") || streq(want, program_invocation_short_name);
-}
-
-static bool is_active(void) {
-        const char *r, *l;
-
-        if (active >= 0)
-                return active;
-
-        /* Decided once NOIOMMU_MOCK_ROOT is seen; until then the environment is looked at again
-         * on every call, so a test program may set it in main(). Other programs (the sh, unshare
-         * and mount that run the daemon inherit the same LD_PRELOAD) are out for good. */
-        pthread_mutex_lock(&lock);
-        if (active < 0) {
-                r = getenv("NOIOMMU_MOCK_ROOT");
-                l = getenv("NOIOMMU_MOCK_LOG");
-                if (!program_matches())
-                        active = 0;
-                else if (r && *r == '/' && strlen(r) < sizeof(root) - 64) {
-                        snprintf(root, sizeof(root), "%s", r);
-                        while (strlen(root) > 1 && root[strlen(root) - 1] == '/')
-                                root[strlen(root) - 1] = 0;
-                        snprintf(state_dir, sizeof(state_dir), "%s/mock-state", root);
-                        if (l && *l)
-                                snprintf(log_path, sizeof(log_path), "%s", l);
-                        active = 1;
-                }
-        }
-        pthread_mutex_unlock(&lock);
-        return active > 0;
-}
-
-__attribute__((format(printf, 1, 2)))
-static void mlog(const char *format, ...) {
-        char line[1024];
-        va_list ap;
-        int n, k, fd;
-
-        if (!log_path[0])
-                return;
-
-        pthread_mutex_lock(&lock);
-        n = snprintf(line, sizeof(line), "%lu ", ++log_seq);
-        va_start(ap, format);
-        k = vsnprintf(line + n, sizeof(line) - (size_t) n - 1, format, ap);
-        va_end(ap);
-        if (k < 0)
-                k = 0;
-        n = (int) strlen(line);
-        line[n++] = '\n';
-
-        fd = REAL(open)(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-        if (fd >= 0) {
-                (void) !write(fd, line, (size_t) n);   /* O_APPEND: one line, one write */
-                REAL(close)(fd);
-        }
-        pthread_mutex_unlock(&lock);
-}
-
 /* Reads a small file into buf (NUL-terminated, trailing newlines dropped). */
 static int read_file(const char *path, char *buf, size_t size) {
         ssize_t n;
@@ -571,70 +348,6 @@ static bool fault(const char *env, const char *file, const char *bdf) {
         if (read_file(path, buf, sizeof(buf)) < 0)
                 return false;
         return switch_list_has(buf, bdf);
-}
-
-/* ---- Path trap ---- */
-
-static const char *const passthrough[] = {
-        "/sys/kernel/mm",
-        "/sys/devices/system",
-        "/sys/fs",
-        "/sys/kernel/security",
-        "/sys/kernel/debug",
-        "/sys/kernel/tracing",
-        NULL,
-};
-
-static bool path_is_trapped(const char *p) {
-        if (startswith_component(p, "/dev/vfio") || startswith_component(p, "/dev/iommu"))
-                return true;
-        if (!startswith_component(p, "/sys"))
-                return false;
-        for (const char *const *x = passthrough; *x; x++)
-                if (startswith_component(p, *x))
-                        return false;
-        return true;
-}
-
-/* Makes "path" (relative to dirfd) absolute if it is absolute already or dirfd is an fd of
- * "/". Returns false if it is relative to anything else. */
-static bool path_absolute_at(int dirfd, const char *path, char *ret, size_t size) {
-        char link[64], target[PATH_MAX];
-        ssize_t n;
-
-        if (!path)
-                return false;
-        if (path[0] == '/') {
-                snprintf(ret, size, "%s", path);
-                return true;
-        }
-        if (dirfd < 0 || !path[0])
-                return false;
-        snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd);
-        n = REAL(readlink)(link, target, sizeof(target) - 1);
-        if (n != 1 || target[0] != '/')
-                return false;
-        snprintf(ret, size, "/%s", path);
-        return true;
-}
-
-/* Returns the rewritten path in buf, or NULL when the path is not trapped. Logs accesses to
- * /sys and /dev (trapped or not), so tests can check that a request touched no file at all. */
-static const char *trap_at(int dirfd, const char *path, char *buf, size_t size, const char *what) {
-        char abs[PATH_MAX];
-
-        if (!is_active() || !path_absolute_at(dirfd, path, abs, sizeof(abs)))
-                return NULL;
-        if (!startswith_component(abs, "/sys") && !startswith_component(abs, "/dev"))
-                return NULL;
-        if (!path_is_trapped(abs)) {
-                mlog("%s path=%s trapped=0", what, abs);
-                return NULL;
-        }
-        if ((size_t) snprintf(buf, size, "%s%s", root, abs) >= size)
-                return NULL;
-        mlog("%s path=%s trapped=1", what, abs);
-        return buf;
 }
 
 /* ---- The fixture's device table ---- */
@@ -816,12 +529,12 @@ static Pci *pci_get(const char *bdf) {
 }
 
 static uint16_t pci_command(const Pci *p) {
-        return (uint16_t) (p->config[M_PCI_COMMAND] | p->config[M_PCI_COMMAND + 1] << 8);
+        return (uint16_t) (p->config[PCI_COMMAND] | p->config[PCI_COMMAND + 1] << 8);
 }
 
 static void pci_set_command(Pci *p, uint16_t v) {
-        p->config[M_PCI_COMMAND] = (uint8_t) v;
-        p->config[M_PCI_COMMAND + 1] = (uint8_t) (v >> 8);
+        p->config[PCI_COMMAND] = (uint8_t) v;
+        p->config[PCI_COMMAND + 1] = (uint8_t) (v >> 8);
         pci_save(p);
 }
 
@@ -1288,7 +1001,7 @@ static void obj_save_related(Obj *o) {
 
 /* Opens a node of the fixture. Returns -1 with errno set, an fd, or -2 when the path is not a
  * character device (the caller opens it for real). */
-static int node_open(const char *abs, const char *real_path, int flags) {
+int node_open(const char *abs, const char *real_path, int flags) {
         Node nodes[NODES_MAX];
         const Node *match = NULL;
         struct stat st;
@@ -1343,7 +1056,7 @@ static int node_open(const char *abs, const char *real_path, int flags) {
                 }
                 o->pci->noiommu_cdev = match->noiommu;
                 /* As if the client had enabled bus mastering during the last lease. */
-                pci_set_command(o->pci, pci_command(o->pci) | M_PCI_COMMAND_MASTER | M_PCI_COMMAND_MEMORY);
+                pci_set_command(o->pci, pci_command(o->pci) | PCI_COMMAND_MASTER | PCI_COMMAND_MEMORY);
         }
         mlog("open-node path=%s kind=%s node=%s rdev=%u:%u obj=%u%s%s", abs,
              obj_kind_name[match->kind], match->name, major(st.st_rdev), minor(st.st_rdev), o->id,
@@ -1376,15 +1089,15 @@ static int iommufd_check_size(const void *arg, size_t min_size, size_t known) {
 
 static int container_ioctl(Obj *o, unsigned long req, void *arg) {
         switch (req) {
-        case M_VFIO_GET_API_VERSION:
-                return M_VFIO_API_VERSION;
-        case M_VFIO_CHECK_EXTENSION:
+        case VFIO_GET_API_VERSION:
+                return VFIO_API_VERSION;
+        case VFIO_CHECK_EXTENSION:
                 /* By value. Only the noiommu "IOMMU" exists here, and only with the parameter. */
-                if ((long) arg == M_VFIO_NOIOMMU_IOMMU)
+                if ((long) arg == VFIO_NOIOMMU_IOMMU)
                         return noiommu_enabled() ? 1 : 0;
                 return 0;
-        case M_VFIO_SET_IOMMU:
-                if ((long) arg != M_VFIO_NOIOMMU_IOMMU) {
+        case VFIO_SET_IOMMU:
+                if ((long) arg != VFIO_NOIOMMU_IOMMU) {
                         mlog("set-iommu-refused obj=%u type=%ld", o->id, (long) arg);
                         return fail(ENODEV);
                 }
@@ -1447,20 +1160,20 @@ static bool group_has_device(int group, const char *bdf) {
 
 static int group_ioctl(Obj *o, unsigned long req, void *arg) {
         switch (req) {
-        case M_VFIO_GROUP_GET_STATUS: {
-                struct m_group_status s;
+        case VFIO_GROUP_GET_STATUS: {
+                struct vfio_group_status s;
 
                 if (!arg)
                         return fail(EFAULT);
                 memcpy(&s, arg, sizeof(s));
                 if (s.argsz < sizeof(s))
                         return fail(EINVAL);
-                s.flags = (group_viable(o->group) ? M_GROUP_FLAGS_VIABLE : 0) |
-                          (o->container ? M_GROUP_FLAGS_CONTAINER_SET : 0);
+                s.flags = (group_viable(o->group) ? VFIO_GROUP_FLAGS_VIABLE : 0) |
+                          (o->container ? VFIO_GROUP_FLAGS_CONTAINER_SET : 0);
                 memcpy(arg, &s, sizeof(s));
                 return 0;
         }
-        case M_VFIO_GROUP_SET_CONTAINER: {
+        case VFIO_GROUP_SET_CONTAINER: {
                 Obj *c;
                 int cfd;
 
@@ -1477,13 +1190,13 @@ static int group_ioctl(Obj *o, unsigned long req, void *arg) {
                 mlog("set-container group=%d container=%u", o->group, c->id);
                 return 0;
         }
-        case M_VFIO_GROUP_UNSET_CONTAINER:
+        case VFIO_GROUP_UNSET_CONTAINER:
                 if (!o->container)
                         return fail(EINVAL);
                 o->container->n_groups--;
                 o->container = NULL;
                 return 0;
-        case M_VFIO_GROUP_GET_DEVICE_FD: {
+        case VFIO_GROUP_GET_DEVICE_FD: {
                 char name[64];
                 Obj *d;
                 int fd;
@@ -1508,7 +1221,7 @@ static int group_ioctl(Obj *o, unsigned long req, void *arg) {
                 d->via_group = o;
                 d->group = o->group;
                 d->access_granted = true;
-                pci_set_command(d->pci, pci_command(d->pci) | M_PCI_COMMAND_MASTER | M_PCI_COMMAND_MEMORY);
+                pci_set_command(d->pci, pci_command(d->pci) | PCI_COMMAND_MASTER | PCI_COMMAND_MEMORY);
                 mlog("get-device-fd group=%d dev=%s obj=%u", o->group, name, d->id);
                 obj_save(d);
                 return fd;
@@ -1638,7 +1351,7 @@ static int device_detach(Obj *o, void *arg) {
 }
 
 static int device_ioctl(Obj *o, unsigned long req, void *arg) {
-        if (req == M_VFIO_DEVICE_BIND_IOMMUFD)
+        if (req == VFIO_DEVICE_BIND_IOMMUFD)
                 return device_bind(o, arg);
 
         /* The access_granted gate of vfio_main.c: nothing else before BIND. */
@@ -1646,7 +1359,7 @@ static int device_ioctl(Obj *o, unsigned long req, void *arg) {
                 return fail(EINVAL);
 
         switch (req) {
-        case M_VFIO_DEVICE_GET_INFO: {
+        case VFIO_DEVICE_GET_INFO: {
                 struct m_device_info i = {};
                 uint32_t argsz;
 
@@ -1656,29 +1369,29 @@ static int device_ioctl(Obj *o, unsigned long req, void *arg) {
                 if (argsz < 16)
                         return fail(EINVAL);
                 i.argsz = argsz;
-                i.flags = M_DEVICE_FLAGS_PCI |
-                          (fault("NOIOMMU_MOCK_NO_RESET", "no-reset", o->pci->bdf) ? 0 : M_DEVICE_FLAGS_RESET);
-                i.num_regions = M_PCI_NUM_REGIONS;
-                i.num_irqs = M_PCI_NUM_IRQS;
+                i.flags = VFIO_DEVICE_FLAGS_PCI |
+                          (fault("NOIOMMU_MOCK_NO_RESET", "no-reset", o->pci->bdf) ? 0 : VFIO_DEVICE_FLAGS_RESET);
+                i.num_regions = VFIO_PCI_NUM_REGIONS;
+                i.num_irqs = VFIO_PCI_NUM_IRQS;
                 memcpy(arg, &i, argsz >= 20 ? 20 : 16);
                 return 0;
         }
-        case M_VFIO_DEVICE_GET_REGION_INFO: {
-                struct m_region_info r;
+        case VFIO_DEVICE_GET_REGION_INFO: {
+                struct vfio_region_info r;
 
                 if (!arg)
                         return fail(EFAULT);
                 memcpy(&r, arg, sizeof(r));
-                if (r.argsz < sizeof(r) || r.index >= M_PCI_NUM_REGIONS)
+                if (r.argsz < sizeof(r) || r.index >= VFIO_PCI_NUM_REGIONS)
                         return fail(EINVAL);
                 r.cap_offset = 0;
                 r.offset = (uint64_t) r.index << M_PCI_OFFSET_SHIFT;
-                if (r.index == M_PCI_CONFIG_REGION_INDEX) {
+                if (r.index == VFIO_PCI_CONFIG_REGION_INDEX) {
                         r.size = M_PCI_CONFIG_SIZE;
-                        r.flags = M_REGION_INFO_FLAG_READ | M_REGION_INFO_FLAG_WRITE;
+                        r.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
                 } else if (r.index == 0) {
                         r.size = 4096;
-                        r.flags = M_REGION_INFO_FLAG_READ | M_REGION_INFO_FLAG_WRITE;
+                        r.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
                 } else {
                         r.size = 0;
                         r.flags = 0;
@@ -1686,20 +1399,20 @@ static int device_ioctl(Obj *o, unsigned long req, void *arg) {
                 memcpy(arg, &r, sizeof(r));
                 return 0;
         }
-        case M_VFIO_DEVICE_GET_IRQ_INFO: {
-                struct m_irq_info q;
+        case VFIO_DEVICE_GET_IRQ_INFO: {
+                struct vfio_irq_info q;
 
                 if (!arg)
                         return fail(EFAULT);
                 memcpy(&q, arg, sizeof(q));
-                if (q.argsz < sizeof(q) || q.index >= M_PCI_NUM_IRQS)
+                if (q.argsz < sizeof(q) || q.index >= VFIO_PCI_NUM_IRQS)
                         return fail(EINVAL);
                 q.flags = 1;                    /* EVENTFD */
                 q.count = q.index <= 2 ? 1 : 0;
                 memcpy(arg, &q, sizeof(q));
                 return 0;
         }
-        case M_VFIO_DEVICE_RESET:
+        case VFIO_DEVICE_RESET:
                 if (fault("NOIOMMU_MOCK_NO_RESET", "no-reset", o->pci->bdf)) {
                         mlog("reset-unsupported dev=%s obj=%u", o->pci->bdf, o->id);
                         return fail(EINVAL);            /* !vdev->reset_works */
@@ -1712,9 +1425,9 @@ static int device_ioctl(Obj *o, unsigned long req, void *arg) {
                 pci_set_command(o->pci, 0);
                 mlog("reset dev=%s obj=%u", o->pci->bdf, o->id);
                 return 0;
-        case M_VFIO_DEVICE_ATTACH_IOMMUFD_PT:
+        case VFIO_DEVICE_ATTACH_IOMMUFD_PT:
                 return device_attach(o, arg);
-        case M_VFIO_DEVICE_DETACH_IOMMUFD_PT:
+        case VFIO_DEVICE_DETACH_IOMMUFD_PT:
                 return device_detach(o, arg);
         default:
                 mlog("unhandled-ioctl kind=device dev=%s req=0x%lx", o->pci->bdf, req);
@@ -1727,7 +1440,7 @@ static int device_ioctl(Obj *o, unsigned long req, void *arg) {
 /* The IOVA ranges of an IOAS with a domain. A noiommu (software) page table has no reserved
  * regions, so no MSI hole: the whole 64-bit space (linux-7.3.md). A real IOMMU's: a 48-bit
  * space without the x86 MSI window. NOIOMMU_MOCK_IOVA_RANGES overrides both. */
-static int parse_ranges(struct m_iova_range *r, size_t max, bool noiommu) {
+static int parse_ranges(struct iommu_iova_range *r, size_t max, bool noiommu) {
         const char *v = getenv("NOIOMMU_MOCK_IOVA_RANGES");
         char buf[1024], *save = NULL;
         size_t n = 0;
@@ -1749,7 +1462,7 @@ static int parse_ranges(struct m_iova_range *r, size_t max, bool noiommu) {
 }
 
 static bool iova_allowed(Obj *ictx, uint32_t ioas_id, uint64_t iova, uint64_t length) {
-        struct m_iova_range r[16];
+        struct iommu_iova_range r[16];
         bool noiommu = false;
         int n;
 
@@ -1763,7 +1476,7 @@ static bool iova_allowed(Obj *ictx, uint32_t ioas_id, uint64_t iova, uint64_t le
 }
 
 static int ioas_map(Obj *ictx, void *arg) {
-        struct m_ioas_map m;
+        struct iommu_ioas_map m;
         unsigned char *vec;
         Ioas *ioas;
         size_t pages;
@@ -1773,15 +1486,16 @@ static int ioas_map(Obj *ictx, void *arg) {
         if (e)
                 return fail(e);
         memcpy(&m, arg, sizeof(m));
-        if (m.flags & ~(M_IOAS_MAP_FIXED_IOVA | M_IOAS_MAP_WRITEABLE | M_IOAS_MAP_READABLE) || m.reserved)
+        if (m.flags & ~(IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE) ||
+            m.__reserved)
                 return fail(EOPNOTSUPP);
-        if (!(m.flags & (M_IOAS_MAP_WRITEABLE | M_IOAS_MAP_READABLE)) || m.length == 0)
+        if (!(m.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE)) || m.length == 0)
                 return fail(EINVAL);
         ioas = ioas_find(ictx, m.ioas_id);
         if (!ioas)
                 return fail(ENOENT);
         ioas_sync_pins(ictx, ioas);
-        if (!(m.flags & M_IOAS_MAP_FIXED_IOVA)) {
+        if (!(m.flags & IOMMU_IOAS_MAP_FIXED_IOVA)) {
                 /* The kernel would pick an IOVA; noiommud must always choose it itself. */
                 mlog("violation what=ioas-map-without-fixed-iova ioas=%u", m.ioas_id);
                 return fail(EINVAL);
@@ -1790,7 +1504,7 @@ static int ioas_map(Obj *ictx, void *arg) {
                 return fail(EINVAL);
         if (!iova_allowed(ictx, m.ioas_id, m.iova, m.length)) {
                 mlog("ioas-map-refused ioas=%u iova=0x%" PRIx64 " length=0x%" PRIx64 " errno=EINVAL reason=outside-allowed-ranges",
-                     m.ioas_id, m.iova, m.length);
+                     m.ioas_id, (uint64_t) m.iova, (uint64_t) m.length);
                 return fail(EINVAL);
         }
         for (size_t i = 0; i < ioas->n_areas; i++) {
@@ -1809,7 +1523,7 @@ static int ioas_map(Obj *ictx, void *arg) {
                 return fail(ENOMEM);
         if (mincore((void *) (uintptr_t) m.user_va, (size_t) m.length, vec) < 0) {
                 free(vec);
-                mlog("ioas-map-refused ioas=%u user_va=0x%" PRIx64 " errno=EFAULT", m.ioas_id, m.user_va);
+                mlog("ioas-map-refused ioas=%u user_va=0x%" PRIx64 " errno=EFAULT", m.ioas_id, (uint64_t) m.user_va);
                 return fail(EFAULT);
         }
         free(vec);
@@ -1822,12 +1536,13 @@ static int ioas_map(Obj *ictx, void *arg) {
                 return fail(EFAULT);
         ioas->n_areas++;
         mlog("ioas-map iommufd=%u ioas=%u iova=0x%" PRIx64 " length=0x%" PRIx64 " user_va=0x%" PRIx64 " pinned=%d",
-             ictx->id, m.ioas_id, m.iova, m.length, m.user_va, ioas->areas[ioas->n_areas - 1].pinned);
+             ictx->id, m.ioas_id, (uint64_t) m.iova, (uint64_t) m.length, (uint64_t) m.user_va,
+             ioas->areas[ioas->n_areas - 1].pinned);
         return 0;
 }
 
 static int ioas_unmap(Obj *ictx, void *arg) {
-        struct m_ioas_unmap u;
+        struct iommu_ioas_unmap u;
         uint64_t done = 0, last;
         Ioas *ioas;
         int e;
@@ -1867,12 +1582,12 @@ static int ioas_unmap(Obj *ictx, void *arg) {
         }
         if (done == 0) {
                 mlog("ioas-unmap-refused ioas=%u iova=0x%" PRIx64 " length=0x%" PRIx64 " errno=ENOENT",
-                     u.ioas_id, u.iova, u.length);
+                     u.ioas_id, (uint64_t) u.iova, (uint64_t) u.length);
                 return fail(ENOENT);
         }
         u.length = done;
         memcpy(arg, &u, sizeof(u));
-        mlog("ioas-unmap iommufd=%u ioas=%u iova=0x%" PRIx64 " unmapped=0x%" PRIx64, ictx->id, u.ioas_id, u.iova, done);
+        mlog("ioas-unmap iommufd=%u ioas=%u iova=0x%" PRIx64 " unmapped=0x%" PRIx64, ictx->id, u.ioas_id, (uint64_t) u.iova, done);
         return 0;
 }
 
@@ -1905,7 +1620,7 @@ static int area_phys(const Area *a, uint64_t off, uint64_t *ret_pa, uint64_t *re
 
 /* IOMMU_IOAS_NOIOMMU_GET_PA, errors in the order 7.3 checks them (linux-7.3.md table). */
 static int ioas_get_pa(Obj *ictx, void *arg) {
-        struct m_get_pa q;
+        struct iommu_ioas_noiommu_get_pa q;
         const Area *area = NULL;
         uint64_t pa, run;
         bool noiommu = false;
@@ -1933,7 +1648,7 @@ static int ioas_get_pa(Obj *ictx, void *arg) {
                 mlog("get-pa-stub errno=EOPNOTSUPP");
                 return fail(EOPNOTSUPP);        /* 7.3 with IOMMUFD but without IOMMUFD_NOIOMMU */
         }
-        if (q.flags != 0 || q.reserved != 0)
+        if (q.flags != 0 || q.__reserved != 0)
                 return fail(EOPNOTSUPP);
         if (q.length == 0)
                 return fail(EINVAL);
@@ -1947,12 +1662,12 @@ static int ioas_get_pa(Obj *ictx, void *arg) {
                 if (q.iova >= ioas->areas[i].iova && q.iova - ioas->areas[i].iova < ioas->areas[i].length)
                         area = &ioas->areas[i];
         if (!area) {
-                mlog("get-pa-refused ioas=%u iova=0x%" PRIx64 " errno=ENOENT", q.ioas_id, q.iova);
+                mlog("get-pa-refused ioas=%u iova=0x%" PRIx64 " errno=ENOENT", q.ioas_id, (uint64_t) q.iova);
                 return fail(ENOENT);
         }
         if (!ioas_domain(ictx, q.ioas_id, &noiommu)) {
                 /* Detached: no page table behind the area any more. */
-                mlog("get-pa-refused ioas=%u iova=0x%" PRIx64 " errno=EOPNOTSUPP reason=no-hwpt", q.ioas_id, q.iova);
+                mlog("get-pa-refused ioas=%u iova=0x%" PRIx64 " errno=EOPNOTSUPP reason=no-hwpt", q.ioas_id, (uint64_t) q.iova);
                 return fail(EOPNOTSUPP);
         }
         if (!noiommu) {
@@ -1967,7 +1682,7 @@ static int ioas_get_pa(Obj *ictx, void *arg) {
         if (area->pin_pid != getpid() &&
             fault("NOIOMMU_MOCK_MOVED_PA", "moved-pa", dev && dev->pci ? dev->pci->bdf : NULL)) {
                 pa += MOVED_PA_SHIFT;
-                mlog("get-pa-moved ioas=%u iova=0x%" PRIx64, q.ioas_id, q.iova);
+                mlog("get-pa-moved ioas=%u iova=0x%" PRIx64, q.ioas_id, (uint64_t) q.iova);
         }
 
         /* The physically contiguous run from iova, within the area, capped by the input. */
@@ -1977,7 +1692,8 @@ static int ioas_get_pa(Obj *ictx, void *arg) {
         q.out_phys = pa;
         q.length = run;
         memcpy(arg, &q, sizeof(q));
-        mlog("get-pa ioas=%u iova=0x%" PRIx64 " phys=0x%" PRIx64 " length=0x%" PRIx64, q.ioas_id, q.iova, pa, run);
+        mlog("get-pa ioas=%u iova=0x%" PRIx64 " phys=0x%" PRIx64 " length=0x%" PRIx64,
+             q.ioas_id, (uint64_t) q.iova, pa, run);
         return 0;
 }
 
@@ -2031,8 +1747,8 @@ static int iommufd_ioctl(Obj *o, unsigned long req, void *arg) {
         int e;
 
         switch (req) {
-        case M_IOMMU_IOAS_ALLOC: {
-                struct m_ioas_alloc a;
+        case IOMMU_IOAS_ALLOC: {
+                struct iommu_ioas_alloc a;
 
                 e = iommufd_check_size(arg, sizeof(a), sizeof(a));
                 if (e)
@@ -2048,8 +1764,8 @@ static int iommufd_ioctl(Obj *o, unsigned long req, void *arg) {
                 mlog("ioas-alloc iommufd=%u ioas=%u", o->id, a.out_ioas_id);
                 return 0;
         }
-        case M_IOMMU_DESTROY: {
-                struct m_destroy d;
+        case IOMMU_DESTROY: {
+                struct iommu_destroy d;
                 Ioas *ioas;
                 Hwpt *h;
 
@@ -2089,9 +1805,9 @@ static int iommufd_ioctl(Obj *o, unsigned long req, void *arg) {
                 mlog("destroy iommufd=%u id=%u kind=ioas areas=%u", o->id, d.id, ioas->n_areas);
                 return 0;
         }
-        case M_IOMMU_IOAS_IOVA_RANGES: {
-                struct m_iova_ranges q;
-                struct m_iova_range r[16];
+        case IOMMU_IOAS_IOVA_RANGES: {
+                struct iommu_ioas_iova_ranges q;
+                struct iommu_iova_range r[16];
                 bool noiommu = false;
                 int n;
 
@@ -2099,14 +1815,14 @@ static int iommufd_ioctl(Obj *o, unsigned long req, void *arg) {
                 if (e)
                         return fail(e);
                 memcpy(&q, arg, sizeof(q));
-                if (q.reserved)
+                if (q.__reserved)
                         return fail(EOPNOTSUPP);
                 if (!ioas_find(o, q.ioas_id))
                         return fail(ENOENT);
                 if (ioas_domain(o, q.ioas_id, &noiommu))
                         n = parse_ranges(r, 16, noiommu);
                 else {
-                        r[0] = (struct m_iova_range) { .start = 0, .last = UINT64_MAX };
+                        r[0] = (struct iommu_iova_range) { .start = 0, .last = UINT64_MAX };
                         n = 1;
                 }
                 for (int i = 0; i < n && (uint32_t) i < q.num_iovas; i++)
@@ -2118,13 +1834,13 @@ static int iommufd_ioctl(Obj *o, unsigned long req, void *arg) {
                 mlog("iova-ranges iommufd=%u ioas=%u n=%d%s", o->id, q.ioas_id, n, e ? " errno=EMSGSIZE" : "");
                 return e ? fail(e) : 0;
         }
-        case M_IOMMU_IOAS_MAP:
+        case IOMMU_IOAS_MAP:
                 return ioas_map(o, arg);
-        case M_IOMMU_IOAS_UNMAP:
+        case IOMMU_IOAS_UNMAP:
                 return ioas_unmap(o, arg);
-        case M_IOMMU_IOAS_NOIOMMU_GET_PA:
+        case IOMMU_IOAS_NOIOMMU_GET_PA:
                 return ioas_get_pa(o, arg);
-        case M_IOMMU_HWPT_ALLOC:
+        case IOMMU_HWPT_ALLOC:
                 return hwpt_alloc(o, arg);
         default:
                 /* hw info, viommu, dirty tracking, ...: never with noiommu, and not needed by
@@ -2160,7 +1876,7 @@ static ssize_t device_rw(Obj *o, void *buf, size_t n, uint64_t off, bool write) 
                 errno = EINVAL;
                 return -1;
         }
-        if (index != M_PCI_CONFIG_REGION_INDEX) {
+        if (index != VFIO_PCI_CONFIG_REGION_INDEX) {
                 errno = EINVAL;
                 return -1;
         }
@@ -2171,7 +1887,7 @@ static ssize_t device_rw(Obj *o, void *buf, size_t n, uint64_t off, bool write) 
 
         if (!write) {
                 memcpy(buf, p->config + pos, n);
-                if (pos <= M_PCI_COMMAND + 1 && pos + n > M_PCI_COMMAND)
+                if (pos <= PCI_COMMAND + 1 && pos + n > PCI_COMMAND)
                         mlog("config-read dev=%s obj=%u reg=PCI_COMMAND value=0x%04x", p->bdf, o->id, pci_command(p));
                 return (ssize_t) n;
         }
@@ -2182,28 +1898,28 @@ static ssize_t device_rw(Obj *o, void *buf, size_t n, uint64_t off, bool write) 
 
                 /* Only the command register is writable in this model (vfio-pci virtualizes
                  * most of the rest). */
-                if (at == M_PCI_COMMAND || at == M_PCI_COMMAND + 1) {
+                if (at == PCI_COMMAND || at == PCI_COMMAND + 1) {
                         uint16_t before = pci_command(p), after;
 
                         p->config[at] = v;
                         after = pci_command(p);
-                        if ((before & M_PCI_COMMAND_MASTER) && !(after & M_PCI_COMMAND_MASTER) &&
+                        if ((before & PCI_COMMAND_MASTER) && !(after & PCI_COMMAND_MASTER) &&
                             fault("NOIOMMU_MOCK_BME_STUCK", "bme-stuck", p->bdf)) {
                                 /* The write does not stick: a broken device, or a second holder
                                  * of the fd that turned it on again at once. */
-                                pci_set_command(p, after | M_PCI_COMMAND_MASTER);
+                                pci_set_command(p, after | PCI_COMMAND_MASTER);
                                 mlog("bme-stuck dev=%s obj=%u", p->bdf, o->id);
                         }
                 }
         }
-        if (pos <= M_PCI_COMMAND + 1 && pos + n > M_PCI_COMMAND) {
+        if (pos <= PCI_COMMAND + 1 && pos + n > PCI_COMMAND) {
                 uint16_t written = 0;
 
-                memcpy(&written, (const uint8_t *) buf + (M_PCI_COMMAND > pos ? M_PCI_COMMAND - pos : 0),
+                memcpy(&written, (const uint8_t *) buf + (PCI_COMMAND > pos ? PCI_COMMAND - pos : 0),
                        n >= 2 ? 2 : 1);
                 mlog("config-write dev=%s obj=%u reg=PCI_COMMAND value=0x%04x now=0x%04x", p->bdf, o->id,
                      written, pci_command(p));
-                if (!(written & M_PCI_COMMAND_MASTER) && !(pci_command(p) & M_PCI_COMMAND_MASTER))
+                if (!(written & PCI_COMMAND_MASTER) && !(pci_command(p) & PCI_COMMAND_MASTER))
                         mlog("clear_bme dev=%s obj=%u", p->bdf, o->id);
         }
         pci_save(p);
@@ -2279,204 +1995,7 @@ static Mapping *mapping_by_addr(uintptr_t addr) {
         return NULL;
 }
 
-/* ---- Interposed functions ---- */
-
-/* If path is /proc/self/fd/N (or /proc/PID/fd/N of this process) and that fd is an O_PATH fd
- * of something below the fixture's dev/, puts its path (below root) in buf. */
-static bool reopen_target(int dirfd, const char *path, char *buf, size_t size) {
-        char self[64], dev[PATH_MAX + 8];
-        ssize_t n;
-
-        if (path[0] != '/' || strncmp(path, "/proc/", 6) != 0)
-                return false;
-        snprintf(self, sizeof(self), "/proc/%d/fd/", (int) getpid());
-        if (strncmp(path, "/proc/self/fd/", 14) != 0 && strncmp(path, self, strlen(self)) != 0)
-                return false;
-        n = REAL(readlink)(path, buf, size - 1);
-        if (n <= 0)
-                return false;
-        buf[n] = 0;
-        snprintf(dev, sizeof(dev), "%s/dev/", root);
-        return strncmp(buf, dev, strlen(dev)) == 0;
-}
-
-static int do_openat(int dirfd, const char *path, int flags, mode_t mode) {
-        char buf[PATH_MAX + 256];
-        const char *t;
-        int r;
-
-        if (!is_active())
-                return REAL(openat)(dirfd, path, flags, mode);
-
-        pthread_mutex_lock(&lock);
-        t = trap_at(dirfd, path, buf, sizeof(buf), "open");
-        if (!t && !(flags & O_PATH) && reopen_target(dirfd, path, buf, sizeof(buf))) {
-                /* Reopening an O_PATH fd of a fixture node through /proc/self/fd/N: the node
-                 * is what gets opened, as in the kernel. */
-                r = node_open(buf + strlen(root), buf, flags);
-                if (r != -2) {
-                        int e = errno;
-                        pthread_mutex_unlock(&lock);
-                        errno = e;
-                        return r;
-                }
-        }
-        if (!t) {
-                pthread_mutex_unlock(&lock);
-                return REAL(openat)(dirfd, path, flags, mode);
-        }
-        if (!(flags & O_PATH)) {
-                char abs[PATH_MAX];
-
-                (void) path_absolute_at(dirfd, path, abs, sizeof(abs));
-                r = node_open(abs, t, flags);
-                if (r != -2) {
-                        int e = errno;
-                        pthread_mutex_unlock(&lock);
-                        errno = e;
-                        return r;
-                }
-        }
-        pthread_mutex_unlock(&lock);
-        return REAL(openat)(AT_FDCWD, t, flags, mode);
-}
-
-static mode_t va_mode(int flags, va_list ap) {
-        return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? (mode_t) va_arg(ap, int) : 0;
-}
-
-int open(const char *path, int flags, ...) {
-        va_list ap;
-        mode_t mode;
-
-        va_start(ap, flags);
-        mode = va_mode(flags, ap);
-        va_end(ap);
-        return do_openat(AT_FDCWD, path, flags, mode);
-}
-
-int open64(const char *path, int flags, ...) {
-        va_list ap;
-        mode_t mode;
-
-        va_start(ap, flags);
-        mode = va_mode(flags, ap);
-        va_end(ap);
-        return do_openat(AT_FDCWD, path, flags | O_LARGEFILE, mode);
-}
-
-int openat(int dirfd, const char *path, int flags, ...) {
-        va_list ap;
-        mode_t mode;
-
-        va_start(ap, flags);
-        mode = va_mode(flags, ap);
-        va_end(ap);
-        return do_openat(dirfd, path, flags, mode);
-}
-
-int openat64(int dirfd, const char *path, int flags, ...) {
-        va_list ap;
-        mode_t mode;
-
-        va_start(ap, flags);
-        mode = va_mode(flags, ap);
-        va_end(ap);
-        return do_openat(dirfd, path, flags | O_LARGEFILE, mode);
-}
-
-int __open_2(const char *path, int flags) {
-        return do_openat(AT_FDCWD, path, flags, 0);
-}
-
-int __open64_2(const char *path, int flags) {
-        return do_openat(AT_FDCWD, path, flags | O_LARGEFILE, 0);
-}
-
-int __openat_2(int dirfd, const char *path, int flags) {
-        return do_openat(dirfd, path, flags, 0);
-}
-
-int __openat64_2(int dirfd, const char *path, int flags) {
-        return do_openat(dirfd, path, flags | O_LARGEFILE, 0);
-}
-
-FILE *fopen(const char *path, const char *mode) {
-        char buf[PATH_MAX + 256];
-        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "fopen");
-
-        return REAL(fopen)(t ?: path, mode);
-}
-
-FILE *fopen64(const char *path, const char *mode) {
-        char buf[PATH_MAX + 256];
-        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "fopen");
-
-        return REAL(fopen64)(t ?: path, mode);
-}
-
-DIR *opendir(const char *path) {
-        char buf[PATH_MAX + 256];
-        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "opendir");
-
-        return REAL(opendir)(t ?: path);
-}
-
-ssize_t readlink(const char *path, char *out, size_t size) {
-        char buf[PATH_MAX + 256];
-        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "readlink");
-
-        return REAL(readlink)(t ?: path, out, size);
-}
-
-ssize_t readlinkat(int dirfd, const char *path, char *out, size_t size) {
-        char buf[PATH_MAX + 256];
-        const char *t = trap_at(dirfd, path, buf, sizeof(buf), "readlink");
-
-        return t ? REAL(readlinkat)(AT_FDCWD, t, out, size) : REAL(readlinkat)(dirfd, path, out, size);
-}
-
-int access(const char *path, int mode) {
-        char buf[PATH_MAX + 256];
-        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "access");
-
-        return REAL(access)(t ?: path, mode);
-}
-
-int faccessat(int dirfd, const char *path, int mode, int flags) {
-        char buf[PATH_MAX + 256];
-        const char *t = trap_at(dirfd, path, buf, sizeof(buf), "access");
-
-        return t ? REAL(faccessat)(AT_FDCWD, t, mode, flags) : REAL(faccessat)(dirfd, path, mode, flags);
-}
-
-int stat(const char *path, struct stat *st) {
-        char buf[PATH_MAX + 256];
-        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "stat");
-
-        return REAL(stat)(t ?: path, st);
-}
-
-int stat64(const char *path, struct stat64 *st) {
-        char buf[PATH_MAX + 256];
-        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "stat");
-
-        return REAL(stat64)(t ?: path, st);
-}
-
-int lstat(const char *path, struct stat *st) {
-        char buf[PATH_MAX + 256];
-        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "stat");
-
-        return REAL(lstat)(t ?: path, st);
-}
-
-int lstat64(const char *path, struct stat64 *st) {
-        char buf[PATH_MAX + 256];
-        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "stat");
-
-        return REAL(lstat64)(t ?: path, st);
-}
+/* ---- Interposed functions on fds ---- */
 
 /* fstat() of a fake fd: a character device with the node's rdev. */
 static void fake_stat(int fd, dev_t *ret_rdev, bool *ret_fake) {
@@ -2528,26 +2047,6 @@ int fstat64(int fd, struct stat64 *st) {
                 st->st_blocks = 0;
         }
         return r;
-}
-
-int fstatat(int dirfd, const char *path, struct stat *st, int flags) {
-        char buf[PATH_MAX + 256];
-        const char *t;
-
-        if (!path[0] && (flags & AT_EMPTY_PATH))
-                return fstat(dirfd, st);
-        t = trap_at(dirfd, path, buf, sizeof(buf), "stat");
-        return t ? REAL(fstatat)(AT_FDCWD, t, st, flags) : REAL(fstatat)(dirfd, path, st, flags);
-}
-
-int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags) {
-        char buf[PATH_MAX + 256];
-        const char *t;
-
-        if (!path[0] && (flags & AT_EMPTY_PATH))
-                return fstat64(dirfd, st);
-        t = trap_at(dirfd, path, buf, sizeof(buf), "stat");
-        return t ? REAL(fstatat64)(AT_FDCWD, t, st, flags) : REAL(fstatat64)(dirfd, path, st, flags);
 }
 
 int ioctl(int fd, unsigned long req, ...) {
@@ -2728,7 +2227,7 @@ int munmap(void *addr, size_t len) {
         return r;
 }
 
-static void note_io_uring_register(long fd, long op, long arg, long n) {
+void note_io_uring_register(long fd, long op, long arg, long n) {
         pthread_mutex_lock(&lock);
         if (op == M_IORING_REGISTER_BUFFERS && arg && n > 0) {
                 const struct iovec *iov = (const struct iovec *) arg;
@@ -2748,39 +2247,6 @@ static void note_io_uring_register(long fd, long op, long arg, long n) {
                 mlog("unpin name=%s ring=%ld", name, fd);
         }
         pthread_mutex_unlock(&lock);
-}
-
-long syscall(long nr, ...) {
-        long a[6];
-        va_list ap;
-
-        va_start(ap, nr);
-        for (size_t i = 0; i < 6; i++)
-                a[i] = va_arg(ap, long);
-        va_end(ap);
-
-        if (is_active()) {
-                if (nr == SYS_openat2) {
-                        /* Makes the daemon use its open()/openat() fallback, which is trapped. */
-                        errno = ENOSYS;
-                        return -1;
-                }
-                if (nr == SYS_io_uring_register) {
-                        long r;
-                        int e;
-
-                        /* Log the unpin before it happens, the pin after it worked. */
-                        if (a[1] == M_IORING_UNREGISTER_BUFFERS)
-                                note_io_uring_register(a[0], a[1], a[2], a[3]);
-                        r = REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
-                        e = errno;
-                        if (r >= 0 && a[1] == M_IORING_REGISTER_BUFFERS)
-                                note_io_uring_register(a[0], a[1], a[2], a[3]);
-                        errno = e;
-                        return r;
-                }
-        }
-        return REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
