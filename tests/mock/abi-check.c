@@ -5,8 +5,8 @@
  * host's <linux/vfio.h> and <linux/iommufd.h>, or the header's own definitions where those lack
  * them) is compared with the literal numbers written down in
  *
- *   /work/shared/docs/kernel-api.md §11.1 (VFIO) and §11.2 (iommufd), and
- *   linux-7.3.md "uapi" (IOMMU_IOAS_NOIOMMU_GET_PA, iommu_hwpt_alloc; where the two disagree,
+ *   docs/kernel-api.md §11.1 (VFIO) and §11.2 (iommufd), and
+ *   docs/linux-7.3.md "uapi" (IOMMU_IOAS_NOIOMMU_GET_PA, iommu_hwpt_alloc; where the two disagree,
  *   linux-7.3.md wins).
  *
  * The numbers below are typed from those tables, not from any header, so a wrong number or

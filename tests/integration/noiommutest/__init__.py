@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""The noiommud integration-test harness, one job per module (core-review.md §4.1):
+"""The noiommud integration-test harness, one job per module (docs/testing.md):
 
   common   paths, Skip/run (exit 0 / 1 / 77), waiting, small /proc readers, PR_SET_PDEATHSIG
   pool     the machine's 2 MiB hugepage pool: the run lock, the reservation, HugePages_Free
