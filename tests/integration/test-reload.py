@@ -224,7 +224,11 @@ def scenario_b(H, D):
                 lease = acq["lease"]
                 lmem, lfd = D.allocate_leased(c, lease, HP, "physical")
                 mem, mfd = H.allocate(c, HP)
-                H.wait_until(lambda: any(n.startswith("lease-" + lease) for n in mgr.names()), 5,
+                # The manager reads its notify socket in its own thread: take the shape only once
+                # it has handled the pushes of the lease and of both allocations.
+                want = ("mem-" + lmem["memory"], "mem-" + mem["memory"])
+                H.wait_until(lambda: any(n.startswith("lease-" + lease) for n in mgr.names())
+                             and all(w in mgr.names() for w in want), 5,
                              lambda: R.describe_store(mgr))
                 R.check_store_sane(mgr, H)
                 shape, conns = R.store_shape(mgr), R.conn_names(mgr)
