@@ -671,7 +671,7 @@ int conn_end_lease(Conn *c, size_t index, const char *reason) {
         assert(index < c->n_leases);
         l = c->leases[index];
         c->leases[index] = c->leases[--c->n_leases];
-        return lease_end(l, reason);
+        return lease_end(&l, reason);
 }
 
 static json_t *hex_json(const char *p, size_t n) {

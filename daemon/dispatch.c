@@ -673,6 +673,8 @@ static int method_acquire_device(Conn *c, json_t *params) {
          * file access to the node, which a container's root lacks through its device cgroup
          * and mount namespace: getting past those takes CAP_SYS_ADMIN. */
         r = authorize(c, action, details, interactive, noiommu ? CLIENT_CAP_SYS_RAWIO : CLIENT_CAP_SYS_ADMIN);
+        if (r == 0 && c->polkit)
+                lease_wait_authorization(c->pending_lease);
         if (r <= 0)
                 return r;       /* pending, or denied (dispatch_current() drops the reservation) */
 
@@ -822,14 +824,14 @@ static int method_revoke_lease(Conn *c, json_t *params) {
                 return r;
 
         l = lease_find_by_id(c->manager, id);
-        if (!l || l->state == LEASE_AUTHORIZING || l->state == LEASE_QUIESCING)
+        if (!l || (l->state != LEASE_ACTIVE && l->state != LEASE_QUARANTINED))
                 return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_LEASE, json_pack("{s:s}", "lease", id));
         memcpy(address, l->device.address, sizeof(address));
 
         log_notice("UID %u (PID %i) revokes lease %s on %s.", (unsigned) c->id.uid, (int) c->id.pid,
                    l->id, address);
         if (l->state == LEASE_QUARANTINED)
-                r = lease_retry_quarantined(l, "revoke");
+                r = lease_retry_quarantined(&l, "revoke");
         else if (l->conn && conn_find_lease(l->conn, id, &index))
                 /* The holder's connection stays open; its next use of the lease gets
                  * NoSuchLease, and the lease's records say "revoke". */

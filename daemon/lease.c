@@ -12,6 +12,7 @@
 
 #include "audit.h"
 #include "conn.h"
+#include "internal/json-util.h"
 #include "internal/log.h"
 #include "internal/macro.h"
 #include "lease.h"
@@ -20,8 +21,10 @@
 #include "persist.h"
 
 static const char *const lease_state_table[_LEASE_STATE_MAX] = {
+        [LEASE_RESERVED] = "reserved",
         [LEASE_AUTHORIZING] = "authorizing",
         [LEASE_ACTIVE] = "active",
+        [LEASE_HOLDER_GONE] = "holder-gone",
         [LEASE_QUIESCING] = "quiescing",
         [LEASE_QUARANTINED] = "quarantined",
 };
@@ -30,6 +33,33 @@ const char *lease_state_to_string(LeaseState s) {
         if (s < 0 || s >= _LEASE_STATE_MAX)
                 return NULL;
         return lease_state_table[s];
+}
+
+/* The state machine (lease.h), row = from, column = to. Nothing goes back to ACTIVE from
+ * QUARANTINED: a revoke re-enters the teardown (QUIESCING) directly. */
+static const bool lease_transitions[_LEASE_STATE_MAX][_LEASE_STATE_MAX] = {
+        [LEASE_RESERVED]    = { [LEASE_AUTHORIZING] = true, [LEASE_ACTIVE] = true },
+        [LEASE_AUTHORIZING] = { [LEASE_ACTIVE] = true },
+        [LEASE_ACTIVE]      = { [LEASE_QUIESCING] = true, [LEASE_QUARANTINED] = true },
+        [LEASE_HOLDER_GONE] = { [LEASE_ACTIVE] = true, [LEASE_QUIESCING] = true, [LEASE_QUARANTINED] = true },
+        [LEASE_QUIESCING]   = { [LEASE_QUARANTINED] = true },
+        [LEASE_QUARANTINED] = { [LEASE_QUIESCING] = true },
+};
+
+bool lease_state_transition_allowed(LeaseState from, LeaseState to) {
+        if (from < 0 || from >= _LEASE_STATE_MAX || to < 0 || to >= _LEASE_STATE_MAX)
+                return false;
+        return lease_transitions[from][to];
+}
+
+/* The only writer of l->state after construction. A refused transition is a bug in the
+ * daemon, never something a client can cause: abort rather than continue with a lease whose
+ * memory rules no longer hold (house-style: assert what cannot happen). */
+static void lease_set_state(Lease *l, LeaseState s) {
+        assert(lease_state_transition_allowed(l->state, s));
+        log_debug("Lease %s on %s: %s -> %s.", l->id, l->device.address,
+                  lease_state_to_string(l->state), lease_state_to_string(s));
+        l->state = s;
 }
 
 static uint64_t now_usec(void) {
@@ -67,10 +97,13 @@ uint64_t lease_bytes_pinned(const Lease *l) {
         return bytes;
 }
 
-int lease_retry_quarantined(Lease *l, const char *reason) {
+static int lease_teardown(Lease *l, const char *reason);
+
+int lease_retry_quarantined(Lease **lp, const char *reason) {
+        Lease *l = TAKE_PTR(*lp);
+
         assert(l->state == LEASE_QUARANTINED);
-        l->state = LEASE_ACTIVE;        /* lease_end() quarantines it again if this fails */
-        return lease_end(l, reason);
+        return lease_teardown(l, reason);
 }
 
 static void lease_link(Manager *m, Lease *l) {
@@ -110,7 +143,7 @@ int lease_reserve(Manager *m, Conn *conn, const InventoryDevice *d, Lease **ret)
                 return -ENOMEM;
         *l = (Lease) {
                 .manager = m,
-                .state = LEASE_AUTHORIZING,
+                .state = LEASE_RESERVED,
                 .conn = conn,
                 .holder = conn->id,
                 .device = *d,
@@ -121,6 +154,90 @@ int lease_reserve(Manager *m, Conn *conn, const InventoryDevice *d, Lease **ret)
         lease_link(m, l);
         *ret = l;
         return 0;
+}
+
+void lease_wait_authorization(Lease *l) {
+        if (l->state != LEASE_AUTHORIZING)
+                lease_set_state(l, LEASE_AUTHORIZING);
+}
+
+int lease_restore(Manager *m, const char *id, bool quarantined, const InventoryDevice *d,
+                  const ClientIdentity *holder, uint64_t created_usec, const char *conn_id,
+                  VfioDevice *vfio, Lease **ret) {
+        Lease *l;
+
+        assert(noiommu_id_is_valid(id));
+
+        l = new0(Lease, 1);
+        if (!l) {
+                /* The device is closed, which the kernel answers by clearing Bus Master (the
+                 * last close of a VFIO device disables it): no worse than a crash. */
+                vfio_device_close(vfio);
+                return -ENOMEM;
+        }
+        *l = (Lease) {
+                .manager = m,
+                .state = quarantined ? LEASE_QUARANTINED : LEASE_HOLDER_GONE,
+                .holder = *holder,
+                .device = *d,
+                .vfio = vfio,
+                .created_usec = created_usec,
+        };
+        l->holder.pidfd = -EBADF;               /* a copy for records */
+        memcpy(l->id, id, NOIOMMU_ID_LEN + 1);
+        if (conn_id && noiommu_id_is_valid(conn_id))
+                memcpy(l->restored_conn, conn_id, NOIOMMU_ID_LEN + 1);
+        lease_link(m, l);
+        *ret = l;
+        return 0;
+}
+
+int lease_attach(Lease *l, Conn *c) {
+        assert(l->state == LEASE_HOLDER_GONE);
+
+        if (c->n_leases >= ELEMENTSOF(c->leases))
+                return -EUSERS;
+        l->conn = c;
+        l->holder = c->id;
+        l->holder.pidfd = -EBADF;               /* a copy for records; the conn owns the fd */
+        l->restored_conn[0] = 0;
+        c->leases[c->n_leases++] = l;
+        lease_set_state(l, LEASE_ACTIVE);
+        return 0;
+}
+
+/* Keeps r with l until l's quiesce. Memory the device could reach is never freed without it:
+ * if even the bookkeeping fails, the region stays pinned for the life of the process. */
+static void lease_keep_region(Lease *l, HugeRegion *r) {
+        if (lease_adopt_region(l, r) >= 0)
+                return;
+        log_error("Out of memory tracking %s of lease %s on %s: keeping it pinned until the daemon exits.",
+                  r->id, l->id, l->device.address);
+}
+
+void lease_restore_region(Lease *l, HugeRegion *r, AddressKind kind, bool retired, bool adopted,
+                          uint64_t iova) {
+        if (adopted) {
+                lease_keep_region(l, r);
+                return;
+        }
+        if (l->n_regions >= NOIOMMU_REGIONS_PER_LEASE_MAX) {
+                /* Only a state this daemon did not write can have more; whatever it is, the
+                 * device may have been given its addresses. */
+                log_warning("Lease %s on %s: more mapped memory in the stored state than a lease may have; "
+                            "keeping %s pinned until the device is quiesced.", l->id, l->device.address, r->id);
+                lease_keep_region(l, r);
+                return;
+        }
+        /* Every backend keeps a record of what it mapped (the group backend with IOVA 0), so
+         * that the unmap at release finds it. */
+        (void) vfio_device_restore_map(l->vfio, r, iova);
+        l->regions[l->n_regions] = r;
+        l->kinds[l->n_regions] = kind;
+        l->retired[l->n_regions] = retired;
+        l->n_regions++;
+        l->manager->n_regions++;
+        l->manager->region_bytes += r->size;
 }
 
 bool lease_is_noiommu(const Lease *l) {
@@ -175,14 +292,14 @@ static Lease *lease_free(Lease *l) {
 Lease *lease_unreserve(Lease *l) {
         if (!l)
                 return NULL;
-        assert(l->state == LEASE_AUTHORIZING);
+        assert(l->state == LEASE_RESERVED || l->state == LEASE_AUTHORIZING);
         return lease_free(l);
 }
 
 int lease_activate(Lease *l) {
         int r;
 
-        assert(l->state == LEASE_AUTHORIZING);
+        assert(l->state == LEASE_RESERVED || l->state == LEASE_AUTHORIZING);
 
         r = vfio_device_open(&l->device, &l->vfio);
         if (r == -EPROTONOSUPPORT) {
@@ -198,7 +315,7 @@ int lease_activate(Lease *l) {
         }
         if (r < 0)
                 return r;
-        l->state = LEASE_ACTIVE;
+        lease_set_state(l, LEASE_ACTIVE);
         l->created_usec = now_usec();
         return 0;
 }
@@ -278,7 +395,7 @@ void lease_free_region(Lease *l, size_t index) {
 void lease_quarantine(Lease *l, int error, const char *why) {
         Conn *c = l->conn;
 
-        assert(l->state == LEASE_ACTIVE);
+        assert(l->state == LEASE_ACTIVE || l->state == LEASE_HOLDER_GONE);
 
         /* Like a failed quiesce: out of the holder's hands (its requests about the lease get
          * NoSuchLease/DeviceQuarantined), everything pinned, never handed out again until an
@@ -290,28 +407,22 @@ void lease_quarantine(Lease *l, int error, const char *why) {
                                 break;
                         }
         l->conn = NULL;
-        l->state = LEASE_QUARANTINED;
+        lease_set_state(l, LEASE_QUARANTINED);
         audit_lease_broken(&l->holder, l->id, &l->device, error, why, lease_bytes_pinned(l));
         persist_dirty(l->manager);
         monitor_emit(l->manager, "lease-quarantined",
                      json_pack("{s:s, s:s, s:s}", "lease", l->id, "device", l->device.address, "reason", why));
 }
 
-int lease_end(Lease *l, const char *reason) {
-        uint64_t bytes = 0;
+/* THE teardown, the project's most important safety rule in one place (design.md §3.3):
+ * memory that the device could reach is released only after the device is quiesced. From
+ * ACTIVE, HOLDER_GONE (reclaim after a restart) or QUARANTINED (an administrator's retry). */
+static int lease_teardown(Lease *l, const char *reason) {
+        uint64_t bytes;
         bool reset = false;
         int r;
 
-        if (l->state == LEASE_AUTHORIZING) {
-                lease_unreserve(l);
-                return 0;
-        }
-        if (l->state == LEASE_QUARANTINED)
-                return -EIO;
-
-        assert(l->state == LEASE_ACTIVE);
-        l->state = LEASE_QUIESCING;     /* nobody can be granted the device meanwhile */
-
+        lease_set_state(l, LEASE_QUIESCING);    /* nobody can be granted the device meanwhile */
         bytes = lease_bytes_pinned(l);
 
         /* 1. Stop the device: Bus Master off (read back), then reset if it can. */
@@ -319,7 +430,7 @@ int lease_end(Lease *l, const char *reason) {
         if (r < 0) {
                 /* The device may still be able to DMA: keep everything pinned and never hand
                  * the device out again until an administrator acts. */
-                l->state = LEASE_QUARANTINED;
+                lease_set_state(l, LEASE_QUARANTINED);
                 l->conn = NULL;
                 audit_quiesce_failed(&l->holder, l->id, &l->device, r, bytes);
                 persist_dirty(l->manager);
@@ -344,6 +455,29 @@ int lease_end(Lease *l, const char *reason) {
                      json_pack("{s:s, s:s, s:s}", "lease", l->id, "device", l->device.address, "reason", reason));
         lease_free(l);
         return 0;
+}
+
+int lease_end(Lease **lp, const char *reason) {
+        Lease *l = TAKE_PTR(*lp);
+
+        if (!l)
+                return 0;
+        switch (l->state) {
+        case LEASE_RESERVED:
+        case LEASE_AUTHORIZING:
+                lease_unreserve(l);
+                return 0;
+        case LEASE_QUARANTINED:
+                return -EIO;    /* only an administrator's lease_retry_quarantined() */
+        case LEASE_ACTIVE:
+        case LEASE_HOLDER_GONE:
+                return lease_teardown(l, reason);
+        case LEASE_QUIESCING:           /* ending already: the teardown is not re-entrant */
+        case _LEASE_STATE_MAX:
+        case _LEASE_STATE_INVALID:
+        default:
+                abort();
+        }
 }
 
 void lease_free_all(Manager *m) {

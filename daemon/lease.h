@@ -35,9 +35,24 @@ typedef struct Conn Conn;
 #define NOIOMMU_LEASES_PER_CONN_MAX 8
 #define NOIOMMU_REGIONS_PER_LEASE_MAX 64
 
+/* Every state a lease object can be in; lease.c changes them only through lease_set_state(),
+ * which checks each change against its table of allowed transitions:
+ *
+ *   RESERVED     created by lease_reserve(): the device is taken, nothing is open yet
+ *   AUTHORIZING  a reservation waiting for polkit's verdict (lease_wait_authorization())
+ *   ACTIVE       open, its fd on the way to (or with) its holder
+ *   HOLDER_GONE  restored after a restart (lease_restore()) without its client yet: attached
+ *                to a connection again (ACTIVE), or reclaimed (QUIESCING)
+ *   QUIESCING    lease_end()'s ordered teardown is running
+ *   QUARANTINED  the device could not be quiesced, or its DMA addresses cannot be vouched for
+ *
+ * A lease is freed only from RESERVED/AUTHORIZING (never opened) or at the end of a successful
+ * teardown (QUIESCING). Only ACTIVE and QUARANTINED leases are persisted. */
 typedef enum LeaseState {
+        LEASE_RESERVED,
         LEASE_AUTHORIZING,
         LEASE_ACTIVE,
+        LEASE_HOLDER_GONE,
         LEASE_QUIESCING,
         LEASE_QUARANTINED,
         _LEASE_STATE_MAX,
@@ -45,6 +60,10 @@ typedef enum LeaseState {
 } LeaseState;
 
 const char *lease_state_to_string(LeaseState s);
+
+/* Whether the state machine allows from -> to (the table in lease.c; exported for its unit
+ * test). A change to the same state is not a transition and is refused. */
+bool lease_state_transition_allowed(LeaseState from, LeaseState to);
 
 typedef struct Lease {
         Manager *manager;
@@ -65,6 +84,9 @@ typedef struct Lease {
         HugeRegion **adopted;
         size_t n_adopted;
         uint64_t created_usec;
+        /* HOLDER_GONE only: the fd-store id of the connection that held it before the restart,
+         * so that the client's other memory can be kept with the lease until its quiesce. */
+        char restored_conn[NOIOMMU_ID_LEN + 1];
 } Lease;
 
 /* Reserves d for conn. -EBUSY if a lease exists for that address, -EIO if quarantined. */
@@ -73,13 +95,39 @@ int lease_reserve(Manager *m, Conn *conn, const InventoryDevice *d, Lease **ret)
 /* Drops a reservation that never became active (denied, or the client left). */
 Lease *lease_unreserve(Lease *l);
 
+/* The reservation's polkit check is pending (RESERVED -> AUTHORIZING). */
+void lease_wait_authorization(Lease *l);
+
+/* The restore constructor (persist.c, after a restart or a re-exec): a lease for a device
+ * whose fds came back, HOLDER_GONE (or QUARANTINED if it was), linked into the manager's list
+ * like any other. Takes ownership of vfio, also on failure. conn_id: the stored connection
+ * that held it, or NULL. */
+int lease_restore(Manager *m, const char *id, bool quarantined, const InventoryDevice *d,
+                  const ClientIdentity *holder, uint64_t created_usec, const char *conn_id,
+                  VfioDevice *vfio, Lease **ret);
+
+/* Gives a HOLDER_GONE lease back to its restored connection (-> ACTIVE). -EUSERS if the
+ * connection holds the maximum of leases already (the lease stays HOLDER_GONE and is
+ * reclaimed). */
+int lease_attach(Lease *l, Conn *c);
+
+/* Restores a region that was mapped into (or adopted by) l. The region is l's from now on,
+ * whatever happens: memory the device may have been told about is never freed here. When it
+ * cannot be tracked as a mapping (a state with more regions than a lease may have) it is
+ * adopted (kept pinned until the quiesce), and if even that fails it is kept pinned for the
+ * daemon's lifetime. */
+void lease_restore_region(Lease *l, HugeRegion *r, AddressKind kind, bool retired, bool adopted,
+                          uint64_t iova);
+
 /* Opens the device for an authorized reservation and makes the lease active. */
 int lease_activate(Lease *l);
 
-/* Ends a lease in the order above. reason: "release", "client-exit", "shutdown". Returns 0, or
- * -EIO when quiescing failed and the device is now quarantined (the lease object stays in the
- * manager's list, detached from its connection). */
-int lease_end(Lease *l, const char *reason);
+/* Ends a lease in the order above. reason: "release", "client-exit", "shutdown". *lp is always
+ * cleared: the caller's reference is gone either way. Returns 0 (the lease was freed), or -EIO
+ * when quiescing failed or the lease was already quarantined (it then lives on in the
+ * manager's list, detached from its connection, owned by the manager until an administrator
+ * revokes it). A reservation is simply dropped (0). */
+int lease_end(Lease **lp, const char *reason);
 
 Lease *lease_find_by_address(Manager *m, const char *address);
 Lease *lease_find_by_id(Manager *m, const char *id);
@@ -91,8 +139,9 @@ uint64_t lease_now_usec(void);
 uint64_t lease_bytes_pinned(const Lease *l);
 
 /* An administrator ends a quarantined lease: the quiesce is tried again, and only if it works
- * now is the memory freed and the device released. Returns 0 or -EIO (still quarantined). */
-int lease_retry_quarantined(Lease *l, const char *reason);
+ * now is the memory freed and the device released. *lp is cleared. Returns 0 or -EIO (still
+ * quarantined). */
+int lease_retry_quarantined(Lease **lp, const char *reason);
 
 /* Maps a freshly allocated region into the lease's DMA context and adopts it. */
 int lease_add_region(Lease *l, HugeRegion *r, DmaSegment **ret_segments, size_t *ret_n,
@@ -113,7 +162,7 @@ int lease_adopt_region(Lease *l, HugeRegion *r);
 /* Whether the device can reach memory by physical address (no IOMMU between). */
 bool lease_is_noiommu(const Lease *l);
 
-/* Quarantines an active lease whose DMA addresses cannot be vouched for any more (error and why
+/* Quarantines an active (or restored, HOLDER_GONE) lease whose DMA addresses cannot be vouched for any more (error and why
  * say what was found): detached from its connection, audited (LEASE_BROKEN), memory kept pinned,
  * device never handed out again until an administrator revokes it (quiesce first, then free). */
 void lease_quarantine(Lease *l, int error, const char *why);

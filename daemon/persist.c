@@ -486,37 +486,27 @@ static void restore_leases(Manager *m, json_t *state, Stored *s) {
                         fds[k] = stored_take(s, name, NULL);
                 }
 
-                l = new0(Lease, 1);
-                if (!l) {
-                        close_many(fds, 4);
-                        continue;
-                }
-                *l = (Lease) {
-                        .manager = m,
-                        .state = streq(st, "quarantined") ? LEASE_QUARANTINED : LEASE_ACTIVE,
-                        .device = d,
-                        .created_usec = (uint64_t) json_integer_value(json_object_get(e, "createdUsec")),
-                        .holder = CLIENT_IDENTITY_INIT,
-                };
-                memcpy(l->id, id, NOIOMMU_ID_LEN + 1);
-                l->holder.uid = (uid_t) json_integer_value(json_object_get(h, "uid"));
-                l->holder.gid = (gid_t) json_integer_value(json_object_get(h, "gid"));
-                l->holder.pid = (pid_t) json_integer_value(json_object_get(h, "pid"));
-                l->holder.start_time = (unsigned long long) json_integer_value(json_object_get(h, "startTime"));
-                (void) snprintf(l->holder.unit, sizeof(l->holder.unit), "%s",
+                ClientIdentity holder = CLIENT_IDENTITY_INIT;
+                VfioDevice *vfio;
+
+                holder.uid = (uid_t) json_integer_value(json_object_get(h, "uid"));
+                holder.gid = (gid_t) json_integer_value(json_object_get(h, "gid"));
+                holder.pid = (pid_t) json_integer_value(json_object_get(h, "pid"));
+                holder.start_time = (unsigned long long) json_integer_value(json_object_get(h, "startTime"));
+                (void) snprintf(holder.unit, sizeof(holder.unit), "%s",
                                 json_string_value(json_object_get(h, "unit")) ?: "");
                 /* As recorded (escaped); absent in states written before they were kept. */
-                (void) snprintf(l->holder.cgroup, sizeof(l->holder.cgroup), "%s",
+                (void) snprintf(holder.cgroup, sizeof(holder.cgroup), "%s",
                                 json_string_value(json_object_get(h, "cgroup")) ?: "");
                 const char *ctr = json_string_value(json_object_get(h, "containerId"));
                 if (ctr && strlen(ctr) == CLIENT_CONTAINER_ID_MAX && strspn(ctr, "0123456789abcdef") == CLIENT_CONTAINER_ID_MAX)
-                        memcpy(l->holder.container_id, ctr, CLIENT_CONTAINER_ID_MAX + 1);
+                        memcpy(holder.container_id, ctr, CLIENT_CONTAINER_ID_MAX + 1);
 
                 r = vfio_device_restore(&d, fds[0], fds[1], fds[2], fds[3],
                                         (uint32_t) json_integer_value(json_object_get(e, "ioasId")),
                                         (uint32_t) json_integer_value(json_object_get(e, "devId")),
                                         /* absent in states written before the explicit HWPT: 0 */
-                                        (uint32_t) json_integer_value(json_object_get(e, "hwptId")), &l->vfio);
+                                        (uint32_t) json_integer_value(json_object_get(e, "hwptId")), &vfio);
                 if (r < 0) {
                         /* Without the daemon's own handle the device cannot be quiesced: its
                          * fds are closed (the kernel clears Bus Master on the last close). */
@@ -525,27 +515,103 @@ static void restore_leases(Manager *m, json_t *state, Stored *s) {
                                 (void) snprintf(name, sizeof(name), "lease-%s-%s", id, kinds[k]);
                                 (void) fdstore_remove(name);
                         }
-                        free(l);
                         continue;
                 }
 
-                l->next = m->leases;
-                if (m->leases)
-                        m->leases->prev = l;
-                m->leases = l;
-
-                if (l->state == LEASE_ACTIVE) {
+                /* The same constructor and state machine as every lease: HOLDER_GONE (or
+                 * QUARANTINED) until its client's connection is found again. */
+                r = lease_restore(m, id, streq(st, "quarantined"), &d, &holder,
+                                  (uint64_t) json_integer_value(json_object_get(e, "createdUsec")),
+                                  conn_id, vfio, &l);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot restore lease %s on %s: %m", id, d.address);
+                        continue;
+                }
+                if (l->state == LEASE_HOLDER_GONE) {
                         Conn *c = find_conn(m, conn_id);
 
-                        if (c && c->n_leases < ELEMENTSOF(c->leases)) {
-                                l->conn = c;
-                                l->holder = c->id;
-                                l->holder.pidfd = -EBADF;
-                                c->leases[c->n_leases++] = l;
-                        }
+                        if (c)
+                                (void) lease_attach(l, c);
                 }
                 log_info("Restored lease %s on %s (%s).", id, d.address, lease_state_to_string(l->state));
         }
+}
+
+/* The identity a stored connection had, for the records of what is reclaimed after its client
+ * went away: never uid 0 for "unknown" (identity.h: an unset uid that stayed 0 is how
+ * CVE-2021-3560 happened); fields the state does not have keep their invalid sentinels. */
+static ClientIdentity stored_holder(json_t *state, const char *conn_id) {
+        ClientIdentity id = CLIENT_IDENTITY_INIT;
+        json_t *e;
+        size_t i;
+
+        json_array_foreach(json_object_get(state, "conns"), i, e) {
+                json_t *uid = json_object_get(e, "uid"), *pid = json_object_get(e, "pid");
+
+                if (!conn_id || !streq(json_string_value(json_object_get(e, "id")) ?: "", conn_id))
+                        continue;
+                if (json_is_integer(uid) && json_integer_value(uid) >= 0 &&
+                    json_integer_value(uid) < (json_int_t) UINT32_MAX)
+                        id.uid = (uid_t) json_integer_value(uid);
+                if (json_is_integer(pid) && json_integer_value(pid) > 0 && json_integer_value(pid) <= INT32_MAX)
+                        id.pid = (pid_t) json_integer_value(pid);
+                id.start_time = (unsigned long long) json_integer_value(json_object_get(e, "startTime"));
+                break;
+        }
+        return id;
+}
+
+/* A restored noiommu lease's mapping: the device may be programmed with the physical addresses
+ * handed out at grant time (phys). Ask the kernel where the mapping is now (GET_PA,
+ * cdev-noiommu) besides pagemap (moved): if anything moved, or no page table is behind it,
+ * nothing the daemon says about this lease can be trusted any more. */
+static void restore_check_mapping(Lease *l, HugeRegion *r, const uint64_t *phys, bool moved) {
+        int v;
+
+        if ((l->state != LEASE_ACTIVE && l->state != LEASE_HOLDER_GONE) || !lease_is_noiommu(l))
+                return;
+        v = moved ? -ESTALE : vfio_device_check_map(l->vfio, r, phys);
+        if (v < 0) {
+                log_error_errno(v, "Lease %s on %s: memory %s %s after the restart; quarantining the lease.",
+                                l->id, l->device.address, r->id,
+                                v == -ESTALE ? "is at other physical addresses than granted" :
+                                v == -ENOLINK ? "has no noiommu page table behind it" :
+                                "cannot be looked up with GET_PA");
+                lease_quarantine(l, v, v == -ESTALE ? "addresses-moved-across-restart" :
+                                       v == -ENOLINK ? "no-noiommu-page-table" :
+                                       "addresses-unverifiable");
+        } else
+                log_debug("Lease %s on %s: memory %s is at the granted physical addresses after the restart (%s).",
+                          l->id, l->device.address, r->id,
+                          l->device.backend == BACKEND_CDEV_NOIOMMU ? "GET_PA and pagemap" : "pagemap");
+}
+
+/* Memory the client allocated without a lease. If its connection is back, it is the
+ * connection's again. If not, a noiommu device of the same client (restored, not yet
+ * reclaimed) may still write there: the memory goes with that lease and is freed only after
+ * its quiesce, as conn_free() does for a live client. Otherwise it is reclaimed now, in the
+ * records as its client's (stored_holder()). */
+static void restore_conn_region(Manager *m, json_t *state, const char *conn_id, HugeRegion *r) {
+        ClientIdentity holder;
+        Conn *c;
+
+        c = find_conn(m, conn_id);
+        if (c && conn_add_region(c, r) >= 0)
+                return;
+
+        for (Lease *l = m->leases; l; l = l->next) {
+                bool held = c ? l->conn == c : l->state == LEASE_HOLDER_GONE && conn_id &&
+                                                streq(l->restored_conn, conn_id);
+
+                if (held && (l->state == LEASE_ACTIVE || l->state == LEASE_HOLDER_GONE) && lease_is_noiommu(l)) {
+                        log_debug("Keeping %s pinned until %s is quiesced.", r->id, l->device.address);
+                        lease_restore_region(l, r, ADDRESS_PHYSICAL, true, /* adopted= */ true, 0);
+                        return;
+                }
+        }
+
+        holder = c ? c->id : stored_holder(state, conn_id);
+        region_release(m, &holder, r, "reclaim-after-restart");
 }
 
 static void restore_regions(Manager *m, json_t *state, Stored *s) {
@@ -554,7 +620,6 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
 
         json_array_foreach(json_object_get(state, "regions"), i, e) {
                 const char *id = json_string_value(json_object_get(e, "id"));
-                const char *conn_id = json_string_value(json_object_get(e, "conn"));
                 const char *lease_id = json_string_value(json_object_get(e, "lease"));
                 json_t *phys_j = json_object_get(e, "phys"), *p;
                 uint64_t size = (uint64_t) json_integer_value(json_object_get(e, "size"));
@@ -565,7 +630,6 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                 int memfd, pin;
                 HugeRegion *r;
                 Lease *l;
-                Conn *c;
                 int q;
 
                 if (!id || !noiommu_id_is_valid(id) || n == 0)
@@ -593,66 +657,20 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                         log_error("Memory %s moved while the daemon was down; its physical addresses changed.", id);
 
                 l = lease_id ? lease_find_by_id(m, lease_id) : NULL;
-                if (l) {
-                        bool adopted = json_is_true(json_object_get(e, "adopted"));
-
-                        if (adopted) {
-                                if (lease_adopt_region(l, r) < 0)
-                                        huge_region_free(r);
-                                continue;
-                        }
-                        if (l->n_regions >= NOIOMMU_REGIONS_PER_LEASE_MAX) {
-                                huge_region_free(r);
-                                continue;
-                        }
-                        /* Every backend keeps a record of what it mapped (the group backend with
-                         * IOVA 0), so that the unmap at release finds it. */
-                        (void) vfio_device_restore_map(l->vfio, r,
-                                                       (uint64_t) json_integer_value(json_object_get(e, "iova")));
-                        l->regions[l->n_regions] = r;
-                        l->kinds[l->n_regions] = streq(json_string_value(json_object_get(e, "kind")) ?: "", "iova")
-                                                 ? ADDRESS_IOVA : ADDRESS_PHYSICAL;
-                        l->retired[l->n_regions] = json_is_true(json_object_get(e, "retired"));
-                        l->n_regions++;
-                        m->n_regions++;
-                        m->region_bytes += r->size;
-                        /* Checked once the region is the lease's, so that the record counts it. */
-                        if (l->state == LEASE_ACTIVE && lease_is_noiommu(l)) {
-                                /* The device may be programmed with the physical addresses handed
-                                 * out at grant time ("phys" above). Ask the kernel where the
-                                 * mapping is now (GET_PA, cdev-noiommu) besides pagemap (q): if
-                                 * anything moved, or no page table is behind it, nothing the
-                                 * daemon says about this lease can be trusted any more. */
-                                int v = q > 0 ? -ESTALE : vfio_device_check_map(l->vfio, r, phys);
-
-                                if (v < 0) {
-                                        log_error_errno(v, "Lease %s on %s: memory %s %s after the restart; quarantining the lease.",
-                                                        l->id, l->device.address, id,
-                                                        v == -ESTALE ? "is at other physical addresses than granted" :
-                                                        v == -ENOLINK ? "has no noiommu page table behind it" :
-                                                        "cannot be looked up with GET_PA");
-                                        lease_quarantine(l, v, v == -ESTALE ? "addresses-moved-across-restart" :
-                                                               v == -ENOLINK ? "no-noiommu-page-table" :
-                                                               "addresses-unverifiable");
-                                } else
-                                        log_debug("Lease %s on %s: memory %s is at the granted physical addresses after the restart (%s).",
-                                                  l->id, l->device.address, id,
-                                                  l->device.backend == BACKEND_CDEV_NOIOMMU ? "GET_PA and pagemap" : "pagemap");
-                        }
+                if (!l) {
+                        restore_conn_region(m, state, json_string_value(json_object_get(e, "conn")), r);
                         continue;
                 }
-
-                c = find_conn(m, conn_id);
-                if (c && conn_add_region(c, r) >= 0)
-                        continue;
-
-                /* The client is gone and no device of its can reach this memory any more. */
-                {
-                        ClientIdentity gone = CLIENT_IDENTITY_INIT;
-
-                        gone.uid = 0;
-                        region_release(m, &gone, r, "reclaim-after-restart");
-                }
+                /* The lease's from here on, whatever the state says: never freed here. */
+                lease_restore_region(l, r,
+                                     streq(json_string_value(json_object_get(e, "kind")) ?: "", "iova")
+                                     ? ADDRESS_IOVA : ADDRESS_PHYSICAL,
+                                     json_is_true(json_object_get(e, "retired")),
+                                     json_is_true(json_object_get(e, "adopted")),
+                                     (uint64_t) json_integer_value(json_object_get(e, "iova")));
+                /* Checked once the region is the lease's, so that the record counts it. */
+                if (!json_is_true(json_object_get(e, "adopted")))
+                        restore_check_mapping(l, r, phys, q > 0);
         }
 }
 
@@ -705,9 +723,9 @@ void persist_restore_nosave(Manager *m, int *fds, char **names, size_t n) {
                 /* Leases whose client did not come back: quiesce, then free (the usual order). */
                 for (Lease *l = m->leases, *next; l; l = next) {
                         next = l->next;
-                        if (l->state == LEASE_ACTIVE && !l->conn) {
+                        if (l->state == LEASE_HOLDER_GONE) {
                                 log_notice("Reclaiming lease %s on %s: its client is gone.", l->id, l->device.address);
-                                (void) lease_end(l, "reclaim-after-restart");
+                                (void) lease_end(&l, "reclaim-after-restart");
                         }
                 }
                 json_decref(state);
