@@ -215,11 +215,11 @@ static void lease_keep_region(Lease *l, HugeRegion *r) {
                   r->id, l->id, l->device.address);
 }
 
-void lease_restore_region(Lease *l, HugeRegion *r, AddressKind kind, bool retired, bool adopted,
+bool lease_restore_region(Lease *l, HugeRegion *r, AddressKind kind, bool retired, bool adopted,
                           uint64_t iova) {
         if (adopted) {
                 lease_keep_region(l, r);
-                return;
+                return false;
         }
         if (l->n_regions >= NOIOMMU_REGIONS_PER_LEASE_MAX) {
                 /* Only a state this daemon did not write can have more; whatever it is, the
@@ -227,7 +227,7 @@ void lease_restore_region(Lease *l, HugeRegion *r, AddressKind kind, bool retire
                 log_warning("Lease %s on %s: more mapped memory in the stored state than a lease may have; "
                             "keeping %s pinned until the device is quiesced.", l->id, l->device.address, r->id);
                 lease_keep_region(l, r);
-                return;
+                return false;
         }
         /* Every backend keeps a record of what it mapped (the group backend with IOVA 0), so
          * that the unmap at release finds it. */
@@ -238,6 +238,7 @@ void lease_restore_region(Lease *l, HugeRegion *r, AddressKind kind, bool retire
         l->n_regions++;
         l->manager->n_regions++;
         l->manager->region_bytes += r->size;
+        return true;
 }
 
 bool lease_is_noiommu(const Lease *l) {
@@ -378,6 +379,15 @@ static void lease_drop_region(Lease *l, size_t index, const char *reason) {
         l->regions[index] = l->regions[l->n_regions];
         l->kinds[index] = l->kinds[l->n_regions];
         l->retired[index] = l->retired[l->n_regions];
+}
+
+void lease_withdraw_region(Lease *l, HugeRegion *r, const char *reason) {
+        for (size_t i = 0; i < l->n_regions; i++)
+                if (l->regions[i] == r) {
+                        lease_drop_region(l, i, reason);
+                        return;
+                }
+        abort();                        /* only ever called with the region just added */
 }
 
 void lease_free_region(Lease *l, size_t index) {

@@ -115,8 +115,9 @@ int lease_attach(Lease *l, Conn *c);
  * whatever happens: memory the device may have been told about is never freed here. When it
  * cannot be tracked as a mapping (a state with more regions than a lease may have) it is
  * adopted (kept pinned until the quiesce), and if even that fails it is kept pinned for the
- * daemon's lifetime. */
-void lease_restore_region(Lease *l, HugeRegion *r, AddressKind kind, bool retired, bool adopted,
+ * daemon's lifetime. Returns true if r is one of l's mappings again (and can be checked as
+ * one), false if it was adopted. */
+bool lease_restore_region(Lease *l, HugeRegion *r, AddressKind kind, bool retired, bool adopted,
                           uint64_t iova);
 
 /* Opens the device for an authorized reservation and makes the lease active. */
@@ -151,6 +152,10 @@ HugeRegion *lease_find_region(Lease *l, const char *id, size_t *ret_index);
 /* The client frees lease memory: behind an IOMMU it is unmapped and freed now; in noiommu mode
  * it stays pinned until the device is quiesced. */
 void lease_free_region(Lease *l, size_t index);
+
+/* Takes back a region lease_add_region() just mapped, before its addresses reached anyone (the
+ * grant was refused): unmapped and freed at once, audited with reason. */
+void lease_withdraw_region(Lease *l, HugeRegion *r, const char *reason);
 
 /* Frees memory whose device (if any) is quiesced: re-reads its physical addresses (a change is
  * recorded), writes the MEMORY_FREED record for holder, unpins and frees. */

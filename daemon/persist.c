@@ -70,7 +70,7 @@ static int push_lease(const Lease *l) {
         return 0;
 }
 
-int persist_grant(Conn *c, const HugeRegion *r, const Lease *l) {
+int persist_grant(Conn *c, const HugeRegion *r, const Lease *new_lease) {
         int k;
 
         if (!fdstore_enabled())
@@ -92,16 +92,18 @@ int persist_grant(Conn *c, const HugeRegion *r, const Lease *l) {
                 /* Polled: a client that hangs up while the daemon is down is dropped by the
                  * manager, and its leases are reclaimed at the next start. */
                 k = fdstore_push(name, &c->fd, 1, /* poll= */ true);
-                if (k < 0)
+                if (k < 0) {
                         ret = k;
+                        c->store_id[0] = 0;     /* not stored: the next grant tries again */
+                }
         }
         if (r) {
                 k = push_region(r);
                 if (k < 0)
                         ret = k;
         }
-        if (l) {
-                k = push_lease(l);
+        if (new_lease) {
+                k = push_lease(new_lease);
                 if (k < 0)
                         ret = k;
         }
@@ -661,15 +663,14 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                         restore_conn_region(m, state, json_string_value(json_object_get(e, "conn")), r);
                         continue;
                 }
-                /* The lease's from here on, whatever the state says: never freed here. */
-                lease_restore_region(l, r,
-                                     streq(json_string_value(json_object_get(e, "kind")) ?: "", "iova")
-                                     ? ADDRESS_IOVA : ADDRESS_PHYSICAL,
-                                     json_is_true(json_object_get(e, "retired")),
-                                     json_is_true(json_object_get(e, "adopted")),
-                                     (uint64_t) json_integer_value(json_object_get(e, "iova")));
-                /* Checked once the region is the lease's, so that the record counts it. */
-                if (!json_is_true(json_object_get(e, "adopted")))
+                /* The lease's from here on, whatever the state says: never freed here. A
+                 * mapping is checked once it is the lease's, so that the record counts it. */
+                if (lease_restore_region(l, r,
+                                         streq(json_string_value(json_object_get(e, "kind")) ?: "", "iova")
+                                         ? ADDRESS_IOVA : ADDRESS_PHYSICAL,
+                                         json_is_true(json_object_get(e, "retired")),
+                                         json_is_true(json_object_get(e, "adopted")),
+                                         (uint64_t) json_integer_value(json_object_get(e, "iova"))))
                         restore_check_mapping(l, r, phys, q > 0);
         }
 }
