@@ -656,6 +656,18 @@ void conn_free_region(Conn *c, size_t index, const char *reason) {
         region_release(c->manager, &c->id, r, reason);
 }
 
+void conn_withdraw_region(Conn *c, HugeRegion *r, const char *reason) {
+        for (size_t i = 0; i < c->n_regions; i++)
+                if (c->regions[i] == r) {
+                        c->regions[i] = c->regions[--c->n_regions];
+                        c->manager->n_regions--;
+                        c->manager->region_bytes -= r->size;
+                        region_release(c->manager, &c->id, r, reason);
+                        return;
+                }
+        abort();                        /* only ever called with the region just added */
+}
+
 Lease *conn_find_lease(Conn *c, const char *id, size_t *ret_index) {
         for (size_t i = 0; i < c->n_leases; i++)
                 if (streq(c->leases[i]->id, id)) {

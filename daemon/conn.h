@@ -124,6 +124,9 @@ void conn_redispatch(void *userdata);
 int conn_add_region(Conn *c, HugeRegion *r);
 HugeRegion *conn_find_region(Conn *c, const char *id, size_t *ret_index);
 void conn_free_region(Conn *c, size_t index, const char *reason);
+/* Takes back a region conn_add_region() just adopted, before its addresses reached the client
+ * (the grant was refused): freed at once, audited with reason. */
+void conn_withdraw_region(Conn *c, HugeRegion *r, const char *reason);
 
 Lease *conn_find_lease(Conn *c, const char *id, size_t *ret_index);
 /* Ends lease number index (see lease_end()) and forgets it. Returns lease_end()'s result. */

@@ -551,6 +551,20 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                         return r;
         }
         owned = TAKE_PTR(region);
+
+        /* Write-ahead (security.md §8): the fd store holds the memory (and the connection)
+         * before the client does, so that a daemon crash after the send cannot orphan it. If
+         * the store cannot be written the grant is refused: nothing reaches the client. The
+         * memory was never handed out, so no device was told its addresses either. */
+        r = persist_grant(c, owned, NULL);
+        if (r < 0) {
+                log_error_errno(r, "Cannot store %s in the fd store, refusing the allocation: %m", id);
+                if (lease)
+                        lease_withdraw_region(lease, owned, PERSIST_REASON_NOT_STORED);
+                else
+                        conn_withdraw_region(c, owned, PERSIST_REASON_NOT_STORED);
+                return conn_reply_error(c, NOIOMMU_ERROR_INTERNAL, NULL);
+        }
         audit_memory_granted(&c->id, owned, n_segments, address_kind_to_string(kind),
                              segments[0].dma_address, lease ? lease->id : NULL);
 
@@ -565,10 +579,6 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                         json_decref(segs);
                         return -ENOMEM;
                 }
-
-        /* Write-ahead: the fd store holds the memory (and the connection) before the client
-         * does, so a daemon crash after the send cannot orphan it. */
-        (void) persist_grant(c, owned, lease);
 
         /* reply: the memfd rides on the first byte; "fd" is its index among the reply's fds */
         return conn_reply(c, json_pack("{s:s, s:I, s:I, s:i, s:s, s:o, s:i}",
@@ -702,6 +712,14 @@ static int method_acquire_device(Conn *c, json_t *params) {
                 return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED, json_pack("{s:s}", "reason", why));
         }
         c->leases[c->n_leases++] = l;
+        /* Write-ahead, as for memory: the device's fds are in the store before the client has
+         * one, or the grant is refused (the lease ends the usual way, quiesce first). */
+        r = persist_grant(c, NULL, l);
+        if (r < 0) {
+                log_error_errno(r, "Cannot store lease %s in the fd store, refusing the device: %m", l->id);
+                (void) conn_end_lease(c, c->n_leases - 1, PERSIST_REASON_NOT_STORED);
+                return conn_reply_error(c, NOIOMMU_ERROR_INTERNAL, NULL);
+        }
         if (audit_lease_granted(&c->id, l->id, &l->device) < 0) {
                 /* Not recorded, so not granted (auditFailure=deny): the device was opened but
                  * never handed out; end it the usual way, quiesce first. */
@@ -709,7 +727,6 @@ static int method_acquire_device(Conn *c, json_t *params) {
                 return conn_reply_error(c, NOIOMMU_ERROR_PERMISSION_DENIED,
                                         json_pack("{s:s}", "reason", AUDIT_REASON_FAILED));
         }
-        (void) persist_grant(c, NULL, l);               /* write-ahead, as for memory */
         monitor_emit(c->manager, "lease-granted",
                      json_pack("{s:s, s:s, s:s, s:I, s:I}", "lease", l->id, "device", l->device.address,
                                "backend", backend_to_string(l->device.backend),

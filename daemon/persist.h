@@ -30,8 +30,14 @@ typedef struct Conn Conn;
 typedef struct Lease Lease;
 typedef struct HugeRegion HugeRegion;
 
-/* Write-ahead for a grant: the connection (once), the region and/or the lease, then state. */
-int persist_grant(Conn *c, const HugeRegion *r, const Lease *l);
+/* The reason in the records of a grant withdrawn because its write-ahead failed. */
+#define PERSIST_REASON_NOT_STORED "not-stored"
+
+/* Write-ahead for a grant: the connection (once), then the new region or the new lease's
+ * device fds (a lease's fds are stored once, when it is granted, not with every allocation
+ * mapped into it), then the state. Each step is tried; the first failure is returned, and the
+ * caller must then refuse the grant: nothing may reach a client before its fds are stored. */
+int persist_grant(Conn *c, const HugeRegion *r, const Lease *new_lease);
 
 /* Drop a resource's fds from the store (and schedule a state write). */
 void persist_forget_region(Manager *m, const HugeRegion *r);
