@@ -17,7 +17,7 @@
 
 #include "audit.h"
 #include "config.h"
-#include "conn.h"
+#include "client.h"
 #include "dispatch.h"
 #include "hugepage.h"
 #include "internal/json-util.h"
@@ -39,7 +39,7 @@ extern const char varlink_service_interface[];
 #define ACTION_ACQUIRE_DEVICE_IOMMU "io.noiommud.acquire-device-iommu"
 #define ACTION_MANAGE "io.noiommud.manage"
 
-typedef int (*method_handler_t)(Conn *c, json_t *params);
+typedef int (*method_handler_t)(Client *c, json_t *params);
 
 typedef enum MethodFlags {
         METHOD_SENDS_FDS = 1 << 0,      /* the reply carries fds: a oneway call makes no sense */
@@ -51,8 +51,8 @@ typedef struct Method {
         MethodFlags flags;
 } Method;
 
-static int reply_invalid_parameter(Conn *c, const char *parameter) {
-        return conn_reply_error(c, VARLINK_ERROR_INVALID_PARAMETER,
+static int reply_invalid_parameter(Client *c, const char *parameter) {
+        return conn_reply_error(c->conn, VARLINK_ERROR_INVALID_PARAMETER,
                                 json_pack("{s:s}", "parameter", parameter));
 }
 
@@ -122,7 +122,7 @@ static const char *capability_name(int cap) {
  * time (the identity is fixed then, like the uid) and before polkit is asked.
  * "rootWithoutCapabilities": "polkit" turns this off and trusts uid 0 as polkit does.
  * Returns 1 when the client may go on to polkit, 0 when it was refused (reply queued). */
-static int check_root_capability(Conn *c, const char *action, char **details, bool interactive, int cap) {
+static int check_root_capability(Client *c, const char *action, char **details, bool interactive, int cap) {
         char msg[512];
         int r;
 
@@ -141,7 +141,7 @@ static int check_root_capability(Conn *c, const char *action, char **details, bo
                         "ask polkit anyway.",
                         r < 0 ? "it could not be verified that it holds" : "it does not hold",
                         capability_name(cap));
-        r = conn_reply_error(c, NOIOMMU_ERROR_PERMISSION_DENIED,
+        r = conn_reply_error(c->conn, NOIOMMU_ERROR_PERMISSION_DENIED,
                              json_pack("{s:s, s:s, s:s}", "reason", REASON_ROOT_WITHOUT_CAPABILITIES,
                                        "capability", capability_name(cap), "message", msg));
         return r < 0 ? r : 0;
@@ -151,7 +151,7 @@ static int check_root_capability(Conn *c, const char *action, char **details, bo
  * itself (see check_root_capability()), or CAP_NONE. Returns 1 to go on and act, 0 when the
  * handler must return 0 now (the check is pending, or a denial was already answered),
  * negative errno on our own failure. */
-static int authorize(Conn *c, const char *action, char **details, bool interactive, int cap) {
+static int authorize(Client *c, const char *action, char **details, bool interactive, int cap) {
         const char *reason = NULL;
         int r;
 
@@ -160,7 +160,7 @@ static int authorize(Conn *c, const char *action, char **details, bool interacti
                 return r;
 
         r = polkit_verify(c->manager->polkit, &c->polkit, &c->id, action, details, interactive,
-                          conn_redispatch, c, &reason);
+                          conn_redispatch, c->conn, &reason);
         if (r > 0)
                 return 1;
         if (r == 0)
@@ -173,16 +173,16 @@ static int authorize(Conn *c, const char *action, char **details, bool interacti
                                 "32-bit numbers, so it cannot be asked about this client. Run it with "
                                 "a uid below 2^31 (allocate user namespace ranges lower).",
                                 (unsigned) c->id.uid);
-                r = conn_reply_error(c, NOIOMMU_ERROR_PERMISSION_DENIED,
+                r = conn_reply_error(c->conn, NOIOMMU_ERROR_PERMISSION_DENIED,
                                      json_pack("{s:s, s:s}", "reason", reason, "message", msg));
         } else if (r == -EACCES)
-                r = conn_reply_error(c, NOIOMMU_ERROR_PERMISSION_DENIED,
+                r = conn_reply_error(c->conn, NOIOMMU_ERROR_PERMISSION_DENIED,
                                      json_pack("{s:s}", "reason", reason ?: POLKIT_REASON_DENIED));
         else if (r == -EKEYREJECTED)
-                r = conn_reply_error(c, NOIOMMU_ERROR_INTERACTIVE_AUTH_REQUIRED, NULL);
+                r = conn_reply_error(c->conn, NOIOMMU_ERROR_INTERACTIVE_AUTH_REQUIRED, NULL);
         else if (r == -EUSERS) {
                 audit_limit_exceeded(&c->id, reason);
-                r = conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED,
+                r = conn_reply_error(c->conn, NOIOMMU_ERROR_LIMIT_EXCEEDED,
                                      json_pack("{s:s}", "limit", reason));
         } else
                 return r;
@@ -207,14 +207,14 @@ static int authorize(Conn *c, const char *action, char **details, bool interacti
  *   RevokeLease:     ends anyone's lease (and retries the quiesce of a quarantined one);
  *                    polkit io.noiommud.manage, with the validated lease id as detail. */
 
-static int method_get_info(Conn *c, json_t *params) {
+static int method_get_info(Client *c, json_t *params) {
         static const char *const allowed[] = { NULL };
         const char *k = params_unknown_key(params, allowed);
 
         if (k)
                 return reply_invalid_parameter(c, k);
 
-        return conn_reply(c, json_pack("{s:s, s:s, s:s, s:s, s:[s, s]}",
+        return conn_reply(c->conn, json_pack("{s:s, s:s, s:s, s:s, s:[s, s]}",
                                        "vendor", "noiommud project",
                                        "product", "noiommud",
                                        "version", PACKAGE_VERSION,
@@ -223,7 +223,7 @@ static int method_get_info(Conn *c, json_t *params) {
                           NULL, 0);
 }
 
-static int method_get_interface_description(Conn *c, json_t *params) {
+static int method_get_interface_description(Client *c, json_t *params) {
         static const char *const allowed[] = { "interface", NULL };
         const char *k = params_unknown_key(params, allowed), *name;
         json_t *v;
@@ -236,10 +236,10 @@ static int method_get_interface_description(Conn *c, json_t *params) {
         name = json_string_value(v);
 
         if (streq(name, NOIOMMU_INTERFACE))
-                return conn_reply(c, json_pack("{s:s}", "description", noiommu_broker_interface), NULL, 0);
+                return conn_reply(c->conn, json_pack("{s:s}", "description", noiommu_broker_interface), NULL, 0);
         if (streq(name, VARLINK_SERVICE_INTERFACE))
-                return conn_reply(c, json_pack("{s:s}", "description", varlink_service_interface), NULL, 0);
-        return conn_reply_error(c, VARLINK_ERROR_INTERFACE_NOT_FOUND, json_pack("{s:s}", "interface", name));
+                return conn_reply(c->conn, json_pack("{s:s}", "description", varlink_service_interface), NULL, 0);
+        return conn_reply_error(c->conn, VARLINK_ERROR_INTERFACE_NOT_FOUND, json_pack("{s:s}", "interface", name));
 }
 
 /* inventory_scan() of the real sysfs with the administrator's "deviceBackends" applied: what
@@ -324,7 +324,7 @@ static json_t *device_to_json(const InventoryDevice *d, const Settings *settings
                          "availableBackends", backends);
 }
 
-static int method_list_devices(Conn *c, json_t *params) {
+static int method_list_devices(Client *c, json_t *params) {
         static const char *const allowed[] = { NULL };
         _cleanup_free_ InventoryDevice *devices = NULL;
         const char *k = params_unknown_key(params, allowed);
@@ -350,7 +350,7 @@ static int method_list_devices(Conn *c, json_t *params) {
                         json_decref(list);
                         return -ENOMEM;
                 }
-        return conn_reply(c, json_pack("{s:o}", "devices", list), NULL, 0);
+        return conn_reply(c->conn, json_pack("{s:o}", "devices", list), NULL, 0);
 }
 
 static bool numa_node_exists(int64_t node) {
@@ -363,7 +363,7 @@ static bool numa_node_exists(int64_t node) {
 /* The limit a new allocation of size bytes would break, or NULL. Checked before polkit is asked
  * and again once it said yes (other connections of the uid may have allocated meanwhile), so
  * that one uid cannot take all allocations or, with "maxMemoryPerUid", all the memory. */
-static const char *memory_limit_exceeded(Conn *c, uint64_t size) {
+static const char *memory_limit_exceeded(Client *c, uint64_t size) {
         Manager *m = c->manager;
         uint64_t max_bytes = m->settings.max_memory_per_uid, bytes;
         uint64_t max_container = m->settings.max_memory_per_container;
@@ -371,9 +371,9 @@ static const char *memory_limit_exceeded(Conn *c, uint64_t size) {
         const char *key;
         unsigned n;
 
-        if (m->n_regions >= NOIOMMU_REGIONS_MAX)
+        if (m->quota.n_regions >= NOIOMMU_REGIONS_MAX)
                 return "allocations";
-        manager_memory_for_uid(m, c->id.uid, &n, &bytes);
+        quota_usage(&m->quota, c->id.uid, &n, &bytes);
         if (n >= NOIOMMU_REGIONS_PER_UID_MAX)
                 return "allocations-per-uid";
         if (max_bytes > 0 && (bytes > max_bytes || size > max_bytes - bytes))
@@ -389,11 +389,12 @@ static const char *memory_limit_exceeded(Conn *c, uint64_t size) {
         return NULL;
 }
 
-static int method_allocate_memory(Conn *c, json_t *params) {
+static int method_allocate_memory(Client *c, json_t *params) {
         static const char *const allowed[] = { "size", "lease", "hugepageSize", "numaNode", "interactive", NULL };
-        _cleanup_(huge_region_freep) HugeRegion *region = NULL;
+        _cleanup_(region_dropp) Region *region = NULL;
         _cleanup_free_ DmaSegment *segments = NULL;
-        HugeRegion *owned;
+        _cleanup_(huge_region_freep) HugeRegion *huge = NULL;
+        Region *owned;
         Manager *m = c->manager;
         uint64_t size, hugepage_size = m->default_hugepage_size, pages;
         AddressKind kind = ADDRESS_PHYSICAL;
@@ -430,40 +431,40 @@ static int method_allocate_memory(Conn *c, json_t *params) {
 
                 if (!json_is_string(v) || !noiommu_id_is_valid(json_string_value(v)))
                         return reply_invalid_parameter(c, "lease");
-                lease = conn_find_lease(c, json_string_value(v), &li);
+                lease = client_find_lease(c, json_string_value(v), &li);
                 if (!lease || lease->state != LEASE_ACTIVE)
-                        return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_LEASE,
+                        return conn_reply_error(c->conn, NOIOMMU_ERROR_NO_SUCH_LEASE,
                                                 json_pack("{s:s}", "lease", json_string_value(v)));
                 if (lease->n_regions >= NOIOMMU_REGIONS_PER_LEASE_MAX) {
                         audit_limit_exceeded(&c->id, "allocations-per-lease");
-                        return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED,
+                        return conn_reply_error(c->conn, NOIOMMU_ERROR_LIMIT_EXCEEDED,
                                                 json_pack("{s:s}", "limit", "allocations-per-lease"));
                 }
         }
 
         if (hugepage_size == 0)
-                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_NOT_SUPPORTED,
                                         json_pack("{s:s}", "reason", "the kernel offers no hugepages"));
         if (hugepage_size_supported(hugepage_size) <= 0)
-                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_NOT_SUPPORTED,
                                         json_pack("{s:s}", "reason", "hugepage size not offered by the kernel"));
         if (numa_node >= 0 && !numa_node_exists(numa_node))
-                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_NOT_SUPPORTED,
                                         json_pack("{s:s}", "reason", "no such NUMA node"));
         if (size > NOIOMMU_ALLOC_SIZE_MAX)
-                return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED,
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_LIMIT_EXCEEDED,
                                         json_pack("{s:s}", "limit", "allocation-size"));
         pages = (size + hugepage_size - 1) / hugepage_size;
         size = pages * hugepage_size;
         if (!lease && c->n_regions >= NOIOMMU_REGIONS_PER_CONN_MAX) {
                 audit_limit_exceeded(&c->id, "allocations-per-connection");
-                return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED,
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_LIMIT_EXCEEDED,
                                         json_pack("{s:s}", "limit", "allocations-per-connection"));
         }
         k = memory_limit_exceeded(c, size);
         if (k) {
                 audit_limit_exceeded(&c->id, k);
-                return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED, json_pack("{s:s}", "limit", k));
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_LIMIT_EXCEEDED, json_pack("{s:s}", "limit", k));
         }
 
         /* authorize: details carry validated numbers only, never client text */
@@ -487,7 +488,7 @@ static int method_allocate_memory(Conn *c, json_t *params) {
         k = memory_limit_exceeded(c, size);
         if (k) {
                 audit_limit_exceeded(&c->id, k);
-                return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED, json_pack("{s:s}", "limit", k));
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_LIMIT_EXCEEDED, json_pack("{s:s}", "limit", k));
         }
 
         /* act */
@@ -496,11 +497,11 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                 return r;
         (void) sd_id128_to_string(rid, id);
 
-        r = huge_region_new(id, size, hugepage_size, (int) numa_node, m->pagemap_fd, &region);
+        r = huge_region_new(id, size, hugepage_size, (int) numa_node, m->pagemap_fd, &huge);
         if (r == -ENOSPC || r == -ENOMEM) {
                 log_info("Not enough free %" PRIu64 "-byte hugepages for %" PRIu64 " bytes for UID %u (PID %i).",
                          hugepage_size, size, (unsigned) c->id.uid, (int) c->id.pid);
-                return conn_reply_error(c, NOIOMMU_ERROR_OUT_OF_MEMORY,
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_OUT_OF_MEMORY,
                                         json_pack("{s:I, s:I}", "requested", (json_int_t) size,
                                                   "hugepageSize", (json_int_t) hugepage_size));
         }
@@ -508,18 +509,23 @@ static int method_allocate_memory(Conn *c, json_t *params) {
          * now (the start-up check said so too, main.c). Say why instead of InternalError. */
         if (r == -EPERM || r == -EOPNOTSUPP || r == -ENOSYS) {
                 log_error_errno(r, "Cannot pin DMA memory with io_uring (is kernel.io_uring_disabled set?): %m");
-                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_NOT_SUPPORTED,
                                         json_pack("{s:s}", "reason", "the kernel refuses io_uring to the daemon "
                                                   "(kernel.io_uring_disabled), so it cannot pin DMA memory"));
         }
         if (r == -ENXIO) {
                 log_error_errno(r, "pagemap shows no physical addresses: the daemon needs CAP_SYS_ADMIN when it starts.");
-                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_NOT_SUPPORTED,
                                         json_pack("{s:s}", "reason", "the daemon cannot read physical addresses "
                                                   "(it started without CAP_SYS_ADMIN)"));
         }
         if (r < 0)
                 return log_error_errno(r, "Failed to allocate %" PRIu64 " bytes of DMA memory: %m", size);
+        /* The grant: charged to the client's uid from now until the region's destructor. */
+        r = region_new(&m->region_ctx, huge, &c->id, &region);
+        if (r < 0)
+                return r;
+        huge = NULL;                    /* the region's now */
 
         /* From here on the region is owned by the lease or the connection, so that the
          * teardown order (quiesce before free) covers it whatever happens next. */
@@ -527,26 +533,27 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                 /* Into the lease's DMA context: physical addresses (noiommu backends) or IOVAs. */
                 r = lease_add_region(lease, region, &segments, &n_segments, &kind);
                 if (r == -EOPNOTSUPP)
-                        return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                        return conn_reply_error(c->conn, NOIOMMU_ERROR_NOT_SUPPORTED,
                                                 json_pack("{s:s}", "reason", "the kernel cannot map memory for this device"));
                 if (r == -ENOSPC)
-                        return conn_reply_error(c, NOIOMMU_ERROR_OUT_OF_MEMORY,
+                        return conn_reply_error(c->conn, NOIOMMU_ERROR_OUT_OF_MEMORY,
                                                 json_pack("{s:I, s:I}", "requested", (json_int_t) size,
                                                           "hugepageSize", (json_int_t) hugepage_size));
                 if (r == -ENOLINK || r == -ESTALE)
                         /* The lease's addresses cannot be vouched for: lease_add_region() logged,
                          * audited and quarantined it; this allocation is freed unseen. */
-                        return conn_reply_error(c, NOIOMMU_ERROR_DEVICE_QUARANTINED,
+                        return conn_reply_error(c->conn, NOIOMMU_ERROR_DEVICE_QUARANTINED,
                                                 json_pack("{s:s}", "device", lease->device.address));
                 if (r < 0)
                         return log_error_errno(r, "Failed to map %s into the DMA context of %s: %m",
-                                               region->id, lease->device.address);
+                                               region_id(region), lease->device.address);
         } else {
-                n = dma_segments_merge(region->phys, region->n_pages, region->hugepage_size, &segments);
+                n = dma_segments_merge(region->huge->phys, region->huge->n_pages, region->huge->hugepage_size,
+                                       &segments);
                 if (n < 0)
                         return n;
                 n_segments = (size_t) n;
-                r = conn_add_region(c, region);
+                r = client_add_region(c, region);
                 if (r < 0)
                         return r;
         }
@@ -562,10 +569,10 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                 if (lease)
                         lease_withdraw_region(lease, owned, PERSIST_REASON_NOT_STORED);
                 else
-                        conn_withdraw_region(c, owned, PERSIST_REASON_NOT_STORED);
-                return conn_reply_error(c, NOIOMMU_ERROR_INTERNAL, NULL);
+                        client_withdraw_region(c, owned, PERSIST_REASON_NOT_STORED);
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_INTERNAL, NULL);
         }
-        audit_memory_granted(&c->id, owned, n_segments, address_kind_to_string(kind),
+        audit_memory_granted(&c->id, owned->huge, n_segments, address_kind_to_string(kind),
                              segments[0].dma_address, lease ? lease->id : NULL);
 
         segs = json_array();
@@ -581,19 +588,19 @@ static int method_allocate_memory(Conn *c, json_t *params) {
                 }
 
         /* reply: the memfd rides on the first byte; "fd" is its index among the reply's fds */
-        return conn_reply(c, json_pack("{s:s, s:I, s:I, s:i, s:s, s:o, s:i}",
+        return conn_reply(c->conn, json_pack("{s:s, s:I, s:I, s:i, s:s, s:o, s:i}",
                                        "memory", id,
                                        "size", (json_int_t) size,
                                        "hugepageSize", (json_int_t) hugepage_size,
-                                       "numaNode", owned->numa_node,
+                                       "numaNode", owned->huge->numa_node,
                                        "addressKind", address_kind_to_string(kind),
                                        "segments", segs,
                                        "fd", 0),
-                          &owned->memfd, 1);
+                          &owned->huge->memfd, 1);
 }
 
 
-static int method_acquire_device(Conn *c, json_t *params) {
+static int method_acquire_device(Client *c, json_t *params) {
         static const char *const allowed[] = { "device", "interactive", NULL };
         _cleanup_free_ InventoryDevice *devices = NULL;
         const InventoryDevice *d = NULL;
@@ -623,15 +630,15 @@ static int method_acquire_device(Conn *c, json_t *params) {
                 if (streq(devices[i].address, address))
                         d = &devices[i];
         if (!d)
-                return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_DEVICE, json_pack("{s:s}", "device", address));
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_NO_SUCH_DEVICE, json_pack("{s:s}", "device", address));
         if (d->backend < 0)
-                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED,
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_NOT_SUPPORTED,
                                         json_pack("{s:s}", "reason", device_reason(d, reason, sizeof(reason))));
 
         noiommu = d->backend != BACKEND_CDEV_IOMMU;
         disabled = device_disabled_reason(&m->settings, d);
         if (disabled)
-                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED, json_pack("{s:s}", "reason", disabled));
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_NOT_SUPPORTED, json_pack("{s:s}", "reason", disabled));
 
         /* reserve before asking polkit, so that a racing second request gets DeviceBusy */
         if (c->pending_lease && !streq(c->pending_lease->device.address, address))
@@ -639,7 +646,7 @@ static int method_acquire_device(Conn *c, json_t *params) {
         if (!c->pending_lease) {
                 if (c->n_leases >= NOIOMMU_LEASES_PER_CONN_MAX) {
                         audit_limit_exceeded(&c->id, "leases-per-connection");
-                        return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED,
+                        return conn_reply_error(c->conn, NOIOMMU_ERROR_LIMIT_EXCEEDED,
                                                 json_pack("{s:s}", "limit", "leases-per-connection"));
                 }
                 /* Reservations count: two racing acquires of one container cannot both pass. */
@@ -653,16 +660,16 @@ static int method_acquire_device(Conn *c, json_t *params) {
                                 manager_usage_for_key(m, key, &bytes, &n_leases);
                                 if (n_leases >= m->settings.max_leases_per_container) {
                                         audit_limit_exceeded(&c->id, "leases-per-container");
-                                        return conn_reply_error(c, NOIOMMU_ERROR_LIMIT_EXCEEDED,
+                                        return conn_reply_error(c->conn, NOIOMMU_ERROR_LIMIT_EXCEEDED,
                                                                 json_pack("{s:s}", "limit", "leases-per-container"));
                                 }
                         }
                 }
                 r = lease_reserve(m, c, d, &c->pending_lease);
                 if (r == -EBUSY)
-                        return conn_reply_error(c, NOIOMMU_ERROR_DEVICE_BUSY, json_pack("{s:s}", "device", address));
+                        return conn_reply_error(c->conn, NOIOMMU_ERROR_DEVICE_BUSY, json_pack("{s:s}", "device", address));
                 if (r == -EIO)
-                        return conn_reply_error(c, NOIOMMU_ERROR_DEVICE_QUARANTINED, json_pack("{s:s}", "device", address));
+                        return conn_reply_error(c->conn, NOIOMMU_ERROR_DEVICE_QUARANTINED, json_pack("{s:s}", "device", address));
                 if (r < 0)
                         return r;
         }
@@ -705,34 +712,37 @@ static int method_acquire_device(Conn *c, json_t *params) {
                 if (r == -ENOMEM)
                         return r;
                 if (r == -EBUSY)
-                        return conn_reply_error(c, NOIOMMU_ERROR_DEVICE_BUSY, json_pack("{s:s}", "device", address));
+                        return conn_reply_error(c->conn, NOIOMMU_ERROR_DEVICE_BUSY, json_pack("{s:s}", "device", address));
                 /* Whatever the kernel said (a swapped node, a missing driver, a backend this
                  * kernel lacks), this device cannot be served now: say why, keep running. */
                 log_warning_errno(r, "Cannot open %s: %s: %m", address, why);
-                return conn_reply_error(c, NOIOMMU_ERROR_NOT_SUPPORTED, json_pack("{s:s}", "reason", why));
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_NOT_SUPPORTED, json_pack("{s:s}", "reason", why));
         }
-        c->leases[c->n_leases++] = l;
+        r = client_add_lease(c, l);
+        if (r < 0) {
+                /* Bounded when the reservation was made; ended unseen, quiesce first. */
+                (void) lease_end(&l, "release");
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_LIMIT_EXCEEDED,
+                                        json_pack("{s:s}", "limit", "leases-per-connection"));
+        }
         /* Write-ahead, as for memory: the device's fds are in the store before the client has
          * one, or the grant is refused (the lease ends the usual way, quiesce first). */
         r = persist_grant(c, NULL, l);
         if (r < 0) {
                 log_error_errno(r, "Cannot store lease %s in the fd store, refusing the device: %m", l->id);
-                (void) conn_end_lease(c, c->n_leases - 1, PERSIST_REASON_NOT_STORED);
-                return conn_reply_error(c, NOIOMMU_ERROR_INTERNAL, NULL);
+                (void) client_end_lease(c, c->n_leases - 1, PERSIST_REASON_NOT_STORED);
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_INTERNAL, NULL);
         }
         if (audit_lease_granted(&c->id, l->id, &l->device) < 0) {
                 /* Not recorded, so not granted (auditFailure=deny): the device was opened but
                  * never handed out; end it the usual way, quiesce first. */
-                (void) conn_end_lease(c, c->n_leases - 1, AUDIT_REASON_FAILED);
-                return conn_reply_error(c, NOIOMMU_ERROR_PERMISSION_DENIED,
+                (void) client_end_lease(c, c->n_leases - 1, AUDIT_REASON_FAILED);
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_PERMISSION_DENIED,
                                         json_pack("{s:s}", "reason", AUDIT_REASON_FAILED));
         }
-        monitor_emit(c->manager, "lease-granted",
-                     json_pack("{s:s, s:s, s:s, s:I, s:I}", "lease", l->id, "device", l->device.address,
-                               "backend", backend_to_string(l->device.backend),
-                               "uid", (json_int_t) c->id.uid, "pid", (json_int_t) c->id.pid));
+        lease_announce_granted(l);
 
-        r = conn_reply(c, json_pack("{s:s, s:o, s:i}",
+        r = conn_reply(c->conn, json_pack("{s:s, s:o, s:i}",
                                     "lease", l->id,
                                     "device", device_to_json(&l->device, NULL),
                                     "fd", 0),
@@ -742,7 +752,7 @@ static int method_acquire_device(Conn *c, json_t *params) {
         return r;
 }
 
-static int method_release_device(Conn *c, json_t *params) {
+static int method_release_device(Client *c, json_t *params) {
         static const char *const allowed[] = { "lease", NULL };
         const char *k = params_unknown_key(params, allowed), *id;
         size_t index;
@@ -755,19 +765,19 @@ static int method_release_device(Conn *c, json_t *params) {
         if (!id)
                 return reply_invalid_parameter(c, "lease");
 
-        l = conn_find_lease(c, id, &index);
+        l = client_find_lease(c, id, &index);
         if (!l)
-                return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_LEASE, json_pack("{s:s}", "lease", id));
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_NO_SUCH_LEASE, json_pack("{s:s}", "lease", id));
 
         char address[sizeof(l->device.address)];
         memcpy(address, l->device.address, sizeof(address));
-        r = conn_end_lease(c, index, "release");
+        r = client_end_lease(c, index, "release");
         if (r == -EIO)
-                return conn_reply_error(c, NOIOMMU_ERROR_DEVICE_QUARANTINED, json_pack("{s:s}", "device", address));
-        return conn_reply(c, NULL, NULL, 0);
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_DEVICE_QUARANTINED, json_pack("{s:s}", "device", address));
+        return conn_reply(c->conn, NULL, NULL, 0);
 }
 
-static int method_list_leases(Conn *c, json_t *params) {
+static int method_list_leases(Client *c, json_t *params) {
         static const char *const allowed[] = { "interactive", NULL };
         const char *k = params_unknown_key(params, allowed);
         bool interactive = false;
@@ -815,10 +825,10 @@ static int method_list_leases(Conn *c, json_t *params) {
                         return -ENOMEM;
                 }
         }
-        return conn_reply(c, json_pack("{s:o}", "leases", list), NULL, 0);
+        return conn_reply(c->conn, json_pack("{s:o}", "leases", list), NULL, 0);
 }
 
-static int method_revoke_lease(Conn *c, json_t *params) {
+static int method_revoke_lease(Client *c, json_t *params) {
         static const char *const allowed[] = { "lease", "interactive", NULL };
         const char *k = params_unknown_key(params, allowed), *id;
         char address[NOIOMMU_PCI_ADDRESS_LEN + 1];
@@ -842,26 +852,26 @@ static int method_revoke_lease(Conn *c, json_t *params) {
 
         l = lease_find_by_id(c->manager, id);
         if (!l || (l->state != LEASE_ACTIVE && l->state != LEASE_QUARANTINED))
-                return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_LEASE, json_pack("{s:s}", "lease", id));
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_NO_SUCH_LEASE, json_pack("{s:s}", "lease", id));
         memcpy(address, l->device.address, sizeof(address));
 
         log_notice("UID %u (PID %i) revokes lease %s on %s.", (unsigned) c->id.uid, (int) c->id.pid,
                    l->id, address);
         if (l->state == LEASE_QUARANTINED)
                 r = lease_retry_quarantined(&l, "revoke");
-        else if (l->conn && conn_find_lease(l->conn, id, &index))
+        else if (l->client && client_find_lease(l->client, id, &index))
                 /* The holder's connection stays open; its next use of the lease gets
                  * NoSuchLease, and the lease's records say "revoke". */
-                r = conn_end_lease(l->conn, index, "revoke");
+                r = client_end_lease(l->client, index, "revoke");
         else
-                return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_LEASE, json_pack("{s:s}", "lease", id));
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_NO_SUCH_LEASE, json_pack("{s:s}", "lease", id));
 
         if (r == -EIO)
-                return conn_reply_error(c, NOIOMMU_ERROR_DEVICE_QUARANTINED, json_pack("{s:s}", "device", address));
-        return conn_reply(c, NULL, NULL, 0);
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_DEVICE_QUARANTINED, json_pack("{s:s}", "device", address));
+        return conn_reply(c->conn, NULL, NULL, 0);
 }
 
-static int method_monitor(Conn *c, json_t *params) {
+static int method_monitor(Client *c, json_t *params) {
         static const char *const allowed[] = { "interactive", NULL };
         const char *k = params_unknown_key(params, allowed);
         bool interactive = false;
@@ -872,7 +882,7 @@ static int method_monitor(Conn *c, json_t *params) {
         if (param_get_bool(params, "interactive", &interactive) < 0)
                 return reply_invalid_parameter(c, "interactive");
         /* A stream needs a caller that expects more than one reply. */
-        if (!c->current_more)
+        if (!c->conn->current_more)
                 return reply_invalid_parameter(c, "more");
 
         r = authorize(c, ACTION_MANAGE, NULL, interactive, CLIENT_CAP_SYS_ADMIN);
@@ -881,11 +891,11 @@ static int method_monitor(Conn *c, json_t *params) {
 
         /* The request stays current for the life of the connection; every event is one more
          * reply with "continues": true. The first one says the subscription is in place. */
-        c->monitoring = true;
-        return conn_notify(c, json_pack("{s:s}", "event", "subscribed"));
+        c->conn->monitoring = true;
+        return conn_notify(c->conn, json_pack("{s:s}", "event", "subscribed"));
 }
 
-static int method_free_memory(Conn *c, json_t *params) {
+static int method_free_memory(Client *c, json_t *params) {
         static const char *const allowed[] = { "memory", NULL };
         const char *k = params_unknown_key(params, allowed), *id;
         size_t index;
@@ -896,18 +906,16 @@ static int method_free_memory(Conn *c, json_t *params) {
         if (!id)
                 return reply_invalid_parameter(c, "memory");
 
-        if (conn_find_region(c, id, &index)) {
-                conn_free_region(c, index, "free");
-                persist_dirty(c->manager);
-                return conn_reply(c, NULL, NULL, 0);
+        if (client_find_region(c, id, &index)) {
+                client_free_region(c, index, "free");
+                return conn_reply(c->conn, NULL, NULL, 0);
         }
         for (size_t i = 0; i < c->n_leases; i++)
                 if (lease_find_region(c->leases[i], id, &index)) {
                         lease_free_region(c->leases[i], index);
-                        persist_dirty(c->manager);
-                        return conn_reply(c, NULL, NULL, 0);
+                        return conn_reply(c->conn, NULL, NULL, 0);
                 }
-        return conn_reply_error(c, NOIOMMU_ERROR_NO_SUCH_MEMORY, json_pack("{s:s}", "memory", id));
+        return conn_reply_error(c->conn, NOIOMMU_ERROR_NO_SUCH_MEMORY, json_pack("{s:s}", "memory", id));
 }
 
 static const Method methods[] = {
@@ -942,9 +950,9 @@ static bool interface_known(const char *method) {
                (n == strlen(VARLINK_SERVICE_INTERFACE) && strncmp(method, VARLINK_SERVICE_INTERFACE, n) == 0);
 }
 
-int dispatch_current(Conn *c) {
+int dispatch_current(Client *c) {
         static const char *const allowed[] = { "method", "parameters", "oneway", "more", "upgrade", NULL };
-        json_t *msg = c->current, *params, *v;
+        json_t *msg = c->conn->current, *params, *v;
         const Method *method;
         const char *name, *k;
         int r;
@@ -953,29 +961,29 @@ int dispatch_current(Conn *c) {
 
         k = params_unknown_key(msg, allowed);
         if (k) {
-                conn_protocol_violation(c, "unknown field in message");
+                conn_protocol_violation(c->conn, "unknown field in message");
                 return 0;
         }
         v = json_object_get(msg, "method");
         if (!json_is_string(v)) {
-                conn_protocol_violation(c, "message without a method");
+                conn_protocol_violation(c->conn, "message without a method");
                 return 0;
         }
         name = json_string_value(v);
 
         params = json_object_get(msg, "parameters");
         if (params && !json_is_object(params) && !json_is_null(params)) {
-                conn_protocol_violation(c, "parameters is not an object");
+                conn_protocol_violation(c->conn, "parameters is not an object");
                 return 0;
         }
         v = json_object_get(msg, "upgrade");
         if (v && !json_is_false(v))
-                return conn_reply_error(c, VARLINK_ERROR_INVALID_PARAMETER,
+                return conn_reply_error(c->conn, VARLINK_ERROR_INVALID_PARAMETER,
                                         json_pack("{s:s}", "parameter", "upgrade"));
         for (const char *const *flag = (const char *const[]) { "oneway", "more", NULL }; *flag; flag++) {
                 v = json_object_get(msg, *flag);
                 if (v && !json_is_boolean(v)) {
-                        conn_protocol_violation(c, "oneway or more is not a boolean");
+                        conn_protocol_violation(c->conn, "oneway or more is not a boolean");
                         return 0;
                 }
         }
@@ -983,19 +991,19 @@ int dispatch_current(Conn *c) {
         method = method_find(name);
         if (!method) {
                 if (interface_known(name))
-                        return conn_reply_error(c, VARLINK_ERROR_METHOD_NOT_FOUND,
+                        return conn_reply_error(c->conn, VARLINK_ERROR_METHOD_NOT_FOUND,
                                                 json_pack("{s:s}", "method", name));
-                return conn_reply_error(c, VARLINK_ERROR_INTERFACE_NOT_FOUND,
+                return conn_reply_error(c->conn, VARLINK_ERROR_INTERFACE_NOT_FOUND,
                                         json_pack("{s:s%}", "interface", name,
                                                   strrchr(name, '.') ? (size_t) (strrchr(name, '.') - name)
                                                                      : strlen(name)));
         }
 
-        c->current_more = json_is_true(json_object_get(msg, "more"));
+        c->conn->current_more = json_is_true(json_object_get(msg, "more"));
         if (json_is_true(json_object_get(msg, "oneway"))) {
                 if (method->flags & METHOD_SENDS_FDS)
                         return reply_invalid_parameter(c, "oneway");
-                c->current_oneway = true;
+                c->conn->current_oneway = true;
         }
 
         if (!params || json_is_null(params)) {
@@ -1016,7 +1024,7 @@ int dispatch_current(Conn *c) {
                 return r;
 
         /* A handler either answered or left a polkit check pending; anything else is our bug. */
-        if (c->current && !c->polkit && !c->monitoring && c->state == CONN_RUNNING) {
+        if (c->conn->current && !c->polkit && !c->conn->monitoring && c->conn->state == CONN_RUNNING) {
                 log_error("Handler for %s neither replied nor waits for polkit.", name);
                 return -EPROTO;
         }

@@ -11,14 +11,12 @@
 #include <systemd/sd-id128.h>
 
 #include "audit.h"
-#include "conn.h"
+#include "client.h"
 #include "internal/json-util.h"
 #include "internal/log.h"
 #include "internal/macro.h"
 #include "lease.h"
 #include "manager.h"
-#include "monitor.h"
-#include "persist.h"
 
 static const char *const lease_state_table[_LEASE_STATE_MAX] = {
         [LEASE_RESERVED] = "reserved",
@@ -91,13 +89,24 @@ uint64_t lease_bytes_pinned(const Lease *l) {
         uint64_t bytes = 0;
 
         for (size_t i = 0; i < l->n_regions; i++)
-                bytes += l->regions[i]->size;
+                bytes += region_size(l->regions[i]);
         for (size_t i = 0; i < l->n_adopted; i++)
-                bytes += l->adopted[i]->size;
+                bytes += region_size(l->adopted[i]);
         return bytes;
 }
 
 static int lease_teardown(Lease *l, const char *reason);
+
+static void lease_emit(const Lease *l, LeaseEvent ev, const char *reason) {
+        const LeaseHooks *h = &l->manager->lease_hooks;
+
+        if (h->event)
+                h->event(l, ev, reason, h->userdata);
+}
+
+void lease_announce_granted(const Lease *l) {
+        lease_emit(l, LEASE_EVENT_GRANTED, NULL);
+}
 
 int lease_retry_quarantined(Lease **lp, const char *reason) {
         Lease *l = TAKE_PTR(*lp);
@@ -125,7 +134,7 @@ static void lease_unlink(Lease *l) {
         l->next = l->prev = NULL;
 }
 
-int lease_reserve(Manager *m, Conn *conn, const InventoryDevice *d, Lease **ret) {
+int lease_reserve(Manager *m, Client *client, const InventoryDevice *d, Lease **ret) {
         Lease *l, *existing;
         sd_id128_t id;
         int r;
@@ -144,8 +153,8 @@ int lease_reserve(Manager *m, Conn *conn, const InventoryDevice *d, Lease **ret)
         *l = (Lease) {
                 .manager = m,
                 .state = LEASE_RESERVED,
-                .conn = conn,
-                .holder = conn->id,
+                .client = client,
+                .holder = client->id,
                 .device = *d,
                 .created_usec = now_usec(),
         };
@@ -192,30 +201,32 @@ int lease_restore(Manager *m, const char *id, bool quarantined, const InventoryD
         return 0;
 }
 
-int lease_attach(Lease *l, Conn *c) {
+int lease_attach(Lease *l, Client *c) {
         assert(l->state == LEASE_HOLDER_GONE);
 
-        if (c->n_leases >= ELEMENTSOF(c->leases))
-                return -EUSERS;
-        l->conn = c;
+        int r;
+
+        r = client_add_lease(c, l);
+        if (r < 0)
+                return r;
+        l->client = c;
         l->holder = c->id;
-        l->holder.pidfd = -EBADF;               /* a copy for records; the conn owns the fd */
+        l->holder.pidfd = -EBADF;               /* a copy for records; the client owns the fd */
         l->restored_conn[0] = 0;
-        c->leases[c->n_leases++] = l;
         lease_set_state(l, LEASE_ACTIVE);
         return 0;
 }
 
 /* Keeps r with l until l's quiesce. Memory the device could reach is never freed without it:
  * if even the bookkeeping fails, the region stays pinned for the life of the process. */
-static void lease_keep_region(Lease *l, HugeRegion *r) {
+static void lease_keep_region(Lease *l, Region *r) {
         if (lease_adopt_region(l, r) >= 0)
                 return;
         log_error("Out of memory tracking %s of lease %s on %s: keeping it pinned until the daemon exits.",
-                  r->id, l->id, l->device.address);
+                  region_id(r), l->id, l->device.address);
 }
 
-bool lease_restore_region(Lease *l, HugeRegion *r, AddressKind kind, bool retired, bool adopted,
+bool lease_restore_region(Lease *l, Region *r, AddressKind kind, bool retired, bool adopted,
                           uint64_t iova) {
         if (adopted) {
                 lease_keep_region(l, r);
@@ -225,19 +236,16 @@ bool lease_restore_region(Lease *l, HugeRegion *r, AddressKind kind, bool retire
                 /* Only a state this daemon did not write can have more; whatever it is, the
                  * device may have been given its addresses. */
                 log_warning("Lease %s on %s: more mapped memory in the stored state than a lease may have; "
-                            "keeping %s pinned until the device is quiesced.", l->id, l->device.address, r->id);
+                            "keeping %s pinned until the device is quiesced.", l->id, l->device.address, region_id(r));
                 lease_keep_region(l, r);
                 return false;
         }
         /* Every backend keeps a record of what it mapped (the group backend with IOVA 0), so
          * that the unmap at release finds it. */
-        (void) vfio_device_restore_map(l->vfio, r, iova);
-        l->regions[l->n_regions] = r;
-        l->kinds[l->n_regions] = kind;
-        l->retired[l->n_regions] = retired;
-        l->n_regions++;
-        l->manager->n_regions++;
-        l->manager->region_bytes += r->size;
+        (void) vfio_device_restore_map(l->vfio, r->huge, iova);
+        r->kind = kind;
+        r->retired = retired;
+        l->regions[l->n_regions++] = r;
         return true;
 }
 
@@ -245,34 +253,21 @@ bool lease_is_noiommu(const Lease *l) {
         return l->device.backend != BACKEND_CDEV_IOMMU;
 }
 
-int lease_adopt_region(Lease *l, HugeRegion *r) {
-        HugeRegion **a;
+int lease_adopt_region(Lease *l, Region *r) {
+        Region **a;
 
-        a = realloc(l->adopted, sizeof(HugeRegion *) * (l->n_adopted + 1));
+        a = realloc(l->adopted, sizeof(Region *) * (l->n_adopted + 1));
         if (!a)
                 return -ENOMEM;
         l->adopted = a;
         l->adopted[l->n_adopted++] = r;
+        region_changed(r);
         return 0;
-}
-
-void region_release(Manager *m, const ClientIdentity *holder, HugeRegion *r, const char *reason) {
-        int k;
-
-        persist_forget_region(m, r);
-
-        /* Compare the PFNs with those handed out: a difference means a page moved while
-         * pinned, or the client punched a hole (the pinned page stayed ours either way). */
-        k = huge_region_verify(r, m->pagemap_fd);
-        if (k < 0 && k != -ESTALE)
-                log_warning_errno(k, "Failed to re-read physical addresses of %s, ignoring: %m", r->id);
-        audit_memory_freed(holder, r, reason, k == -ESTALE);
-        huge_region_free(r);
 }
 
 static void lease_free_adopted(Lease *l, const char *reason) {
         for (size_t i = 0; i < l->n_adopted; i++)
-                region_release(l->manager, &l->holder, l->adopted[i], reason);
+                region_free(l->adopted[i], reason);
         l->n_adopted = 0;
 }
 
@@ -280,10 +275,12 @@ static Lease *lease_free(Lease *l) {
         if (!l)
                 return NULL;
         lease_unlink(l);
+        /* Only left at process exit (quarantined leases, lease_free_all()): everything else
+         * was freed by lease_teardown() in order. */
         for (size_t i = 0; i < l->n_regions; i++)
-                huge_region_free(l->regions[i]);
+                region_drop(l->regions[i]);
         for (size_t i = 0; i < l->n_adopted; i++)
-                huge_region_free(l->adopted[i]);
+                region_drop(l->adopted[i]);
         free(l->adopted);
         vfio_device_close(l->vfio);
         free(l);
@@ -321,7 +318,7 @@ int lease_activate(Lease *l) {
         return 0;
 }
 
-int lease_add_region(Lease *l, HugeRegion *r, DmaSegment **ret_segments, size_t *ret_n,
+int lease_add_region(Lease *l, Region *r, DmaSegment **ret_segments, size_t *ret_n,
                      AddressKind *ret_kind) {
         int k;
 
@@ -330,7 +327,7 @@ int lease_add_region(Lease *l, HugeRegion *r, DmaSegment **ret_segments, size_t 
         if (l->n_regions >= NOIOMMU_REGIONS_PER_LEASE_MAX)
                 return -EUSERS;
 
-        k = vfio_device_map(l->vfio, r, ret_segments, ret_n, ret_kind);
+        k = vfio_device_map(l->vfio, r->huge, ret_segments, ret_n, ret_kind);
         if (k == -ENOLINK || k == -ESTALE) {
                 /* GET_PA in the middle of the lease: EOPNOTSUPP means no noiommu page table
                  * is behind the new mapping any more (not "unsupported": the command was
@@ -345,18 +342,15 @@ int lease_add_region(Lease *l, HugeRegion *r, DmaSegment **ret_segments, size_t 
         }
         if (k < 0)
                 return k;
-        l->regions[l->n_regions] = r;
-        l->kinds[l->n_regions] = *ret_kind;
-        l->retired[l->n_regions] = false;
-        l->n_regions++;
-        l->manager->n_regions++;
-        l->manager->region_bytes += r->size;
+        r->kind = *ret_kind;
+        r->retired = false;
+        l->regions[l->n_regions++] = r;
         return 0;
 }
 
-HugeRegion *lease_find_region(Lease *l, const char *id, size_t *ret_index) {
+Region *lease_find_region(Lease *l, const char *id, size_t *ret_index) {
         for (size_t i = 0; i < l->n_regions; i++)
-                if (!l->retired[i] && streq(l->regions[i]->id, id)) {
+                if (!l->regions[i]->retired && streq(region_id(l->regions[i]), id)) {
                         *ret_index = i;
                         return l->regions[i];
                 }
@@ -364,24 +358,18 @@ HugeRegion *lease_find_region(Lease *l, const char *id, size_t *ret_index) {
 }
 
 static void lease_drop_region(Lease *l, size_t index, const char *reason) {
-        HugeRegion *r = l->regions[index];
+        Region *r = l->regions[index];
         int k;
 
-        k = vfio_device_unmap(l->vfio, r);
+        l->regions[index] = l->regions[--l->n_regions];
+
+        k = vfio_device_unmap(l->vfio, r->huge);
         if (k < 0)
-                log_warning_errno(k, "Failed to unmap %s from the device's DMA context, ignoring: %m", r->id);
-
-        l->manager->n_regions--;
-        l->manager->region_bytes -= r->size;
-        region_release(l->manager, &l->holder, r, reason);
-
-        l->n_regions--;
-        l->regions[index] = l->regions[l->n_regions];
-        l->kinds[index] = l->kinds[l->n_regions];
-        l->retired[index] = l->retired[l->n_regions];
+                log_warning_errno(k, "Failed to unmap %s from the device's DMA context, ignoring: %m", region_id(r));
+        region_free(r, reason);
 }
 
-void lease_withdraw_region(Lease *l, HugeRegion *r, const char *reason) {
+void lease_withdraw_region(Lease *l, Region *r, const char *reason) {
         for (size_t i = 0; i < l->n_regions; i++)
                 if (l->regions[i] == r) {
                         lease_drop_region(l, i, reason);
@@ -396,14 +384,16 @@ void lease_free_region(Lease *l, size_t index) {
         /* Behind a real IOMMU, unmapping blocks the device's access at once: free now. Without
          * one, the device may still be writing there; keep the pages pinned (and out of the
          * client's view) until the lease ends with a quiesce. */
-        if (l->kinds[index] == ADDRESS_IOVA)
+        if (l->regions[index]->kind == ADDRESS_IOVA)
                 lease_drop_region(l, index, "free");
-        else
-                l->retired[index] = true;
+        else {
+                l->regions[index]->retired = true;
+                region_changed(l->regions[index]);
+        }
 }
 
 void lease_quarantine(Lease *l, int error, const char *why) {
-        Conn *c = l->conn;
+        Client *c = l->client;
 
         assert(l->state == LEASE_ACTIVE || l->state == LEASE_HOLDER_GONE);
 
@@ -411,17 +401,11 @@ void lease_quarantine(Lease *l, int error, const char *why) {
          * NoSuchLease/DeviceQuarantined), everything pinned, never handed out again until an
          * administrator revokes it — which quiesces before any memory is released. */
         if (c)
-                for (size_t i = 0; i < c->n_leases; i++)
-                        if (c->leases[i] == l) {
-                                c->leases[i] = c->leases[--c->n_leases];
-                                break;
-                        }
-        l->conn = NULL;
+                client_forget_lease(c, l);
+        l->client = NULL;
         lease_set_state(l, LEASE_QUARANTINED);
         audit_lease_broken(&l->holder, l->id, &l->device, error, why, lease_bytes_pinned(l));
-        persist_dirty(l->manager);
-        monitor_emit(l->manager, "lease-quarantined",
-                     json_pack("{s:s, s:s, s:s}", "lease", l->id, "device", l->device.address, "reason", why));
+        lease_emit(l, LEASE_EVENT_QUARANTINED, why);
 }
 
 /* THE teardown, the project's most important safety rule in one place (design.md §3.3):
@@ -441,12 +425,9 @@ static int lease_teardown(Lease *l, const char *reason) {
                 /* The device may still be able to DMA: keep everything pinned and never hand
                  * the device out again until an administrator acts. */
                 lease_set_state(l, LEASE_QUARANTINED);
-                l->conn = NULL;
+                l->client = NULL;
                 audit_quiesce_failed(&l->holder, l->id, &l->device, r, bytes);
-                persist_dirty(l->manager);
-                monitor_emit(l->manager, "lease-quarantined",
-                             json_pack("{s:s, s:s, s:s}", "lease", l->id, "device", l->device.address,
-                                       "reason", reason));
+                lease_emit(l, LEASE_EVENT_QUARANTINED, reason);
                 return -EIO;
         }
         audit_lease_quiesced(&l->holder, l->id, &l->device, reset, reason);
@@ -458,11 +439,10 @@ static int lease_teardown(Lease *l, const char *reason) {
         lease_free_adopted(l, reason);
 
         /* 3. Close the device; it is free for the next client. */
-        persist_forget_lease(l->manager, l);
+        lease_emit(l, LEASE_EVENT_CLOSING, reason);
         l->vfio = vfio_device_close(l->vfio);
         audit_lease_released(&l->holder, l->id, &l->device, reason, bytes, now_usec() - l->created_usec);
-        monitor_emit(l->manager, "lease-released",
-                     json_pack("{s:s, s:s, s:s}", "lease", l->id, "device", l->device.address, "reason", reason));
+        lease_emit(l, LEASE_EVENT_RELEASED, reason);
         lease_free(l);
         return 0;
 }

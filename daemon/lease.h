@@ -26,13 +26,13 @@
 #include "identity.h"
 #include "inventory.h"
 #include "noiommu/protocol.h"
+#include "region.h"
 #include "vfio.h"
 
 typedef struct Manager Manager;
-typedef struct Conn Conn;
+typedef struct Client Client;
 
-/* Leases one connection may hold, and memory allocations one lease may have mapped. */
-#define NOIOMMU_LEASES_PER_CONN_MAX 8
+/* Memory allocations one lease may have mapped (leases per client: client.h). */
 #define NOIOMMU_REGIONS_PER_LEASE_MAX 64
 
 /* Every state a lease object can be in; lease.c changes them only through lease_set_state(),
@@ -61,6 +61,25 @@ typedef enum LeaseState {
 
 const char *lease_state_to_string(LeaseState s);
 
+/* What observers (persist.c, monitor.c) hear about a lease, through the hooks the manager wires
+ * once (manager_new()). They observe; they never decide: the write-ahead is not an event but
+ * an explicit, checked persist_grant() call before any fd is sent. */
+typedef enum LeaseEvent {
+        LEASE_EVENT_GRANTED,            /* recorded and about to be sent to its holder */
+        LEASE_EVENT_QUARANTINED,        /* reason: why */
+        LEASE_EVENT_CLOSING,            /* quiesced and memory freed; the device is closed next */
+        LEASE_EVENT_RELEASED,           /* closed and recorded; the object goes next */
+        _LEASE_EVENT_MAX,
+        _LEASE_EVENT_INVALID = -EINVAL,
+} LeaseEvent;
+
+typedef struct Lease Lease;
+
+typedef struct LeaseHooks {
+        void (*event)(const Lease *l, LeaseEvent ev, const char *reason, void *userdata);
+        void *userdata;
+} LeaseHooks;
+
 /* Whether the state machine allows from -> to (the table in lease.c; exported for its unit
  * test). A change to the same state is not a transition and is refused. */
 bool lease_state_transition_allowed(LeaseState from, LeaseState to);
@@ -70,18 +89,16 @@ typedef struct Lease {
         struct Lease *next, *prev;      /* in manager->leases */
         char id[NOIOMMU_ID_LEN + 1];
         LeaseState state;
-        Conn *conn;                     /* the holder; NULL once quarantined */
+        Client *client;                 /* the holder; NULL once quarantined or while HOLDER_GONE */
         ClientIdentity holder;          /* copy for records (pidfd not owned) */
         InventoryDevice device;         /* as classified when acquired */
         VfioDevice *vfio;
-        HugeRegion *regions[NOIOMMU_REGIONS_PER_LEASE_MAX];
-        AddressKind kinds[NOIOMMU_REGIONS_PER_LEASE_MAX];
-        bool retired[NOIOMMU_REGIONS_PER_LEASE_MAX];   /* freed by the client, kept until quiesce */
+        Region *regions[NOIOMMU_REGIONS_PER_LEASE_MAX];        /* mapped (retired ones too) */
         size_t n_regions;
         /* Memory allocated without a lease on the holder's connection, freed by the client (or
          * left at disconnect) while this noiommu device could still reach it by physical
          * address: kept pinned until this device is quiesced. */
-        HugeRegion **adopted;
+        Region **adopted;
         size_t n_adopted;
         uint64_t created_usec;
         /* HOLDER_GONE only: the fd-store id of the connection that held it before the restart,
@@ -89,8 +106,8 @@ typedef struct Lease {
         char restored_conn[NOIOMMU_ID_LEN + 1];
 } Lease;
 
-/* Reserves d for conn. -EBUSY if a lease exists for that address, -EIO if quarantined. */
-int lease_reserve(Manager *m, Conn *conn, const InventoryDevice *d, Lease **ret);
+/* Reserves d for client. -EBUSY if a lease exists for that address, -EIO if quarantined. */
+int lease_reserve(Manager *m, Client *client, const InventoryDevice *d, Lease **ret);
 
 /* Drops a reservation that never became active (denied, or the client left). */
 Lease *lease_unreserve(Lease *l);
@@ -109,7 +126,7 @@ int lease_restore(Manager *m, const char *id, bool quarantined, const InventoryD
 /* Gives a HOLDER_GONE lease back to its restored connection (-> ACTIVE). -EUSERS if the
  * connection holds the maximum of leases already (the lease stays HOLDER_GONE and is
  * reclaimed). */
-int lease_attach(Lease *l, Conn *c);
+int lease_attach(Lease *l, Client *c);
 
 /* Restores a region that was mapped into (or adopted by) l. The region is l's from now on,
  * whatever happens: memory the device may have been told about is never freed here. When it
@@ -117,11 +134,14 @@ int lease_attach(Lease *l, Conn *c);
  * adopted (kept pinned until the quiesce), and if even that fails it is kept pinned for the
  * daemon's lifetime. Returns true if r is one of l's mappings again (and can be checked as
  * one), false if it was adopted. */
-bool lease_restore_region(Lease *l, HugeRegion *r, AddressKind kind, bool retired, bool adopted,
+bool lease_restore_region(Lease *l, Region *r, AddressKind kind, bool retired, bool adopted,
                           uint64_t iova);
 
 /* Opens the device for an authorized reservation and makes the lease active. */
 int lease_activate(Lease *l);
+
+/* The grant is recorded and its fd is on the way: tells the observers (LEASE_EVENT_GRANTED). */
+void lease_announce_granted(const Lease *l);
 
 /* Ends a lease in the order above. reason: "release", "client-exit", "shutdown". *lp is always
  * cleared: the caller's reference is gone either way. Returns 0 (the lease was freed), or -EIO
@@ -145,24 +165,20 @@ uint64_t lease_bytes_pinned(const Lease *l);
 int lease_retry_quarantined(Lease **lp, const char *reason);
 
 /* Maps a freshly allocated region into the lease's DMA context and adopts it. */
-int lease_add_region(Lease *l, HugeRegion *r, DmaSegment **ret_segments, size_t *ret_n,
+int lease_add_region(Lease *l, Region *r, DmaSegment **ret_segments, size_t *ret_n,
                      AddressKind *ret_kind);
 /* Finds a region the client has not freed yet. */
-HugeRegion *lease_find_region(Lease *l, const char *id, size_t *ret_index);
+Region *lease_find_region(Lease *l, const char *id, size_t *ret_index);
 /* The client frees lease memory: behind an IOMMU it is unmapped and freed now; in noiommu mode
  * it stays pinned until the device is quiesced. */
 void lease_free_region(Lease *l, size_t index);
 
 /* Takes back a region lease_add_region() just mapped, before its addresses reached anyone (the
  * grant was refused): unmapped and freed at once, audited with reason. */
-void lease_withdraw_region(Lease *l, HugeRegion *r, const char *reason);
-
-/* Frees memory whose device (if any) is quiesced: re-reads its physical addresses (a change is
- * recorded), writes the MEMORY_FREED record for holder, unpins and frees. */
-void region_release(Manager *m, const ClientIdentity *holder, HugeRegion *r, const char *reason);
+void lease_withdraw_region(Lease *l, Region *r, const char *reason);
 
 /* Takes r over until the lease ends (see "adopted" above). */
-int lease_adopt_region(Lease *l, HugeRegion *r);
+int lease_adopt_region(Lease *l, Region *r);
 
 /* Whether the device can reach memory by physical address (no IOMMU between). */
 bool lease_is_noiommu(const Lease *l);

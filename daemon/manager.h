@@ -12,9 +12,12 @@
 #include <systemd/sd-event.h>
 
 #include "internal/macro.h"
+#include "lease.h"
+#include "quota.h"
+#include "region.h"
 #include "settings.h"
 
-typedef struct Conn Conn;
+typedef struct Client Client;
 typedef struct Polkit Polkit;
 typedef struct Lease Lease;
 
@@ -45,15 +48,16 @@ typedef struct Manager {
         int pagemap_fd;                 /* /proc/self/pagemap, opened with CAP_SYS_ADMIN */
         uint64_t default_hugepage_size;
 
-        Conn *conns;
+        Client *clients;
         unsigned n_conns;
         UidCount *uid_counts[256];
 
         Settings settings;
         Lease *leases;                  /* every device lease, reservations and quarantined ones too */
+        LeaseHooks lease_hooks;         /* persist and monitor observe leases (manager_new()) */
 
-        unsigned n_regions;             /* across all connections */
-        uint64_t region_bytes;
+        Quota quota;                    /* every Region's charge: memory held, per uid and in total */
+        RegionContext region_ctx;       /* what every Region needs (quota, pagemap, persist) */
 
         bool accept_paused;
 
@@ -80,12 +84,10 @@ int manager_run(Manager *m);
 
 /* Connection bookkeeping, called by conn.c. */
 unsigned manager_conns_for_uid(Manager *m, uid_t uid);
-/* DMA memory held by all connections of uid (with their leases): allocations and bytes. */
-void manager_memory_for_uid(Manager *m, uid_t uid, unsigned *ret_regions, uint64_t *ret_bytes);
 /* DMA memory and device leases (reservations included) held by all connections whose
  * client_identity_limit_key() is key: what per-container limits count. */
 void manager_usage_for_key(Manager *m, const char *key, uint64_t *ret_bytes, unsigned *ret_leases);
-int manager_conn_added(Manager *m, Conn *c);
-void manager_conn_removed(Manager *m, Conn *c);
+int manager_client_added(Manager *m, Client *c);
+void manager_client_removed(Manager *m, Client *c);
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);

@@ -6,7 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "conn.h"
+#include "client.h"
+#include "lease.h"
 #include "internal/json-util.h"
 #include "internal/log.h"
 #include "internal/macro.h"
@@ -22,10 +23,36 @@ void monitor_emit(Manager *m, const char *event, json_t *fields) {
                 json_decref(base);
                 return;
         }
-        for (Conn *c = m->conns; c; c = c->next)
-                if (c->monitoring)
-                        (void) conn_notify(c, json_deep_copy(base));
+        for (Client *c = m->clients; c; c = c->next)
+                if (c->conn->monitoring)
+                        (void) conn_notify(c->conn, json_deep_copy(base));
         json_decref(base);
+}
+
+void monitor_lease_event(Manager *m, const Lease *l, LeaseEvent ev, const char *reason) {
+        switch (ev) {
+        case LEASE_EVENT_GRANTED:
+                monitor_emit(m, "lease-granted",
+                             json_pack("{s:s, s:s, s:s, s:I, s:I}", "lease", l->id, "device", l->device.address,
+                                       "backend", backend_to_string(l->device.backend),
+                                       "uid", (json_int_t) l->holder.uid, "pid", (json_int_t) l->holder.pid));
+                break;
+        case LEASE_EVENT_QUARANTINED:
+                monitor_emit(m, "lease-quarantined",
+                             json_pack("{s:s, s:s, s:s}", "lease", l->id, "device", l->device.address,
+                                       "reason", reason));
+                break;
+        case LEASE_EVENT_RELEASED:
+                monitor_emit(m, "lease-released",
+                             json_pack("{s:s, s:s, s:s}", "lease", l->id, "device", l->device.address,
+                                       "reason", reason));
+                break;
+        case LEASE_EVENT_CLOSING:
+        case _LEASE_EVENT_MAX:
+        case _LEASE_EVENT_INVALID:
+        default:
+                break;
+        }
 }
 
 /* A uevent is "ACTION@DEVPATH\0KEY=VALUE\0...". */

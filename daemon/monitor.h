@@ -16,6 +16,8 @@
 
 typedef struct Manager Manager;
 typedef struct Conn Conn;
+typedef struct Lease Lease;
+typedef enum LeaseEvent LeaseEvent;
 
 /* Starts listening for uevents. Failure is not fatal (no hotplug events then). */
 void monitor_setup(Manager *m);
@@ -29,3 +31,7 @@ const char *monitor_classify_uevent(const char *buf, size_t n, const char **ret_
 
 /* Sends {"event": event, ...fields} to every Monitor() subscriber. fields is consumed. */
 void monitor_emit(Manager *m, const char *event, json_t *fields);
+
+/* Observer of lease events (lease.h, wired by manager_new()): "lease-granted",
+ * "lease-quarantined" and "lease-released" for the subscribers. */
+void monitor_lease_event(Manager *m, const Lease *l, LeaseEvent ev, const char *reason);

@@ -26,7 +26,7 @@
 #include <systemd/sd-id128.h>
 
 #include "audit.h"
-#include "conn.h"
+#include "client.h"
 #include "fdstore.h"
 #include "hugepage.h"
 #include "internal/fd-util.h"
@@ -40,15 +40,15 @@
 
 #define STATE_SIZE_MAX (64U << 20)
 
-static int push_region(const HugeRegion *r) {
+static int push_region(const Region *r) {
         char name[64];
 
         /* Only the memfd: io_uring fds cannot travel over SCM_RIGHTS (the kernel refuses them
          * with EINVAL since 6.7), so the pin cannot outlive the daemon. The memfd keeps the
          * pages allocated meanwhile; huge_region_restore() pins them again and checks that no
          * page moved. */
-        (void) snprintf(name, sizeof(name), "mem-%s", r->id);
-        return fdstore_push(name, &r->memfd, 1, /* poll= */ false);
+        region_store_name(r, name, sizeof(name));
+        return fdstore_push(name, &r->huge->memfd, 1, /* poll= */ false);
 }
 
 static int push_lease(const Lease *l) {
@@ -70,7 +70,7 @@ static int push_lease(const Lease *l) {
         return 0;
 }
 
-int persist_grant(Conn *c, const HugeRegion *r, const Lease *new_lease) {
+int persist_grant(Client *c, const Region *r, const Lease *new_lease) {
         int k;
 
         if (!fdstore_enabled())
@@ -91,7 +91,7 @@ int persist_grant(Conn *c, const HugeRegion *r, const Lease *new_lease) {
                 (void) snprintf(name, sizeof(name), "conn-%s", c->store_id);
                 /* Polled: a client that hangs up while the daemon is down is dropped by the
                  * manager, and its leases are reclaimed at the next start. */
-                k = fdstore_push(name, &c->fd, 1, /* poll= */ true);
+                k = fdstore_push(name, &c->conn->fd, 1, /* poll= */ true);
                 if (k < 0) {
                         ret = k;
                         c->store_id[0] = 0;     /* not stored: the next grant tries again */
@@ -111,17 +111,7 @@ int persist_grant(Conn *c, const HugeRegion *r, const Lease *new_lease) {
         return ret < 0 ? ret : k;
 }
 
-void persist_forget_region(Manager *m, const HugeRegion *r) {
-        char name[64];
-
-        if (!fdstore_enabled())
-                return;
-        (void) snprintf(name, sizeof(name), "mem-%s", r->id);
-        (void) fdstore_remove(name);
-        persist_dirty(m);
-}
-
-void persist_forget_lease(Manager *m, const Lease *l) {
+static void persist_forget_lease(Manager *m, const Lease *l) {
         static const char *const kinds[] = { "dev", "grp", "ctr", "iommufd" };
 
         if (!fdstore_enabled())
@@ -135,7 +125,24 @@ void persist_forget_lease(Manager *m, const Lease *l) {
         persist_dirty(m);
 }
 
-void persist_forget_conn(Conn *c) {
+void persist_lease_event(Manager *m, const Lease *l, LeaseEvent ev) {
+        switch (ev) {
+        case LEASE_EVENT_CLOSING:
+                persist_forget_lease(m, l);
+                break;
+        case LEASE_EVENT_QUARANTINED:
+                persist_dirty(m);
+                break;
+        case LEASE_EVENT_GRANTED:       /* persist_grant() stored it before: the write-ahead */
+        case LEASE_EVENT_RELEASED:
+        case _LEASE_EVENT_MAX:
+        case _LEASE_EVENT_INVALID:
+        default:
+                break;
+        }
+}
+
+void persist_forget_conn(Client *c) {
         char name[64];
 
         if (!c->store_id[0] || !fdstore_enabled())
@@ -147,8 +154,8 @@ void persist_forget_conn(Conn *c) {
         persist_dirty(c->manager);
 }
 
-static json_t *region_json(const HugeRegion *r, const char *conn, const Lease *l, AddressKind kind,
-                           bool retired, bool adopted) {
+static json_t *region_json(const Region *region, const char *conn, const Lease *l, bool adopted) {
+        const HugeRegion *r = region->huge;
         json_t *phys = json_array();
         uint64_t iova = 0;
 
@@ -168,9 +175,9 @@ static json_t *region_json(const HugeRegion *r, const char *conn, const Lease *l
                          "size", (json_int_t) r->size,
                          "hugepageSize", (json_int_t) r->hugepage_size,
                          "phys", phys,
-                         "kind", address_kind_to_string(kind),
+                         "kind", address_kind_to_string(adopted ? ADDRESS_PHYSICAL : region->kind),
                          "iova", (json_int_t) iova,
-                         "retired", retired,
+                         "retired", adopted || region->retired,
                          "adopted", adopted);
 }
 
@@ -200,20 +207,19 @@ static json_t *state_json(Manager *m) {
         if (!conns || !leases || !regions)
                 r = -ENOMEM;
 
-        for (Conn *c = m->conns; r >= 0 && c; c = c->next) {
+        for (Client *c = m->clients; r >= 0 && c; c = c->next) {
                 if (!c->store_id[0])
                         continue;
                 r = append(conns, json_pack("{s:s, s:I, s:I, s:I}", "id", c->store_id,
                                             "uid", (json_int_t) c->id.uid, "pid", (json_int_t) c->id.pid,
                                             "startTime", (json_int_t) c->id.start_time));
                 for (size_t i = 0; r >= 0 && i < c->n_regions; i++)
-                        r = append(regions, region_json(c->regions[i], c->store_id, NULL,
-                                                        ADDRESS_PHYSICAL, false, false));
+                        r = append(regions, region_json(c->regions[i], c->store_id, NULL, false));
         }
 
         for (Lease *l = m->leases; r >= 0 && l; l = l->next) {
                 uint32_t ioas = 0, dev = 0, hwpt = 0;
-                const char *conn = l->conn && l->conn->store_id[0] ? l->conn->store_id : NULL;
+                const char *conn = l->client && l->client->store_id[0] ? l->client->store_id : NULL;
 
                 if (l->state != LEASE_ACTIVE && l->state != LEASE_QUARANTINED)
                         continue;
@@ -240,9 +246,9 @@ static json_t *state_json(Manager *m) {
                                              "containerId", l->holder.container_id,
                                              "device", device_json(&l->device)));
                 for (size_t i = 0; r >= 0 && i < l->n_regions; i++)
-                        r = append(regions, region_json(l->regions[i], NULL, l, l->kinds[i], l->retired[i], false));
+                        r = append(regions, region_json(l->regions[i], NULL, l, false));
                 for (size_t i = 0; r >= 0 && i < l->n_adopted; i++)
-                        r = append(regions, region_json(l->adopted[i], NULL, l, ADDRESS_PHYSICAL, true, true));
+                        r = append(regions, region_json(l->adopted[i], NULL, l, true));
         }
 
         if (r < 0) {
@@ -392,8 +398,8 @@ static json_t *read_state(int fd) {
         return json_loadb(buf, (size_t) st.st_size, JSON_REJECT_DUPLICATES, &err);
 }
 
-static Conn *find_conn(Manager *m, const char *id) {
-        for (Conn *c = m->conns; c && id; c = c->next)
+static Client *find_conn(Manager *m, const char *id) {
+        for (Client *c = m->clients; c && id; c = c->next)
                 if (streq(c->store_id, id))
                         return c;
         return NULL;
@@ -431,7 +437,7 @@ static void restore_conns(Manager *m, json_t *state, Stored *s) {
                 const char *id = json_string_value(json_object_get(e, "id"));
                 json_int_t uid = json_integer_value(json_object_get(e, "uid"));
                 char name[64];
-                Conn *c;
+                Client *c;
                 int fd, r;
 
                 if (!id || !noiommu_id_is_valid(id))
@@ -444,7 +450,7 @@ static void restore_conns(Manager *m, json_t *state, Stored *s) {
                 }
                 (void) fd_nonblock(fd, true);
                 /* The kernel still knows who connected: identity as at accept. */
-                r = conn_new(m, fd, &c);
+                r = client_new(m, fd, &c);
                 if (r < 0) {
                         log_info_errno(r, "Client of connection %s is gone: %m", id);
                         (void) safe_close(fd);
@@ -455,7 +461,7 @@ static void restore_conns(Manager *m, json_t *state, Stored *s) {
                         log_warning("Stored connection %s now reports UID %u, not %" PRIi64 "; dropping it.",
                                     id, (unsigned) c->id.uid, (int64_t) uid);
                         (void) fdstore_remove(name);
-                        (void) conn_free(c, "reclaim-after-restart");
+                        (void) client_free(c, "reclaim-after-restart");
                         continue;
                 }
                 memcpy(c->store_id, id, NOIOMMU_ID_LEN + 1);
@@ -530,7 +536,7 @@ static void restore_leases(Manager *m, json_t *state, Stored *s) {
                         continue;
                 }
                 if (l->state == LEASE_HOLDER_GONE) {
-                        Conn *c = find_conn(m, conn_id);
+                        Client *c = find_conn(m, conn_id);
 
                         if (c)
                                 (void) lease_attach(l, c);
@@ -567,7 +573,8 @@ static ClientIdentity stored_holder(json_t *state, const char *conn_id) {
  * handed out at grant time (phys). Ask the kernel where the mapping is now (GET_PA,
  * cdev-noiommu) besides pagemap (moved): if anything moved, or no page table is behind it,
  * nothing the daemon says about this lease can be trusted any more. */
-static void restore_check_mapping(Lease *l, HugeRegion *r, const uint64_t *phys, bool moved) {
+static void restore_check_mapping(Lease *l, const Region *region, const uint64_t *phys, bool moved) {
+        const HugeRegion *r = region->huge;
         int v;
 
         if ((l->state != LEASE_ACTIVE && l->state != LEASE_HOLDER_GONE) || !lease_is_noiommu(l))
@@ -591,29 +598,27 @@ static void restore_check_mapping(Lease *l, HugeRegion *r, const uint64_t *phys,
 /* Memory the client allocated without a lease. If its connection is back, it is the
  * connection's again. If not, a noiommu device of the same client (restored, not yet
  * reclaimed) may still write there: the memory goes with that lease and is freed only after
- * its quiesce, as conn_free() does for a live client. Otherwise it is reclaimed now, in the
+ * its quiesce, as client_free() does for a live client. Otherwise it is reclaimed now, in the
  * records as its client's (stored_holder()). */
-static void restore_conn_region(Manager *m, json_t *state, const char *conn_id, HugeRegion *r) {
-        ClientIdentity holder;
-        Conn *c;
+static void restore_conn_region(Manager *m, const char *conn_id, Region *r) {
+        Client *c;
 
         c = find_conn(m, conn_id);
-        if (c && conn_add_region(c, r) >= 0)
+        if (c && client_add_region(c, r) >= 0)
                 return;
 
         for (Lease *l = m->leases; l; l = l->next) {
-                bool held = c ? l->conn == c : l->state == LEASE_HOLDER_GONE && conn_id &&
+                bool held = c ? l->client == c : l->state == LEASE_HOLDER_GONE && conn_id &&
                                                 streq(l->restored_conn, conn_id);
 
                 if (held && (l->state == LEASE_ACTIVE || l->state == LEASE_HOLDER_GONE) && lease_is_noiommu(l)) {
-                        log_debug("Keeping %s pinned until %s is quiesced.", r->id, l->device.address);
+                        log_debug("Keeping %s pinned until %s is quiesced.", region_id(r), l->device.address);
                         lease_restore_region(l, r, ADDRESS_PHYSICAL, true, /* adopted= */ true, 0);
                         return;
                 }
         }
 
-        holder = c ? c->id : stored_holder(state, conn_id);
-        region_release(m, &holder, r, "reclaim-after-restart");
+        region_free(r, "reclaim-after-restart");
 }
 
 static void restore_regions(Manager *m, json_t *state, Stored *s) {
@@ -628,9 +633,12 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                 uint64_t hp = (uint64_t) json_integer_value(json_object_get(e, "hugepageSize"));
                 _cleanup_free_ uint64_t *phys = NULL;
                 size_t n = json_array_size(phys_j), k;
+                const char *conn_id = json_string_value(json_object_get(e, "conn"));
+                ClientIdentity holder;
                 char name[64];
                 int memfd, pin;
-                HugeRegion *r;
+                Region *r;
+                Client *c;
                 Lease *l;
                 int q;
 
@@ -646,7 +654,13 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                 pin = stored_take(s, name, is_io_uring);      /* only a re-exec passes one */
                 (void) snprintf(name, sizeof(name), "mem-%s", id);
                 memfd = stored_take(s, name, is_memfd);
-                q = huge_region_restore(id, memfd, pin, size, hp, phys, n, m->pagemap_fd, &r);
+                /* Whose it is decides whose charge and records it carries: the lease's holder,
+                 * the connection's client, or the client that is gone (stored_holder()). */
+                l = lease_id ? lease_find_by_id(m, lease_id) : NULL;
+                c = l ? NULL : find_conn(m, conn_id);
+                holder = l ? l->holder : c ? c->id : stored_holder(state, conn_id);
+                holder.pidfd = -EBADF;
+                q = region_restore(&m->region_ctx, id, memfd, pin, size, hp, phys, n, &holder, &r);
                 if (q < 0) {
                         log_error_errno(q, "Cannot restore memory %s: %m", id);
                         (void) fdstore_remove(name);
@@ -658,9 +672,8 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                          * that; say so loudly. */
                         log_error("Memory %s moved while the daemon was down; its physical addresses changed.", id);
 
-                l = lease_id ? lease_find_by_id(m, lease_id) : NULL;
                 if (!l) {
-                        restore_conn_region(m, state, json_string_value(json_object_get(e, "conn")), r);
+                        restore_conn_region(m, conn_id, r);
                         continue;
                 }
                 /* The lease's from here on, whatever the state says: never freed here. A
@@ -718,8 +731,8 @@ void persist_restore_nosave(Manager *m, int *fds, char **names, size_t n) {
                 restore_conns(m, state, &s);
                 restore_leases(m, state, &s);
                 restore_regions(m, state, &s);
-                for (Conn *c = m->conns; c; c = c->next)
-                        conn_restored(c);
+                for (Client *c = m->clients; c; c = c->next)
+                        conn_restored(c->conn);
 
                 /* Leases whose client did not come back: quiesce, then free (the usual order). */
                 for (Lease *l = m->leases, *next; l; l = next) {

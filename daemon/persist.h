@@ -26,9 +26,10 @@
 #include <stddef.h>
 
 typedef struct Manager Manager;
-typedef struct Conn Conn;
+typedef struct Client Client;
 typedef struct Lease Lease;
-typedef struct HugeRegion HugeRegion;
+typedef struct Region Region;
+typedef enum LeaseEvent LeaseEvent;
 
 /* The reason in the records of a grant withdrawn because its write-ahead failed. */
 #define PERSIST_REASON_NOT_STORED "not-stored"
@@ -37,12 +38,14 @@ typedef struct HugeRegion HugeRegion;
  * device fds (a lease's fds are stored once, when it is granted, not with every allocation
  * mapped into it), then the state. Each step is tried; the first failure is returned, and the
  * caller must then refuse the grant: nothing may reach a client before its fds are stored. */
-int persist_grant(Conn *c, const HugeRegion *r, const Lease *new_lease);
+int persist_grant(Client *c, const Region *r, const Lease *new_lease);
 
-/* Drop a resource's fds from the store (and schedule a state write). */
-void persist_forget_region(Manager *m, const HugeRegion *r);
-void persist_forget_lease(Manager *m, const Lease *l);
-void persist_forget_conn(Conn *c);
+/* Observer of lease events (lease.h, wired by manager_new()): a lease's device fds leave the
+ * store when it closes the device; a quarantine changes the persisted state. */
+void persist_lease_event(Manager *m, const Lease *l, LeaseEvent ev);
+
+/* Drops a connection's socket from the store (and schedules a state write). */
+void persist_forget_conn(Client *c);
 
 /* Writes the state now (no-op without an fd store). */
 int persist_save(Manager *m);

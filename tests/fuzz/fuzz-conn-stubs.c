@@ -54,6 +54,7 @@
 #include "hugepage.h"
 #include "internal/macro.h"
 #include "inventory.h"
+#include "lease.h"
 #include "persist.h"
 #include "polkit.h"
 #include "vfio.h"
@@ -772,17 +773,14 @@ void audit_lease_refused(const ClientIdentity *c, const InventoryDevice *dev, in
 
 /* --- persist.c, fdstore.c: no service manager, so no fd store ---------------------------- */
 
-int persist_grant(Conn *c, const HugeRegion *r, const Lease *l) {
+int persist_grant(Client *c, const Region *r, const Lease *l) {
         return 0;
 }
 
-void persist_forget_region(Manager *m, const HugeRegion *r) {
+void persist_lease_event(Manager *m, const Lease *l, LeaseEvent ev) {
 }
 
-void persist_forget_lease(Manager *m, const Lease *l) {
-}
-
-void persist_forget_conn(Conn *c) {
+void persist_forget_conn(Client *c) {
 }
 
 int persist_save(Manager *m) {
