@@ -7,12 +7,9 @@
 #include <stdlib.h>
 
 #include "client.h"
-#include "dispatch.h"
 #include "internal/log.h"
 #include "internal/macro.h"
 #include "lease.h"
-#include "manager.h"
-#include "persist.h"
 #include "polkit.h"
 
 static int client_dispatch(Conn *conn, void *userdata) {
@@ -21,7 +18,7 @@ static int client_dispatch(Conn *conn, void *userdata) {
         /* Re-dispatched while its polkit check is still out: nothing to do yet. */
         if (c->polkit && !polkit_query_answered(c->polkit))
                 return 0;
-        return dispatch_current(c);
+        return c->ctx->dispatch(c);
 }
 
 static void client_request_done_op(Conn *conn, void *userdata) {
@@ -50,12 +47,12 @@ void client_request_done(Client *c) {
         c->pending_lease = lease_unreserve(c->pending_lease);
 }
 
-int client_new(Manager *m, int fd, Client **ret) {
+int client_new(const ClientContext *ctx, int fd, Client **ret) {
         _cleanup_(client_identity_done) ClientIdentity id = CLIENT_IDENTITY_INIT;
         Client *c;
         int r;
 
-        assert(m);
+        assert(ctx);
         assert(fd >= 0);
         assert(ret);
 
@@ -66,13 +63,14 @@ int client_new(Manager *m, int fd, Client **ret) {
         c = new0(Client, 1);
         if (!c)
                 return -ENOMEM;
-        c->manager = m;
+        c->ctx = ctx;
+        c->manager = ctx->manager;
         c->id = id;
         id.pidfd = -EBADF;                      /* moved: the client is the pidfd's one owner */
 
-        r = conn_new(m->event, fd, &c->id, &client_conn_ops, c, &c->conn);
+        r = conn_new(ctx->event, fd, &c->id, &client_conn_ops, c, &c->conn);
         if (r >= 0)
-                r = manager_client_added(m, c);
+                r = ctx->added(c, ctx->userdata);
         if (r < 0) {
                 /* The caller keeps fd: the transport is freed without it. */
                 if (c->conn)
@@ -120,11 +118,11 @@ Client *client_free(Client *c, const char *reason) {
         }
 
         /* 4. The store's copy of the socket would keep the client's connection open. */
-        persist_forget_conn(c);
+        c->ctx->forget_stored(c, c->ctx->userdata);
 
         /* 5. The transport, then the identity (the pidfd's one owner). */
         c->conn = conn_free(c->conn);
-        manager_client_removed(c->manager, c);
+        c->ctx->removed(c, c->ctx->userdata);
         client_identity_done(&c->id);
         free(c);
         return NULL;

@@ -31,7 +31,22 @@ typedef struct PolkitQuery PolkitQuery;
 #define NOIOMMU_LEASES_PER_CONN_MAX 8
 #define NOIOMMU_REGIONS_PER_CONN_MAX 64
 
-typedef struct Client {
+typedef struct Client Client;
+
+/* What a client needs from the daemon around it, wired once by the manager (manager_new()):
+ * the event loop, the request handler, and the bookkeeping that sees clients come and go. */
+typedef struct ClientContext {
+        sd_event *event;
+        Manager *manager;               /* for the handlers (c->manager); opaque here */
+        int (*dispatch)(Client *c);     /* runs c->conn->current (dispatch_current()) */
+        int (*added)(Client *c, void *userdata);        /* -errno refuses the client */
+        void (*removed)(Client *c, void *userdata);
+        void (*forget_stored)(Client *c, void *userdata);       /* drop its conn- store entry */
+        void *userdata;
+} ClientContext;
+
+struct Client {
+        const ClientContext *ctx;
         Manager *manager;
         struct Client *next, *prev;             /* in manager->clients */
         struct Client *uid_next, *uid_prev;     /* among the clients of the same uid */
@@ -47,10 +62,10 @@ typedef struct Client {
         size_t n_regions;
 
         char store_id[NOIOMMU_ID_LEN + 1];      /* "conn-<id>" in the fd store, "" if not stored */
-} Client;
+};
 
 /* Takes ownership of fd (an accepted, non-blocking, close-on-exec socket) on success only. */
-int client_new(Manager *m, int fd, Client **ret);
+int client_new(const ClientContext *ctx, int fd, Client **ret);
 
 /* The ordered teardown (see above); memory is freed and audited with reason ("client-exit",
  * "shutdown", "not-received", ...). Returns NULL. */

@@ -11,12 +11,10 @@
 #include <systemd/sd-id128.h>
 
 #include "audit.h"
-#include "client.h"
 #include "internal/json-util.h"
 #include "internal/log.h"
 #include "internal/macro.h"
 #include "lease.h"
-#include "manager.h"
 
 static const char *const lease_state_table[_LEASE_STATE_MAX] = {
         [LEASE_RESERVED] = "reserved",
@@ -71,15 +69,15 @@ uint64_t lease_now_usec(void) {
         return now_usec();
 }
 
-Lease *lease_find_by_address(Manager *m, const char *address) {
-        for (Lease *l = m->leases; l; l = l->next)
+Lease *lease_find_by_address(LeaseRegistry *reg, const char *address) {
+        for (Lease *l = reg->leases; l; l = l->next)
                 if (streq(l->device.address, address))
                         return l;
         return NULL;
 }
 
-Lease *lease_find_by_id(Manager *m, const char *id) {
-        for (Lease *l = m->leases; l; l = l->next)
+Lease *lease_find_by_id(LeaseRegistry *reg, const char *id) {
+        for (Lease *l = reg->leases; l; l = l->next)
                 if (streq(l->id, id))
                         return l;
         return NULL;
@@ -98,7 +96,7 @@ uint64_t lease_bytes_pinned(const Lease *l) {
 static int lease_teardown(Lease *l, const char *reason);
 
 static void lease_emit(const Lease *l, LeaseEvent ev, const char *reason) {
-        const LeaseHooks *h = &l->manager->lease_hooks;
+        const LeaseHooks *h = &l->registry->hooks;
 
         if (h->event)
                 h->event(l, ev, reason, h->userdata);
@@ -115,31 +113,32 @@ int lease_retry_quarantined(Lease **lp, const char *reason) {
         return lease_teardown(l, reason);
 }
 
-static void lease_link(Manager *m, Lease *l) {
-        l->next = m->leases;
-        if (m->leases)
-                m->leases->prev = l;
-        m->leases = l;
+static void lease_link(LeaseRegistry *reg, Lease *l) {
+        l->next = reg->leases;
+        if (reg->leases)
+                reg->leases->prev = l;
+        reg->leases = l;
 }
 
 static void lease_unlink(Lease *l) {
-        Manager *m = l->manager;
+        LeaseRegistry *reg = l->registry;
 
         if (l->prev)
                 l->prev->next = l->next;
-        else if (m->leases == l)
-                m->leases = l->next;
+        else if (reg->leases == l)
+                reg->leases = l->next;
         if (l->next)
                 l->next->prev = l->prev;
         l->next = l->prev = NULL;
 }
 
-int lease_reserve(Manager *m, Client *client, const InventoryDevice *d, Lease **ret) {
+int lease_reserve(LeaseRegistry *reg, Client *client, const ClientIdentity *holder,
+                  const InventoryDevice *d, Lease **ret) {
         Lease *l, *existing;
         sd_id128_t id;
         int r;
 
-        existing = lease_find_by_address(m, d->address);
+        existing = lease_find_by_address(reg, d->address);
         if (existing)
                 return existing->state == LEASE_QUARANTINED ? -EIO : -EBUSY;
 
@@ -151,16 +150,16 @@ int lease_reserve(Manager *m, Client *client, const InventoryDevice *d, Lease **
         if (!l)
                 return -ENOMEM;
         *l = (Lease) {
-                .manager = m,
+                .registry = reg,
                 .state = LEASE_RESERVED,
                 .client = client,
-                .holder = client->id,
+                .holder = *holder,
                 .device = *d,
                 .created_usec = now_usec(),
         };
-        l->holder.pidfd = -EBADF;               /* a copy for records; the conn owns the fd */
+        l->holder.pidfd = -EBADF;               /* a copy for records; the client owns the fd */
         (void) sd_id128_to_string(id, l->id);
-        lease_link(m, l);
+        lease_link(reg, l);
         *ret = l;
         return 0;
 }
@@ -170,7 +169,7 @@ void lease_wait_authorization(Lease *l) {
                 lease_set_state(l, LEASE_AUTHORIZING);
 }
 
-int lease_restore(Manager *m, const char *id, bool quarantined, const InventoryDevice *d,
+int lease_restore(LeaseRegistry *reg, const char *id, bool quarantined, const InventoryDevice *d,
                   const ClientIdentity *holder, uint64_t created_usec, const char *conn_id,
                   VfioDevice *vfio, Lease **ret) {
         Lease *l;
@@ -185,7 +184,7 @@ int lease_restore(Manager *m, const char *id, bool quarantined, const InventoryD
                 return -ENOMEM;
         }
         *l = (Lease) {
-                .manager = m,
+                .registry = reg,
                 .state = quarantined ? LEASE_QUARANTINED : LEASE_HOLDER_GONE,
                 .holder = *holder,
                 .device = *d,
@@ -196,25 +195,19 @@ int lease_restore(Manager *m, const char *id, bool quarantined, const InventoryD
         memcpy(l->id, id, NOIOMMU_ID_LEN + 1);
         if (conn_id && noiommu_id_is_valid(conn_id))
                 memcpy(l->restored_conn, conn_id, NOIOMMU_ID_LEN + 1);
-        lease_link(m, l);
+        lease_link(reg, l);
         *ret = l;
         return 0;
 }
 
-int lease_attach(Lease *l, Client *c) {
+void lease_attach(Lease *l, Client *c, const ClientIdentity *holder) {
         assert(l->state == LEASE_HOLDER_GONE);
 
-        int r;
-
-        r = client_add_lease(c, l);
-        if (r < 0)
-                return r;
         l->client = c;
-        l->holder = c->id;
+        l->holder = *holder;
         l->holder.pidfd = -EBADF;               /* a copy for records; the client owns the fd */
         l->restored_conn[0] = 0;
         lease_set_state(l, LEASE_ACTIVE);
-        return 0;
 }
 
 /* Keeps r with l until l's quiesce. Memory the device could reach is never freed without it:
@@ -400,8 +393,8 @@ void lease_quarantine(Lease *l, int error, const char *why) {
         /* Like a failed quiesce: out of the holder's hands (its requests about the lease get
          * NoSuchLease/DeviceQuarantined), everything pinned, never handed out again until an
          * administrator revokes it — which quiesces before any memory is released. */
-        if (c)
-                client_forget_lease(c, l);
+        if (c && l->registry->hooks.detached)
+                l->registry->hooks.detached(l, c, l->registry->hooks.userdata);
         l->client = NULL;
         lease_set_state(l, LEASE_QUARANTINED);
         audit_lease_broken(&l->holder, l->id, &l->device, error, why, lease_bytes_pinned(l));
@@ -470,7 +463,7 @@ int lease_end(Lease **lp, const char *reason) {
         }
 }
 
-void lease_free_all(Manager *m) {
-        while (m->leases)
-                lease_free(m->leases);
+void lease_free_all(LeaseRegistry *reg) {
+        while (reg->leases)
+                lease_free(reg->leases);
 }

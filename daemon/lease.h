@@ -29,7 +29,6 @@
 #include "region.h"
 #include "vfio.h"
 
-typedef struct Manager Manager;
 typedef struct Client Client;
 
 /* Memory allocations one lease may have mapped (leases per client: client.h). */
@@ -75,18 +74,29 @@ typedef enum LeaseEvent {
 
 typedef struct Lease Lease;
 
+typedef struct Client Client;
+
 typedef struct LeaseHooks {
         void (*event)(const Lease *l, LeaseEvent ev, const char *reason, void *userdata);
+        /* l left its holder without ending (quarantined): the holder must forget it. */
+        void (*detached)(Lease *l, Client *holder, void *userdata);
         void *userdata;
 } LeaseHooks;
+
+/* Every lease of the daemon (reservations and quarantined ones too) and their observers; the
+ * manager embeds one. */
+typedef struct LeaseRegistry {
+        Lease *leases;
+        LeaseHooks hooks;
+} LeaseRegistry;
 
 /* Whether the state machine allows from -> to (the table in lease.c; exported for its unit
  * test). A change to the same state is not a transition and is refused. */
 bool lease_state_transition_allowed(LeaseState from, LeaseState to);
 
 typedef struct Lease {
-        Manager *manager;
-        struct Lease *next, *prev;      /* in manager->leases */
+        LeaseRegistry *registry;
+        struct Lease *next, *prev;      /* in registry->leases */
         char id[NOIOMMU_ID_LEN + 1];
         LeaseState state;
         Client *client;                 /* the holder; NULL once quarantined or while HOLDER_GONE */
@@ -107,7 +117,8 @@ typedef struct Lease {
 } Lease;
 
 /* Reserves d for client. -EBUSY if a lease exists for that address, -EIO if quarantined. */
-int lease_reserve(Manager *m, Client *client, const InventoryDevice *d, Lease **ret);
+int lease_reserve(LeaseRegistry *reg, Client *client, const ClientIdentity *holder,
+                  const InventoryDevice *d, Lease **ret);
 
 /* Drops a reservation that never became active (denied, or the client left). */
 Lease *lease_unreserve(Lease *l);
@@ -119,14 +130,13 @@ void lease_wait_authorization(Lease *l);
  * whose fds came back, HOLDER_GONE (or QUARANTINED if it was), linked into the manager's list
  * like any other. Takes ownership of vfio, also on failure. conn_id: the stored connection
  * that held it, or NULL. */
-int lease_restore(Manager *m, const char *id, bool quarantined, const InventoryDevice *d,
+int lease_restore(LeaseRegistry *reg, const char *id, bool quarantined, const InventoryDevice *d,
                   const ClientIdentity *holder, uint64_t created_usec, const char *conn_id,
                   VfioDevice *vfio, Lease **ret);
 
-/* Gives a HOLDER_GONE lease back to its restored connection (-> ACTIVE). -EUSERS if the
- * connection holds the maximum of leases already (the lease stays HOLDER_GONE and is
- * reclaimed). */
-int lease_attach(Lease *l, Client *c);
+/* Gives a HOLDER_GONE lease back to its restored client (-> ACTIVE), once the client has it in
+ * its list (client_add_lease()). */
+void lease_attach(Lease *l, Client *c, const ClientIdentity *holder);
 
 /* Restores a region that was mapped into (or adopted by) l. The region is l's from now on,
  * whatever happens: memory the device may have been told about is never freed here. When it
@@ -150,8 +160,8 @@ void lease_announce_granted(const Lease *l);
  * revokes it). A reservation is simply dropped (0). */
 int lease_end(Lease **lp, const char *reason);
 
-Lease *lease_find_by_address(Manager *m, const char *address);
-Lease *lease_find_by_id(Manager *m, const char *id);
+Lease *lease_find_by_address(LeaseRegistry *reg, const char *address);
+Lease *lease_find_by_id(LeaseRegistry *reg, const char *id);
 
 /* CLOCK_MONOTONIC in microseconds, the clock of created_usec. */
 uint64_t lease_now_usec(void);
@@ -190,4 +200,4 @@ void lease_quarantine(Lease *l, int error, const char *why);
 
 /* Frees all quarantined leases' bookkeeping at daemon exit, without touching the memory
  * state again (the process is going away). */
-void lease_free_all(Manager *m);
+void lease_free_all(LeaseRegistry *reg);

@@ -102,7 +102,9 @@ void manager_usage_for_key(Manager *m, const char *key, uint64_t *ret_bytes, uns
         *ret_leases = leases;
 }
 
-int manager_client_added(Manager *m, Client *c) {
+/* ClientContext.added: the lists and per-uid counts the accept limits use. */
+static int manager_client_added(Client *c, void *userdata) {
+        Manager *m = userdata;
         UidCount **b = uid_bucket(m, c->id.uid), *u;
 
         for (u = *b; u; u = u->next)
@@ -130,7 +132,8 @@ int manager_client_added(Manager *m, Client *c) {
         return 0;
 }
 
-void manager_client_removed(Manager *m, Client *c) {
+static void manager_client_removed(Client *c, void *userdata) {
+        Manager *m = userdata;
         UidCount **b = uid_bucket(m, c->id.uid);
 
         for (UidCount **p = b; *p; p = &(*p)->next)
@@ -224,7 +227,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         continue;
                 }
 
-                r = client_new(m, cfd, &c);
+                r = client_new(&m->client_ctx, cfd, &c);
                 if (r == -ENOMEM) {
                         log_error_errno(r, "Out of memory accepting a connection, refusing it.");
                         continue;
@@ -309,18 +312,32 @@ static void manager_check_devices(Manager *m) {
 
 /* A Region changed or went away: the state must be written again. */
 static void manager_state_changed(void *userdata) {
-        persist_dirty(userdata);
+        Manager *m = userdata;
+
+        persist_dirty(&m->persist);
+}
+
+static void manager_client_forget_stored(Client *c, void *userdata) {
+        Manager *m = userdata;
+
+        persist_forget_conn(&m->persist, c);
+}
+
+/* A quarantined lease leaves its holder's hands (the holder's requests about it get
+ * NoSuchLease or DeviceQuarantined from now on). */
+static void manager_lease_detached(Lease *l, Client *holder, void *userdata) {
+        client_forget_lease(holder, l);
 }
 
 /* The two observers of every lease, wired here once: the persisted state and Monitor(). */
 static void manager_lease_event(const Lease *l, LeaseEvent ev, const char *reason, void *userdata) {
         Manager *m = userdata;
 
-        persist_lease_event(m, l, ev);
-        monitor_lease_event(m, l, ev, reason);
+        persist_lease_event(&m->persist, l, ev);
+        monitor_lease_event(&m->monitor, l, ev, reason);
 }
 
-int manager_new(const char *config_path, Manager **ret) {
+int manager_new(const char *config_path, int (*dispatch)(Client *c), Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
         sigset_t ss;
         int r;
@@ -357,8 +374,18 @@ int manager_new(const char *config_path, Manager **ret) {
                                        "the physical addresses of their memory. Is /proc mounted, and the kernel "
                                        "built with CONFIG_PROC_PAGE_MONITOR?");
 
-        m->lease_hooks = (LeaseHooks) {
+        m->client_ctx = (ClientContext) {
+                .event = m->event,
+                .manager = m,
+                .dispatch = dispatch,
+                .added = manager_client_added,
+                .removed = manager_client_removed,
+                .forget_stored = manager_client_forget_stored,
+                .userdata = m,
+        };
+        m->lease_registry.hooks = (LeaseHooks) {
                 .event = manager_lease_event,
+                .detached = manager_lease_detached,
                 .userdata = m,
         };
         m->region_ctx = (RegionContext) {
@@ -367,6 +394,7 @@ int manager_new(const char *config_path, Manager **ret) {
                 .changed = manager_state_changed,
                 .userdata = m,
         };
+        persist_init(&m->persist, m->event, &m->clients, &m->lease_registry, &m->client_ctx, &m->region_ctx);
 
         if (hugepage_default_size(&m->default_hugepage_size) < 0)
                 m->default_hugepage_size = 0;   /* main.c's start-up check says so */
@@ -381,7 +409,7 @@ int manager_new(const char *config_path, Manager **ret) {
                 return r;
 
         audit_setup(m->settings.audit_failure_log);
-        monitor_setup(m);
+        monitor_setup(&m->monitor, m->event, &m->clients);
 
         *ret = TAKE_PTR(m);
         return 0;
@@ -393,13 +421,13 @@ Manager *manager_free(Manager *m) {
         while (m->clients)
                 (void) client_free(m->clients, "shutdown");
         /* Only quarantined leases are left: the process exit releases their memory anyway. */
-        lease_free_all(m);
+        lease_free_all(&m->lease_registry);
         quota_done(&m->quota);
         settings_done(&m->settings);
         m->polkit = polkit_free(m->polkit);
         m->listen_source = sd_event_source_disable_unref(m->listen_source);
-        m->persist_source = sd_event_source_disable_unref(m->persist_source);
-        monitor_done(m);
+        persist_done(&m->persist);
+        monitor_done(&m->monitor);
         m->listen_fd = safe_close(m->listen_fd);
         if (m->listen_path) {
                 struct stat st;
@@ -579,7 +607,7 @@ int manager_listen(Manager *m, const char *path) {
 
         if (n_stored > 0 || fdstore_enabled()) {
                 log_info("Restoring from %zu stored file descriptors.", n_stored);
-                r = persist_restore(m, stored, stored_names, n_stored);
+                r = persist_restore(&m->persist, stored, stored_names, n_stored);
                 if (r < 0)
                         log_warning_errno(r, "Restoring from the fd store failed partially: %m");
         }
@@ -606,7 +634,7 @@ int manager_run(Manager *m) {
         if (m->reload_start_usec > 0) {
                 uint64_t leases = 0;
 
-                for (Lease *l = m->leases; l; l = l->next)
+                for (Lease *l = m->lease_registry.leases; l; l = l->next)
                         leases++;
                 audit_reloaded(m->listen_description, m->n_conns, (unsigned) leases, m->quota.n_regions,
                                lease_now_usec() - m->reload_start_usec);

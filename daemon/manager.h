@@ -12,7 +12,10 @@
 #include <systemd/sd-event.h>
 
 #include "internal/macro.h"
+#include "client.h"
 #include "lease.h"
+#include "monitor.h"
+#include "persist.h"
 #include "quota.h"
 #include "region.h"
 #include "settings.h"
@@ -53,25 +56,25 @@ typedef struct Manager {
         UidCount *uid_counts[256];
 
         Settings settings;
-        Lease *leases;                  /* every device lease, reservations and quarantined ones too */
-        LeaseHooks lease_hooks;         /* persist and monitor observe leases (manager_new()) */
+        ClientContext client_ctx;       /* what every Client needs (manager_new()) */
+        LeaseRegistry lease_registry;   /* every lease; persist and monitor observe them (manager_new()) */
 
         Quota quota;                    /* every Region's charge: memory held, per uid and in total */
         RegionContext region_ctx;       /* what every Region needs (quota, pagemap, persist) */
 
         bool accept_paused;
 
-        uint64_t state_generation;      /* of the last state written to the fd store */
-        bool state_dirty;
-        sd_event_source *persist_source;
-        sd_event_source *uevent_source;         /* kernel uevents, for Monitor() */
+        Persist persist;                /* the fd store's state and write-ahead */
+        Monitor monitor;                /* Monitor() subscribers and kernel uevents */
 
         uint64_t reload_start_usec;     /* this image was re-executed (reexec.c): when it began */
         unsigned n_reloads;
 } Manager;
 
-/* Loads the configuration from config_path (NULL: the default path). */
-int manager_new(const char *config_path, Manager **ret);
+/* Loads the configuration from config_path (NULL: the default path); every request of every
+ * client is run by dispatch (dispatch_current(), given by main.c: the manager owns the
+ * clients, dispatch.c and the handlers sit above it). */
+int manager_new(const char *config_path, int (*dispatch)(Client *c), Manager **ret);
 Manager *manager_free(Manager *m);
 
 /* Takes the listening socket from socket activation ($LISTEN_FDS), or binds path. */
@@ -82,12 +85,10 @@ int manager_watch_listen(Manager *m);
 
 int manager_run(Manager *m);
 
-/* Connection bookkeeping, called by conn.c. */
+/* Clients per uid (the accept limits). */
 unsigned manager_conns_for_uid(Manager *m, uid_t uid);
 /* DMA memory and device leases (reservations included) held by all connections whose
  * client_identity_limit_key() is key: what per-container limits count. */
 void manager_usage_for_key(Manager *m, const char *key, uint64_t *ret_bytes, unsigned *ret_leases);
-int manager_client_added(Manager *m, Client *c);
-void manager_client_removed(Manager *m, Client *c);
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);

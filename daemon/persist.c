@@ -34,7 +34,6 @@
 #include "internal/log.h"
 #include "internal/macro.h"
 #include "lease.h"
-#include "manager.h"
 #include "persist.h"
 #include "vfio.h"
 
@@ -70,7 +69,7 @@ static int push_lease(const Lease *l) {
         return 0;
 }
 
-int persist_grant(Client *c, const Region *r, const Lease *new_lease) {
+int persist_grant(Persist *p, Client *c, const Region *r, const Lease *new_lease) {
         int k;
 
         if (!fdstore_enabled())
@@ -107,11 +106,11 @@ int persist_grant(Client *c, const Region *r, const Lease *new_lease) {
                 if (k < 0)
                         ret = k;
         }
-        k = persist_save(c->manager);
+        k = persist_save(p);
         return ret < 0 ? ret : k;
 }
 
-static void persist_forget_lease(Manager *m, const Lease *l) {
+static void persist_forget_lease(Persist *p, const Lease *l) {
         static const char *const kinds[] = { "dev", "grp", "ctr", "iommufd" };
 
         if (!fdstore_enabled())
@@ -122,16 +121,16 @@ static void persist_forget_lease(Manager *m, const Lease *l) {
                 (void) snprintf(name, sizeof(name), "lease-%s-%s", l->id, kinds[i]);
                 (void) fdstore_remove(name);
         }
-        persist_dirty(m);
+        persist_dirty(p);
 }
 
-void persist_lease_event(Manager *m, const Lease *l, LeaseEvent ev) {
+void persist_lease_event(Persist *p, const Lease *l, LeaseEvent ev) {
         switch (ev) {
         case LEASE_EVENT_CLOSING:
-                persist_forget_lease(m, l);
+                persist_forget_lease(p, l);
                 break;
         case LEASE_EVENT_QUARANTINED:
-                persist_dirty(m);
+                persist_dirty(p);
                 break;
         case LEASE_EVENT_GRANTED:       /* persist_grant() stored it before: the write-ahead */
         case LEASE_EVENT_RELEASED:
@@ -142,7 +141,7 @@ void persist_lease_event(Manager *m, const Lease *l, LeaseEvent ev) {
         }
 }
 
-void persist_forget_conn(Client *c) {
+void persist_forget_conn(Persist *p, Client *c) {
         char name[64];
 
         if (!c->store_id[0] || !fdstore_enabled())
@@ -151,7 +150,7 @@ void persist_forget_conn(Client *c) {
         (void) snprintf(name, sizeof(name), "conn-%s", c->store_id);
         (void) fdstore_remove(name);
         c->store_id[0] = 0;
-        persist_dirty(c->manager);
+        persist_dirty(p);
 }
 
 static json_t *region_json(const Region *region, const char *conn, const Lease *l, bool adopted) {
@@ -200,14 +199,14 @@ static int append(json_t *a, json_t *v) {
         return 0;
 }
 
-static json_t *state_json(Manager *m) {
+static json_t *state_json(Persist *p) {
         json_t *conns = json_array(), *leases = json_array(), *regions = json_array();
         int r = 0;
 
         if (!conns || !leases || !regions)
                 r = -ENOMEM;
 
-        for (Client *c = m->clients; r >= 0 && c; c = c->next) {
+        for (Client *c = (*p->clients); r >= 0 && c; c = c->next) {
                 if (!c->store_id[0])
                         continue;
                 r = append(conns, json_pack("{s:s, s:I, s:I, s:I}", "id", c->store_id,
@@ -217,7 +216,7 @@ static json_t *state_json(Manager *m) {
                         r = append(regions, region_json(c->regions[i], c->store_id, NULL, false));
         }
 
-        for (Lease *l = m->leases; r >= 0 && l; l = l->next) {
+        for (Lease *l = p->leases->leases; r >= 0 && l; l = l->next) {
                 uint32_t ioas = 0, dev = 0, hwpt = 0;
                 const char *conn = l->client && l->client->store_id[0] ? l->client->store_id : NULL;
 
@@ -257,7 +256,7 @@ static json_t *state_json(Manager *m) {
                 json_decref(regions);
                 return NULL;
         }
-        return json_pack("{s:i, s:I, s:o, s:o, s:o}", "version", 1, "generation", (json_int_t) m->state_generation,
+        return json_pack("{s:i, s:I, s:o, s:o, s:o}", "version", 1, "generation", (json_int_t) p->generation,
                          "conns", conns, "leases", leases, "regions", regions);
 }
 
@@ -284,11 +283,11 @@ int persist_json_memfd(json_t *j, const char *name) {
         return TAKE_FD(fd);
 }
 
-int persist_state_memfd(Manager *m) {
+int persist_state_memfd(Persist *p) {
         json_t *state;
         int fd;
 
-        state = state_json(m);
+        state = state_json(p);
         if (!state)
                 return -ENOMEM;
         fd = persist_json_memfd(state, "noiommud_state");
@@ -296,49 +295,64 @@ int persist_state_memfd(Manager *m) {
         return fd;
 }
 
-int persist_save(Manager *m) {
+int persist_save(Persist *p) {
         _cleanup_close_ int fd = -EBADF;
         char name[16];
         int r;
 
         if (!fdstore_enabled())
                 return 0;
-        m->state_dirty = false;
-        m->state_generation++;
+        p->dirty = false;
+        p->generation++;
 
-        fd = persist_state_memfd(m);
+        fd = persist_state_memfd(p);
         if (fd < 0)
                 return log_error_errno(fd, "Cannot write the lease state to a memfd: %m");
 
         /* Two names used in turn. The new state goes in under the name the previous one does
          * not use, and only then is the previous one removed: a crash at any point leaves at
          * least one complete state (restore takes the newest generation). */
-        (void) snprintf(name, sizeof(name), "state-%u", (unsigned) (m->state_generation % 2));
+        (void) snprintf(name, sizeof(name), "state-%u", (unsigned) (p->generation % 2));
         (void) fdstore_remove(name);            /* a stale leftover of the same parity, if any */
         r = fdstore_push(name, &fd, 1, /* poll= */ false);
         if (r < 0)
                 return r;
-        (void) snprintf(name, sizeof(name), "state-%u", (unsigned) ((m->state_generation + 1) % 2));
+        (void) snprintf(name, sizeof(name), "state-%u", (unsigned) ((p->generation + 1) % 2));
         return fdstore_remove(name);
 }
 
 static int on_persist(sd_event_source *s, void *userdata) {
-        Manager *m = userdata;
+        Persist *p = userdata;
 
-        if (m->state_dirty)
-                (void) persist_save(m);
+        if (p->dirty)
+                (void) persist_save(p);
         return 0;
 }
 
-void persist_dirty(Manager *m) {
+void persist_init(Persist *p, sd_event *event, Client *const *clients, LeaseRegistry *leases,
+                  const ClientContext *client_ctx, const RegionContext *region_ctx) {
+        *p = (Persist) {
+                .event = event,
+                .clients = clients,
+                .leases = leases,
+                .client_ctx = client_ctx,
+                .region_ctx = region_ctx,
+        };
+}
+
+void persist_done(Persist *p) {
+        p->source = sd_event_source_disable_unref(p->source);
+}
+
+void persist_dirty(Persist *p) {
         if (!fdstore_enabled())
                 return;
-        m->state_dirty = true;
-        if (!m->persist_source &&
-            sd_event_add_defer(m->event, &m->persist_source, on_persist, m) >= 0)
-                (void) sd_event_source_set_priority(m->persist_source, SD_EVENT_PRIORITY_IDLE);
-        if (m->persist_source)
-                (void) sd_event_source_set_enabled(m->persist_source, SD_EVENT_ONESHOT);
+        p->dirty = true;
+        if (!p->source &&
+            sd_event_add_defer(p->event, &p->source, on_persist, p) >= 0)
+                (void) sd_event_source_set_priority(p->source, SD_EVENT_PRIORITY_IDLE);
+        if (p->source)
+                (void) sd_event_source_set_enabled(p->source, SD_EVENT_ONESHOT);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -398,8 +412,8 @@ static json_t *read_state(int fd) {
         return json_loadb(buf, (size_t) st.st_size, JSON_REJECT_DUPLICATES, &err);
 }
 
-static Client *find_conn(Manager *m, const char *id) {
-        for (Client *c = m->clients; c && id; c = c->next)
+static Client *find_conn(Persist *p, const char *id) {
+        for (Client *c = (*p->clients); c && id; c = c->next)
                 if (streq(c->store_id, id))
                         return c;
         return NULL;
@@ -429,7 +443,7 @@ static int device_from_json(json_t *j, InventoryDevice *ret) {
         return ret->backend < 0 ? -EBADMSG : 0;
 }
 
-static void restore_conns(Manager *m, json_t *state, Stored *s) {
+static void restore_conns(Persist *p, json_t *state, Stored *s) {
         json_t *e;
         size_t i;
 
@@ -450,7 +464,7 @@ static void restore_conns(Manager *m, json_t *state, Stored *s) {
                 }
                 (void) fd_nonblock(fd, true);
                 /* The kernel still knows who connected: identity as at accept. */
-                r = client_new(m, fd, &c);
+                r = client_new(p->client_ctx, fd, &c);
                 if (r < 0) {
                         log_info_errno(r, "Client of connection %s is gone: %m", id);
                         (void) safe_close(fd);
@@ -469,7 +483,7 @@ static void restore_conns(Manager *m, json_t *state, Stored *s) {
         }
 }
 
-static void restore_leases(Manager *m, json_t *state, Stored *s) {
+static void restore_leases(Persist *p, json_t *state, Stored *s) {
         json_t *e;
         size_t i;
 
@@ -528,7 +542,7 @@ static void restore_leases(Manager *m, json_t *state, Stored *s) {
 
                 /* The same constructor and state machine as every lease: HOLDER_GONE (or
                  * QUARANTINED) until its client's connection is found again. */
-                r = lease_restore(m, id, streq(st, "quarantined"), &d, &holder,
+                r = lease_restore(p->leases, id, streq(st, "quarantined"), &d, &holder,
                                   (uint64_t) json_integer_value(json_object_get(e, "createdUsec")),
                                   conn_id, vfio, &l);
                 if (r < 0) {
@@ -536,10 +550,11 @@ static void restore_leases(Manager *m, json_t *state, Stored *s) {
                         continue;
                 }
                 if (l->state == LEASE_HOLDER_GONE) {
-                        Client *c = find_conn(m, conn_id);
+                        Client *c = find_conn(p, conn_id);
 
-                        if (c)
-                                (void) lease_attach(l, c);
+                        /* A client at its maximum of leases has this one reclaimed. */
+                        if (c && client_add_lease(c, l) >= 0)
+                                lease_attach(l, c, &c->id);
                 }
                 log_info("Restored lease %s on %s (%s).", id, d.address, lease_state_to_string(l->state));
         }
@@ -600,14 +615,14 @@ static void restore_check_mapping(Lease *l, const Region *region, const uint64_t
  * reclaimed) may still write there: the memory goes with that lease and is freed only after
  * its quiesce, as client_free() does for a live client. Otherwise it is reclaimed now, in the
  * records as its client's (stored_holder()). */
-static void restore_conn_region(Manager *m, const char *conn_id, Region *r) {
+static void restore_conn_region(Persist *p, const char *conn_id, Region *r) {
         Client *c;
 
-        c = find_conn(m, conn_id);
+        c = find_conn(p, conn_id);
         if (c && client_add_region(c, r) >= 0)
                 return;
 
-        for (Lease *l = m->leases; l; l = l->next) {
+        for (Lease *l = p->leases->leases; l; l = l->next) {
                 bool held = c ? l->client == c : l->state == LEASE_HOLDER_GONE && conn_id &&
                                                 streq(l->restored_conn, conn_id);
 
@@ -621,14 +636,14 @@ static void restore_conn_region(Manager *m, const char *conn_id, Region *r) {
         region_free(r, "reclaim-after-restart");
 }
 
-static void restore_regions(Manager *m, json_t *state, Stored *s) {
+static void restore_regions(Persist *p, json_t *state, Stored *s) {
         json_t *e;
         size_t i;
 
         json_array_foreach(json_object_get(state, "regions"), i, e) {
                 const char *id = json_string_value(json_object_get(e, "id"));
                 const char *lease_id = json_string_value(json_object_get(e, "lease"));
-                json_t *phys_j = json_object_get(e, "phys"), *p;
+                json_t *phys_j = json_object_get(e, "phys"), *pj;
                 uint64_t size = (uint64_t) json_integer_value(json_object_get(e, "size"));
                 uint64_t hp = (uint64_t) json_integer_value(json_object_get(e, "hugepageSize"));
                 _cleanup_free_ uint64_t *phys = NULL;
@@ -647,8 +662,8 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                 phys = new0(uint64_t, n);
                 if (!phys)
                         continue;
-                json_array_foreach(phys_j, k, p)
-                        phys[k] = (uint64_t) json_integer_value(p);
+                json_array_foreach(phys_j, k, pj)
+                        phys[k] = (uint64_t) json_integer_value(pj);
 
                 (void) snprintf(name, sizeof(name), "pin-%s", id);
                 pin = stored_take(s, name, is_io_uring);      /* only a re-exec passes one */
@@ -656,11 +671,11 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                 memfd = stored_take(s, name, is_memfd);
                 /* Whose it is decides whose charge and records it carries: the lease's holder,
                  * the connection's client, or the client that is gone (stored_holder()). */
-                l = lease_id ? lease_find_by_id(m, lease_id) : NULL;
-                c = l ? NULL : find_conn(m, conn_id);
+                l = lease_id ? lease_find_by_id(p->leases, lease_id) : NULL;
+                c = l ? NULL : find_conn(p, conn_id);
                 holder = l ? l->holder : c ? c->id : stored_holder(state, conn_id);
                 holder.pidfd = -EBADF;
-                q = region_restore(&m->region_ctx, id, memfd, pin, size, hp, phys, n, &holder, &r);
+                q = region_restore(p->region_ctx, id, memfd, pin, size, hp, phys, n, &holder, &r);
                 if (q < 0) {
                         log_error_errno(q, "Cannot restore memory %s: %m", id);
                         (void) fdstore_remove(name);
@@ -673,7 +688,7 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                         log_error("Memory %s moved while the daemon was down; its physical addresses changed.", id);
 
                 if (!l) {
-                        restore_conn_region(m, conn_id, r);
+                        restore_conn_region(p, conn_id, r);
                         continue;
                 }
                 /* The lease's from here on, whatever the state says: never freed here. A
@@ -688,12 +703,12 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
         }
 }
 
-int persist_restore(Manager *m, int *fds, char **names, size_t n) {
-        persist_restore_nosave(m, fds, names, n);
-        return persist_save(m);
+int persist_restore(Persist *p, int *fds, char **names, size_t n) {
+        persist_restore_nosave(p, fds, names, n);
+        return persist_save(p);
 }
 
-void persist_restore_nosave(Manager *m, int *fds, char **names, size_t n) {
+void persist_restore_nosave(Persist *p, int *fds, char **names, size_t n) {
         Stored s = { .n = n };
         json_t *state = NULL;
         json_int_t best = -1;
@@ -727,15 +742,15 @@ void persist_restore_nosave(Manager *m, int *fds, char **names, size_t n) {
         }
 
         if (state) {
-                m->state_generation = (uint64_t) best;
-                restore_conns(m, state, &s);
-                restore_leases(m, state, &s);
-                restore_regions(m, state, &s);
-                for (Client *c = m->clients; c; c = c->next)
+                p->generation = (uint64_t) best;
+                restore_conns(p, state, &s);
+                restore_leases(p, state, &s);
+                restore_regions(p, state, &s);
+                for (Client *c = (*p->clients); c; c = c->next)
                         conn_restored(c->conn);
 
                 /* Leases whose client did not come back: quiesce, then free (the usual order). */
-                for (Lease *l = m->leases, *next; l; l = next) {
+                for (Lease *l = p->leases->leases, *next; l; l = next) {
                         next = l->next;
                         if (l->state == LEASE_HOLDER_GONE) {
                                 log_notice("Reclaiming lease %s on %s: its client is gone.", l->id, l->device.address);

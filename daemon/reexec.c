@@ -152,14 +152,14 @@ static json_t *describe(Manager *m, Kept *k, json_t *transient, uint64_t start) 
                 for (size_t i = 0; r >= 0 && i < c->n_regions; i++)
                         r = add_region(fds, k, c->regions[i]);
         }
-        for (Lease *l = m->leases; r >= 0 && l; l = l->next)
+        for (Lease *l = m->lease_registry.leases; r >= 0 && l; l = l->next)
                 if (l->state == LEASE_ACTIVE || l->state == LEASE_QUARANTINED)
                         r = add_lease(fds, k, l);
         if (r < 0)
                 return NULL;
 
         /* After conn_reexec_save(): no reservation is left that the state cannot describe. */
-        state_fd = persist_state_memfd(m);
+        state_fd = persist_state_memfd(&m->persist);
         if (state_fd < 0 || add_named(fds, k, "state-reexec", state_fd) < 0)
                 return NULL;
         if (keep_fd(m->listen_fd, k) < 0)
@@ -370,7 +370,7 @@ int reexec_restore(Manager *m, int state_fd) {
                 n++;
         }
         log_info("Re-executed: restoring %zu file descriptors handed over by the previous image.", n);
-        persist_restore_nosave(m, fds, (char **) names, n);
+        persist_restore_nosave(&m->persist, fds, (char **) names, n);
 
         conns = json_object_get(j, "conns");
         for (Client *c = m->clients, *next; c; c = next) {
@@ -393,6 +393,6 @@ int reexec_restore(Manager *m, int state_fd) {
 
         /* The fd store still holds the previous image's fds under the same names; the new
          * state replaces the old one, so a later crash restores from here. */
-        (void) persist_save(m);
+        (void) persist_save(&m->persist);
         return 0;
 }

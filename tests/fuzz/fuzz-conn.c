@@ -49,6 +49,7 @@
 #include <systemd/sd-event.h>
 
 #include "client.h"
+#include "dispatch.h"
 #include "fuzz-conn-stubs.h"
 #include "internal/log.h"
 #include "internal/macro.h"
@@ -289,14 +290,14 @@ static void run(const uint8_t *data, size_t size, Ending ending) {
                 fail("sigprocmask() failed: %m");
 
         stub_reset();
-        r = manager_new(config_path(), &m);
+        r = manager_new(config_path(), dispatch_current, &m);
         if (r < 0)
                 fail("manager_new() failed: %s", strerror(-r));
 
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) < 0)
                 fail("socketpair() failed: %m");
         /* The daemon end is what accept4() would have returned. */
-        r = client_new(m, pair[0], &c);
+        r = client_new(&m->client_ctx, pair[0], &c);
         if (r < 0)
                 fail("client_new() failed: %s", strerror(-r));
         cl.fd = pair[1];
