@@ -95,6 +95,19 @@ uint64_t lease_bytes_pinned(const Lease *l) {
 
 static int lease_teardown(Lease *l, const char *reason);
 
+const LeaseBackend lease_backend_vfio = {
+        .open = vfio_device_open,
+        .map = vfio_device_map,
+        .unmap = vfio_device_unmap,
+        .restore_map = vfio_device_restore_map,
+        .quiesce = vfio_device_quiesce,
+        .close = vfio_device_close,
+};
+
+static const LeaseBackend *backend(const LeaseRegistry *reg) {
+        return reg->backend ?: &lease_backend_vfio;
+}
+
 static void lease_emit(const Lease *l, LeaseEvent ev, const char *reason) {
         const LeaseHooks *h = &l->registry->hooks;
 
@@ -180,7 +193,7 @@ int lease_restore(LeaseRegistry *reg, const char *id, bool quarantined, const In
         if (!l) {
                 /* The device is closed, which the kernel answers by clearing Bus Master (the
                  * last close of a VFIO device disables it): no worse than a crash. */
-                vfio_device_close(vfio);
+                backend(reg)->close(vfio);
                 return -ENOMEM;
         }
         *l = (Lease) {
@@ -235,7 +248,7 @@ bool lease_restore_region(Lease *l, Region *r, AddressKind kind, bool retired, b
         }
         /* Every backend keeps a record of what it mapped (the group backend with IOVA 0), so
          * that the unmap at release finds it. */
-        (void) vfio_device_restore_map(l->vfio, r->huge, iova);
+        (void) backend(l->registry)->restore_map(l->vfio, r->huge, iova);
         r->kind = kind;
         r->retired = retired;
         l->regions[l->n_regions++] = r;
@@ -275,7 +288,7 @@ static Lease *lease_free(Lease *l) {
         for (size_t i = 0; i < l->n_adopted; i++)
                 region_drop(l->adopted[i]);
         free(l->adopted);
-        vfio_device_close(l->vfio);
+        backend(l->registry)->close(l->vfio);
         free(l);
         return NULL;
 }
@@ -292,7 +305,7 @@ int lease_activate(Lease *l) {
 
         assert(l->state == LEASE_RESERVED || l->state == LEASE_AUTHORIZING);
 
-        r = vfio_device_open(&l->device, &l->vfio);
+        r = backend(l->registry)->open(&l->device, &l->vfio);
         if (r == -EPROTONOSUPPORT) {
                 /* GET_PA answered ENOTTY (no such command: a kernel before 7.3, or without
                  * iommufd), E2BIG (another struct revision) or EOPNOTSUPP (7.3 built with
@@ -320,7 +333,7 @@ int lease_add_region(Lease *l, Region *r, DmaSegment **ret_segments, size_t *ret
         if (l->n_regions >= NOIOMMU_REGIONS_PER_LEASE_MAX)
                 return -EUSERS;
 
-        k = vfio_device_map(l->vfio, r->huge, ret_segments, ret_n, ret_kind);
+        k = backend(l->registry)->map(l->vfio, r->huge, ret_segments, ret_n, ret_kind);
         if (k == -ENOLINK || k == -ESTALE) {
                 /* GET_PA in the middle of the lease: EOPNOTSUPP means no noiommu page table
                  * is behind the new mapping any more (not "unsupported": the command was
@@ -356,7 +369,7 @@ static void lease_drop_region(Lease *l, size_t index, const char *reason) {
 
         l->regions[index] = l->regions[--l->n_regions];
 
-        k = vfio_device_unmap(l->vfio, r->huge);
+        k = backend(l->registry)->unmap(l->vfio, r->huge);
         if (k < 0)
                 log_warning_errno(k, "Failed to unmap %s from the device's DMA context, ignoring: %m", region_id(r));
         region_free(r, reason);
@@ -413,7 +426,7 @@ static int lease_teardown(Lease *l, const char *reason) {
         bytes = lease_bytes_pinned(l);
 
         /* 1. Stop the device: Bus Master off (read back), then reset if it can. */
-        r = vfio_device_quiesce(l->vfio, &reset);
+        r = backend(l->registry)->quiesce(l->vfio, &reset);
         if (r < 0) {
                 /* The device may still be able to DMA: keep everything pinned and never hand
                  * the device out again until an administrator acts. */
@@ -433,7 +446,7 @@ static int lease_teardown(Lease *l, const char *reason) {
 
         /* 3. Close the device; it is free for the next client. */
         lease_emit(l, LEASE_EVENT_CLOSING, reason);
-        l->vfio = vfio_device_close(l->vfio);
+        l->vfio = backend(l->registry)->close(l->vfio);
         audit_lease_released(&l->holder, l->id, &l->device, reason, bytes, now_usec() - l->created_usec);
         lease_emit(l, LEASE_EVENT_RELEASED, reason);
         lease_free(l);

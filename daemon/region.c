@@ -13,6 +13,15 @@
 #include "internal/macro.h"
 #include "region.h"
 
+const RegionBackend region_backend_hugepage = {
+        .verify = huge_region_verify,
+        .free = huge_region_free,
+};
+
+static const RegionBackend *backend(const RegionContext *ctx) {
+        return ctx->backend ?: &region_backend_hugepage;
+}
+
 int region_new(const RegionContext *ctx, HugeRegion *huge, const ClientIdentity *holder, Region **ret) {
         Region *r;
         int k;
@@ -89,11 +98,11 @@ Region *region_free(Region *r, const char *reason) {
 
         /* Compare the PFNs with those handed out: a difference means a page moved while
          * pinned, or the client punched a hole (the pinned page stayed ours either way). */
-        k = huge_region_verify(r->huge, r->ctx->pagemap_fd);
+        k = backend(r->ctx)->verify(r->huge, r->ctx->pagemap_fd);
         if (k < 0 && k != -ESTALE)
                 log_warning_errno(k, "Failed to re-read physical addresses of %s, ignoring: %m", r->huge->id);
         audit_memory_freed(&r->holder, r->huge, reason, k == -ESTALE);
-        huge_region_free(r->huge);
+        backend(r->ctx)->free(r->huge);
         free(r);
         return NULL;
 }
@@ -102,7 +111,7 @@ Region *region_drop(Region *r) {
         if (!r)
                 return NULL;
         quota_uncharge(&r->charge);
-        huge_region_free(r->huge);
+        backend(r->ctx)->free(r->huge);
         free(r);
         return NULL;
 }
