@@ -96,6 +96,18 @@ int param_get_bool(json_t *params, const char *key, bool *ret) {
         return 0;
 }
 
+int params_get_only_id(Client *c, json_t *params, const char *const *allowed, const char *key,
+                       const char **ret) {
+        const char *k = params_unknown_key(params, allowed);
+
+        if (k)
+                return reply_invalid_parameter(c, k);
+        *ret = param_get_id(params, key);
+        if (!*ret)
+                return reply_invalid_parameter(c, key);
+        return 1;
+}
+
 /* PermissionDenied's reason for a uid-0 client without the capability the action needs. */
 #define REASON_ROOT_WITHOUT_CAPABILITIES "root-without-capabilities"
 

@@ -66,18 +66,16 @@ int method_list_leases(Client *c, json_t *params) {
 
 int method_revoke_lease(Client *c, json_t *params) {
         static const char *const allowed[] = { "lease", "interactive", NULL };
-        const char *k = params_unknown_key(params, allowed), *id;
         char address[NOIOMMU_PCI_ADDRESS_LEN + 1];
         bool interactive = false;
+        const char *id;
         size_t index;
         Lease *l;
         int r;
 
-        if (k)
-                return reply_invalid_parameter(c, k);
-        id = param_get_id(params, "lease");
-        if (!id)
-                return reply_invalid_parameter(c, "lease");
+        r = params_get_only_id(c, params, allowed, "lease", &id);
+        if (r <= 0)
+                return r;
         if (param_get_bool(params, "interactive", &interactive) < 0)
                 return reply_invalid_parameter(c, "interactive");
 

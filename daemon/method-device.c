@@ -339,16 +339,14 @@ int method_acquire_device(Client *c, json_t *params) {
 
 int method_release_device(Client *c, json_t *params) {
         static const char *const allowed[] = { "lease", NULL };
-        const char *k = params_unknown_key(params, allowed), *id;
+        const char *id;
         size_t index;
         Lease *l;
         int r;
 
-        if (k)
-                return reply_invalid_parameter(c, k);
-        id = param_get_id(params, "lease");
-        if (!id)
-                return reply_invalid_parameter(c, "lease");
+        r = params_get_only_id(c, params, allowed, "lease", &id);
+        if (r <= 0)
+                return r;
 
         l = client_find_lease(c, id, &index);
         if (!l)

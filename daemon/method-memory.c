@@ -335,14 +335,13 @@ int method_allocate_memory(Client *c, json_t *params) {
 
 int method_free_memory(Client *c, json_t *params) {
         static const char *const allowed[] = { "memory", NULL };
-        const char *k = params_unknown_key(params, allowed), *id;
+        const char *id;
         size_t index;
+        int r;
 
-        if (k)
-                return reply_invalid_parameter(c, k);
-        id = param_get_id(params, "memory");
-        if (!id)
-                return reply_invalid_parameter(c, "memory");
+        r = params_get_only_id(c, params, allowed, "memory", &id);
+        if (r <= 0)
+                return r;
 
         if (client_find_region(c, id, &index)) {
                 client_free_region(c, index, "free");

@@ -38,6 +38,10 @@ json_t *param_get(json_t *params, const char *key);
 const char *param_get_id(json_t *params, const char *key);
 /* An optional boolean parameter: absent or null leaves *ret alone. */
 int param_get_bool(json_t *params, const char *key, bool *ret);
+/* The first step of the methods that act on one id (key): no unknown parameter, a valid id.
+ * Returns 1 with *ret, or 0 when InvalidParameter was answered. */
+int params_get_only_id(Client *c, json_t *params, const char *const *allowed, const char *key,
+                       const char **ret);
 
 /* Authorization step shared by all handlers (dispatch.c). action must be the method table's
  * polkit action for the current method (checked). Returns 1 to go on and act, 0 when the
