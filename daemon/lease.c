@@ -271,6 +271,19 @@ int lease_adopt_region(Lease *l, Region *r) {
         return 0;
 }
 
+int lease_keep_unrestored(Lease *l, const char *region_id) {
+        char (*a)[NOIOMMU_ID_LEN + 1];
+
+        assert(noiommu_id_is_valid(region_id));
+
+        a = realloc(l->unrestored, sizeof(*a) * (l->n_unrestored + 1));
+        if (!a)
+                return -ENOMEM;
+        l->unrestored = a;
+        memcpy(l->unrestored[l->n_unrestored++], region_id, NOIOMMU_ID_LEN + 1);
+        return 0;
+}
+
 static void lease_free_adopted(Lease *l, const char *reason) {
         for (size_t i = 0; i < l->n_adopted; i++)
                 region_free(l->adopted[i], reason);
@@ -288,6 +301,7 @@ static Lease *lease_free(Lease *l) {
         for (size_t i = 0; i < l->n_adopted; i++)
                 region_drop(l->adopted[i]);
         free(l->adopted);
+        free(l->unrestored);
         backend(l->registry)->close(l->vfio);
         free(l);
         return NULL;

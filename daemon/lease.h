@@ -126,6 +126,12 @@ typedef struct Lease {
          * address: kept pinned until this device is quiesced. */
         Region **adopted;
         size_t n_adopted;
+        /* Memory mapped for this noiommu device that could not be restored after a restart
+         * (lease_keep_unrestored()): its "mem-<id>" stays in the fd store, which keeps the
+         * pages allocated, until the device is closed after its quiesce (LEASE_EVENT_CLOSING,
+         * persist.c). Not persisted: a second restart before then drops it. */
+        char (*unrestored)[NOIOMMU_ID_LEN + 1];
+        size_t n_unrestored;
         uint64_t created_usec;
         /* HOLDER_GONE only: the fd-store id of the connection that held it before the restart,
          * so that the client's other memory can be kept with the lease until its quiesce. */
@@ -202,6 +208,11 @@ void lease_free_region(Lease *l, size_t index);
 /* Takes back a region lease_add_region() just mapped, before its addresses reached anyone (the
  * grant was refused): unmapped and freed at once, audited with reason. */
 void lease_withdraw_region(Lease *l, Region *r, const char *reason);
+
+/* Notes memory (by id) this lease's device may have been told about but that could not be
+ * restored (see "unrestored" above). -ENOMEM: the caller must then keep the store entry for the
+ * daemon's lifetime. */
+int lease_keep_unrestored(Lease *l, const char *region_id);
 
 /* Takes r over until the lease ends (see "adopted" above). */
 int lease_adopt_region(Lease *l, Region *r);

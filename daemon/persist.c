@@ -121,6 +121,13 @@ static void persist_forget_lease(Persist *p, const Lease *l) {
                 (void) snprintf(name, sizeof(name), "lease-%s-%s", l->id, kinds[i]);
                 (void) fdstore_remove(name);
         }
+        /* Memory that could not be restored, held by the store until now (after the quiesce). */
+        for (size_t i = 0; i < l->n_unrestored; i++) {
+                char name[64];
+
+                (void) snprintf(name, sizeof(name), "mem-%s", l->unrestored[i]);
+                (void) fdstore_remove(name);
+        }
         persist_dirty(p);
 }
 
@@ -610,6 +617,21 @@ static void restore_check_mapping(Lease *l, const Region *region, const uint64_t
                           l->device.backend == BACKEND_CDEV_NOIOMMU ? "GET_PA and pagemap" : "pagemap");
 }
 
+/* Memory mapped for a noiommu lease that could not be restored (its memfd is not what the
+ * state says, or cannot be pinned again): nothing the daemon says about the lease can be
+ * vouched for, so it is quarantined, and the store keeps the memfd until an administrator's
+ * revoke has quiesced the device (persist_forget_lease()). */
+static void restore_keep_unrestorable(Lease *l, const char *id, int error) {
+        if (lease_keep_unrestored(l, id) < 0)
+                log_error("Out of memory tracking %s of lease %s: its fd store entry stays until the daemon stops.",
+                          id, l->id);
+        if (l->state == LEASE_ACTIVE || l->state == LEASE_HOLDER_GONE) {
+                log_error_errno(error, "Lease %s on %s: memory %s cannot be restored (%m); quarantining the lease.",
+                                l->id, l->device.address, id);
+                lease_quarantine(l, error, "memory-unrestorable");
+        }
+}
+
 /* Memory the client allocated without a lease. If its connection is back, it is the
  * connection's again. If not, a noiommu device of the same client (restored, not yet
  * reclaimed) may still write there: the memory goes with that lease and is freed only after
@@ -678,7 +700,12 @@ static void restore_regions(Persist *p, json_t *state, Stored *s) {
                 q = region_restore(p->region_ctx, id, memfd, pin, size, hp, phys, n, &holder, &r);
                 if (q < 0) {
                         log_error_errno(q, "Cannot restore memory %s: %m", id);
-                        (void) fdstore_remove(name);
+                        /* A noiommu device may have been told this memory's addresses: the
+                         * store's copy keeps its pages out of the pool until the quiesce. */
+                        if (l && lease_is_noiommu(l))
+                                restore_keep_unrestorable(l, id, q);
+                        else
+                                (void) fdstore_remove(name);
                         continue;
                 }
                 if (q > 0)

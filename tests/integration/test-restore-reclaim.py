@@ -9,6 +9,10 @@ daemon runs under fdstore_manager.FdStoreManager with the vfio mock, as test-res
   a2. a stored state with more mapped memory for a lease than a lease may have (65 regions, the
       extra ones re-opened copies of the client's own memfd): nothing of it is unpinned, unmapped
       or closed at restore; it goes only after the device is quiesced;
+  a3. memory mapped for a noiommu lease that cannot be restored (the stored state no longer
+      matches its memfd) is not given back to the hugepage pool: the lease is quarantined
+      (LEASE_BROKEN, memory-unrestorable) and the fd store keeps the memfd, and so the pages,
+      until a RevokeLease has quiesced the device;
   b.  memory reclaimed because its client is gone is recorded as that client's (its uid), never
       as UID 0 (identity.h: an unset uid that stayed 0 is how CVE-2021-3560 happened).
 
@@ -148,6 +152,52 @@ def run_a2(env, mgr, D, free0):
                      5, lambda: R.describe_store(mgr))
 
 
+def run_a3(env, mgr, D, free0):
+    with env.subtest("a3. memory of a noiommu lease that cannot be restored stays taken until a "
+                     "revoke quiesces the device"):
+        log_ = env.mock_log
+        dev = D.CDEV_NOIOMMU_DEV
+        c = env.connect(uid=H.ALLOWED_UID)
+        acq, dfd = D.acquire(c, dev)
+        lease = acq["lease"]
+        mem, mfd = D.allocate_leased(c, lease, HP, "physical")
+        R.wait_until(lambda: R.mem_names(mgr, mem["memory"]) and
+                     any(n.startswith("lease-" + lease) for n in mgr.names()), 5,
+                     lambda: R.describe_store(mgr))
+        R.kill9(env, mgr)
+        os.close(mfd)           # from now on only the store (and the daemon) hold the pages
+        _, state = stored_state(mgr)
+        for r in state["regions"]:
+            if r["id"] == mem["memory"]:
+                r["size"] *= 2  # no longer what the memfd is: the restore refuses it
+        state["generation"] += 1
+        inject_state(mgr, state)
+
+        mark = log_.mark()
+        R.restart(env, mgr)
+        env.wait_journal("LEASE_BROKEN", NOIOMMUD_LEASE_ID=lease, NOIOMMUD_REASON="memory-unrestorable")
+        time.sleep(0.3)         # the store drops its copy asynchronously
+        assert H.hugepages_free() == free0 - 1, \
+            "memory a noiommu device may reach went back to the pool: HugePages_Free %d" % H.hugepages_free()
+        assert not log_.find("clear_bme", since=mark), log_.describe(mark)
+
+        # The store's copy is what keeps the pages: it goes only once the device is quiesced.
+        stored = "mem-" + mem["memory"]
+        assert stored in mgr.names() and not [x for x in mgr.removed if x[1] == stored], \
+            "the store's copy of unrestorable memory was dropped: %s" % R.describe_store(mgr)
+        other = env.connect(uid=H.ALLOWED_UID)
+        mark = log_.mark()
+        other.call_ok(R.REVOKE, {"lease": lease})
+        D.order(log_, mark, ("clear_bme", {"dev": dev}), ("reset", {"dev": dev}))
+        R.wait_until(lambda: stored not in mgr.names(), 5, lambda: R.describe_store(mgr))
+        other.close()
+        os.close(dfd)
+        c.close()
+        wait_pages(free0, "pages back after the revoke")
+        R.wait_until(lambda: not any(n.startswith("mem-") or n.startswith("lease-") for n in mgr.names()),
+                     5, lambda: R.describe_store(mgr))
+
+
 def run_b(env, mgr, D, free0):
     with env.subtest("b. memory reclaimed after a restart is recorded as its client's, not UID 0"):
         c = env.connect(uid=H.ALLOWED_UID)
@@ -181,6 +231,7 @@ def main():
             free0 = H.hugepages_free()
             run_a1(env, mgr, D, free0)
             run_a2(env, mgr, D, free0)
+            run_a3(env, mgr, D, free0)
             run_b(env, mgr, D, free0)
             mgr.stop()
         finally:
