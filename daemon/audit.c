@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sysmacros.h>
-#include <time.h>
 #include <unistd.h>
 
 #define SD_JOURNAL_SUPPRESS_LOCATION 1
@@ -18,25 +17,15 @@
 #include "audit.h"
 #include "config.h"
 #include "internal/log.h"
+#include "internal/time-util.h"
+#include "linux-audit.h"
 #include "msgid.h"
 
 static bool audit_failure_log;
 
-#if HAVE_LIBAUDIT
-#include <libaudit.h>
-static int audit_fd = -EBADF;
-#define AUDIT_USER_ACCT_TYPE AUDIT_USER_ACCT
-#define AUDIT_DEV_ALLOC_TYPE AUDIT_DEV_ALLOC
-#define AUDIT_DEV_DEALLOC_TYPE AUDIT_DEV_DEALLOC
-#else
-#define AUDIT_USER_ACCT_TYPE 0
-#define AUDIT_DEV_ALLOC_TYPE 0
-#define AUDIT_DEV_DEALLOC_TYPE 0
-#endif
-
 /* At most this many anomaly records per interval; the rest are counted and summarized. */
 #define ANOMALY_BURST 50
-#define ANOMALY_INTERVAL_USEC (10ULL * 1000000ULL)
+#define ANOMALY_INTERVAL_USEC (10 * USEC_PER_SEC)
 
 static const char *const audit_result_table[_AUDIT_RESULT_MAX] = {
         [AUDIT_RESULT_AUTHORIZED] = "authorized",
@@ -45,57 +34,47 @@ static const char *const audit_result_table[_AUDIT_RESULT_MAX] = {
         [AUDIT_RESULT_ERROR] = "error",
 };
 
-const char *audit_result_to_string(AuditResult r) {
+static const char *audit_result_to_string(AuditResult r) {
         if (r < 0 || r >= _AUDIT_RESULT_MAX)
                 return NULL;
         return audit_result_table[r];
 }
 
 void audit_setup(bool failure_log) {
+        int r;
+
         audit_failure_log = failure_log;
-#if HAVE_LIBAUDIT
-        audit_fd = audit_open();
-        if (audit_fd < 0) {
-                int e = errno;
-                if (e == EPROTONOSUPPORT || e == EAFNOSUPPORT || e == EINVAL || e == ECONNREFUSED)
-                        log_info("Linux audit is not available, writing journal records only.");
-                else
-                        log_warning_errno(e, "Failed to open the audit socket, writing journal records only: %m");
-                audit_fd = -EBADF;
-        }
-#else
-        log_debug("Built without libaudit, writing journal records only.");
-#endif
+        r = linux_audit_open();
+        if (r == -EOPNOTSUPP)
+                log_debug("Built without libaudit, writing journal records only.");
+        else if (r == -EPROTONOSUPPORT || r == -EAFNOSUPPORT || r == -EINVAL || r == -ECONNREFUSED)
+                log_info("Linux audit is not available, writing journal records only.");
+        else if (r < 0)
+                log_warning_errno(r, "Failed to open the audit socket, writing journal records only: %m");
 }
 
 void audit_shutdown(void) {
-#if HAVE_LIBAUDIT
-        if (audit_fd >= 0)
-                audit_close(audit_fd);
-        audit_fd = -EBADF;
-#endif
+        linux_audit_close();
 }
 
 /* Sends one Linux audit record. Returns 0 when it was written or audit is not available here
  * (no socket, or ECONNREFUSED: a user namespace, which sudo also treats as "not configured"),
  * and the negative errno when audit is available but refused it. */
-static int linux_audit_send(int type, const char *msg, bool ok) {
-#if HAVE_LIBAUDIT
-        if (audit_fd < 0 || type == 0)
+static int linux_audit_send(LinuxAuditType type, const char *msg, bool ok) {
+        int r;
+
+        if (!linux_audit_is_open())
                 return 0;
-        if (audit_log_user_message(audit_fd, type, msg, NULL, NULL, NULL, ok ? 1 : 0) > 0)
+        r = linux_audit_log(type, msg, ok);
+        if (r >= 0)
                 return 0;
-        int e = errno ?: EIO;
-        if (e == ECONNREFUSED) {
+        if (r == -ECONNREFUSED) {
                 log_debug("Audit record refused (user namespace?), ignoring.");
                 return 0;
         }
-        log_warning_errno(e, "Failed to write audit record%s: %m",
+        log_warning_errno(r, "Failed to write audit record%s: %m",
                           !ok || audit_failure_log ? ", ignoring" : ", refusing the grant (auditFailure=deny)");
-        return -e;
-#else
-        return 0;
-#endif
+        return r;
 }
 
 /* A grant's record could not be written: under "deny" it is not granted. */
@@ -104,15 +83,14 @@ static bool audit_refuses(int r, bool ok) {
 }
 
 /* The client's containment as Linux audit fields. The cgroup path and unit can carry names the
- * client chose (below a delegation boundary), so they go through audit_encode_nv_string(),
- * which hex-encodes a value with spaces, quotes or control characters; the rest are numbers
- * and hex digits. */
+ * client chose (below a delegation boundary), so they go through linux_audit_encode_field(),
+ * which hex-encodes a value with spaces, quotes or control characters, and are left out when it
+ * cannot (no libaudit); the rest are numbers and hex digits. */
 static void linux_audit_client_fields(const ClientIdentity *c, char *buf, size_t size) {
         size_t o = 0;
         int k;
 
         buf[0] = 0;
-#if HAVE_LIBAUDIT
         for (size_t i = 0; i < 2; i++) {
                 const char *name = i == 0 ? "cgroup" : "unit";
                 const char *value = i == 0 ? c->cgroup : c->unit;
@@ -120,7 +98,7 @@ static void linux_audit_client_fields(const ClientIdentity *c, char *buf, size_t
 
                 if (!value[0])
                         continue;
-                enc = audit_encode_nv_string(name, value, 0);
+                enc = linux_audit_encode_field(name, value);
                 if (!enc)
                         continue;
                 k = snprintf(buf + o, size - o, " %s", enc);
@@ -129,7 +107,6 @@ static void linux_audit_client_fields(const ClientIdentity *c, char *buf, size_t
                         return;
                 o += (size_t) k;
         }
-#endif
         k = snprintf(buf + o, size - o, " container_id=%s nspid=%i userns=%" PRIu64 " userns_owner=%i capeff=%016" PRIx64,
                      c->container_id[0] ? c->container_id : "none", (int) c->nspid, c->userns_ino,
                      c->userns_owner == (uid_t) -1 ? -1 : (int) c->userns_owner,
@@ -146,7 +123,7 @@ static int linux_audit_acct(const ClientIdentity *c, const char *action, bool ok
         linux_audit_client_fields(c, fields, sizeof(fields));
         (void) snprintf(msg, sizeof(msg), "op=authorize action=%s reason=%s spid=%i suid=%u%s",
                         action, reason ?: "none", (int) c->pid, (unsigned) c->uid, fields);
-        return linux_audit_send(AUDIT_USER_ACCT_TYPE, msg, ok);
+        return linux_audit_send(LINUX_AUDIT_USER_ACCT, msg, ok);
 }
 
 /* Without a journal (a machine or container without journald), the records would be lost:
@@ -160,15 +137,8 @@ static void mirror(int priority, const char *msg) {
                 (void) log_full_errno(priority, 0, "%s", msg);
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
-}
-
 typedef struct RateLimit {
-        uint64_t begin;
+        usec_t begin;
         unsigned n;
         unsigned suppressed;
 } RateLimit;
@@ -176,12 +146,12 @@ typedef struct RateLimit {
 /* Returns true if this record may be written; reports suppressed counts when a new interval
  * starts. */
 static bool ratelimit_test(RateLimit *rl, const char *what) {
-        uint64_t t = now_usec();
+        usec_t t = now_usec(CLOCK_MONOTONIC);
 
         if (rl->begin == 0 || t - rl->begin > ANOMALY_INTERVAL_USEC) {
                 if (rl->suppressed > 0)
                         log_warning("Suppressed %u %s records in the last %llu s.", rl->suppressed,
-                                    what, ANOMALY_INTERVAL_USEC / 1000000ULL);
+                                    what, (unsigned long long) (ANOMALY_INTERVAL_USEC / USEC_PER_SEC));
                 rl->begin = t;
                 rl->n = 0;
                 rl->suppressed = 0;
@@ -456,7 +426,7 @@ void audit_limit_exceeded(const ClientIdentity *c, const char *limit) {
         "NOIOMMUD_NODE=%s", (d)->node_name,                                             \
         "NOIOMMUD_NODE_RDEV=%u:%u", major((d)->rdev), minor((d)->rdev)
 
-static int linux_audit_dev(int type, const ClientIdentity *c, const char *op, const char *lease_id,
+static int linux_audit_dev(LinuxAuditType type, const ClientIdentity *c, const char *op, const char *lease_id,
                            const InventoryDevice *d, const char *reason, bool ok) {
         char msg[4096], fields[3072];
 
@@ -474,7 +444,7 @@ int audit_lease_granted(const ClientIdentity *c, const char *lease_id, const Inv
         char msg[512];
         int r;
 
-        r = linux_audit_dev(AUDIT_DEV_ALLOC_TYPE, c, "lease-grant", lease_id, d, "grant", true);
+        r = linux_audit_dev(LINUX_AUDIT_DEV_ALLOC, c, "lease-grant", lease_id, d, "grant", true);
         if (audit_refuses(r, true))
                 return -EIO;    /* the caller ends the lease; its release is recorded instead */
 
@@ -531,7 +501,7 @@ void audit_lease_released(const ClientIdentity *c, const char *lease_id, const I
                                "NOIOMMUD_DURATION_USEC=%" PRIu64, duration_usec,
                                NULL);
         mirror(LOG_INFO, msg);
-        (void) linux_audit_dev(AUDIT_DEV_DEALLOC_TYPE, c, "lease-release", lease_id, d, reason, true);
+        (void) linux_audit_dev(LINUX_AUDIT_DEV_DEALLOC, c, "lease-release", lease_id, d, reason, true);
 }
 
 void audit_quiesce_failed(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
@@ -551,7 +521,7 @@ void audit_quiesce_failed(const ClientIdentity *c, const char *lease_id, const I
                                "NOIOMMUD_MEM_BYTES=%" PRIu64, bytes_kept,
                                NULL);
         mirror(LOG_CRIT, msg);
-        (void) linux_audit_dev(AUDIT_DEV_DEALLOC_TYPE, c, "lease-quarantine", lease_id, d, "quiesce-failed", false);
+        (void) linux_audit_dev(LINUX_AUDIT_DEV_DEALLOC, c, "lease-quarantine", lease_id, d, "quiesce-failed", false);
 }
 
 void audit_lease_broken(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
@@ -572,7 +542,7 @@ void audit_lease_broken(const ClientIdentity *c, const char *lease_id, const Inv
                                "NOIOMMUD_MEM_BYTES=%" PRIu64, bytes_kept,
                                NULL);
         mirror(LOG_CRIT, msg);
-        (void) linux_audit_dev(AUDIT_DEV_DEALLOC_TYPE, c, "lease-quarantine", lease_id, d, "addresses-untrusted", false);
+        (void) linux_audit_dev(LINUX_AUDIT_DEV_DEALLOC, c, "lease-quarantine", lease_id, d, "addresses-untrusted", false);
 }
 
 void audit_lease_refused(const ClientIdentity *c, const InventoryDevice *d, int error, const char *why) {

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Audit trail: one structured journal record per authorization decision and per memory grant
- * and free, each with its own MESSAGE_ID (msgid.h, explained in policy/noiommud.catalog), and a
- * Linux audit record (AUDIT_USER_ACCT) per authorization decision when libaudit is built in and
- * the kernel accepts it.
+ * Audit trail: one structured journal record per authorization decision, per memory grant and
+ * free and per device lease event, each with its own MESSAGE_ID (msgid.h, explained in
+ * policy/noiommud.catalog), and a Linux audit record when libaudit is built in and the kernel
+ * accepts it (linux-audit.h): AUDIT_USER_ACCT per authorization decision, AUDIT_DEV_ALLOC per
+ * device lease granted, AUDIT_DEV_DEALLOC per lease ended or quarantined.
  *
  * journald adds _PID/_UID/... itself, but those describe the daemon. The client is always named
  * explicitly in NOIOMMUD_CLIENT_* fields (security.md §9).
@@ -22,8 +23,6 @@ typedef enum AuditResult {
         _AUDIT_RESULT_MAX,
         _AUDIT_RESULT_INVALID = -EINVAL,
 } AuditResult;
-
-const char *audit_result_to_string(AuditResult r);
 
 /* Opens the Linux audit netlink socket, if libaudit is built in. Failure is not fatal:
  * ECONNREFUSED (user namespace) or EPROTONOSUPPORT (no CONFIG_AUDIT) mean "no audit here", and

@@ -276,10 +276,6 @@ int dispatch_current(Client *c) {
                 conn_protocol_violation(c->conn, "parameters is not an object");
                 return 0;
         }
-        v = json_object_get(msg, "upgrade");
-        if (v && !json_is_false(v))
-                return conn_reply_error(c->conn, VARLINK_ERROR_INVALID_PARAMETER,
-                                        json_pack("{s:s}", "parameter", "upgrade"));
         for (const char *const *flag = (const char *const[]) { "oneway", "more", NULL }; *flag; flag++) {
                 v = json_object_get(msg, *flag);
                 if (v && !json_is_boolean(v)) {
@@ -287,6 +283,18 @@ int dispatch_current(Client *c) {
                         return 0;
                 }
         }
+        /* Varlink: with "oneway" the server "must adhere to the instruction" to suppress its
+         * reply, so that the client can pair the next reply with its next call
+         * (https://varlink.org/Method-Call). So it is set before anything below can answer:
+         * every reply and error of this request, unknown method or interface and refused
+         * upgrade included, is then dropped by conn_reply*(). */
+        c->conn->current_oneway = json_is_true(json_object_get(msg, "oneway"));
+        c->conn->current_more = json_is_true(json_object_get(msg, "more"));
+
+        v = json_object_get(msg, "upgrade");
+        if (v && !json_is_false(v))
+                return conn_reply_error(c->conn, VARLINK_ERROR_INVALID_PARAMETER,
+                                        json_pack("{s:s}", "parameter", "upgrade"));
 
         method = method_find(name);
         if (!method) {
@@ -299,11 +307,13 @@ int dispatch_current(Client *c) {
                                                                      : strlen(name)));
         }
 
-        c->conn->current_more = json_is_true(json_object_get(msg, "more"));
-        if (json_is_true(json_object_get(msg, "oneway"))) {
-                if (method->flags & METHOD_SENDS_FDS)
-                        return reply_invalid_parameter(c, "oneway");
-                c->conn->current_oneway = true;
+        /* A grant nobody reads back would be pinned memory or a device fd the client can never
+         * name: a oneway AllocateMemory or AcquireDevice does nothing at all, and (oneway)
+         * says nothing. */
+        if (c->conn->current_oneway && (method->flags & METHOD_SENDS_FDS)) {
+                log_debug("Ignoring oneway %s from UID %u: its reply would carry fds.", name,
+                          (unsigned) c->id.uid);
+                return reply_invalid_parameter(c, "oneway");
         }
 
         current_method = method;

@@ -44,7 +44,7 @@ static long sys_io_uring_register(int fd, unsigned op, const void *arg, unsigned
 }
 
 int hugepage_sizes(uint64_t *ret_sizes, size_t max, size_t *ret_n) {
-        DIR *d;
+        _cleanup_(closedirp) DIR *d = NULL;
         struct dirent *de;
         size_t n = 0;
 
@@ -60,7 +60,6 @@ int hugepage_sizes(uint64_t *ret_sizes, size_t max, size_t *ret_n) {
                 if (n < max)
                         ret_sizes[n++] = (uint64_t) kb * 1024;
         }
-        (void) closedir(d);
 
         /* ascending, so the smallest size comes first */
         for (size_t i = 1; i < n; i++)
@@ -92,7 +91,7 @@ int hugepage_default_size(uint64_t *ret) {
 int hugepage_size_supported(uint64_t hugepage_size) {
         /* The sizes a kernel offers are fixed at boot (hstates are set up then), so read them
          * once instead of on every request. */
-        static uint64_t sizes[8];
+        static uint64_t sizes[NOIOMMU_HUGEPAGE_SIZES_MAX];
         static size_t n;
         static bool loaded;
         int r;
@@ -236,15 +235,20 @@ static void unpin(int fd) {
         (void) safe_close(fd);
 }
 
+#define BITS_PER_ULONG (8 * sizeof(unsigned long))
+
 static int set_node_policy(int numa_node) {
-        unsigned long mask[16] = {};
+        unsigned long mask[NOIOMMU_NUMA_NODE_MAX / BITS_PER_ULONG + 1] = {};
 
         if (numa_node < 0)
                 return (int) syscall(SYS_set_mempolicy, MPOL_DEFAULT, NULL, 0);
-        if ((size_t) numa_node >= sizeof(mask) * 8)
+        if (numa_node > NOIOMMU_NUMA_NODE_MAX)
                 return -EINVAL;
-        mask[numa_node / (8 * sizeof(unsigned long))] |= 1UL << (numa_node % (8 * sizeof(unsigned long)));
-        if (syscall(SYS_set_mempolicy, MPOL_BIND, mask, sizeof(mask) * 8) < 0)
+        mask[numa_node / BITS_PER_ULONG] |= 1UL << (numa_node % BITS_PER_ULONG);
+        /* maxnode is one more than the bits to read: mm/mempolicy.c get_nodes() starts with
+         * --maxnode (libnuma passes size + 1 for the same reason). Passing the bit count itself
+         * would drop the last node of the mask. */
+        if (syscall(SYS_set_mempolicy, MPOL_BIND, mask, NOIOMMU_NUMA_NODE_MAX + 2) < 0)
                 return negative_errno();
         return 0;
 }

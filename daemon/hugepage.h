@@ -32,6 +32,15 @@
  * about 3 s, well inside the unit's 30 s watchdog. */
 #define NOIOMMU_ALLOC_SIZE_MAX (UINT64_C(64) << 30)
 
+/* Highest NUMA node a request may name ("numaNode"). 1024 nodes is x86-64's most
+ * (CONFIG_NODES_SHIFT <= 10, as with MAXSMP); the nodemask given to set_mempolicy() has one bit
+ * for each node up to this. dispatch.c validates requests against it. */
+#define NOIOMMU_NUMA_NODE_MAX 1023
+
+/* Most hugepage sizes one kernel offers. Today's maximum is 4 (arm64 with 4 KiB pages: 64 KiB,
+ * 2 MiB, 32 MiB, 1 GiB); x86-64 has 2. Arrays for hugepage_sizes() have this many entries. */
+#define NOIOMMU_HUGEPAGE_SIZES_MAX 8
+
 typedef struct DmaSegment {
         uint64_t offset;
         uint64_t length;
@@ -50,7 +59,8 @@ typedef struct HugeRegion {
         uint64_t *phys;               /* physical address of each hugepage */
 } HugeRegion;
 
-/* Hugepage sizes the kernel offers (from /sys/kernel/mm/hugepages), ascending. */
+/* Hugepage sizes the kernel offers (from /sys/kernel/mm/hugepages), ascending; at most max of
+ * them (NOIOMMU_HUGEPAGE_SIZES_MAX holds all), further ones are left out. */
 int hugepage_sizes(uint64_t *ret_sizes, size_t max, size_t *ret_n);
 
 /* The default hugepage size (Hugepagesize in /proc/meminfo). */

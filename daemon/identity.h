@@ -21,7 +21,7 @@
 
 #define CLIENT_CGROUP_MAX 1024          /* longer paths are cut and marked with cgroup_truncated */
 #define CLIENT_CONTAINER_ID_MAX 64      /* 64 lower-case hex digits */
-#define CLIENT_UNIT_MAX 256
+#define CLIENT_UNIT_MAX 256             /* systemd's UNIT_NAME_MAX (unit-name.h), NUL included */
 
 /* Capabilities the daemon asks about (linux/capability.h numbers). */
 #define CLIENT_CAP_SYS_RAWIO 17

@@ -75,8 +75,6 @@ Backend backend_from_string(const char *s) {
         return _BACKEND_INVALID;
 }
 
-DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(DIR *, closedir);
-
 /* Opens "path" relative to root_fd with root_fd acting as "/" for every component, symlinks
  * included. Kernels before 5.6 and seccomp filters that predate openat2() (which answer ENOSYS
  * or EPERM) get plain openat(): in production root is "/", where there is nothing to escape to,
@@ -255,12 +253,6 @@ static int noiommu_parameter_at(int root_fd) {
         return -EBADMSG;
 }
 
-static int noiommu_enabled_at(int root_fd) {
-        int r = noiommu_parameter_at(root_fd);
-
-        return r == -ENOENT ? 0 : r;
-}
-
 /* Whether root/path exists (as anything: class entries are links). */
 static int exists_in_root(int root_fd, const char *path) {
         _cleanup_close_ int fd = -EBADF;
@@ -271,17 +263,6 @@ static int exists_in_root(int root_fd, const char *path) {
         if (fd < 0)
                 return fd;
         return 1;
-}
-
-int inventory_noiommu_enabled(const char *root) {
-        _cleanup_close_ int root_fd = -EBADF;
-
-        assert(root);
-
-        root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (root_fd < 0)
-                return negative_errno();
-        return noiommu_enabled_at(root_fd);
 }
 
 /* What the scan learns once, for all devices: the kernel-wide markers of linux-7.3.md

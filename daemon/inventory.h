@@ -34,6 +34,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "noiommu/protocol.h"
+
 typedef enum Backend {
         BACKEND_CDEV_NOIOMMU,
         BACKEND_CDEV_IOMMU,
@@ -53,7 +55,7 @@ typedef struct InventoryCandidate {
 } InventoryCandidate;
 
 typedef struct InventoryDevice {
-        char address[13];            /* "0000:01:00.0" */
+        char address[NOIOMMU_PCI_ADDRESS_LEN + 1];      /* "0000:01:00.0" */
         uint16_t vendor_id;
         uint16_t device_id;
         char driver[64];             /* basename of the driver link */
@@ -81,12 +83,6 @@ typedef struct InventoryDevice {
  * VFIO device under the PCI function, so this admits variant drivers such as mlx5_vfio_pci;
  * on kernels without VFIO_DEVICE_CDEV a variant driver is therefore not listed). */
 int inventory_scan(const char *root, InventoryDevice **ret);
-
-/* Whether noiommu mode is enabled at all: root/sys/module/vfio/parameters/
- * enable_unsafe_noiommu_mode reads "Y". A missing file means CONFIG_VFIO_NOIOMMU is not built.
- * Returns 1 if enabled, 0 if not (or not built), -EBADMSG for any other content, or a negative
- * errno if it cannot be read. */
-int inventory_noiommu_enabled(const char *root);
 
 /* Whether the kernel below root can serve noiommu devices now, from the kernel-wide markers only
  * (module parameter, /dev/vfio/vfio's misc device, class vfio). Returns 1, or 0 with

@@ -115,9 +115,10 @@ int method_monitor(Client *c, json_t *params) {
                 return reply_invalid_parameter(c, k);
         if (param_get_bool(params, "interactive", &interactive) < 0)
                 return reply_invalid_parameter(c, "interactive");
-        /* A stream needs a caller that expects more than one reply. */
-        if (!c->conn->current_more)
-                return reply_invalid_parameter(c, "more");
+        /* A stream needs a caller that expects more than one reply (a oneway caller expects
+         * none): Varlink's org.varlink.service.ExpectedMore. */
+        if (!c->conn->current_more || c->conn->current_oneway)
+                return conn_reply_error(c->conn, VARLINK_ERROR_EXPECTED_MORE, NULL);
 
         r = authorize(c, ACTION_MANAGE, NULL, interactive, CLIENT_CAP_SYS_ADMIN);
         if (r <= 0)

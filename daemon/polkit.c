@@ -14,11 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "audit.h"
+#include "internal/list.h"
 #include "internal/log.h"
 #include "internal/macro.h"
+#include "internal/strv.h"
+#include "internal/time-util.h"
 #include "polkit.h"
 
 typedef enum PolkitVerdict {
@@ -33,7 +35,7 @@ typedef enum PolkitVerdict {
 
 typedef struct DenialWindow {
         uid_t uid;
-        uint64_t begin;                 /* 0: slot unused */
+        usec_t begin;                   /* 0: slot unused */
         unsigned n;                     /* "no" answers in this window */
         unsigned refused;               /* checks refused without asking, for the summary */
 } DenialWindow;
@@ -41,7 +43,7 @@ typedef struct DenialWindow {
 struct Polkit {
         sd_event *event;
         sd_bus *bus;
-        PolkitQuery *pending;           /* list of queries waiting for polkitd */
+        LIST_HEAD(PolkitQuery, pending); /* queries waiting for polkitd */
         unsigned n_pending;
         uint64_t counter;               /* for cancellation ids */
         DenialWindow denials[NOIOMMU_POLKIT_DENIAL_UIDS];
@@ -49,7 +51,7 @@ struct Polkit {
 
 struct PolkitQuery {
         Polkit *polkit;
-        PolkitQuery *next, *prev;       /* in polkit->pending while verdict is PENDING */
+        LIST_FIELDS(PolkitQuery, pending); /* in polkit->pending while verdict is PENDING */
         sd_bus_slot *slot;
         ClientIdentity id;              /* copy; the pidfd is borrowed from the connection */
         char *action;
@@ -59,51 +61,10 @@ struct PolkitQuery {
         const char *reason;             /* static POLKIT_REASON_* */
         char *error_name;
         char cancel_id[64];
-        uint64_t sent_usec;
+        usec_t sent_usec;
         polkit_done_t done;
         void *userdata;
 };
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
-}
-
-static void strv_free(char **l) {
-        for (char **i = l; i && *i; i++)
-                free(*i);
-        free(l);
-}
-
-static char **strv_copy(char **l) {
-        size_t n = 0;
-        char **c;
-
-        while (l && l[n])
-                n++;
-        c = new0(char *, n + 1);
-        if (!c)
-                return NULL;
-        for (size_t i = 0; i < n; i++) {
-                c[i] = strdup(l[i]);
-                if (!c[i]) {
-                        strv_free(c);
-                        return NULL;
-                }
-        }
-        return c;
-}
-
-static bool strv_equal(char **a, char **b) {
-        size_t i;
-
-        for (i = 0; a && a[i] && b && b[i]; i++)
-                if (!streq(a[i], b[i]))
-                        return false;
-        return (!a || !a[i]) && (!b || !b[i]);
-}
 
 int polkit_new(sd_event *event, Polkit **ret) {
         Polkit *p;
@@ -119,15 +80,9 @@ int polkit_new(sd_event *event, Polkit **ret) {
 static void pending_unlink(PolkitQuery *q) {
         Polkit *p = q->polkit;
 
-        if (!p || (!q->prev && p->pending != q))
+        if (!p || !LIST_IS_LINKED(pending, p->pending, q))
                 return;
-        if (q->prev)
-                q->prev->next = q->next;
-        else
-                p->pending = q->next;
-        if (q->next)
-                q->next->prev = q->prev;
-        q->next = q->prev = NULL;
+        LIST_REMOVE(pending, p->pending, q);
         p->n_pending--;
 }
 
@@ -135,8 +90,7 @@ Polkit *polkit_free(Polkit *p) {
         if (!p)
                 return NULL;
         /* Queries belong to connections, which are freed first; detach any stragglers. */
-        while (p->pending) {
-                PolkitQuery *q = p->pending;
+        LIST_FOREACH(pending, q, p->pending) {
                 pending_unlink(q);
                 q->polkit = NULL;
                 q->slot = sd_bus_slot_unref(q->slot);
@@ -150,10 +104,7 @@ Polkit *polkit_free(Polkit *p) {
 static void query_set_failed(PolkitQuery *q, const char *reason, const char *error_name);
 
 static void fail_pending_on_bus(Polkit *p, sd_bus *bus) {
-        PolkitQuery *q, *next;
-
-        for (q = p->pending; q; q = next) {
-                next = q->next;
+        LIST_FOREACH(pending, q, p->pending) {
                 if (!q->slot || sd_bus_slot_get_bus(q->slot) != bus)
                         continue;
                 pending_unlink(q);
@@ -206,6 +157,42 @@ static void query_set_failed(PolkitQuery *q, const char *reason, const char *err
         q->error_name = error_name ? strdup(error_name) : NULL;
 }
 
+/* The denial reason for an error reply to CheckAuthorization. The bus's own errors have names.
+ * polkitd's do not say more than org.freedesktop.PolicyKit1.Error.Failed (or a GLib error
+ * quark), so the cause is read from the message, and only in the exact shapes polkit writes
+ * them, each naming this query's action or pid (strings of polkitd 122, Debian 12):
+ *   "Action %s is not registered"            polkitd, no .policy file for the action;
+ *   "process with PID %d has been replaced"  libpolkit-gobject, the pid's start-time differs;
+ *   "... /proc/%d/status ..."                GLib's "Failed to open file" while polkit reads
+ *                                            the subject's owner: the process is gone.
+ * Anything else is a plain error. Every reason denies; the reason only tells the client and the
+ * audit record why. */
+static const char *check_error_reason(const PolkitQuery *q, const sd_bus_error *e) {
+        char needle[256];               /* action ids are our io.noiommud.* constants */
+        const char *msg = e->message ?: "";
+
+        if (sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN,
+                                   SD_BUS_ERROR_NAME_HAS_NO_OWNER,
+                                   SD_BUS_ERROR_NO_REPLY,
+                                   SD_BUS_ERROR_TIMEOUT,
+                                   SD_BUS_ERROR_DISCONNECTED,
+                                   SD_BUS_ERROR_NO_SERVER))
+                return POLKIT_REASON_UNAVAILABLE;
+
+        (void) snprintf(needle, sizeof(needle), "Action %s is not registered", q->action);
+        if (strstr(msg, needle))
+                return POLKIT_REASON_NOT_REGISTERED;
+
+        (void) snprintf(needle, sizeof(needle), "PID %u has been replaced", (unsigned) q->id.pid);
+        if (strstr(msg, needle))
+                return POLKIT_REASON_SUBJECT_GONE;
+        (void) snprintf(needle, sizeof(needle), "/proc/%u/", (unsigned) q->id.pid);
+        if (strstr(msg, needle))
+                return POLKIT_REASON_SUBJECT_GONE;
+
+        return POLKIT_REASON_ERROR;
+}
+
 static int on_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         PolkitQuery *q = userdata;
         const sd_bus_error *e;
@@ -213,26 +200,12 @@ static int on_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *r
 
         pending_unlink(q);
         q->slot = sd_bus_slot_unref(q->slot);
-        log_debug("polkit answered %s in %llu us.", q->action, (unsigned long long) (now_usec() - q->sent_usec));
+        log_debug("polkit answered %s in %llu us.", q->action, (unsigned long long) (now_usec(CLOCK_MONOTONIC) - q->sent_usec));
 
         e = sd_bus_message_get_error(reply);
         if (e) {
-                const char *msg = e->message ?: "";
-
-                if (sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN,
-                                           SD_BUS_ERROR_NAME_HAS_NO_OWNER,
-                                           SD_BUS_ERROR_NO_REPLY,
-                                           SD_BUS_ERROR_TIMEOUT,
-                                           SD_BUS_ERROR_DISCONNECTED,
-                                           SD_BUS_ERROR_NO_SERVER))
-                        query_set_failed(q, POLKIT_REASON_UNAVAILABLE, e->name);
-                else if (strstr(msg, "is not registered"))
-                        query_set_failed(q, POLKIT_REASON_NOT_REGISTERED, e->name);
-                else if (strstr(msg, "has been replaced") || strstr(msg, "/proc/"))
-                        query_set_failed(q, POLKIT_REASON_SUBJECT_GONE, e->name);
-                else
-                        query_set_failed(q, POLKIT_REASON_ERROR, e->name);
-                log_debug("polkit CheckAuthorization(%s) failed: %s: %s", q->action, e->name, msg);
+                query_set_failed(q, check_error_reason(q, e), e->name);
+                log_debug("polkit CheckAuthorization(%s) failed: %s: %s", q->action, e->name, e->message ?: "");
         } else {
                 r = sd_bus_message_enter_container(reply, 'r', "bba{ss}");
                 if (r >= 0)
@@ -243,8 +216,10 @@ static int on_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *r
                         q->verdict = POLKIT_AUTHORIZED;
                 else if (challenge)
                         q->verdict = POLKIT_CHALLENGE;
-                else
-                        q->verdict = POLKIT_DENIED, q->reason = POLKIT_REASON_DENIED;
+                else {
+                        q->verdict = POLKIT_DENIED;
+                        q->reason = POLKIT_REASON_DENIED;
+                }
         }
 
         if (q->done)
@@ -327,7 +302,7 @@ static int query_send(Polkit *p, PolkitQuery *q) {
         if (r < 0)
                 return r;
 
-        q->sent_usec = now_usec();
+        q->sent_usec = now_usec(CLOCK_MONOTONIC);
         return sd_bus_call_async(bus, &q->slot, m, on_check_reply, q,
                                  q->interactive ? NOIOMMU_POLKIT_INTERACTIVE_TIMEOUT_USEC
                                                 : NOIOMMU_POLKIT_TIMEOUT_USEC);
@@ -336,7 +311,7 @@ static int query_send(Polkit *p, PolkitQuery *q) {
 static unsigned pending_for_uid(Polkit *p, uid_t uid) {
         unsigned n = 0;
 
-        for (PolkitQuery *q = p->pending; q; q = q->next)
+        LIST_FOREACH(pending, q, p->pending)
                 if (q->id.uid == uid)
                         n++;
         return n;
@@ -347,7 +322,7 @@ static unsigned pending_for_uid(Polkit *p, uid_t uid) {
  * the throttle forget, never refuse someone it should not. */
 static DenialWindow *denial_window(Polkit *p, uid_t uid, bool create) {
         DenialWindow *w = NULL, *oldest = &p->denials[0];
-        uint64_t t = now_usec();
+        usec_t t = now_usec(CLOCK_MONOTONIC);
 
         for (size_t i = 0; i < ELEMENTSOF(p->denials); i++) {
                 DenialWindow *d = &p->denials[i];
@@ -361,7 +336,7 @@ static DenialWindow *denial_window(Polkit *p, uid_t uid, bool create) {
                 if (w->refused > 0)
                         log_warning("Refused %u authorization checks of UID %u without asking polkit after %u denials in %llu s.",
                                     w->refused, (unsigned) uid, w->n,
-                                    NOIOMMU_POLKIT_DENIALS_INTERVAL_USEC / 1000000ULL);
+                                    (unsigned long long) (NOIOMMU_POLKIT_DENIALS_INTERVAL_USEC / USEC_PER_SEC));
                 *w = (DenialWindow) {};
                 w = NULL;
         }
@@ -392,76 +367,65 @@ static bool query_matches(const PolkitQuery *q, const char *action, char **detai
                q->interactive == interactive;
 }
 
-int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const char *action,
-                  char **details, bool interactive, polkit_done_t done, void *userdata,
-                  const char **ret_reason) {
-        _cleanup_(polkit_query_freep) PolkitQuery *q = NULL;
-        AuditResult result;
+/* The answer to exactly this question has arrived: audits it and turns it into polkit_verify()'s
+ * result. id is the caller's identity now, which is re-checked before a yes counts. */
+static int query_consume(Polkit *p, const PolkitQuery *q, const ClientIdentity *id, const char *action,
+                         char **details, bool interactive, const char **ret_reason) {
         int r;
 
-        assert(p);
-        assert(slot);
-        assert(id);
-        assert(action);
-
-        *ret_reason = NULL;
-
-        if (*slot) {
-                if ((*slot)->verdict == POLKIT_PENDING)
-                        return 0;
-                if (!query_matches(*slot, action, details, interactive))
-                        *slot = polkit_query_free(*slot);   /* a different question: ask anew */
-        }
-
-        if (*slot) {
-                /* The answer to exactly this question has arrived: consume it. */
-                q = TAKE_PTR(*slot);
-                switch (q->verdict) {
-                case POLKIT_AUTHORIZED:
-                        /* Re-validate after the asynchronous reply, before committing anything:
-                         * the connector must still be the same live process. */
-                        r = client_identity_still_valid(id);
-                        if (r <= 0) {
-                                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
-                                                           POLKIT_REASON_SUBJECT_GONE, NULL);
-                                *ret_reason = POLKIT_REASON_SUBJECT_GONE;
-                                return -EACCES;
-                        }
-                        /* If it cannot be recorded, it is not granted (auditFailure=deny). */
-                        if (audit_authorization(id, action, details, interactive, AUDIT_RESULT_AUTHORIZED,
-                                                NULL, NULL) < 0) {
-                                *ret_reason = AUDIT_REASON_FAILED;
-                                return -EACCES;
-                        }
-                        return 1;
-                case POLKIT_CHALLENGE:
-                        denial_count(p, id->uid);
-                        (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_CHALLENGE,
-                                                   "interactive-authentication-required", NULL);
-                        return -EKEYREJECTED;
-                case POLKIT_DENIED:
-                        denial_count(p, id->uid);
+        switch (q->verdict) {
+        case POLKIT_AUTHORIZED:
+                /* Re-validate after the asynchronous reply, before committing anything: the
+                 * connector must still be the same live process. */
+                r = client_identity_still_valid(id);
+                if (r <= 0) {
                         (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
-                                                   POLKIT_REASON_DENIED, NULL);
-                        *ret_reason = POLKIT_REASON_DENIED;
+                                                   POLKIT_REASON_SUBJECT_GONE, NULL);
+                        *ret_reason = POLKIT_REASON_SUBJECT_GONE;
                         return -EACCES;
-                case POLKIT_FAILED:
-                        result = AUDIT_RESULT_ERROR;
-                        if (streq(q->reason, POLKIT_REASON_UNAVAILABLE) ||
-                            streq(q->reason, POLKIT_REASON_NOT_REGISTERED))
-                                audit_policy_unavailable(id, action, q->reason);
-                        (void) audit_authorization(id, action, details, interactive, result, q->reason,
-                                                   q->error_name);
-                        *ret_reason = q->reason;
-                        return -EACCES;
-                case POLKIT_PENDING:
-                case _POLKIT_VERDICT_MAX:
-                case _POLKIT_VERDICT_INVALID:
-                default:
-                        assert(false);
-                        return -EINVAL;
                 }
+                /* If it cannot be recorded, it is not granted (auditFailure=deny). */
+                if (audit_authorization(id, action, details, interactive, AUDIT_RESULT_AUTHORIZED,
+                                        NULL, NULL) < 0) {
+                        *ret_reason = AUDIT_REASON_FAILED;
+                        return -EACCES;
+                }
+                return 1;
+        case POLKIT_CHALLENGE:
+                denial_count(p, id->uid);
+                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_CHALLENGE,
+                                           "interactive-authentication-required", NULL);
+                return -EKEYREJECTED;
+        case POLKIT_DENIED:
+                denial_count(p, id->uid);
+                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
+                                           POLKIT_REASON_DENIED, NULL);
+                *ret_reason = POLKIT_REASON_DENIED;
+                return -EACCES;
+        case POLKIT_FAILED:
+                if (streq(q->reason, POLKIT_REASON_UNAVAILABLE) ||
+                    streq(q->reason, POLKIT_REASON_NOT_REGISTERED))
+                        audit_policy_unavailable(id, action, q->reason);
+                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_ERROR, q->reason,
+                                           q->error_name);
+                *ret_reason = q->reason;
+                return -EACCES;
+        case POLKIT_PENDING:
+        case _POLKIT_VERDICT_MAX:
+        case _POLKIT_VERDICT_INVALID:
+        default:
+                assert(false);
+                return -EINVAL;
         }
+}
+
+/* No answer yet and none asked for: refuses what polkit cannot be asked truthfully or what is
+ * over a limit, and otherwise sends the question and stores the pending query in *slot. */
+static int query_start(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const char *action,
+                       char **details, bool interactive, polkit_done_t done, void *userdata,
+                       const char **ret_reason) {
+        _cleanup_(polkit_query_freep) PolkitQuery *q = NULL;
+        int r;
 
         /* polkit's uid is an int32. A larger uid cannot be said to polkit truthfully: as 'i' it
          * turns negative (another identity), as 'u' polkit ignores it and reads /proc itself.
@@ -498,7 +462,7 @@ int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const
         };
         q->action = strdup(action);
         q->details = strv_copy(details);
-        if (!q->action || (details && !q->details))
+        if (!q->action || !q->details)
                 return -ENOMEM;
         (void) snprintf(q->cancel_id, sizeof(q->cancel_id), "noiommud-%" PRIu64, ++p->counter);
 
@@ -514,14 +478,36 @@ int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const
         }
 
         q->polkit = p;
-        q->next = p->pending;
-        if (p->pending)
-                p->pending->prev = q;
-        p->pending = q;
+        LIST_PREPEND(pending, p->pending, q);
         p->n_pending++;
 
         *slot = TAKE_PTR(q);
         return 0;
+}
+
+int polkit_verify(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, const char *action,
+                  char **details, bool interactive, polkit_done_t done, void *userdata,
+                  const char **ret_reason) {
+        _cleanup_(polkit_query_freep) PolkitQuery *q = NULL;
+
+        assert(p);
+        assert(slot);
+        assert(id);
+        assert(action);
+
+        *ret_reason = NULL;
+
+        if (*slot) {
+                if ((*slot)->verdict == POLKIT_PENDING)
+                        return 0;
+                if (query_matches(*slot, action, details, interactive)) {
+                        q = TAKE_PTR(*slot);    /* answered: consumed once, then freed */
+                        return query_consume(p, q, id, action, details, interactive, ret_reason);
+                }
+                *slot = polkit_query_free(*slot);       /* a different question: ask anew */
+        }
+
+        return query_start(p, slot, id, action, details, interactive, done, userdata, ret_reason);
 }
 
 bool polkit_query_answered(const PolkitQuery *q) {

@@ -40,6 +40,7 @@
 /* uids whose denials are tracked at once; the oldest window is reused beyond that. */
 #define NOIOMMU_POLKIT_DENIAL_UIDS 64
 
+/* Spelled as literals: tests/integration/test-polkit-faults.py reads these values from here. */
 #define NOIOMMU_POLKIT_TIMEOUT_USEC (25ULL * 1000000ULL)
 #define NOIOMMU_POLKIT_INTERACTIVE_TIMEOUT_USEC (300ULL * 1000000ULL)
 

@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,39 +11,7 @@
 #include "internal/json-util.h"
 #include "internal/log.h"
 #include "internal/macro.h"
-
-static void strv_free(char **l) {
-        for (char **i = l; i && *i; i++)
-                free(*i);
-        free(l);
-}
-
-static int strv_push(char ***l, const char *s) {
-        size_t n = 0;
-        char **nl;
-
-        while (*l && (*l)[n])
-                n++;
-        nl = realloc(*l, sizeof(char *) * (n + 2));
-        if (!nl)
-                return -ENOMEM;
-        nl[n] = strdup(s);
-        if (!nl[n]) {
-                nl[n] = NULL;
-                *l = nl;
-                return -ENOMEM;
-        }
-        nl[n + 1] = NULL;
-        *l = nl;
-        return 0;
-}
-
-static bool strv_contains(char **l, const char *s) {
-        for (char **i = l; i && *i; i++)
-                if (streq(*i, s))
-                        return true;
-        return false;
-}
+#include "internal/strv.h"
 
 static int parse_address_list(const char *path, const char *key, json_t *v, char ***list) {
         size_t i;
@@ -54,7 +23,7 @@ static int parse_address_list(const char *path, const char *key, json_t *v, char
                 if (!json_is_string(e) || !pci_address_is_valid(json_string_value(e)))
                         return log_error_errno(EINVAL, "%s: \"%s\"[%zu] is not a PCI address like \"0000:01:00.0\".",
                                                path, key, i);
-                if (!strv_contains(*list, json_string_value(e)) && strv_push(list, json_string_value(e)) < 0)
+                if (!strv_contains(*list, json_string_value(e)) && strv_extend(list, json_string_value(e)) < 0)
                         return -ENOMEM;
         }
         return 0;
@@ -168,7 +137,7 @@ static int cmp_str(const void *a, const void *b) {
 
 int settings_load(const char *path, Settings *ret) {
         Settings c = { .iommu_devices_all = true };
-        char dpath[4096];
+        char dpath[PATH_MAX];
         char **files = NULL;
         size_t n = 0;
         DIR *d;
@@ -185,12 +154,12 @@ int settings_load(const char *path, Settings *ret) {
 
                 while ((de = readdir(d))) {
                         size_t l = strlen(de->d_name);
-                        char f[4096 + 256];
+                        char f[sizeof(dpath) + 1 + NAME_MAX];    /* DIR/NAME */
 
                         if (de->d_name[0] == '.' || l < 6 || !streq(de->d_name + l - 5, ".conf"))
                                 continue;
                         (void) snprintf(f, sizeof(f), "%s/%s", dpath, de->d_name);
-                        if (strv_push(&files, f) < 0) {
+                        if (strv_extend(&files, f) < 0) {
                                 r = -ENOMEM;
                                 break;
                         }

@@ -48,7 +48,7 @@
 #define NOIOMMU_SETTINGS_PATH "/etc/noiommud/noiommud.conf"
 
 typedef struct DeviceBackendSetting {
-        char address[13];
+        char address[NOIOMMU_PCI_ADDRESS_LEN + 1];
         Backend backend;
 } DeviceBackendSetting;
 

@@ -21,6 +21,9 @@
 #include "vfio-uapi.h"
 #include "vfio.h"
 
+/* Mappings of one device: one per region of its lease, so this must not be below lease.h's
+ * NOIOMMU_REGIONS_PER_LEASE_MAX (64). lease.h includes vfio.h, not the other way round, so the
+ * value is repeated here; the lease refuses the 65th region before vfio_device_map() would. */
 #define VFIO_MAPS_MAX 64
 
 typedef struct VfioMap {
@@ -31,7 +34,7 @@ typedef struct VfioMap {
 
 struct VfioDevice {
         Backend backend;
-        char address[13];
+        char address[NOIOMMU_PCI_ADDRESS_LEN + 1];
 
         int container_fd;               /* group-noiommu */
         int group_fd;                   /* group-noiommu */
@@ -362,14 +365,6 @@ void vfio_device_client_fd_sent(VfioDevice *v) {
         v->client_fd = safe_close(v->client_fd);
 }
 
-bool vfio_device_can_reset(const VfioDevice *v) {
-        return v->can_reset;
-}
-
-Backend vfio_device_backend(const VfioDevice *v) {
-        return v->backend;
-}
-
 /* First IOVA in the allowed ranges at or above iova_next, aligned to align, with room for len.
  * IOVA 0 is never used. */
 static int iova_alloc(VfioDevice *v, uint64_t len, uint64_t align, uint64_t *ret) {
@@ -406,6 +401,23 @@ static int ioas_map(VfioDevice *v, HugeRegion *r, uint64_t *ret_iova) {
         if (ioctl(v->iommufd, IOMMU_IOAS_MAP, &map) < 0)
                 return negative_errno();
         *ret_iova = map.iova;
+        return 0;
+}
+
+/* Undoes one ioas_map(), with its iova and length. The uapi (struct iommu_ioas_unmap in
+ * <linux/iommufd.h>) wants "a superset of a previously mapped range" and allows no splitting, so
+ * exactly one earlier map is the one safe shape. It drops iommufd's own pin of those pages; the
+ * daemon's io_uring pin is separate and stays. */
+static int ioas_unmap(VfioDevice *v, uint64_t iova, uint64_t length) {
+        struct iommu_ioas_unmap u = {
+                .size = sizeof(u),
+                .ioas_id = v->ioas_id,
+                .iova = iova,
+                .length = length,
+        };
+
+        if (ioctl(v->iommufd, IOMMU_IOAS_UNMAP, &u) < 0)
+                return negative_errno();
         return 0;
 }
 
@@ -492,9 +504,7 @@ int vfio_device_map(VfioDevice *v, HugeRegion *r, DmaSegment **ret_segments, siz
                         return k;
                 s = new0(DmaSegment, 1);
                 if (!s) {
-                        struct iommu_ioas_unmap u = { .size = sizeof(u), .ioas_id = v->ioas_id,
-                                                      .iova = iova, .length = r->size };
-                        (void) ioctl(v->iommufd, IOMMU_IOAS_UNMAP, &u);
+                        (void) ioas_unmap(v, iova, r->size);
                         return -ENOMEM;
                 }
                 s[0] = (DmaSegment) { .offset = 0, .length = r->size, .dma_address = iova };
@@ -510,9 +520,7 @@ int vfio_device_map(VfioDevice *v, HugeRegion *r, DmaSegment **ret_segments, siz
                         return k;
                 k = noiommu_get_pa(v, r, iova, r->phys, &s, &n);
                 if (k < 0) {
-                        struct iommu_ioas_unmap u = { .size = sizeof(u), .ioas_id = v->ioas_id,
-                                                      .iova = iova, .length = r->size };
-                        (void) ioctl(v->iommufd, IOMMU_IOAS_UNMAP, &u);
+                        (void) ioas_unmap(v, iova, r->size);
                         return k;
                 }
                 *ret_kind = ADDRESS_PHYSICAL;
@@ -542,11 +550,7 @@ int vfio_device_unmap(VfioDevice *v, HugeRegion *r) {
                 if (v->backend == BACKEND_GROUP_NOIOMMU)
                         return 0;
 
-                struct iommu_ioas_unmap u = { .size = sizeof(u), .ioas_id = v->ioas_id,
-                                              .iova = m.iova, .length = m.length };
-                if (ioctl(v->iommufd, IOMMU_IOAS_UNMAP, &u) < 0)
-                        return negative_errno();
-                return 0;
+                return ioas_unmap(v, m.iova, m.length);
         }
         return -ENOENT;
 }
@@ -586,11 +590,8 @@ VfioDevice *vfio_device_close(VfioDevice *v) {
         v->client_fd = safe_close(v->client_fd);
 
         if (v->iommufd >= 0) {
-                for (size_t i = 0; i < v->n_maps; i++) {
-                        struct iommu_ioas_unmap u = { .size = sizeof(u), .ioas_id = v->ioas_id,
-                                                      .iova = v->maps[i].iova, .length = v->maps[i].length };
-                        (void) ioctl(v->iommufd, IOMMU_IOAS_UNMAP, &u);
-                }
+                for (size_t i = 0; i < v->n_maps; i++)
+                        (void) ioas_unmap(v, v->maps[i].iova, v->maps[i].length);
                 /* Detach through our handle: a client that kept a copy of the (shared) device
                  * file is left without any page table — with a real IOMMU its DMA faults. This
                  * detaches whatever the device is attached to now (the daemon's HWPT, or an

@@ -67,9 +67,6 @@ int vfio_device_client_fd(const VfioDevice *v);
 /* Drops the daemon's reference to the client's fd once it was sent. */
 void vfio_device_client_fd_sent(VfioDevice *v);
 
-bool vfio_device_can_reset(const VfioDevice *v);
-Backend vfio_device_backend(const VfioDevice *v);
-
 /* Maps region r for DMA by the device. On success *ret_segments (malloc'ed, *ret_n entries)
  * and *ret_kind say where the device sees it. -ENOLINK (cdev-noiommu): GET_PA found no noiommu
  * page table behind the new mapping — the lease's DMA context is broken (should be impossible

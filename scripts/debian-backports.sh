@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Downloads packages from Debian trixie-backports without touching the machine's apt
 # configuration: a private sources list, a private apt state and cache directory, signatures
-# checked against the Debian archive keyring (docs: ../shared/docs/linux-7.3.md "Getting the
+# checked against the Debian archive keyring (docs/linux-7.3.md "Getting the
 # source"). Nothing is installed; .deb files land in a cache outside the checkout.
 #
 #   debian-backports.sh newest-linux-source MIN_MINOR

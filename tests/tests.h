@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fd-count.h"
+
 #define ASSERT_TRUE(expr)                                                                  \
         do {                                                                               \
                 if (!(expr)) {                                                             \

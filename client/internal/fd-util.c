@@ -10,26 +10,6 @@
 #include "fd-util.h"
 #include "macro.h"
 
-int fd_count(pid_t pid) {
-        char path[64];
-        struct dirent *de;
-        DIR *d;
-        int n = 0;
-
-        if (pid == 0)
-                (void) snprintf(path, sizeof(path), "/proc/self/fd");
-        else
-                (void) snprintf(path, sizeof(path), "/proc/%i/fd", (int) pid);
-        d = opendir(path);
-        if (!d)
-                return negative_errno();
-        while ((de = readdir(d)))
-                if (de->d_name[0] != '.')
-                        n++;
-        (void) closedir(d);
-        return pid == 0 ? n - 1 : n;         /* the DIR's own fd */
-}
-
 int fd_nonblock(int fd, bool nonblock) {
         int flags, nflags;
 

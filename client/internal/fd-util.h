@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
-/* Number of fds the process has open, from /proc/self/fd (or /proc/PID/fd). -errno on error. */
-int fd_count(pid_t pid);
+#include "macro.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC_VOID(DIR *, closedir);
 
 /* Sets O_NONBLOCK on fd (or clears it). */
 int fd_nonblock(int fd, bool nonblock);

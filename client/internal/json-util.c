@@ -4,12 +4,15 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "json-util.h"
 #include "macro.h"
 #include "noiommu/protocol.h"
 
-bool json_value_is_sane(json_t *v, unsigned depth) {
+/* The checks json_parse_message() applies to every value: depth (a scalar counts as a level),
+ * string and key length, no embedded NUL. */
+static bool json_value_is_sane(json_t *v, unsigned depth) {
         const char *key;
         json_t *e;
         size_t i;
@@ -141,7 +144,8 @@ int parse_size(const char *s, uint64_t *ret) {
                 if (!found)
                         return -EINVAL;
                 p++;
-                if (streq(p, "iB") || streq(p, "B"))
+                /* Case-insensitive like the unit letter itself: "2m", "2mib" and "2MiB" alike. */
+                if (strcasecmp(p, "iB") == 0 || strcasecmp(p, "B") == 0)
                         p += strlen(p);
                 if (*p)
                         return -EINVAL;

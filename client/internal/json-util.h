@@ -22,9 +22,6 @@
  * NOIOMMU_JSON_DEPTH_MAX. Returns 0 and the object in *ret, or -EBADMSG. */
 int json_parse_message(const char *buf, size_t len, json_t **ret);
 
-/* Checks a parsed value against the same rules (used on values built elsewhere). */
-bool json_value_is_sane(json_t *v, unsigned depth);
-
 /* "dddd:bb:dd.f", lower-case hex, device <= 0x1f, function <= 7. */
 bool pci_address_is_valid(const char *s);
 
@@ -35,7 +32,8 @@ bool noiommu_id_is_valid(const char *s);
 int json_get_u64(json_t *v, uint64_t *ret);
 
 /* Parses a byte count for humans: a decimal number with an optional K, M, G or T suffix (powers
- * of 1024, optionally followed by "iB" or "B"). Returns -EINVAL or -ERANGE. */
+ * of 1024, optionally followed by "iB" or "B"), in any case ("2m", "2MiB", "2mib"). Returns
+ * -EINVAL or -ERANGE. */
 int parse_size(const char *s, uint64_t *ret);
 
 /* Formats a byte count as "2M", "1G", "4096" (exact, no rounding). */

@@ -31,7 +31,9 @@ static const char *log_ident = "noiommu";
 static LogTarget log_target = LOG_TARGET_STDERR;
 static int log_max_level = LOG_INFO;
 
-bool log_stderr_is_journal(void) {
+/* Whether stderr is connected to the journal already (systemd sets $JOURNAL_STREAM to the
+ * "dev:inode" of the stream it connected to stderr). */
+static bool log_stderr_is_journal(void) {
         const char *e = getenv("JOURNAL_STREAM");
         unsigned long long dev, ino;
         struct stat st;

@@ -49,7 +49,3 @@ int log_internal(int level, int error, const char *file, int line, const char *f
 #define log_info_errno(e, ...)    log_full_errno(LOG_INFO, e, __VA_ARGS__)
 #define log_warning_errno(e, ...) log_full_errno(LOG_WARNING, e, __VA_ARGS__)
 #define log_error_errno(e, ...)   log_full_errno(LOG_ERR, e, __VA_ARGS__)
-
-/* Whether stderr is connected to the journal already (systemd sets $JOURNAL_STREAM to the
- * "dev:inode" of the stream it connected to stderr). */
-bool log_stderr_is_journal(void);

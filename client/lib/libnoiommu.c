@@ -5,7 +5,11 @@
  *
  * What this file trusts: nothing the daemon sends until it has been checked. Replies are capped
  * at NOIOMMU_REPLY_SIZE_MAX, parsed with json_parse_message() (no duplicate keys, no floats, no
- * embedded NULs, bounded depth) and unpacked strictly, so an unknown key is an error. fds are
+ * embedded NULs, bounded depth), and every field we know is checked strictly: its type, its
+ * range and its invariants (the segment table against the size, the fds against the reply).
+ * Fields we do not know are ignored, in the reply object and in its parameters alike: a daemon
+ * that adds a reply field must not break every deployed client (copies inside container images
+ * included), and an unknown field cannot make us use anything we did not check. fds are
  * accepted only together with the first byte of a reply (the kernel ends a stream read at the end
  * of the byte range a sendmsg() attached fds to, security.md §4.1), counted from cmsg_len, and a
  * truncated set (MSG_CTRUNC) is a failed grant. Whatever goes wrong, every received fd is closed
@@ -30,6 +34,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "internal/errors.h"
 #include "internal/json-util.h"
 #include "internal/macro.h"
 #include "internal/run-env.h"
@@ -106,31 +111,6 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_lease *, noiommu_lease_unref);
 DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_device_list *, noiommu_device_list_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(noiommu_conn *, noiommu_disconnect);
 
-static const struct {
-        const char *name;
-        int error;
-} varlink_errors[] = {
-        { NOIOMMU_ERROR_PERMISSION_DENIED,            EACCES        },
-        { NOIOMMU_ERROR_INTERACTIVE_AUTH_REQUIRED,    EKEYREJECTED  },
-        { NOIOMMU_ERROR_OUT_OF_MEMORY,                ENOMEM        },
-        { NOIOMMU_ERROR_LIMIT_EXCEEDED,               EUSERS        },
-        { NOIOMMU_ERROR_NO_SUCH_MEMORY,               ENOENT        },
-        { NOIOMMU_ERROR_NO_SUCH_LEASE,                ENOENT        },
-        { NOIOMMU_ERROR_NO_SUCH_DEVICE,               ENOENT        },
-        { NOIOMMU_ERROR_NOT_SUPPORTED,                EOPNOTSUPP    },
-        { NOIOMMU_ERROR_DEVICE_BUSY,                  EBUSY         },
-        { NOIOMMU_ERROR_DEVICE_QUARANTINED,           EIO           },
-        { VARLINK_ERROR_INVALID_PARAMETER,            EINVAL        },
-        { NOIOMMU_ERROR_PROTOCOL_VIOLATION,           EPROTO        },
-};
-
-static int varlink_error_to_errno(const char *name) {
-        for (size_t i = 0; i < ELEMENTSOF(varlink_errors); i++)
-                if (streq(varlink_errors[i].name, name))
-                        return -varlink_errors[i].error;
-        return -EIO;
-}
-
 /* Varlink method and error names: "reverse.domain.Interface.Name". We only need them to be
  * harmless to print and to embed: ASCII letters, digits, '.', '-' and '_'. */
 static bool varlink_name_is_valid(const char *s) {
@@ -177,6 +157,14 @@ static int fd_wait(int fd, short events) {
 static void conn_clear_error(noiommu_conn *c) {
         c->error_name = mfree_str(c->error_name);
         c->error_parameters = mfree_str(c->error_parameters);
+}
+
+/* Every call on a connection starts with this, before it checks its arguments: an error the
+ * caller reads after a call is that call's, never the previous one's (noiommu.h promises NULL
+ * after a local error). */
+static void conn_begin_call(noiommu_conn *c) {
+        if (c)
+                conn_clear_error(c);
 }
 
 /* Ends the connection for good. shutdown() rather than only close(): after a fork() a child may
@@ -330,8 +318,10 @@ static int conn_transact(noiommu_conn *c, const char *method, json_t *parameters
                         /* We never ask for "more", so there is never a continuation. */
                         if (!json_is_false(v))
                                 goto drop;
-                } else
-                        goto drop;
+                }
+                /* Anything else is ignored: Varlink puts vendor extensions of the reply object
+                 * in members of their own (https://varlink.org/Method-Call), and a newer
+                 * daemon may add some. */
         }
 
         if (error) {
@@ -504,8 +494,9 @@ static int device_from_json(json_t *o, Device *ret) {
         size_t i;
 
         /* backendReason and availableBackends are optional: daemons before them do not send
-         * them. */
-        if (json_unpack_ex(o, NULL, JSON_STRICT, "{s:s, s:s, s:s, s:s, s?o, s?o, s:I, s:s, s?o, s?o, s?o}",
+         * them. No JSON_STRICT here or in the other replies: a newer daemon's extra fields are
+         * ignored, the ones listed are checked. */
+        if (json_unpack_ex(o, NULL, 0, "{s:s, s:s, s:s, s:s, s?o, s?o, s:I, s:s, s?o, s?o, s?o}",
                            "address", &d.address,
                            "vendorId", &vendor,
                            "deviceId", &device,
@@ -565,6 +556,7 @@ _public_ int noiommu_list_devices(noiommu_conn *c, noiommu_device_list **ret) {
         size_t i;
         int r;
 
+        conn_begin_call(c);
         if (!c || !ret)
                 return -EINVAL;
 
@@ -582,7 +574,7 @@ _public_ int noiommu_list_devices(noiommu_conn *c, noiommu_device_list **ret) {
                 return -EBADMSG;
         }
 
-        if (json_unpack_ex(reply, NULL, JSON_STRICT, "{s:o}", "devices", &devices) < 0 ||
+        if (json_unpack_ex(reply, NULL, 0, "{s:o}", "devices", &devices) < 0 ||
             !json_is_array(devices))
                 return -EBADMSG;
 
@@ -747,7 +739,7 @@ static int memory_from_reply(json_t *reply, ReplyFds *fds, uint64_t requested,
         int seals, flags;
         size_t i;
 
-        if (json_unpack_ex(reply, NULL, JSON_STRICT, "{s:s, s:I, s:I, s:I, s:s, s:o, s:I}",
+        if (json_unpack_ex(reply, NULL, 0, "{s:s, s:I, s:I, s:I, s:s, s:o, s:I}",
                            "memory", &id,
                            "size", &size,
                            "hugepageSize", &hugepage_size,
@@ -812,7 +804,7 @@ static int memory_from_reply(json_t *reply, ReplyFds *fds, uint64_t requested,
         json_array_foreach(segments, i, e) {
                 json_int_t offset, length, dma;
 
-                if (json_unpack_ex(e, NULL, JSON_STRICT, "{s:I, s:I, s:I}",
+                if (json_unpack_ex(e, NULL, 0, "{s:I, s:I, s:I}",
                                    "offset", &offset,
                                    "length", &length,
                                    "dmaAddress", &dma) < 0)
@@ -904,6 +896,7 @@ _public_ int noiommu_allocate(noiommu_conn *c, uint64_t size, const noiommu_allo
         noiommu_alloc_options o;
         int r;
 
+        conn_begin_call(c);
         if (!c || !ret || size == 0 || size > INT64_MAX)
                 return -EINVAL;
 
@@ -958,6 +951,7 @@ _public_ int noiommu_allocate(noiommu_conn *c, uint64_t size, const noiommu_allo
 _public_ int noiommu_free(noiommu_conn *c, noiommu_memory *m) {
         int r;
 
+        conn_begin_call(c);
         if (!m)
                 return 0;
 
@@ -1042,7 +1036,7 @@ static int lease_from_reply(json_t *reply, ReplyFds *fds, const char *address,
         Device d;
         int flags;
 
-        if (json_unpack_ex(reply, NULL, JSON_STRICT, "{s:s, s:o, s:I}",
+        if (json_unpack_ex(reply, NULL, 0, "{s:s, s:o, s:I}",
                            "lease", &id,
                            "device", &device,
                            "fd", &fd_index) < 0)
@@ -1097,6 +1091,7 @@ _public_ int noiommu_acquire_device(noiommu_conn *c, const char *address, unsign
         json_auto_t *parameters = NULL, *reply = NULL;
         int r;
 
+        conn_begin_call(c);
         /* The address is checked here too, so a typo never reaches the daemon (and its audit
          * log) as anything but a well-formed name. */
         if (!c || !ret || (flags & ~NOIOMMU_ACQUIRE_INTERACTIVE) != 0)
@@ -1142,6 +1137,7 @@ _public_ int noiommu_acquire_device(noiommu_conn *c, const char *address, unsign
 _public_ int noiommu_release_device(noiommu_conn *c, noiommu_lease *l) {
         int r;
 
+        conn_begin_call(c);
         if (!l)
                 return 0;
 
@@ -1207,6 +1203,7 @@ _public_ int noiommu_call(noiommu_conn *c, const char *method, const char *param
         _cleanup_free_ char *text = NULL;
         int r;
 
+        conn_begin_call(c);
         if (!c || !varlink_name_is_valid(method))
                 return -EINVAL;
         if (max_fds > 0 && (!ret_fds || !ret_n_fds))
@@ -1257,9 +1254,9 @@ _public_ int noiommu_monitor(noiommu_conn *c, unsigned flags, noiommu_monitor_cb
         _cleanup_free_ char *text = NULL;
         int r;
 
+        conn_begin_call(c);
         if (!c || !cb || (flags & ~NOIOMMU_MONITOR_INTERACTIVE))
                 return -EINVAL;
-        conn_clear_error(c);
         if (c->fd < 0)
                 return -ENOTCONN;
         if (getpid() != c->pid)

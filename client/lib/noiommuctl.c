@@ -3,9 +3,10 @@
  * noiommuctl: the command line client of noiommud, built on libnoiommu.
  *
  *   noiommuctl [--socket PATH] [--json] list
- *   noiommuctl [--socket PATH] [--json] alloc SIZE [--hugepage-size SIZE] [--numa-node N] [--hold]
+ *   noiommuctl [--socket PATH] [--json] alloc SIZE [--hugepage-size SIZE] [--numa-node N]
+ *                                             [--hold[=stdin|signal]]
  *   noiommuctl [--socket PATH] [--json] free MEMORY-ID
- *   noiommuctl [--socket PATH] [--json] acquire [BDF] [--hold] [--interactive]
+ *   noiommuctl [--socket PATH] [--json] acquire [BDF] [--hold[=stdin|signal]] [--interactive]
  *   noiommuctl [--socket PATH] [--json] release LEASE-ID
  *   noiommuctl [--socket PATH] [--json] leases [--interactive]
  *   noiommuctl [--socket PATH] [--json] revoke LEASE-ID [--interactive]
@@ -30,6 +31,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <dirent.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -39,12 +41,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
 #include "config.h"
+#include "internal/errors.h"
 #include "internal/json-util.h"
 #include "internal/log.h"
 #include "internal/macro.h"
@@ -58,12 +63,19 @@
 #define BATCH_LINE_MAX 4096
 #define BATCH_WORDS_MAX 16
 
+/* What "--hold" waits for before it frees or releases. */
+typedef enum HoldMode {
+        HOLD_NONE,                      /* no --hold: release at once (at exit) */
+        HOLD_STDIN,                     /* --hold, --hold=stdin: EOF on stdin, or SIGINT/SIGTERM */
+        HOLD_SIGNAL,                    /* --hold=signal: SIGINT/SIGTERM only, stdin untouched */
+} HoldMode;
+
 typedef struct AllocArgs {
         uint64_t size;
         uint64_t hugepage_size;         /* 0 = daemon's default */
         int numa_node;                  /* -1 = any */
         const char *lease;              /* batch only: map into this lease's DMA context */
-        bool hold;
+        HoldMode hold;
         bool interactive;
 } AllocArgs;
 
@@ -315,6 +327,36 @@ static const char *json_param_string(json_t *p, const char *key) {
         return s ?: "?";
 }
 
+/* "device 0000:01:00.0, reason foo": the string and integer parameters of an error, in the
+ * order the daemon sent them. NULL only when out of memory. */
+static char *error_parameters_text(json_t *p) {
+        _cleanup_free_ char *out = strdup("");
+        const char *key;
+        json_t *v;
+
+        if (!out)
+                return NULL;
+        json_object_foreach(p, key, v) {
+                _cleanup_free_ char *value = NULL;
+                char *n;
+
+                if (json_is_string(v))
+                        value = strdup(json_string_value(v));
+                else if (json_is_integer(v))
+                        value = strprintf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
+                else
+                        continue;
+                if (!value)
+                        return NULL;
+                n = strprintf("%s%s%s %s", out, *out ? ", " : "", key, value);
+                if (!n)
+                        return NULL;
+                free(out);
+                out = n;
+        }
+        return TAKE_PTR(out);
+}
+
 /* A sentence for a Varlink error, using its parameters where they help. "requested" and
  * "hugepage_size" describe the allocation, for OutOfMemory errors without parameters. */
 static char *varlink_error_message(const char *name, json_t *p, uint64_t requested,
@@ -344,10 +386,7 @@ static char *varlink_error_message(const char *name, json_t *p, uint64_t request
                                    "authorization");
                 else
                         s = strprintf("Permission denied: authorization failed (%s)", reason);
-        } else if (streq(name, NOIOMMU_ERROR_INTERACTIVE_AUTH_REQUIRED))
-                s = strdup("Interactive authentication required: polkit allows this only "
-                           "after authentication");
-        else if (streq(name, NOIOMMU_ERROR_OUT_OF_MEMORY)) {
+        } else if (streq(name, NOIOMMU_ERROR_OUT_OF_MEMORY)) {
                 json_t *r = json_object_get(p, "requested");
                 json_t *h = json_object_get(p, "hugepageSize");
 
@@ -362,9 +401,7 @@ static char *varlink_error_message(const char *name, json_t *p, uint64_t request
                 else
                         s = strprintf("not enough free hugepages of the default size for %s",
                                       format_size(b, requested));
-        } else if (streq(name, NOIOMMU_ERROR_LIMIT_EXCEEDED))
-                s = strprintf("limit exceeded: %s", json_param_string(p, "limit"));
-        else if (streq(name, NOIOMMU_ERROR_NO_SUCH_MEMORY))
+        } else if (streq(name, NOIOMMU_ERROR_NO_SUCH_MEMORY))
                 s = strprintf("no memory %s on this connection: memory belongs to the connection "
                               "that allocated it and is freed when that connection closes; use "
                               "'noiommuctl batch' to allocate and free on one connection",
@@ -377,29 +414,16 @@ static char *varlink_error_message(const char *name, json_t *p, uint64_t request
                               "that acquired it and ends when that connection closes; use "
                               "'noiommuctl batch' to acquire, allocate and release on one "
                               "connection", json_param_string(p, "lease"));
-        else if (streq(name, NOIOMMU_ERROR_NO_SUCH_DEVICE))
-                s = strprintf("no such device %s", json_param_string(p, "device"));
-        else if (streq(name, NOIOMMU_ERROR_NOT_SUPPORTED))
-                s = strprintf("not supported: %s", json_param_string(p, "reason"));
-        else if (streq(name, NOIOMMU_ERROR_DEVICE_BUSY))
-                s = strprintf("device %s is busy", json_param_string(p, "device"));
-        else if (streq(name, NOIOMMU_ERROR_DEVICE_QUARANTINED))
-                s = strprintf("device %s is quarantined after a failed teardown",
-                              json_param_string(p, "device"));
-        else if (streq(name, VARLINK_ERROR_INVALID_PARAMETER))
-                s = strprintf("invalid parameter '%s'", json_param_string(p, "parameter"));
-        else if (streq(name, NOIOMMU_ERROR_PROTOCOL_VIOLATION))
-                s = strprintf("noiommud reported a protocol violation: %s",
-                              json_param_string(p, "reason"));
-        else if (streq(name, NOIOMMU_ERROR_INTERNAL))
-                s = strdup("noiommud failed internally; details are in its journal");
-        else if (streq(name, VARLINK_ERROR_METHOD_NOT_FOUND))
-                s = strprintf("method %s not found (is noiommud older than noiommuctl?)",
-                              json_param_string(p, "method"));
-        else if (streq(name, VARLINK_ERROR_INTERFACE_NOT_FOUND))
-                s = strprintf("interface %s not found", json_param_string(p, "interface"));
-        else
-                s = strdup("call failed");
+        else {
+                /* Everything else: the one-line meaning from the protocol's error table
+                 * (NOIOMMU_ERROR_TABLE), followed by the error's scalar parameters. */
+                const VarlinkErrorInfo *info = varlink_error_lookup(name);
+                _cleanup_free_ char *details = error_parameters_text(p);
+
+                s = strprintf("%s%s%s%s", info ? info->meaning : "call failed",
+                              details && *details ? " (" : "", details ?: "",
+                              details && *details ? ")" : "");
+        }
 
         return s;
 }
@@ -464,6 +488,40 @@ static int report_call_error(noiommu_conn *c, int r, uint64_t requested, uint64_
         return EXIT_FAILURE;
 }
 
+/* Why connecting failed, in terms of what to do. The kernel answers ECONNREFUSED both for a
+ * socket nobody listens on and for a path that is not a socket at all, and EACCES first if the
+ * caller may not write to whatever the path names (unix(7), net/unix/af_unix.c
+ * unix_find_bsd()), so the file type decides the hint before the errno does. */
+static const char *connect_error_hint(const char *path, int r) {
+        struct stat st;
+
+        if (path[0] == '@')             /* abstract: no file to look at */
+                return r == -ECONNREFUSED ? " (nothing listens on this abstract socket: is "
+                                            "noiommud running?)" : "";
+        if ((r == -ECONNREFUSED || r == -EACCES || r == -ENOTSOCK) && stat(path, &st) >= 0) {
+                if (S_ISDIR(st.st_mode))
+                        return " (that is a directory: --socket and $" NOIOMMU_SOCKET_ENV " name "
+                               "the socket file itself, by default "
+                               NOIOMMU_SOCKET_PATH_DEFAULT ")";
+                if (!S_ISSOCK(st.st_mode))
+                        return " (that is not a socket: --socket and $" NOIOMMU_SOCKET_ENV " name "
+                               "the socket file of noiommud, by default "
+                               NOIOMMU_SOCKET_PATH_DEFAULT ")";
+        }
+        switch (-r) {
+        case ENOENT:
+                return " (no such socket: is noiommud running, or noiommud.socket enabled? "
+                       "--socket and $" NOIOMMU_SOCKET_ENV " name the socket file)";
+        case EACCES:
+                return " (no permission to connect: the socket must be writable and every "
+                       "directory above it searchable for this user)";
+        case ECONNREFUSED:
+                return " (nothing listens on this socket: is noiommud running?)";
+        default:
+                return "";
+        }
+}
+
 static int connect_or_report(noiommu_conn **ret) {
         const char *path = socket_path();
         int r;
@@ -472,10 +530,8 @@ static int connect_or_report(noiommu_conn **ret) {
         if (r < 0) {
                 _cleanup_free_ char *p = strdup(path);
 
-                bool not_running = r == -ENOENT || r == -ECONNREFUSED;
-
                 (void) log_error_errno(r, "cannot connect to %s: %m%s", p ? sanitize(p) : "socket",
-                                       not_running ? " (is noiommud running?)" : "");
+                                       connect_error_hint(path, r));
                 if (arg_json)
                         print_json_local_error(r);
                 return EXIT_FAILURE;
@@ -483,12 +539,88 @@ static int connect_or_report(noiommu_conn **ret) {
         return 0;
 }
 
+/* The largest byte count the protocol carries: a JSON integer that jansson (json_int_t, a
+ * long long) and the daemon accept, INT64_MAX = 8 EiB - 1. */
+#define SIZE_ARG_MAX ((uint64_t) INT64_MAX)
+
 static int parse_size_arg(const char *s, const char *what, uint64_t *ret) {
         uint64_t v;
+        int r;
 
-        if (parse_size(s, &v) < 0 || v == 0 || v > INT64_MAX)
-                return usage_error("Invalid %s '%s': expected a size like 4096, 2M or 1G.",
-                                   what, s);
+        r = parse_size(s, &v);
+        if (r == -ERANGE || (r >= 0 && v > SIZE_ARG_MAX))
+                return usage_error("Invalid %s '%s': too large, the largest is %" PRIu64
+                                   " bytes (8 EiB - 1).", what, s, SIZE_ARG_MAX);
+        if (r < 0 || v == 0)
+                return usage_error("Invalid %s '%s': expected a size like 4096, 2M or 1G "
+                                   "(suffixes K, M, G, T, optionally followed by iB or B, in "
+                                   "any case).", what, s);
+        *ret = v;
+        return 0;
+}
+
+static DIR *closedir_safe(DIR *d) {
+        if (d)
+                (void) closedir(d);
+        return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir_safe);
+
+/* Whether the kernel offers hugepages of "size": /sys/kernel/mm/hugepages/hugepages-<kB>kB
+ * (Documentation/admin-guide/mm/hugetlbpage.rst). Writes the sizes it offers, "2M 1G", to
+ * "list". Returns 1 if it offers size, 0 if it does not, -errno if the directory cannot be
+ * read or is empty (no hugetlb, or /sys not mounted, as in some containers: then only the
+ * daemon can tell). */
+static int hugepage_size_offered(uint64_t size, char list[static 256]) {
+        _cleanup_(closedir_safep) DIR *d = NULL;
+        bool found = false, any = false;
+        struct dirent *de;
+
+        list[0] = 0;
+        d = opendir("/sys/kernel/mm/hugepages");
+        if (!d)
+                return negative_errno();
+        while ((de = readdir(d))) {
+                unsigned long long kb;
+                char b[32];
+                int n = 0;
+
+                /* %n is written only if the whole pattern matched */
+                if (sscanf(de->d_name, "hugepages-%llukB%n", &kb, &n) != 1 || n == 0 ||
+                    de->d_name[n] != 0 || kb == 0 || kb > SIZE_ARG_MAX / 1024)
+                        continue;
+                any = true;
+                if (kb * 1024 == size)
+                        found = true;
+                if (strlen(list) + 34 < 256) {
+                        if (list[0])
+                                strcat(list, " ");
+                        strcat(list, format_size(b, kb * 1024));
+                }
+        }
+        if (!any)
+                return -ENOENT;
+        return found;
+}
+
+/* --hugepage-size: a size, a power of two of at least 4 KiB (every architecture's hugepage
+ * sizes are), and one this kernel offers if it says which. Checked here so that a typo is a
+ * usage error (exit 2) before anything is sent, not a NotSupported after a round trip. */
+static int parse_hugepage_size_arg(const char *s, uint64_t *ret) {
+        char list[256];
+        uint64_t v;
+        int r;
+
+        r = parse_size_arg(s, "hugepage size", &v);
+        if (r != 0)
+                return r;
+        if (v < 4096 || (v & (v - 1)) != 0)
+                return usage_error("Invalid hugepage size '%s': hugepage sizes are powers of two "
+                                   "(like 2M or 1G).", s);
+        r = hugepage_size_offered(v, list);
+        if (r == 0)
+                return usage_error("Invalid hugepage size '%s': this kernel's hugepage sizes are "
+                                   "%s.", s, list);
         *ret = v;
         return 0;
 }
@@ -640,20 +772,40 @@ static int print_memory(noiommu_memory *m) {
         return EXIT_SUCCESS;
 }
 
-/* Waits until stdin reaches EOF (or fails) or SIGINT/SIGTERM arrives. The signals must already
- * be blocked (see do_alloc()). */
-static int wait_for_release(const sigset_t *mask) {
+/* Whether stdin is /dev/null (character device 1:3, devices.txt) or not open at all: the
+ * standard input of a background job of a non-interactive shell, of a systemd service, of
+ * "setsid -f". Such a stdin reaches EOF at once and can never say "release now". */
+static bool stdin_is_null(void) {
+        struct stat st;
+
+        if (fstat(STDIN_FILENO, &st) < 0)
+                return errno == EBADF;
+        return S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 && minor(st.st_rdev) == 3;
+}
+
+/* Waits until SIGINT/SIGTERM arrives or, with HOLD_STDIN, stdin reaches EOF (or fails). The
+ * signals must already be blocked (see do_alloc()). HOLD_STDIN with stdin at /dev/null or
+ * closed would release at once, which is never what holding means: it waits for a signal only
+ * (as --hold=signal does), and says so. */
+static int wait_for_release(const sigset_t *mask, HoldMode mode) {
         _cleanup_close_ int sfd = -EBADF;
-        bool stdin_open = true;
+
+        if (mode == HOLD_STDIN && stdin_is_null()) {
+                log_info("Standard input is /dev/null or closed: holding until SIGINT or "
+                         "SIGTERM (as with --hold=signal).");
+                mode = HOLD_SIGNAL;
+        }
 
         sfd = signalfd(-1, mask, SFD_CLOEXEC);
         if (sfd < 0)
                 return log_error_errno(negative_errno(), "Failed to create signalfd: %m");
 
-        while (stdin_open) {
+        for (;;) {
+                /* poll() ignores entries with a negative fd: with HOLD_SIGNAL stdin is not
+                 * even looked at. */
                 struct pollfd p[2] = {
-                        { .fd = STDIN_FILENO, .events = POLLIN },
                         { .fd = sfd, .events = POLLIN },
+                        { .fd = mode == HOLD_STDIN ? STDIN_FILENO : -1, .events = POLLIN },
                 };
 
                 if (poll(p, ELEMENTSOF(p), -1) < 0) {
@@ -662,12 +814,12 @@ static int wait_for_release(const sigset_t *mask) {
                         return log_error_errno(negative_errno(), "Failed to wait: %m");
                 }
 
-                if (p[1].revents & POLLIN)
+                if (p[0].revents & POLLIN)
                         return 0;
 
-                if (p[0].revents & POLLNVAL)
-                        break;                  /* no stdin at all: nothing to wait for */
-                if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+                if (p[1].revents & POLLNVAL)
+                        mode = HOLD_SIGNAL;     /* stdin went away under us: signals only */
+                else if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
                         char buf[4096];
                         ssize_t k;
 
@@ -675,10 +827,9 @@ static int wait_for_release(const sigset_t *mask) {
                         if (k < 0 && (errno == EINTR || errno == EAGAIN))
                                 continue;
                         if (k <= 0)
-                                stdin_open = false;
+                                return 0;       /* EOF (or an error) on stdin: release */
                 }
         }
-        return 0;
 }
 
 static int do_alloc(noiommu_conn *c, const AllocArgs *a, Held *held) {
@@ -718,7 +869,7 @@ static int do_alloc(noiommu_conn *c, const AllocArgs *a, Held *held) {
         if (a->hold) {
                 /* The mapping stays in this process while we wait: tests inspect
                  * /proc/PID/maps and pagemap of this process meanwhile. */
-                r = wait_for_release(&mask);
+                r = wait_for_release(&mask, a->hold);
                 if (r < 0)
                         ret = EXIT_FAILURE;
 
@@ -824,7 +975,7 @@ static int print_lease(noiommu_lease *l) {
         return EXIT_SUCCESS;
 }
 
-static int do_acquire(noiommu_conn *c, const char *address, bool hold, bool interactive,
+static int do_acquire(noiommu_conn *c, const char *address, HoldMode hold, bool interactive,
                       Held *held) {
         _cleanup_(noiommu_lease_unrefp) noiommu_lease *l = NULL;
         sigset_t mask;
@@ -853,7 +1004,7 @@ static int do_acquire(noiommu_conn *c, const char *address, bool hold, bool inte
 
         if (hold) {
                 /* The device fd stays open here while we wait: tests look at /proc/PID/fd. */
-                r = wait_for_release(&mask);
+                r = wait_for_release(&mask, hold);
                 if (r < 0)
                         ret = EXIT_FAILURE;
 
@@ -1059,11 +1210,40 @@ static int print_event(const char *event_json, void *userdata) {
         return 0;
 }
 
+/* "monitor" runs until SIGINT or SIGTERM, which end it cleanly (exit status 0, output flushed)
+ * instead of killing it. noiommu_monitor() blocks in the library, which resumes its poll() after
+ * a signal (so that a reply is never lost mid-call); the handler therefore shuts the socket
+ * down, shutdown(2) being async-signal-safe (signal-safety(7)): the library then sees the
+ * connection end and returns. */
+static volatile sig_atomic_t monitor_stop_signal = 0;
+static int monitor_fd = -EBADF;
+
+static void monitor_stop(int sig) {
+        int saved_errno = errno;
+
+        monitor_stop_signal = sig;
+        if (monitor_fd >= 0)
+                (void) shutdown(monitor_fd, SHUT_RDWR);
+        errno = saved_errno;
+}
+
 static int do_monitor(noiommu_conn *c, bool interactive) {
+        struct sigaction sa = { .sa_handler = monitor_stop };
         int r;
 
         arg_admin = true;
+
+        monitor_fd = noiommu_conn_get_fd(c);
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
+                return log_error_errno(negative_errno(), "Failed to install signal handlers: %m"),
+                       EXIT_FAILURE;
+
         r = noiommu_monitor(c, interactive ? NOIOMMU_MONITOR_INTERACTIVE : 0, print_event, NULL);
+        if (monitor_stop_signal != 0) {
+                log_debug("Monitor stopped by signal %i.", (int) monitor_stop_signal);
+                return EXIT_SUCCESS;
+        }
         if (r < 0 && r != -ECONNRESET)
                 return report_call_error(c, r, 0, 0, "Monitor failed");
         return EXIT_SUCCESS;
@@ -1465,6 +1645,36 @@ enum {
         ARG_OUTPUT,
 };
 
+/* The argument getopt_long() stopped at with '?' or ':', for the message: optind has moved past
+ * it unless it was a cluster of short options ("-12") with more to come. A negative number
+ * ("-1") is the common case: getopt takes it for options "1" and so on, but every number
+ * noiommuctl takes is positive (sizes) or written --numa-node=-1. */
+static int report_bad_option(int c, int argc, char **argv, const struct option *options,
+                             const char *context) {
+        const char *arg = NULL;
+
+        if (optind > 0 && optind <= argc && argv[optind - 1][0] == '-')
+                arg = argv[optind - 1];
+        if (optopt > 0 && optopt < 0x100 && optind < argc && argv[optind][0] == '-' &&
+            argv[optind][1] != '-' && strchr(argv[optind] + 1, optopt))
+                arg = argv[optind];     /* still inside a cluster of short options */
+        if (!arg)
+                arg = "?";
+
+        if (arg[0] == '-' && arg[1] >= '0' && arg[1] <= '9')
+                return usage_error("%sInvalid argument '%s': negative numbers are not accepted "
+                                   "(sizes are positive, like 4096, 2M or 1G; any NUMA node is "
+                                   "--numa-node=-1).", context, arg);
+        if (c == ':')
+                return usage_error("%sOption '%s' needs an argument.", context, arg);
+        /* an option that takes no argument but got one ("--json=1") or is unknown */
+        for (const struct option *o = options; o->name; o++)
+                if (strncmp(arg, "--", 2) == 0 && strncmp(arg + 2, o->name, strlen(o->name)) == 0 &&
+                    arg[2 + strlen(o->name)] == '=' && o->has_arg == no_argument)
+                        return usage_error("%sOption '--%s' takes no argument.", context, o->name);
+        return usage_error("%sUnknown option '%s'; see --help.", context, arg);
+}
+
 /* Parses the words of one "alloc" command in batch mode (words[0] is "alloc"). getopt_long
  * keeps global state; optind = 0 makes glibc start over for each line. */
 static int parse_batch_alloc(int n, char **words, AllocArgs *a) {
@@ -1484,7 +1694,7 @@ static int parse_batch_alloc(int n, char **words, AllocArgs *a) {
         while ((c = getopt_long(n, words, ":", options, NULL)) >= 0)
                 switch (c) {
                 case ARG_HUGEPAGE_SIZE:
-                        r = parse_size_arg(optarg, "hugepage size", &a->hugepage_size);
+                        r = parse_hugepage_size_arg(optarg, &a->hugepage_size);
                         if (r != 0)
                                 return r;
                         break;
@@ -1502,12 +1712,10 @@ static int parse_batch_alloc(int n, char **words, AllocArgs *a) {
                         a->interactive = true;
                         break;
                 case ':':
-                        return usage_error("alloc: option '%s' needs an argument.",
-                                           words[optind - 1]);
                 case '?':
-                        return usage_error("alloc: unknown option '%s' (in batch mode alloc takes "
-                                           "--hugepage-size, --numa-node, --lease and "
-                                           "--interactive).", words[optind - 1]);
+                        /* In batch mode alloc takes --hugepage-size, --numa-node, --lease and
+                         * --interactive; the message names the argument. */
+                        return report_bad_option(c, n, words, options, "alloc: ");
                 default:
                         return usage_error("alloc: unknown option.");
                 }
@@ -1557,7 +1765,7 @@ static int batch_line(noiommu_conn *c, char *line, Held *held) {
                 if (n != 2 && !interactive)
                         return usage_error("acquire needs exactly one PCI address (and takes "
                                            "only --interactive in batch mode).");
-                return do_acquire(c, words[1], /* hold= */ false, interactive, held);
+                return do_acquire(c, words[1], HOLD_NONE, interactive, held);
         }
         if (streq(words[0], "release")) {
                 if (n != 2)
@@ -1635,7 +1843,8 @@ static void help(void) {
                "                           on a quarantined device, retry that quiesce\n"
                "                           (polkit: io.noiommud.manage)\n"
                "  monitor                  Print device and lease changes as they happen, one\n"
-               "                           line each, until interrupted (polkit: io.noiommud.manage)\n"
+               "                           line each, until SIGINT or SIGTERM (exit status 0)\n"
+               "                           (polkit: io.noiommud.manage)\n"
                "  batch                    Read commands from stdin, one per line, and run them\n"
                "                           on one connection: list; alloc SIZE [--hugepage-size\n"
                "                           SIZE] [--numa-node N] [--lease LEASE-ID]\n"
@@ -1665,9 +1874,12 @@ static void help(void) {
                "     --memory=SIZE[,SIZE...]\n"
                "                           run: memory to allocate, one object per SIZE\n"
                "     --output=FILE         cdi generate: write FILE atomically, mode 0644\n"
-               "     --hold                alloc, acquire: keep the memory (allocated and mapped)\n"
-               "                           or the lease (and the device fd) until stdin reaches\n"
-               "                           EOF or SIGINT/SIGTERM arrives, then free or release it\n"
+               "     --hold[=stdin|signal] alloc, acquire: keep the memory (allocated and mapped)\n"
+               "                           or the lease (and the device fd) until SIGINT/SIGTERM\n"
+               "                           arrives or, with --hold or --hold=stdin, stdin reaches\n"
+               "                           EOF; then free or release it. Without a terminal\n"
+               "                           (stdin /dev/null or closed) --hold waits for a signal\n"
+               "                           only, as --hold=signal always does\n"
                "     --interactive         alloc, acquire, leases, revoke, run: let polkit ask for\n"
                "                           authentication\n"
                "\n"
@@ -1746,7 +1958,7 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                 { "hugepage-size", required_argument, NULL, ARG_HUGEPAGE_SIZE },
                 { "numa-node",     required_argument, NULL, ARG_NUMA_NODE     },
                 { "numa",          required_argument, NULL, ARG_NUMA_NODE     },
-                { "hold",          no_argument,       NULL, ARG_HOLD          },
+                { "hold",          optional_argument, NULL, ARG_HOLD          },
                 { "interactive",   no_argument,       NULL, ARG_INTERACTIVE   },
                 { "device",        required_argument, NULL, ARG_DEVICE        },
                 { "memory",        required_argument, NULL, ARG_MEMORY        },
@@ -1760,7 +1972,15 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
         *a = (AllocArgs) { .numa_node = -1 };
         *ra = (RunArgs) {};
 
-        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+        /* --json first, wherever it is: a usage error found before getopt reaches it must
+         * still be one JSON line. */
+        for (int i = 1; i < argc && !streq(argv[i], "--"); i++)
+                if (streq(argv[i], "--json"))
+                        arg_json = true;
+
+        /* Errors are ours to report (opterr = 0, leading ':'), so that they follow --json. */
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0)
                 switch (c) {
                 case 'h':
                         help();
@@ -1777,7 +1997,7 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                         arg_json = true;
                         break;
                 case ARG_HUGEPAGE_SIZE:
-                        r = parse_size_arg(optarg, "hugepage size", &a->hugepage_size);
+                        r = parse_hugepage_size_arg(optarg, &a->hugepage_size);
                         if (r != 0)
                                 return r;
                         alloc_options = true;
@@ -1789,7 +2009,13 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                         alloc_options = true;
                         break;
                 case ARG_HOLD:
-                        a->hold = true;
+                        if (!optarg || streq(optarg, "stdin"))
+                                a->hold = HOLD_STDIN;
+                        else if (streq(optarg, "signal"))
+                                a->hold = HOLD_SIGNAL;
+                        else
+                                return usage_error("Invalid --hold='%s': expected --hold, "
+                                                   "--hold=stdin or --hold=signal.", optarg);
                         hold_option = true;
                         break;
                 case ARG_INTERACTIVE:
@@ -1813,8 +2039,9 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                                 return usage_error("--output needs a file name.");
                         ra->output = optarg;
                         break;
+                case ':':
                 case '?':
-                        return EXIT_USAGE;      /* getopt_long printed why */
+                        return report_bad_option(c, argc, argv, options, "");
                 default:
                         return usage_error("Unknown option code 0x%x.", (unsigned) c);
                 }
@@ -1869,10 +2096,9 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                                            "'alloc'%s.", v == VERB_BATCH ? " (write them on the "
                                            "alloc lines of a batch)" : "");
                 if (hold_option && v != VERB_ALLOC && v != VERB_ACQUIRE)
-                        return usage_error("--hold and --interactive only apply to 'alloc' and "
-                                           "'acquire'%s.", v == VERB_BATCH ? " (in a batch, "
-                                           "write --interactive on the alloc or acquire line; "
-                                           "there is no --hold)" : "");
+                        return usage_error("--hold only applies to 'alloc' and 'acquire'%s.",
+                                           v == VERB_BATCH ? " (a batch holds what it allocates "
+                                           "and acquires until its input ends)" : "");
                 if (interactive_option && v != VERB_ALLOC && v != VERB_ACQUIRE &&
                     v != VERB_LEASES && v != VERB_REVOKE && v != VERB_MONITOR && v != VERB_RUN)
                         return usage_error("--interactive only applies to 'alloc', 'acquire', "

@@ -13,28 +13,54 @@
  *   - The library never logs, never prints and never calls exit(); it does not install signal
  *     handlers. Sockets are written with MSG_NOSIGNAL, so a vanished daemon is -EPIPE, not
  *     SIGPIPE.
- *   - A noiommu_conn is not thread-safe: use one connection per thread, or serialise calls on it
- *     yourself. Calls on one connection are blocking and strictly one at a time (Varlink allows
- *     one outstanding call per connection). Memory objects and device lists are independent of
- *     the connection and may be used from any thread.
+ *   - Threads: the library keeps no global state (noiommu_from_environment() aside, which
+ *     edits the environment: call it before other threads exist), so different connections may
+ *     be used from different threads at the same time. One noiommu_conn is not thread-safe:
+ *     use one connection per thread, or serialise calls on it yourself, and read
+ *     noiommu_last_error() in the thread that made the call, before the next call on that
+ *     connection (the error belongs to the connection, not to a thread). Calls on one
+ *     connection are blocking and strictly one at a time (Varlink allows one outstanding call
+ *     per connection). Memory objects, leases and device lists are independent of the
+ *     connection: their getters may be called from any thread concurrently; the unref/free
+ *     functions must not race with other uses of the same object (no reference counts).
+ *   - fork(): a connection stays with the process that opened it; in a child every call on it
+ *     fails with -ECHILD and noiommu_disconnect() only closes the child's copy of the socket
+ *     (the parent's connection, and all it holds, lives on). A child inherits the memory
+ *     mappings (MAP_SHARED: the same pages, not copies) and the memfds and device fds; the
+ *     pages stay pinned, and the lease lasts, only as long as the parent's connection. In the
+ *     child, noiommu_memory_unref() and noiommu_lease_unref() release only the child's copies.
+ *     Across execve() nothing survives: every fd is O_CLOEXEC (see noiommu_conn_get_fd() and
+ *     "noiommuctl run" for handing a connection on on purpose).
+ *   - Newer daemons: unknown fields in a reply are ignored, the known ones are checked strictly
+ *     (types, ranges, the segment table against the size, fds against the reply), so a daemon
+ *     that adds a reply field does not break this library. An unknown error name is -EIO.
  *
  * Errors from the daemon are Varlink errors. Each maps to one negative errno; the name and the
  * parameters of the error are available from noiommu_last_error() and
- * noiommu_last_error_parameters() until the next call on the same connection:
+ * noiommu_last_error_parameters() until the next call on the same connection. The mapping is
+ * NOIOMMU_ERROR_TABLE in protocol.h (with a one-line meaning of each error); one name a line:
  *
- *   io.noiommud.Broker.PermissionDenied                  -EACCES
- *   io.noiommud.Broker.InteractiveAuthenticationRequired -EKEYREJECTED
- *   io.noiommud.Broker.OutOfMemory                       -ENOMEM
- *   io.noiommud.Broker.LimitExceeded                     -EUSERS
- *   io.noiommud.Broker.NoSuchMemory, .NoSuchLease, .NoSuchDevice   -ENOENT
- *   io.noiommud.Broker.NotSupported                      -EOPNOTSUPP
- *   io.noiommud.Broker.DeviceBusy                        -EBUSY
- *   io.noiommud.Broker.DeviceQuarantined                 -EIO
- *   org.varlink.service.InvalidParameter                 -EINVAL
- *   io.noiommud.Broker.ProtocolViolation                 -EPROTO
- *   anything else (InternalError, MethodNotFound, ...)   -EIO
+ *   io.noiommud.Broker.PermissionDenied                   -EACCES
+ *   io.noiommud.Broker.InteractiveAuthenticationRequired  -EKEYREJECTED
+ *   io.noiommud.Broker.OutOfMemory                        -ENOMEM
+ *   io.noiommud.Broker.LimitExceeded                      -EUSERS
+ *   io.noiommud.Broker.NoSuchMemory                       -ENOENT
+ *   io.noiommud.Broker.NoSuchLease                        -ENOENT
+ *   io.noiommud.Broker.NoSuchDevice                       -ENOENT
+ *   io.noiommud.Broker.NotSupported                       -EOPNOTSUPP
+ *   io.noiommud.Broker.DeviceBusy                         -EBUSY
+ *   io.noiommud.Broker.DeviceQuarantined                  -EIO
+ *   org.varlink.service.InvalidParameter                  -EINVAL
+ *   io.noiommud.Broker.ProtocolViolation                  -EPROTO
+ *   io.noiommud.Broker.InternalError                      -EIO
+ *   org.varlink.service.MethodNotFound                    -EIO
+ *   org.varlink.service.InterfaceNotFound                 -EIO
+ *   org.varlink.service.MethodNotImplemented              -EIO
+ *   org.varlink.service.ExpectedMore                      -EIO
+ *   any other name (a newer daemon's error)               -EIO
  *
- * Errors found by the library itself (noiommu_last_error() is NULL for these):
+ * Errors found by the library itself (noiommu_last_error() is NULL for these, and for every
+ * argument the library rejects before sending anything, -EINVAL included):
  *
  *   -EBADMSG     the reply is not a valid Varlink reply, or does not match the interface, or
  *                carries more fds than it names
@@ -66,6 +92,7 @@
 #include <stdint.h>
 
 #include "protocol.h"
+#include <noiommu/version.h>
 
 #ifdef __cplusplus
 extern "C" {

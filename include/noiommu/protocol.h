@@ -47,6 +47,53 @@
 #define VARLINK_ERROR_INVALID_PARAMETER     VARLINK_SERVICE_INTERFACE ".InvalidParameter"
 #define VARLINK_ERROR_METHOD_NOT_FOUND      VARLINK_SERVICE_INTERFACE ".MethodNotFound"
 #define VARLINK_ERROR_INTERFACE_NOT_FOUND   VARLINK_SERVICE_INTERFACE ".InterfaceNotFound"
+#define VARLINK_ERROR_METHOD_NOT_IMPLEMENTED VARLINK_SERVICE_INTERFACE ".MethodNotImplemented"
+/* A method that streams its replies (Monitor) was called without "more". */
+#define VARLINK_ERROR_EXPECTED_MORE         VARLINK_SERVICE_INTERFACE ".ExpectedMore"
+
+/*
+ * Every error name of the protocol, with the errno libnoiommu returns for it and a one-line
+ * meaning, as X(NAME, ERRNO, MEANING). This is the one table: libnoiommu maps replies with it,
+ * noiommuctl explains errors with it, noiommu.h and docs/libnoiommu.md list it (a unit test,
+ * test-errors, compares both with this table). Expanding it needs <errno.h>. A name not in the
+ * table (a newer daemon's error) is -EIO, like InternalError. Several names share an errno;
+ * noiommu_last_error() tells them apart.
+ */
+#define NOIOMMU_ERROR_TABLE(X)                                                                  \
+        X(NOIOMMU_ERROR_PERMISSION_DENIED, EACCES,                                              \
+          "polkit denied the request")                              \
+        X(NOIOMMU_ERROR_INTERACTIVE_AUTH_REQUIRED, EKEYREJECTED,                                \
+          "polkit allows this only after authentication: retry with the interactive flag")      \
+        X(NOIOMMU_ERROR_OUT_OF_MEMORY, ENOMEM,                                                  \
+          "not enough free hugepages of the requested size")                                    \
+        X(NOIOMMU_ERROR_LIMIT_EXCEEDED, EUSERS,                                                 \
+          "a per-user or per-connection limit of the daemon was reached")     \
+        X(NOIOMMU_ERROR_NO_SUCH_MEMORY, ENOENT,                                                 \
+          "no memory with this id on this connection")                                          \
+        X(NOIOMMU_ERROR_NO_SUCH_LEASE, ENOENT,                                                  \
+          "no lease with this id (on this connection; at all, for RevokeLease)")                \
+        X(NOIOMMU_ERROR_NO_SUCH_DEVICE, ENOENT,                                                 \
+          "no such PCI function, or it is not bound to vfio-pci")                               \
+        X(NOIOMMU_ERROR_NOT_SUPPORTED, EOPNOTSUPP,                                              \
+          "the daemon or the kernel cannot do this here")                    \
+        X(NOIOMMU_ERROR_DEVICE_BUSY, EBUSY,                                                     \
+          "the device is leased to someone else")                                               \
+        X(NOIOMMU_ERROR_DEVICE_QUARANTINED, EIO,                                                \
+          "the device failed its teardown and is quarantined until an administrator revokes")   \
+        X(VARLINK_ERROR_INVALID_PARAMETER, EINVAL,                                              \
+          "a parameter is missing, malformed or out of range")            \
+        X(NOIOMMU_ERROR_PROTOCOL_VIOLATION, EPROTO,                                             \
+          "the daemon received a malformed request and closed the connection")                  \
+        X(NOIOMMU_ERROR_INTERNAL, EIO,                                                          \
+          "the daemon failed internally; its journal says why")                                 \
+        X(VARLINK_ERROR_METHOD_NOT_FOUND, EIO,                                                  \
+          "the daemon does not know the method (it is older than the client?)")                 \
+        X(VARLINK_ERROR_INTERFACE_NOT_FOUND, EIO,                                               \
+          "the daemon does not implement the interface")                                        \
+        X(VARLINK_ERROR_METHOD_NOT_IMPLEMENTED, EIO,                                            \
+          "the interface defines the method but the daemon does not implement it")              \
+        X(VARLINK_ERROR_EXPECTED_MORE, EIO,                                                     \
+          "the method streams its replies and must be called with more")
 
 /* Largest request the daemon accepts, including the terminating NUL. Requests are tiny; a
  * longer one is a protocol violation and ends the connection. */

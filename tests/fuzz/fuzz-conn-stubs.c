@@ -517,10 +517,6 @@ int inventory_scan(const char *root, InventoryDevice **ret) {
         return (int) n;
 }
 
-int inventory_noiommu_enabled(const char *root) {
-        return 1;
-}
-
 int inventory_noiommu_status(const char *root, const char **ret_reason) {
         *ret_reason = NULL;
         return 1;
@@ -610,14 +606,6 @@ void vfio_device_client_fd_sent(VfioDevice *v) {
         v->client_fd = safe_close(v->client_fd);
 }
 
-bool vfio_device_can_reset(const VfioDevice *v) {
-        return v->backend != BACKEND_GROUP_NOIOMMU;
-}
-
-Backend vfio_device_backend(const VfioDevice *v) {
-        return v->backend;
-}
-
 int vfio_device_map(VfioDevice *v, HugeRegion *r, DmaSegment **ret_segments, size_t *ret_n,
                     AddressKind *ret_kind) {
         DmaSegment *s;
@@ -655,7 +643,7 @@ int vfio_device_unmap(VfioDevice *v, HugeRegion *r) {
 int vfio_device_quiesce(VfioDevice *v, bool *ret_reset) {
         if (v->outcome == STUB_QUIESCE_FAILS)
                 return -EIO;                    /* Bus Master did not read back as off */
-        *ret_reset = vfio_device_can_reset(v);
+        *ret_reset = v->backend != BACKEND_GROUP_NOIOMMU;
         return 0;
 }
 
@@ -691,19 +679,6 @@ int vfio_device_check_map(VfioDevice *v, const HugeRegion *r, const uint64_t *gr
 }
 
 /* --- audit.c ----------------------------------------------------------------------------- */
-
-static const char *const audit_result_table[_AUDIT_RESULT_MAX] = {
-        [AUDIT_RESULT_AUTHORIZED] = "authorized",
-        [AUDIT_RESULT_DENIED] = "denied",
-        [AUDIT_RESULT_CHALLENGE] = "challenge",
-        [AUDIT_RESULT_ERROR] = "error",
-};
-
-const char *audit_result_to_string(AuditResult r) {
-        if (r < 0 || r >= _AUDIT_RESULT_MAX)
-                return NULL;
-        return audit_result_table[r];
-}
 
 void audit_setup(bool failure_log) {
 }

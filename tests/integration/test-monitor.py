@@ -3,7 +3,8 @@
 """Monitor(): a Varlink "more" stream of lease changes (and device hotplug, whose uevent
 classification is unit-tested in test-monitor.c; real bind/unbind events need the VM tier).
 
-  * only with "more": true (InvalidParameter otherwise), only for io.noiommud.manage;
+  * only with "more": true (org.varlink.service.ExpectedMore otherwise), only for
+    io.noiommud.manage;
   * the first reply is {"event": "subscribed"}, every reply carries "continues": true;
   * another client's acquire and release appear as lease-granted (uid, pid, backend) and
     lease-released (reason release); a kill -9 of the holder as lease-released reason
@@ -32,10 +33,10 @@ def next_event(m, timeout=10):
 
 def main():
     with DeviceEnvironment(hugepages=16) as env:
-        with env.subtest("Monitor without more: InvalidParameter; denied uid: PermissionDenied"):
+        with env.subtest("Monitor without more: ExpectedMore; denied uid: PermissionDenied"):
             c = env.connect(uid=H.ALLOWED_UID)
             err, params = c.call_error(MONITOR, {})
-            assert err == H.INVALID_PARAMETER and params == {"parameter": "more"}, (err, params)
+            assert err == "org.varlink.service.ExpectedMore" and params == {}, (err, params)
             c.close()
             d = env.connect(uid=H.DENIED_UID)
             d.send(MONITOR, {}, more=True)

@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Builds (or reuses) a guest kernel of the vm test tier: docs/vm-testing.md §3-§5 and, for 7.x,
-# ../shared/docs/linux-7.3.md.
+# docs/linux-7.3.md.
 #
 #   build-kernel.sh [--linux 6.12|7] [FRAGMENT...]
 #
