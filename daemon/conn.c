@@ -16,15 +16,11 @@
 
 #include "audit.h"
 #include "conn.h"
-#include "dispatch.h"
 #include "internal/json-util.h"
 #include "internal/log.h"
 #include "internal/macro.h"
-#include "lease.h"
-#include "manager.h"
 #include "noiommu/protocol.h"
-#include "persist.h"
-#include "polkit.h"
+#include "polkit.h"                     /* NOIOMMU_POLKIT_INTERACTIVE_TIMEOUT_USEC only */
 
 struct OutMsg {
         OutMsg *next;
@@ -39,6 +35,11 @@ struct OutMsg {
 static int conn_process(Conn *c);
 static void conn_abort(Conn *c, int error);
 
+/* The connection must end: the owner tears down what it holds, then frees the transport. */
+static void conn_close(Conn *c, const char *reason) {
+        c->ops->closed(c, reason, c->userdata);
+}
+
 static uint64_t now(void) {
         struct timespec ts;
 
@@ -49,7 +50,7 @@ static uint64_t now(void) {
 static uint64_t conn_now(Conn *c) {
         uint64_t t;
 
-        if (sd_event_now(c->manager->event, CLOCK_MONOTONIC, &t) < 0)
+        if (sd_event_now(c->event, CLOCK_MONOTONIC, &t) < 0)
                 return now();
         return t;
 }
@@ -76,7 +77,7 @@ static void conn_update_timer(Conn *c) {
                            c->current_since + NOIOMMU_POLKIT_INTERACTIVE_TIMEOUT_USEC + NOIOMMU_IDLE_TIMEOUT_USEC;
         else if (c->in.n > 0)
                 deadline = c->in_since + NOIOMMU_REQUEST_TIMEOUT_USEC;
-        else if (c->n_regions == 0 && c->n_leases == 0)
+        else if (!c->ops->holds_resources(c, c->userdata))
                 /* a connection holding memory or a device is never idle: the lease lives as long
                  * as the connection, however quiet the client is */
                 deadline = c->last_activity +
@@ -126,13 +127,13 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
          * here cancels a pending polkit check and releases its memory at once, and keeps a
          * level-triggered HUP from spinning the loop. */
         if (revents & (EPOLLHUP | EPOLLERR)) {
-                (void) conn_free(c, "client-exit");
+                conn_close(c, "client-exit");
                 return 0;
         }
 
         r = conn_process(c);
         if (r < 0)
-                (void) conn_free(c, "client-exit");
+                conn_close(c, "client-exit");
         return 0;
 }
 
@@ -142,7 +143,7 @@ static int on_defer(sd_event_source *s, void *userdata) {
 
         r = conn_process(c);
         if (r < 0)
-                (void) conn_free(c, "client-exit");
+                conn_close(c, "client-exit");
         return 0;
 }
 
@@ -175,112 +176,73 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 if (c->receipt_since != 0) {
                         /* The reply holding the fds still sits in the socket: the client does
                          * not read, or cannot. What it was granted goes back, quiesced first. */
-                        audit_protocol_violation(&c->id, "a reply carrying file descriptors was not read in time");
-                        (void) conn_free(c, "not-received");
+                        audit_protocol_violation(c->id, "a reply carrying file descriptors was not read in time");
+                        conn_close(c, "not-received");
                         return 0;
                 }
                 conn_update_timer(c);           /* fires at once if another deadline passed */
                 return 0;
         }
 
-        log_debug("Closing connection of UID %u (PID %i): %s.", (unsigned) c->id.uid, (int) c->id.pid,
+        log_debug("Closing connection of UID %u (PID %i): %s.", (unsigned) c->id->uid, (int) c->id->pid,
                   c->state == CONN_CLOSING ? "final reply not read" :
                   c->out_head ? "reply not read" :
                   c->in.n > 0 ? "request not completed in time" : "idle");
-        (void) conn_free(c, "client-exit");
+        conn_close(c, "client-exit");
         return 0;
 }
 
-int conn_new(Manager *m, int fd, Conn **ret) {
-        _cleanup_(client_identity_done) ClientIdentity id = CLIENT_IDENTITY_INIT;
-        Conn *c;
+int conn_new(sd_event *event, int fd, const ClientIdentity *id, const ConnOps *ops, void *userdata,
+             Conn **ret) {
+        _cleanup_(conn_freep) Conn *c = NULL;
         int r;
 
-        assert(m);
+        assert(event);
         assert(fd >= 0);
+        assert(id);
+        assert(ops);
         assert(ret);
-
-        r = client_identity_from_socket(fd, &id);     /* identity is fixed at accept time */
-        if (r < 0)
-                return r;
 
         c = new0(Conn, 1);
         if (!c)
                 return -ENOMEM;
         *c = (Conn) {
-                .manager = m,
-                .fd = -EBADF,
+                .event = event,
+                .ops = ops,
+                .userdata = userdata,
                 .id = id,
+                .fd = -EBADF,
                 .state = CONN_IDLE,
         };
-        id.pidfd = -EBADF;                             /* moved into c->id */
         wire_buffer_init(&c->in, NOIOMMU_REQUEST_SIZE_MAX);
         c->last_activity = conn_now(c);
 
-        r = sd_event_add_io(m->event, &c->io_source, fd, EPOLLIN, on_io, c);
-        if (r >= 0)
-                r = sd_event_add_time(m->event, &c->timer_source, CLOCK_MONOTONIC, 0, 0, on_timer, c);
-        if (r >= 0)
-                r = sd_event_add_defer(m->event, &c->defer_source, on_defer, c);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(c->defer_source, SD_EVENT_OFF);
-        if (r >= 0)
-                r = manager_conn_added(m, c);
-        if (r < 0) {
-                c->io_source = sd_event_source_disable_unref(c->io_source);
-                c->timer_source = sd_event_source_disable_unref(c->timer_source);
-                c->defer_source = sd_event_source_disable_unref(c->defer_source);
-                wire_buffer_done(&c->in);
-                client_identity_done(&c->id);
-                free(c);
+        r = sd_event_add_io(event, &c->io_source, fd, EPOLLIN, on_io, c);
+        if (r < 0)
                 return r;
-        }
+        r = sd_event_add_time(event, &c->timer_source, CLOCK_MONOTONIC, 0, 0, on_timer, c);
+        if (r < 0)
+                return r;
+        r = sd_event_add_defer(event, &c->defer_source, on_defer, c);
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_enabled(c->defer_source, SD_EVENT_OFF);
+        if (r < 0)
+                return r;
 
-        c->fd = fd;                  /* ours only on success; the caller then forgets it */
+        c->fd = fd;                     /* ours only on success; the caller then forgets it */
         conn_update_io(c);
-        *ret = c;
+        *ret = TAKE_PTR(c);
         return 0;
 }
 
-Conn *conn_free(Conn *c, const char *reason) {
+Conn *conn_free(Conn *c) {
         if (!c)
                 return NULL;
-
-        /* Pending polkit check: cancel it; the reply, if any, is ignored. */
-        c->polkit = polkit_query_free(c->polkit);
-        c->pending_lease = lease_unreserve(c->pending_lease);
-
-        /* Devices first: each is quiesced before its memory is let go. A noiommu device that
-         * could not be quiesced can still write anywhere this connection's memory is: that
-         * memory stays pinned with the quarantined lease. */
-        Lease *quarantined = NULL;
-        while (c->n_leases > 0) {
-                Lease *l = c->leases[c->n_leases - 1];
-                bool noiommu = lease_is_noiommu(l);
-
-                if (conn_end_lease(c, c->n_leases - 1, reason) == -EIO && noiommu)
-                        quarantined = l;        /* still in the manager's list */
-        }
-
-        while (c->n_regions > 0) {
-                HugeRegion *r = c->regions[c->n_regions - 1];
-
-                if (quarantined && lease_adopt_region(quarantined, r) >= 0) {
-                        c->n_regions--;
-                        c->manager->n_regions--;
-                        c->manager->region_bytes -= r->size;
-                        continue;
-                }
-                conn_free_region(c, c->n_regions - 1, reason);
-        }
 
         c->io_source = sd_event_source_disable_unref(c->io_source);
         c->timer_source = sd_event_source_disable_unref(c->timer_source);
         c->defer_source = sd_event_source_disable_unref(c->defer_source);
-
-        /* The store's copy of the socket would keep the client's connection open. */
-        persist_forget_conn(c);
-
         while (c->out_head) {
                 OutMsg *o = c->out_head;
                 c->out_head = o->next;
@@ -288,10 +250,7 @@ Conn *conn_free(Conn *c, const char *reason) {
         }
         json_decref(c->current);
         wire_buffer_done(&c->in);
-        client_identity_done(&c->id);
         c->fd = safe_close(c->fd);
-
-        manager_conn_removed(c->manager, c);
         free(c);
         return NULL;
 }
@@ -383,10 +342,7 @@ static void conn_request_done(Conn *c) {
         json_decref(c->current);
         c->current = NULL;
         c->current_oneway = false;
-        /* Nothing about an answered request survives it: not a polkit verdict (no caching
-         * across requests), not a device reservation. */
-        c->polkit = polkit_query_free(c->polkit);
-        c->pending_lease = lease_unreserve(c->pending_lease);
+        c->ops->request_done(c, c->userdata);
         if (c->state == CONN_RUNNING)
                 c->state = CONN_IDLE;
         c->last_activity = conn_now(c);
@@ -403,7 +359,7 @@ int conn_notify(Conn *c, json_t *params) {
         if (c->out_bytes > NOIOMMU_MONITOR_BACKLOG_MAX) {
                 json_decref(params);
                 log_info("Monitor client UID %u (PID %i) does not read its events, disconnecting.",
-                         (unsigned) c->id.uid, (int) c->id.pid);
+                         (unsigned) c->id->uid, (int) c->id->pid);
                 (void) shutdown(c->fd, SHUT_RDWR);
                 return 0;
         }
@@ -422,7 +378,7 @@ int conn_notify(Conn *c, json_t *params) {
  * path then releases everything in the proper order. */
 static void conn_abort(Conn *c, int error) {
         log_error_errno(error, "Cannot queue a reply to UID %u (PID %i), closing the connection: %m",
-                        (unsigned) c->id.uid, (int) c->id.pid);
+                        (unsigned) c->id->uid, (int) c->id->pid);
         (void) shutdown(c->fd, SHUT_RDWR);
 }
 
@@ -467,10 +423,9 @@ int conn_reply_error(Conn *c, const char *error, json_t *params) {
 void conn_protocol_violation(Conn *c, const char *reason) {
         json_t *msg;
 
-        audit_protocol_violation(&c->id, reason);
+        audit_protocol_violation(c->id, reason);
 
-        c->polkit = polkit_query_free(c->polkit);
-        c->pending_lease = lease_unreserve(c->pending_lease);
+        c->ops->request_done(c, c->userdata);
         json_decref(c->current);
         c->current = NULL;
         c->state = CONN_CLOSING;
@@ -524,6 +479,19 @@ static int conn_read(Conn *c) {
         return 1;
 }
 
+/* Runs the current request through the owner's handler. */
+static void conn_dispatch(Conn *c) {
+        int r;
+
+        r = c->ops->dispatch(c, c->userdata);
+        if (r < 0) {
+                log_error_errno(r, "Failed to handle request of UID %u (PID %i): %m",
+                                (unsigned) c->id->uid, (int) c->id->pid);
+                if (c->current)
+                        (void) conn_reply_error(c, NOIOMMU_ERROR_INTERNAL, NULL);
+        }
+}
+
 /* Takes one complete request off the input buffer and dispatches it. Returns 1 if a request
  * was dispatched, 0 if none is complete. */
 static int conn_parse_and_dispatch(Conn *c) {
@@ -554,13 +522,7 @@ static int conn_parse_and_dispatch(Conn *c) {
         c->current = msg;
         c->current_since = now();
         c->state = CONN_RUNNING;
-        r = dispatch_current(c);
-        if (r < 0) {
-                log_error_errno(r, "Failed to handle request of UID %u (PID %i): %m",
-                                (unsigned) c->id.uid, (int) c->id.pid);
-                if (c->current)
-                        (void) conn_reply_error(c, NOIOMMU_ERROR_INTERNAL, NULL);
-        }
+        conn_dispatch(c);
         return 1;
 }
 
@@ -578,15 +540,9 @@ static int conn_process(Conn *c) {
 
         /* 2. dispatch again: an asynchronous step of the current request has finished */
         if (c->state == CONN_RUNNING) {
-                if (c->current && !c->monitoring && (!c->polkit || polkit_query_answered(c->polkit))) {
-                        r = dispatch_current(c);
-                        if (r < 0) {
-                                log_error_errno(r, "Failed to handle request of UID %u (PID %i): %m",
-                                                (unsigned) c->id.uid, (int) c->id.pid);
-                                if (c->current)
-                                        (void) conn_reply_error(c, NOIOMMU_ERROR_INTERNAL, NULL);
-                        }
-                }
+                /* (the owner's handler returns at once while its asynchronous step is pending) */
+                if (c->current && !c->monitoring)
+                        conn_dispatch(c);
         } else if (!c->out_head) {
                 /* 3. parse a buffered request; 4. read once if there is none */
                 r = conn_parse_and_dispatch(c);
@@ -613,65 +569,6 @@ static int conn_process(Conn *c) {
 
         conn_update_io(c);
         return 0;
-}
-
-int conn_add_region(Conn *c, HugeRegion *r) {
-        if (c->n_regions >= NOIOMMU_REGIONS_PER_CONN_MAX)
-                return -EUSERS;
-        c->regions[c->n_regions++] = r;
-        c->manager->n_regions++;
-        c->manager->region_bytes += r->size;
-        return 0;
-}
-
-HugeRegion *conn_find_region(Conn *c, const char *id, size_t *ret_index) {
-        for (size_t i = 0; i < c->n_regions; i++)
-                if (streq(c->regions[i]->id, id)) {
-                        *ret_index = i;
-                        return c->regions[i];
-                }
-        return NULL;
-}
-
-void conn_free_region(Conn *c, size_t index, const char *reason) {
-        HugeRegion *r;
-
-        assert(index < c->n_regions);
-        r = c->regions[index];
-        c->regions[index] = c->regions[--c->n_regions];
-        c->manager->n_regions--;
-        c->manager->region_bytes -= r->size;
-
-        /* The client learned this memory's physical addresses; if it also holds a device
-         * without an IOMMU, that device can still write there until it is quiesced. Keep the
-         * pages pinned with the lease until then (design.md §3.2). */
-        for (size_t i = 0; i < c->n_leases; i++)
-                if (c->leases[i]->state == LEASE_ACTIVE && lease_is_noiommu(c->leases[i]) &&
-                    lease_adopt_region(c->leases[i], r) >= 0) {
-                        log_debug("Keeping %s pinned until %s is quiesced.", r->id,
-                                  c->leases[i]->device.address);
-                        return;
-                }
-
-        region_release(c->manager, &c->id, r, reason);
-}
-
-Lease *conn_find_lease(Conn *c, const char *id, size_t *ret_index) {
-        for (size_t i = 0; i < c->n_leases; i++)
-                if (streq(c->leases[i]->id, id)) {
-                        *ret_index = i;
-                        return c->leases[i];
-                }
-        return NULL;
-}
-
-int conn_end_lease(Conn *c, size_t index, const char *reason) {
-        Lease *l;
-
-        assert(index < c->n_leases);
-        l = c->leases[index];
-        c->leases[index] = c->leases[--c->n_leases];
-        return lease_end(l, reason);
 }
 
 static json_t *hex_json(const char *p, size_t n) {
@@ -706,13 +603,6 @@ json_t *conn_reexec_save(Conn *c, int (*keep)(int fd, void *userdata), void *use
 
         if (!out)
                 return NULL;
-        /* Re-run after the re-exec; polkit is asked again there (its bus connection does not
-         * survive execve()). */
-        if (c->polkit && !c->monitoring) {
-                c->polkit = polkit_query_free(c->polkit);
-                c->pending_lease = lease_unreserve(c->pending_lease);
-        }
-
         for (OutMsg *o = c->out_head; o; o = o->next) {
                 json_t *fds = json_array();
 

@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * One client connection: identity fixed at accept, Varlink framing, limits, deadlines, and the
- * DMA memory it owns. A connection handles one request at a time: while a request is being
- * answered (for example while polkit decides) nothing more is read from the socket, and the next
- * request is taken only once the previous reply has been written out. That gives backpressure by
- * construction and bounds what one client can make the daemon queue (house-style.md §5).
+ * One client connection, the transport only: Varlink framing, the reply queue, limits and
+ * deadlines, and the SIOCOUTQ receipt of replies carrying fds. It knows nothing of leases,
+ * memory or polkit: it calls up only through the ConnOps table its owner (client.c) gives it,
+ * as dbus-broker's connection_init_server() takes a DispatchFn.
+ *
+ * A connection handles one request at a time: while a request is being answered (for example
+ * while polkit decides) nothing more is read from the socket, and the next request is taken
+ * only once the previous reply has been written out. That gives backpressure by construction
+ * and bounds what one client can make the daemon queue (house-style.md §5).
  *
  * Each wake-up does the socket work in the order write, dispatch, parse, read, and reads at most
  * once, so one busy client cannot starve the others.
@@ -16,14 +20,30 @@
 
 #include <systemd/sd-event.h>
 
-#include "hugepage.h"
 #include "identity.h"
+#include "internal/macro.h"
 #include "internal/wire.h"
+#include "region.h"
 
-typedef struct Manager Manager;
-typedef struct PolkitQuery PolkitQuery;
-typedef struct Lease Lease;
 typedef struct OutMsg OutMsg;
+typedef struct Conn Conn;
+
+/* How the transport calls its owner. Every callback gets the owner's userdata. */
+typedef struct ConnOps {
+        /* Runs the current request (c->current): for a new one, and again when the owner called
+         * conn_redispatch() (an asynchronous step finished). Returns 0 or negative errno (the
+         * request is then answered with InternalError). */
+        int (*dispatch)(Conn *c, void *userdata);
+        /* The current request is answered (or abandoned): release what belonged to it. */
+        void (*request_done)(Conn *c, void *userdata);
+        /* Whether the owner holds something for the client (memory, a device): such a
+         * connection is never closed for being idle. */
+        bool (*holds_resources)(Conn *c, void *userdata);
+        /* The connection must end (hang-up, error, a deadline): the owner tears down what it
+         * holds, in its order, and then calls conn_free(). reason: "client-exit" or
+         * "not-received". */
+        void (*closed)(Conn *c, const char *reason, void *userdata);
+} ConnOps;
 
 /* Time from accept to a complete first request, and from the first byte of any request to its
  * terminating NUL (slowloris). */
@@ -37,8 +57,6 @@ typedef struct OutMsg OutMsg;
  * "not-received". The kernel tells whether it was read: SIOCOUTQ on a unix stream socket is
  * what the peer has not consumed yet (security.md §10 row 11). */
 #define NOIOMMU_RECEIPT_TIMEOUT_USEC (10ULL * 1000000ULL)
-/* Allocations one connection may hold at once. */
-#define NOIOMMU_REGIONS_PER_CONN_MAX 64
 
 typedef enum ConnState {
         CONN_IDLE,              /* waiting for (or parsing) the next request */
@@ -48,13 +66,13 @@ typedef enum ConnState {
         _CONN_STATE_INVALID = -EINVAL,
 } ConnState;
 
-typedef struct Conn {
-        Manager *manager;
-        struct Conn *next, *prev;       /* in manager->conns */
-        struct Conn *uid_next, *uid_prev; /* among the connections of the same uid */
+struct Conn {
+        sd_event *event;
+        const ConnOps *ops;
+        void *userdata;
+        const ClientIdentity *id;       /* the owner's, for logs and records; never owned here */
 
         int fd;
-        ClientIdentity id;
         ConnState state;
 
         sd_event_source *io_source;
@@ -76,20 +94,12 @@ typedef struct Conn {
         bool current_oneway;
         bool current_more;              /* the current request asked for a stream ("more") */
         bool monitoring;                /* the current request is a Monitor() stream */
-        PolkitQuery *polkit;
+};
 
-        HugeRegion *regions[NOIOMMU_REGIONS_PER_CONN_MAX];     /* memory without a lease */
-        size_t n_regions;
-
-        char store_id[NOIOMMU_ID_LEN + 1]; /* "conn-<id>" in the fd store, "" if not stored */
-
-        Lease *pending_lease;           /* reserved while polkit decides an AcquireDevice */
-        Lease *leases[8];               /* NOIOMMU_LEASES_PER_CONN_MAX */
-        size_t n_leases;
-} Conn;
-
-/* Takes ownership of fd (an accepted, non-blocking, close-on-exec socket) on success only. */
-int conn_new(Manager *m, int fd, Conn **ret);
+/* Sets up the transport for fd (an accepted, non-blocking, close-on-exec socket), which it owns
+ * on success only. id is borrowed and must outlive the connection. */
+int conn_new(sd_event *event, int fd, const ClientIdentity *id, const ConnOps *ops, void *userdata,
+             Conn **ret);
 
 /* A connection restored from the fd store, once its memory and leases are attached again: it
  * made requests before the restart, and what it holds now decides its deadline (a connection
@@ -98,9 +108,9 @@ int conn_new(Manager *m, int fd, Conn **ret);
  * every restart. */
 void conn_restored(Conn *c);
 
-/* Frees everything the connection owns; its memory is freed and audited with "reason"
- * ("client-exit" or "shutdown"). Returns NULL. */
-Conn *conn_free(Conn *c, const char *reason);
+/* Closes the socket, drops queued output and the current request. Returns NULL. */
+Conn *conn_free(Conn *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Conn *, conn_free);
 
 /* Queues a reply to the current request. params is consumed (may be NULL for {}). fds are
  * borrowed: they are duplicated for the send, so the caller keeps its own. */
@@ -120,20 +130,10 @@ void conn_protocol_violation(Conn *c, const char *reason);
 /* Called when an asynchronous step of the current request finished: runs its handler again. */
 void conn_redispatch(void *userdata);
 
-/* Adopts a region into the connection's list. */
-int conn_add_region(Conn *c, HugeRegion *r);
-HugeRegion *conn_find_region(Conn *c, const char *id, size_t *ret_index);
-void conn_free_region(Conn *c, size_t index, const char *reason);
-
-Lease *conn_find_lease(Conn *c, const char *id, size_t *ret_index);
-/* Ends lease number index (see lease_end()) and forgets it. Returns lease_end()'s result. */
-int conn_end_lease(Conn *c, size_t index, const char *reason);
-
 /* Re-exec (reexec.c). conn_reexec_save() describes what lives only in this process: buffered
  * input, queued output (its fds are passed through keep(), which must keep them open across
- * execve()), and the current request. A request waiting for polkit has its check cancelled and
- * its reservation dropped: it is re-run from the start after the re-exec, as the polkit callback
- * would re-run it (nothing is touched before authorisation). Returns NULL on ENOMEM. */
+ * execve()), and the current request (client_reexec_save() first cancels a polkit check, so
+ * that the request is re-run from the start after the re-exec). Returns NULL on ENOMEM. */
 json_t *conn_reexec_save(Conn *c, int (*keep)(int fd, void *userdata), void *userdata);
 /* The old image continues after a failed execve(): re-runs what conn_reexec_save() cancelled. */
 void conn_reexec_resume(Conn *c);

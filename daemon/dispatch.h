@@ -7,12 +7,12 @@
  */
 #pragma once
 
-typedef struct Conn Conn;
+typedef struct Client Client;
 
 /* Runs the handler for c->current. Returns 0 when the request was answered or is waiting for an
  * asynchronous step, negative errno on the daemon's own failure (the caller answers with
  * InternalError). Client mistakes are answered here and are not failures. */
-int dispatch_current(Conn *c);
+int dispatch_current(Client *c);
 
 /* The interface description of io.noiommud.Broker, embedded at build time. */
 extern const char noiommu_broker_interface[];

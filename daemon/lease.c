@@ -11,17 +11,16 @@
 #include <systemd/sd-id128.h>
 
 #include "audit.h"
-#include "conn.h"
+#include "internal/json-util.h"
 #include "internal/log.h"
 #include "internal/macro.h"
 #include "lease.h"
-#include "manager.h"
-#include "monitor.h"
-#include "persist.h"
 
 static const char *const lease_state_table[_LEASE_STATE_MAX] = {
+        [LEASE_RESERVED] = "reserved",
         [LEASE_AUTHORIZING] = "authorizing",
         [LEASE_ACTIVE] = "active",
+        [LEASE_HOLDER_GONE] = "holder-gone",
         [LEASE_QUIESCING] = "quiescing",
         [LEASE_QUARANTINED] = "quarantined",
 };
@@ -30,6 +29,33 @@ const char *lease_state_to_string(LeaseState s) {
         if (s < 0 || s >= _LEASE_STATE_MAX)
                 return NULL;
         return lease_state_table[s];
+}
+
+/* The state machine (lease.h), row = from, column = to. Nothing goes back to ACTIVE from
+ * QUARANTINED: a revoke re-enters the teardown (QUIESCING) directly. */
+static const bool lease_transitions[_LEASE_STATE_MAX][_LEASE_STATE_MAX] = {
+        [LEASE_RESERVED]    = { [LEASE_AUTHORIZING] = true, [LEASE_ACTIVE] = true },
+        [LEASE_AUTHORIZING] = { [LEASE_ACTIVE] = true },
+        [LEASE_ACTIVE]      = { [LEASE_QUIESCING] = true, [LEASE_QUARANTINED] = true },
+        [LEASE_HOLDER_GONE] = { [LEASE_ACTIVE] = true, [LEASE_QUIESCING] = true, [LEASE_QUARANTINED] = true },
+        [LEASE_QUIESCING]   = { [LEASE_QUARANTINED] = true },
+        [LEASE_QUARANTINED] = { [LEASE_QUIESCING] = true },
+};
+
+bool lease_state_transition_allowed(LeaseState from, LeaseState to) {
+        if (from < 0 || from >= _LEASE_STATE_MAX || to < 0 || to >= _LEASE_STATE_MAX)
+                return false;
+        return lease_transitions[from][to];
+}
+
+/* The only writer of l->state after construction. A refused transition is a bug in the
+ * daemon, never something a client can cause: abort rather than continue with a lease whose
+ * memory rules no longer hold (house-style: assert what cannot happen). */
+static void lease_set_state(Lease *l, LeaseState s) {
+        assert(lease_state_transition_allowed(l->state, s));
+        log_debug("Lease %s on %s: %s -> %s.", l->id, l->device.address,
+                  lease_state_to_string(l->state), lease_state_to_string(s));
+        l->state = s;
 }
 
 static uint64_t now_usec(void) {
@@ -43,15 +69,15 @@ uint64_t lease_now_usec(void) {
         return now_usec();
 }
 
-Lease *lease_find_by_address(Manager *m, const char *address) {
-        for (Lease *l = m->leases; l; l = l->next)
+Lease *lease_find_by_address(LeaseRegistry *reg, const char *address) {
+        for (Lease *l = reg->leases; l; l = l->next)
                 if (streq(l->device.address, address))
                         return l;
         return NULL;
 }
 
-Lease *lease_find_by_id(Manager *m, const char *id) {
-        for (Lease *l = m->leases; l; l = l->next)
+Lease *lease_find_by_id(LeaseRegistry *reg, const char *id) {
+        for (Lease *l = reg->leases; l; l = l->next)
                 if (streq(l->id, id))
                         return l;
         return NULL;
@@ -61,43 +87,71 @@ uint64_t lease_bytes_pinned(const Lease *l) {
         uint64_t bytes = 0;
 
         for (size_t i = 0; i < l->n_regions; i++)
-                bytes += l->regions[i]->size;
+                bytes += region_size(l->regions[i]);
         for (size_t i = 0; i < l->n_adopted; i++)
-                bytes += l->adopted[i]->size;
+                bytes += region_size(l->adopted[i]);
         return bytes;
 }
 
-int lease_retry_quarantined(Lease *l, const char *reason) {
-        assert(l->state == LEASE_QUARANTINED);
-        l->state = LEASE_ACTIVE;        /* lease_end() quarantines it again if this fails */
-        return lease_end(l, reason);
+static int lease_teardown(Lease *l, const char *reason);
+
+const LeaseBackend lease_backend_vfio = {
+        .open = vfio_device_open,
+        .map = vfio_device_map,
+        .unmap = vfio_device_unmap,
+        .restore_map = vfio_device_restore_map,
+        .quiesce = vfio_device_quiesce,
+        .close = vfio_device_close,
+};
+
+static const LeaseBackend *backend(const LeaseRegistry *reg) {
+        return reg->backend ?: &lease_backend_vfio;
 }
 
-static void lease_link(Manager *m, Lease *l) {
-        l->next = m->leases;
-        if (m->leases)
-                m->leases->prev = l;
-        m->leases = l;
+static void lease_emit(const Lease *l, LeaseEvent ev, const char *reason) {
+        const LeaseHooks *h = &l->registry->hooks;
+
+        if (h->event)
+                h->event(l, ev, reason, h->userdata);
+}
+
+void lease_announce_granted(const Lease *l) {
+        lease_emit(l, LEASE_EVENT_GRANTED, NULL);
+}
+
+int lease_retry_quarantined(Lease **lp, const char *reason) {
+        Lease *l = TAKE_PTR(*lp);
+
+        assert(l->state == LEASE_QUARANTINED);
+        return lease_teardown(l, reason);
+}
+
+static void lease_link(LeaseRegistry *reg, Lease *l) {
+        l->next = reg->leases;
+        if (reg->leases)
+                reg->leases->prev = l;
+        reg->leases = l;
 }
 
 static void lease_unlink(Lease *l) {
-        Manager *m = l->manager;
+        LeaseRegistry *reg = l->registry;
 
         if (l->prev)
                 l->prev->next = l->next;
-        else if (m->leases == l)
-                m->leases = l->next;
+        else if (reg->leases == l)
+                reg->leases = l->next;
         if (l->next)
                 l->next->prev = l->prev;
         l->next = l->prev = NULL;
 }
 
-int lease_reserve(Manager *m, Conn *conn, const InventoryDevice *d, Lease **ret) {
+int lease_reserve(LeaseRegistry *reg, Client *client, const ClientIdentity *holder,
+                  const InventoryDevice *d, Lease **ret) {
         Lease *l, *existing;
         sd_id128_t id;
         int r;
 
-        existing = lease_find_by_address(m, d->address);
+        existing = lease_find_by_address(reg, d->address);
         if (existing)
                 return existing->state == LEASE_QUARANTINED ? -EIO : -EBUSY;
 
@@ -109,52 +163,130 @@ int lease_reserve(Manager *m, Conn *conn, const InventoryDevice *d, Lease **ret)
         if (!l)
                 return -ENOMEM;
         *l = (Lease) {
-                .manager = m,
-                .state = LEASE_AUTHORIZING,
-                .conn = conn,
-                .holder = conn->id,
+                .registry = reg,
+                .state = LEASE_RESERVED,
+                .client = client,
+                .holder = *holder,
                 .device = *d,
                 .created_usec = now_usec(),
         };
-        l->holder.pidfd = -EBADF;               /* a copy for records; the conn owns the fd */
+        l->holder.pidfd = -EBADF;               /* a copy for records; the client owns the fd */
         (void) sd_id128_to_string(id, l->id);
-        lease_link(m, l);
+        lease_link(reg, l);
         *ret = l;
         return 0;
+}
+
+void lease_wait_authorization(Lease *l) {
+        if (l->state != LEASE_AUTHORIZING)
+                lease_set_state(l, LEASE_AUTHORIZING);
+}
+
+int lease_restore(LeaseRegistry *reg, const char *id, bool quarantined, const InventoryDevice *d,
+                  const ClientIdentity *holder, uint64_t created_usec, const char *conn_id,
+                  VfioDevice *vfio, Lease **ret) {
+        Lease *l;
+
+        assert(noiommu_id_is_valid(id));
+
+        l = new0(Lease, 1);
+        if (!l) {
+                /* The device is closed, which the kernel answers by clearing Bus Master (the
+                 * last close of a VFIO device disables it): no worse than a crash. */
+                backend(reg)->close(vfio);
+                return -ENOMEM;
+        }
+        *l = (Lease) {
+                .registry = reg,
+                .state = quarantined ? LEASE_QUARANTINED : LEASE_HOLDER_GONE,
+                .holder = *holder,
+                .device = *d,
+                .vfio = vfio,
+                .created_usec = created_usec,
+        };
+        l->holder.pidfd = -EBADF;               /* a copy for records */
+        memcpy(l->id, id, NOIOMMU_ID_LEN + 1);
+        if (conn_id && noiommu_id_is_valid(conn_id))
+                memcpy(l->restored_conn, conn_id, NOIOMMU_ID_LEN + 1);
+        lease_link(reg, l);
+        *ret = l;
+        return 0;
+}
+
+void lease_attach(Lease *l, Client *c, const ClientIdentity *holder) {
+        assert(l->state == LEASE_HOLDER_GONE);
+
+        l->client = c;
+        l->holder = *holder;
+        l->holder.pidfd = -EBADF;               /* a copy for records; the client owns the fd */
+        l->restored_conn[0] = 0;
+        lease_set_state(l, LEASE_ACTIVE);
+}
+
+/* Keeps r with l until l's quiesce. Memory the device could reach is never freed without it:
+ * if even the bookkeeping fails, the region stays pinned for the life of the process. */
+static void lease_keep_region(Lease *l, Region *r) {
+        if (lease_adopt_region(l, r) >= 0)
+                return;
+        log_error("Out of memory tracking %s of lease %s on %s: keeping it pinned until the daemon exits.",
+                  region_id(r), l->id, l->device.address);
+}
+
+bool lease_restore_region(Lease *l, Region *r, AddressKind kind, bool retired, bool adopted,
+                          uint64_t iova) {
+        if (adopted) {
+                lease_keep_region(l, r);
+                return false;
+        }
+        if (l->n_regions >= NOIOMMU_REGIONS_PER_LEASE_MAX) {
+                /* Only a state this daemon did not write can have more; whatever it is, the
+                 * device may have been given its addresses. */
+                log_warning("Lease %s on %s: more mapped memory in the stored state than a lease may have; "
+                            "keeping %s pinned until the device is quiesced.", l->id, l->device.address, region_id(r));
+                lease_keep_region(l, r);
+                return false;
+        }
+        /* Every backend keeps a record of what it mapped (the group backend with IOVA 0), so
+         * that the unmap at release finds it. */
+        (void) backend(l->registry)->restore_map(l->vfio, r->huge, iova);
+        r->kind = kind;
+        r->retired = retired;
+        l->regions[l->n_regions++] = r;
+        return true;
 }
 
 bool lease_is_noiommu(const Lease *l) {
         return l->device.backend != BACKEND_CDEV_IOMMU;
 }
 
-int lease_adopt_region(Lease *l, HugeRegion *r) {
-        HugeRegion **a;
+int lease_adopt_region(Lease *l, Region *r) {
+        Region **a;
 
-        a = realloc(l->adopted, sizeof(HugeRegion *) * (l->n_adopted + 1));
+        a = realloc(l->adopted, sizeof(Region *) * (l->n_adopted + 1));
         if (!a)
                 return -ENOMEM;
         l->adopted = a;
         l->adopted[l->n_adopted++] = r;
+        region_changed(r);
         return 0;
 }
 
-void region_release(Manager *m, const ClientIdentity *holder, HugeRegion *r, const char *reason) {
-        int k;
+int lease_keep_unrestored(Lease *l, const char *region_id) {
+        char (*a)[NOIOMMU_ID_LEN + 1];
 
-        persist_forget_region(m, r);
+        assert(noiommu_id_is_valid(region_id));
 
-        /* Compare the PFNs with those handed out: a difference means a page moved while
-         * pinned, or the client punched a hole (the pinned page stayed ours either way). */
-        k = huge_region_verify(r, m->pagemap_fd);
-        if (k < 0 && k != -ESTALE)
-                log_warning_errno(k, "Failed to re-read physical addresses of %s, ignoring: %m", r->id);
-        audit_memory_freed(holder, r, reason, k == -ESTALE);
-        huge_region_free(r);
+        a = realloc(l->unrestored, sizeof(*a) * (l->n_unrestored + 1));
+        if (!a)
+                return -ENOMEM;
+        l->unrestored = a;
+        memcpy(l->unrestored[l->n_unrestored++], region_id, NOIOMMU_ID_LEN + 1);
+        return 0;
 }
 
 static void lease_free_adopted(Lease *l, const char *reason) {
         for (size_t i = 0; i < l->n_adopted; i++)
-                region_release(l->manager, &l->holder, l->adopted[i], reason);
+                region_free(l->adopted[i], reason);
         l->n_adopted = 0;
 }
 
@@ -162,12 +294,15 @@ static Lease *lease_free(Lease *l) {
         if (!l)
                 return NULL;
         lease_unlink(l);
+        /* Only left at process exit (quarantined leases, lease_free_all()): everything else
+         * was freed by lease_teardown() in order. */
         for (size_t i = 0; i < l->n_regions; i++)
-                huge_region_free(l->regions[i]);
+                region_drop(l->regions[i]);
         for (size_t i = 0; i < l->n_adopted; i++)
-                huge_region_free(l->adopted[i]);
+                region_drop(l->adopted[i]);
         free(l->adopted);
-        vfio_device_close(l->vfio);
+        free(l->unrestored);
+        backend(l->registry)->close(l->vfio);
         free(l);
         return NULL;
 }
@@ -175,16 +310,16 @@ static Lease *lease_free(Lease *l) {
 Lease *lease_unreserve(Lease *l) {
         if (!l)
                 return NULL;
-        assert(l->state == LEASE_AUTHORIZING);
+        assert(l->state == LEASE_RESERVED || l->state == LEASE_AUTHORIZING);
         return lease_free(l);
 }
 
 int lease_activate(Lease *l) {
         int r;
 
-        assert(l->state == LEASE_AUTHORIZING);
+        assert(l->state == LEASE_RESERVED || l->state == LEASE_AUTHORIZING);
 
-        r = vfio_device_open(&l->device, &l->vfio);
+        r = backend(l->registry)->open(&l->device, &l->vfio);
         if (r == -EPROTONOSUPPORT) {
                 /* GET_PA answered ENOTTY (no such command: a kernel before 7.3, or without
                  * iommufd), E2BIG (another struct revision) or EOPNOTSUPP (7.3 built with
@@ -198,12 +333,12 @@ int lease_activate(Lease *l) {
         }
         if (r < 0)
                 return r;
-        l->state = LEASE_ACTIVE;
+        lease_set_state(l, LEASE_ACTIVE);
         l->created_usec = now_usec();
         return 0;
 }
 
-int lease_add_region(Lease *l, HugeRegion *r, DmaSegment **ret_segments, size_t *ret_n,
+int lease_add_region(Lease *l, Region *r, DmaSegment **ret_segments, size_t *ret_n,
                      AddressKind *ret_kind) {
         int k;
 
@@ -212,7 +347,7 @@ int lease_add_region(Lease *l, HugeRegion *r, DmaSegment **ret_segments, size_t 
         if (l->n_regions >= NOIOMMU_REGIONS_PER_LEASE_MAX)
                 return -EUSERS;
 
-        k = vfio_device_map(l->vfio, r, ret_segments, ret_n, ret_kind);
+        k = backend(l->registry)->map(l->vfio, r->huge, ret_segments, ret_n, ret_kind);
         if (k == -ENOLINK || k == -ESTALE) {
                 /* GET_PA in the middle of the lease: EOPNOTSUPP means no noiommu page table
                  * is behind the new mapping any more (not "unsupported": the command was
@@ -227,18 +362,15 @@ int lease_add_region(Lease *l, HugeRegion *r, DmaSegment **ret_segments, size_t 
         }
         if (k < 0)
                 return k;
-        l->regions[l->n_regions] = r;
-        l->kinds[l->n_regions] = *ret_kind;
-        l->retired[l->n_regions] = false;
-        l->n_regions++;
-        l->manager->n_regions++;
-        l->manager->region_bytes += r->size;
+        r->kind = *ret_kind;
+        r->retired = false;
+        l->regions[l->n_regions++] = r;
         return 0;
 }
 
-HugeRegion *lease_find_region(Lease *l, const char *id, size_t *ret_index) {
+Region *lease_find_region(Lease *l, const char *id, size_t *ret_index) {
         for (size_t i = 0; i < l->n_regions; i++)
-                if (!l->retired[i] && streq(l->regions[i]->id, id)) {
+                if (!l->regions[i]->retired && streq(region_id(l->regions[i]), id)) {
                         *ret_index = i;
                         return l->regions[i];
                 }
@@ -246,21 +378,24 @@ HugeRegion *lease_find_region(Lease *l, const char *id, size_t *ret_index) {
 }
 
 static void lease_drop_region(Lease *l, size_t index, const char *reason) {
-        HugeRegion *r = l->regions[index];
+        Region *r = l->regions[index];
         int k;
 
-        k = vfio_device_unmap(l->vfio, r);
+        l->regions[index] = l->regions[--l->n_regions];
+
+        k = backend(l->registry)->unmap(l->vfio, r->huge);
         if (k < 0)
-                log_warning_errno(k, "Failed to unmap %s from the device's DMA context, ignoring: %m", r->id);
+                log_warning_errno(k, "Failed to unmap %s from the device's DMA context, ignoring: %m", region_id(r));
+        region_free(r, reason);
+}
 
-        l->manager->n_regions--;
-        l->manager->region_bytes -= r->size;
-        region_release(l->manager, &l->holder, r, reason);
-
-        l->n_regions--;
-        l->regions[index] = l->regions[l->n_regions];
-        l->kinds[index] = l->kinds[l->n_regions];
-        l->retired[index] = l->retired[l->n_regions];
+void lease_withdraw_region(Lease *l, Region *r, const char *reason) {
+        for (size_t i = 0; i < l->n_regions; i++)
+                if (l->regions[i] == r) {
+                        lease_drop_region(l, i, reason);
+                        return;
+                }
+        abort();                        /* only ever called with the region just added */
 }
 
 void lease_free_region(Lease *l, size_t index) {
@@ -269,63 +404,50 @@ void lease_free_region(Lease *l, size_t index) {
         /* Behind a real IOMMU, unmapping blocks the device's access at once: free now. Without
          * one, the device may still be writing there; keep the pages pinned (and out of the
          * client's view) until the lease ends with a quiesce. */
-        if (l->kinds[index] == ADDRESS_IOVA)
+        if (l->regions[index]->kind == ADDRESS_IOVA)
                 lease_drop_region(l, index, "free");
-        else
-                l->retired[index] = true;
+        else {
+                l->regions[index]->retired = true;
+                region_changed(l->regions[index]);
+        }
 }
 
 void lease_quarantine(Lease *l, int error, const char *why) {
-        Conn *c = l->conn;
+        Client *c = l->client;
 
-        assert(l->state == LEASE_ACTIVE);
+        assert(l->state == LEASE_ACTIVE || l->state == LEASE_HOLDER_GONE);
 
         /* Like a failed quiesce: out of the holder's hands (its requests about the lease get
          * NoSuchLease/DeviceQuarantined), everything pinned, never handed out again until an
          * administrator revokes it — which quiesces before any memory is released. */
-        if (c)
-                for (size_t i = 0; i < c->n_leases; i++)
-                        if (c->leases[i] == l) {
-                                c->leases[i] = c->leases[--c->n_leases];
-                                break;
-                        }
-        l->conn = NULL;
-        l->state = LEASE_QUARANTINED;
+        if (c && l->registry->hooks.detached)
+                l->registry->hooks.detached(l, c, l->registry->hooks.userdata);
+        l->client = NULL;
+        lease_set_state(l, LEASE_QUARANTINED);
         audit_lease_broken(&l->holder, l->id, &l->device, error, why, lease_bytes_pinned(l));
-        persist_dirty(l->manager);
-        monitor_emit(l->manager, "lease-quarantined",
-                     json_pack("{s:s, s:s, s:s}", "lease", l->id, "device", l->device.address, "reason", why));
+        lease_emit(l, LEASE_EVENT_QUARANTINED, why);
 }
 
-int lease_end(Lease *l, const char *reason) {
-        uint64_t bytes = 0;
+/* THE teardown, the project's most important safety rule in one place (design.md §3.3):
+ * memory that the device could reach is released only after the device is quiesced. From
+ * ACTIVE, HOLDER_GONE (reclaim after a restart) or QUARANTINED (an administrator's retry). */
+static int lease_teardown(Lease *l, const char *reason) {
+        uint64_t bytes;
         bool reset = false;
         int r;
 
-        if (l->state == LEASE_AUTHORIZING) {
-                lease_unreserve(l);
-                return 0;
-        }
-        if (l->state == LEASE_QUARANTINED)
-                return -EIO;
-
-        assert(l->state == LEASE_ACTIVE);
-        l->state = LEASE_QUIESCING;     /* nobody can be granted the device meanwhile */
-
+        lease_set_state(l, LEASE_QUIESCING);    /* nobody can be granted the device meanwhile */
         bytes = lease_bytes_pinned(l);
 
         /* 1. Stop the device: Bus Master off (read back), then reset if it can. */
-        r = vfio_device_quiesce(l->vfio, &reset);
+        r = backend(l->registry)->quiesce(l->vfio, &reset);
         if (r < 0) {
                 /* The device may still be able to DMA: keep everything pinned and never hand
                  * the device out again until an administrator acts. */
-                l->state = LEASE_QUARANTINED;
-                l->conn = NULL;
+                lease_set_state(l, LEASE_QUARANTINED);
+                l->client = NULL;
                 audit_quiesce_failed(&l->holder, l->id, &l->device, r, bytes);
-                persist_dirty(l->manager);
-                monitor_emit(l->manager, "lease-quarantined",
-                             json_pack("{s:s, s:s, s:s}", "lease", l->id, "device", l->device.address,
-                                       "reason", reason));
+                lease_emit(l, LEASE_EVENT_QUARANTINED, reason);
                 return -EIO;
         }
         audit_lease_quiesced(&l->holder, l->id, &l->device, reset, reason);
@@ -337,16 +459,38 @@ int lease_end(Lease *l, const char *reason) {
         lease_free_adopted(l, reason);
 
         /* 3. Close the device; it is free for the next client. */
-        persist_forget_lease(l->manager, l);
-        l->vfio = vfio_device_close(l->vfio);
+        lease_emit(l, LEASE_EVENT_CLOSING, reason);
+        l->vfio = backend(l->registry)->close(l->vfio);
         audit_lease_released(&l->holder, l->id, &l->device, reason, bytes, now_usec() - l->created_usec);
-        monitor_emit(l->manager, "lease-released",
-                     json_pack("{s:s, s:s, s:s}", "lease", l->id, "device", l->device.address, "reason", reason));
+        lease_emit(l, LEASE_EVENT_RELEASED, reason);
         lease_free(l);
         return 0;
 }
 
-void lease_free_all(Manager *m) {
-        while (m->leases)
-                lease_free(m->leases);
+int lease_end(Lease **lp, const char *reason) {
+        Lease *l = TAKE_PTR(*lp);
+
+        if (!l)
+                return 0;
+        switch (l->state) {
+        case LEASE_RESERVED:
+        case LEASE_AUTHORIZING:
+                lease_unreserve(l);
+                return 0;
+        case LEASE_QUARANTINED:
+                return -EIO;    /* only an administrator's lease_retry_quarantined() */
+        case LEASE_ACTIVE:
+        case LEASE_HOLDER_GONE:
+                return lease_teardown(l, reason);
+        case LEASE_QUIESCING:           /* ending already: the teardown is not re-entrant */
+        case _LEASE_STATE_MAX:
+        case _LEASE_STATE_INVALID:
+        default:
+                abort();
+        }
+}
+
+void lease_free_all(LeaseRegistry *reg) {
+        while (reg->leases)
+                lease_free(reg->leases);
 }

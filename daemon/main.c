@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "dispatch.h"
 #include "internal/fd-util.h"
 #include "internal/log.h"
 #include "hugepage.h"
@@ -233,7 +234,7 @@ int main(int argc, char *argv[]) {
 
         r = reexec_pending(&reexec_fd);
 
-        r = manager_new(config_path, &m);
+        r = manager_new(config_path, dispatch_current, &m);
         if (r < 0) {
                 log_error_errno(r, "Failed to set up: %m");
                 return EXIT_FAILURE;

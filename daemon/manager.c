@@ -20,7 +20,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "audit.h"
-#include "conn.h"
+#include "client.h"
 #include "hugepage.h"
 #include "internal/fd-util.h"
 #include "internal/log.h"
@@ -39,7 +39,7 @@ struct UidCount {
         UidCount *next;
         uid_t uid;
         unsigned n;
-        Conn *conns;                    /* this uid's connections, by Conn.uid_next */
+        Client *clients;                /* this uid's clients, by Client.uid_next */
 };
 
 static UidCount **uid_bucket(Manager *m, uid_t uid) {
@@ -59,24 +59,24 @@ unsigned manager_conns_for_uid(Manager *m, uid_t uid) {
         return u ? u->n : 0;
 }
 
-static void conn_memory(const Conn *c, unsigned *n_regions, uint64_t *bytes) {
+static void client_memory(const Client *c, unsigned *n_regions, uint64_t *bytes) {
         unsigned n = 0;
         uint64_t b = 0;
 
         for (size_t i = 0; i < c->n_regions; i++) {
                 n++;
-                b += c->regions[i]->size;
+                b += region_size(c->regions[i]);
         }
         for (size_t i = 0; i < c->n_leases; i++) {
                 const Lease *l = c->leases[i];
 
                 for (size_t j = 0; j < l->n_regions; j++) {
                         n++;
-                        b += l->regions[j]->size;
+                        b += region_size(l->regions[j]);
                 }
                 for (size_t j = 0; j < l->n_adopted; j++) {
                         n++;
-                        b += l->adopted[j]->size;
+                        b += region_size(l->adopted[j]);
                 }
         }
         *n_regions += n;
@@ -90,30 +90,21 @@ void manager_usage_for_key(Manager *m, const char *key, uint64_t *ret_bytes, uns
 
         /* A walk over all connections: per-container limits are checked once per allocation
          * or acquire, and keys are not worth a second index next to the per-uid one. */
-        for (Conn *c = m->conns; c; c = c->next) {
+        for (Client *c = m->clients; c; c = c->next) {
                 const char *k = client_identity_limit_key(&c->id, buf, sizeof(buf));
 
                 if (!k || !streq(k, key))
                         continue;
-                conn_memory(c, &n, &bytes);
+                client_memory(c, &n, &bytes);
                 leases += (unsigned) c->n_leases + (c->pending_lease ? 1U : 0U);
         }
         *ret_bytes = bytes;
         *ret_leases = leases;
 }
 
-void manager_memory_for_uid(Manager *m, uid_t uid, unsigned *ret_regions, uint64_t *ret_bytes) {
-        UidCount *u = uid_find(m, uid);
-        unsigned n = 0;
-        uint64_t bytes = 0;
-
-        for (Conn *c = u ? u->conns : NULL; c; c = c->uid_next)
-                conn_memory(c, &n, &bytes);
-        *ret_regions = n;
-        *ret_bytes = bytes;
-}
-
-int manager_conn_added(Manager *m, Conn *c) {
+/* ClientContext.added: the lists and per-uid counts the accept limits use. */
+static int manager_client_added(Client *c, void *userdata) {
+        Manager *m = userdata;
         UidCount **b = uid_bucket(m, c->id.uid), *u;
 
         for (u = *b; u; u = u->next)
@@ -128,20 +119,21 @@ int manager_conn_added(Manager *m, Conn *c) {
                 *b = u;
         }
         u->n++;
-        c->uid_next = u->conns;
-        if (u->conns)
-                u->conns->uid_prev = c;
-        u->conns = c;
+        c->uid_next = u->clients;
+        if (u->clients)
+                u->clients->uid_prev = c;
+        u->clients = c;
 
-        c->next = m->conns;
-        if (m->conns)
-                m->conns->prev = c;
-        m->conns = c;
+        c->next = m->clients;
+        if (m->clients)
+                m->clients->prev = c;
+        m->clients = c;
         m->n_conns++;
         return 0;
 }
 
-void manager_conn_removed(Manager *m, Conn *c) {
+static void manager_client_removed(Client *c, void *userdata) {
+        Manager *m = userdata;
         UidCount **b = uid_bucket(m, c->id.uid);
 
         for (UidCount **p = b; *p; p = &(*p)->next)
@@ -149,7 +141,7 @@ void manager_conn_removed(Manager *m, Conn *c) {
                         if (c->uid_prev)
                                 c->uid_prev->uid_next = c->uid_next;
                         else
-                                (*p)->conns = c->uid_next;
+                                (*p)->clients = c->uid_next;
                         if (c->uid_next)
                                 c->uid_next->uid_prev = c->uid_prev;
                         if (--(*p)->n == 0) {
@@ -162,8 +154,8 @@ void manager_conn_removed(Manager *m, Conn *c) {
 
         if (c->prev)
                 c->prev->next = c->next;
-        else if (m->conns == c)
-                m->conns = c->next;
+        else if (m->clients == c)
+                m->clients = c->next;
         if (c->next)
                 c->next->prev = c->prev;
         m->n_conns--;
@@ -191,7 +183,7 @@ static void refuse_connection(int fd, uid_t uid, pid_t pid, const char *limit) {
 }
 
 /* Out of file descriptors. The listening socket stays readable, so without pausing the loop
- * would spin; manager_conn_removed() resumes once a connection closes and frees its fds. */
+ * would spin; manager_client_removed() resumes once a connection closes and frees its fds. */
 static void pause_accepting(Manager *m) {
         log_warning("Out of file descriptors, not accepting connections until one closes.");
         m->accept_paused = true;
@@ -205,7 +197,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 _cleanup_close_ int cfd = -EBADF;
                 struct ucred cred = {};
                 socklen_t l = sizeof(cred);
-                Conn *c;
+                Client *c;
                 int r;
 
                 cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -235,7 +227,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         continue;
                 }
 
-                r = conn_new(m, cfd, &c);
+                r = client_new(&m->client_ctx, cfd, &c);
                 if (r == -ENOMEM) {
                         log_error_errno(r, "Out of memory accepting a connection, refusing it.");
                         continue;
@@ -269,14 +261,14 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
 
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Manager *m = userdata;
-        unsigned n_conns = m->n_conns, n_regions = m->n_regions;
+        unsigned n_conns = m->n_conns, n_regions = m->quota.n_regions;
 
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down, freeing all memory.");
         audit_stopping(n_conns, n_regions);
         /* The fd store does not survive a plain stop, so everything is released now, with
          * reason "shutdown" in the records. */
-        while (m->conns)
-                (void) conn_free(m->conns, "shutdown");
+        while (m->clients)
+                (void) client_free(m->clients, "shutdown");
         return sd_event_exit(sd_event_source_get_event(s), 0);
 }
 
@@ -318,7 +310,34 @@ static void manager_check_devices(Manager *m) {
         }
 }
 
-int manager_new(const char *config_path, Manager **ret) {
+/* A Region changed or went away: the state must be written again. */
+static void manager_state_changed(void *userdata) {
+        Manager *m = userdata;
+
+        persist_dirty(&m->persist);
+}
+
+static void manager_client_forget_stored(Client *c, void *userdata) {
+        Manager *m = userdata;
+
+        persist_forget_conn(&m->persist, c);
+}
+
+/* A quarantined lease leaves its holder's hands (the holder's requests about it get
+ * NoSuchLease or DeviceQuarantined from now on). */
+static void manager_lease_detached(Lease *l, Client *holder, void *userdata) {
+        client_forget_lease(holder, l);
+}
+
+/* The two observers of every lease, wired here once: the persisted state and Monitor(). */
+static void manager_lease_event(const Lease *l, LeaseEvent ev, const char *reason, void *userdata) {
+        Manager *m = userdata;
+
+        persist_lease_event(&m->persist, l, ev);
+        monitor_lease_event(&m->monitor, l, ev, reason);
+}
+
+int manager_new(const char *config_path, int (*dispatch)(Client *c), Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
         sigset_t ss;
         int r;
@@ -355,6 +374,28 @@ int manager_new(const char *config_path, Manager **ret) {
                                        "the physical addresses of their memory. Is /proc mounted, and the kernel "
                                        "built with CONFIG_PROC_PAGE_MONITOR?");
 
+        m->client_ctx = (ClientContext) {
+                .event = m->event,
+                .manager = m,
+                .dispatch = dispatch,
+                .added = manager_client_added,
+                .removed = manager_client_removed,
+                .forget_stored = manager_client_forget_stored,
+                .userdata = m,
+        };
+        m->lease_registry.hooks = (LeaseHooks) {
+                .event = manager_lease_event,
+                .detached = manager_lease_detached,
+                .userdata = m,
+        };
+        m->region_ctx = (RegionContext) {
+                .quota = &m->quota,
+                .pagemap_fd = m->pagemap_fd,
+                .changed = manager_state_changed,
+                .userdata = m,
+        };
+        persist_init(&m->persist, m->event, &m->clients, &m->lease_registry, &m->client_ctx, &m->region_ctx);
+
         if (hugepage_default_size(&m->default_hugepage_size) < 0)
                 m->default_hugepage_size = 0;   /* main.c's start-up check says so */
 
@@ -368,7 +409,7 @@ int manager_new(const char *config_path, Manager **ret) {
                 return r;
 
         audit_setup(m->settings.audit_failure_log);
-        monitor_setup(m);
+        monitor_setup(&m->monitor, m->event, &m->clients);
 
         *ret = TAKE_PTR(m);
         return 0;
@@ -377,15 +418,16 @@ int manager_new(const char *config_path, Manager **ret) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
-        while (m->conns)
-                (void) conn_free(m->conns, "shutdown");
+        while (m->clients)
+                (void) client_free(m->clients, "shutdown");
         /* Only quarantined leases are left: the process exit releases their memory anyway. */
-        lease_free_all(m);
+        lease_free_all(&m->lease_registry);
+        quota_done(&m->quota);
         settings_done(&m->settings);
         m->polkit = polkit_free(m->polkit);
         m->listen_source = sd_event_source_disable_unref(m->listen_source);
-        m->persist_source = sd_event_source_disable_unref(m->persist_source);
-        monitor_done(m);
+        persist_done(&m->persist);
+        monitor_done(&m->monitor);
         m->listen_fd = safe_close(m->listen_fd);
         if (m->listen_path) {
                 struct stat st;
@@ -565,7 +607,7 @@ int manager_listen(Manager *m, const char *path) {
 
         if (n_stored > 0 || fdstore_enabled()) {
                 log_info("Restoring from %zu stored file descriptors.", n_stored);
-                r = persist_restore(m, stored, stored_names, n_stored);
+                r = persist_restore(&m->persist, stored, stored_names, n_stored);
                 if (r < 0)
                         log_warning_errno(r, "Restoring from the fd store failed partially: %m");
         }
@@ -592,9 +634,9 @@ int manager_run(Manager *m) {
         if (m->reload_start_usec > 0) {
                 uint64_t leases = 0;
 
-                for (Lease *l = m->leases; l; l = l->next)
+                for (Lease *l = m->lease_registry.leases; l; l = l->next)
                         leases++;
-                audit_reloaded(m->listen_description, m->n_conns, (unsigned) leases, m->n_regions,
+                audit_reloaded(m->listen_description, m->n_conns, (unsigned) leases, m->quota.n_regions,
                                lease_now_usec() - m->reload_start_usec);
         } else
                 audit_started(m->listen_description);

@@ -12,9 +12,15 @@
 #include <systemd/sd-event.h>
 
 #include "internal/macro.h"
+#include "client.h"
+#include "lease.h"
+#include "monitor.h"
+#include "persist.h"
+#include "quota.h"
+#include "region.h"
 #include "settings.h"
 
-typedef struct Conn Conn;
+typedef struct Client Client;
 typedef struct Polkit Polkit;
 typedef struct Lease Lease;
 
@@ -45,29 +51,30 @@ typedef struct Manager {
         int pagemap_fd;                 /* /proc/self/pagemap, opened with CAP_SYS_ADMIN */
         uint64_t default_hugepage_size;
 
-        Conn *conns;
+        Client *clients;
         unsigned n_conns;
         UidCount *uid_counts[256];
 
         Settings settings;
-        Lease *leases;                  /* every device lease, reservations and quarantined ones too */
+        ClientContext client_ctx;       /* what every Client needs (manager_new()) */
+        LeaseRegistry lease_registry;   /* every lease; persist and monitor observe them (manager_new()) */
 
-        unsigned n_regions;             /* across all connections */
-        uint64_t region_bytes;
+        Quota quota;                    /* every Region's charge: memory held, per uid and in total */
+        RegionContext region_ctx;       /* what every Region needs (quota, pagemap, persist) */
 
         bool accept_paused;
 
-        uint64_t state_generation;      /* of the last state written to the fd store */
-        bool state_dirty;
-        sd_event_source *persist_source;
-        sd_event_source *uevent_source;         /* kernel uevents, for Monitor() */
+        Persist persist;                /* the fd store's state and write-ahead */
+        Monitor monitor;                /* Monitor() subscribers and kernel uevents */
 
         uint64_t reload_start_usec;     /* this image was re-executed (reexec.c): when it began */
         unsigned n_reloads;
 } Manager;
 
-/* Loads the configuration from config_path (NULL: the default path). */
-int manager_new(const char *config_path, Manager **ret);
+/* Loads the configuration from config_path (NULL: the default path); every request of every
+ * client is run by dispatch (dispatch_current(), given by main.c: the manager owns the
+ * clients, dispatch.c and the handlers sit above it). */
+int manager_new(const char *config_path, int (*dispatch)(Client *c), Manager **ret);
 Manager *manager_free(Manager *m);
 
 /* Takes the listening socket from socket activation ($LISTEN_FDS), or binds path. */
@@ -78,14 +85,10 @@ int manager_watch_listen(Manager *m);
 
 int manager_run(Manager *m);
 
-/* Connection bookkeeping, called by conn.c. */
+/* Clients per uid (the accept limits). */
 unsigned manager_conns_for_uid(Manager *m, uid_t uid);
-/* DMA memory held by all connections of uid (with their leases): allocations and bytes. */
-void manager_memory_for_uid(Manager *m, uid_t uid, unsigned *ret_regions, uint64_t *ret_bytes);
 /* DMA memory and device leases (reservations included) held by all connections whose
  * client_identity_limit_key() is key: what per-container limits count. */
 void manager_usage_for_key(Manager *m, const char *key, uint64_t *ret_bytes, unsigned *ret_leases);
-int manager_conn_added(Manager *m, Conn *c);
-void manager_conn_removed(Manager *m, Conn *c);
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);

@@ -6,26 +6,52 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "conn.h"
+#include "client.h"
+#include "lease.h"
 #include "internal/json-util.h"
 #include "internal/log.h"
 #include "internal/macro.h"
-#include "manager.h"
 #include "monitor.h"
 
 #define UEVENT_GROUP_KERNEL 1U
 
-void monitor_emit(Manager *m, const char *event, json_t *fields) {
+void monitor_emit(Monitor *mon, const char *event, json_t *fields) {
         json_t *base = fields ?: json_object();
 
         if (!base || json_object_set_new(base, "event", json_string(event)) < 0) {
                 json_decref(base);
                 return;
         }
-        for (Conn *c = m->conns; c; c = c->next)
-                if (c->monitoring)
-                        (void) conn_notify(c, json_deep_copy(base));
+        for (Client *c = *mon->clients; c; c = c->next)
+                if (c->conn->monitoring)
+                        (void) conn_notify(c->conn, json_deep_copy(base));
         json_decref(base);
+}
+
+void monitor_lease_event(Monitor *mon, const Lease *l, LeaseEvent ev, const char *reason) {
+        switch (ev) {
+        case LEASE_EVENT_GRANTED:
+                monitor_emit(mon, "lease-granted",
+                             json_pack("{s:s, s:s, s:s, s:I, s:I}", "lease", l->id, "device", l->device.address,
+                                       "backend", backend_to_string(l->device.backend),
+                                       "uid", (json_int_t) l->holder.uid, "pid", (json_int_t) l->holder.pid));
+                break;
+        case LEASE_EVENT_QUARANTINED:
+                monitor_emit(mon, "lease-quarantined",
+                             json_pack("{s:s, s:s, s:s}", "lease", l->id, "device", l->device.address,
+                                       "reason", reason));
+                break;
+        case LEASE_EVENT_RELEASED:
+                monitor_emit(mon, "lease-released",
+                             json_pack("{s:s, s:s, s:s}", "lease", l->id, "device", l->device.address,
+                                       "reason", reason));
+                break;
+        case LEASE_EVENT_CLOSING:
+        case _LEASE_EVENT_MAX:
+        case _LEASE_EVENT_INVALID:
+        default:
+                break;
+        }
 }
 
 /* A uevent is "ACTION@DEVPATH\0KEY=VALUE\0...". */
@@ -62,7 +88,7 @@ const char *monitor_classify_uevent(const char *buf, size_t n, const char **ret_
 }
 
 static int on_uevent(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        Manager *m = userdata;
+        Monitor *mon = userdata;
         char buf[8192];
         struct sockaddr_nl sa;
         struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) - 1 };
@@ -81,12 +107,12 @@ static int on_uevent(sd_event_source *s, int fd, uint32_t revents, void *userdat
         event = monitor_classify_uevent(buf, (size_t) n, &device, &detail);
         if (!event)
                 return 0;
-        monitor_emit(m, event, json_pack("{s:s, s:s}", "device", device,
+        monitor_emit(mon, event, json_pack("{s:s, s:s}", "device", device,
                                          streq(event, "device-added") ? "driver" : "action", detail));
         return 0;
 }
 
-void monitor_setup(Manager *m) {
+void monitor_setup(Monitor *mon, sd_event *event, Client *const *clients) {
         struct sockaddr_nl sa = { .nl_family = AF_NETLINK, .nl_groups = UEVENT_GROUP_KERNEL };
         int fd, r;
 
@@ -100,14 +126,15 @@ void monitor_setup(Manager *m) {
                 (void) close(fd);
                 return;
         }
-        r = sd_event_add_io(m->event, &m->uevent_source, fd, EPOLLIN, on_uevent, m);
+        mon->clients = clients;
+        r = sd_event_add_io(event, &mon->uevent_source, fd, EPOLLIN, on_uevent, mon);
         if (r < 0) {
                 (void) close(fd);
                 return;
         }
-        (void) sd_event_source_set_io_fd_own(m->uevent_source, true);
+        (void) sd_event_source_set_io_fd_own(mon->uevent_source, true);
 }
 
-void monitor_done(Manager *m) {
-        m->uevent_source = sd_event_source_disable_unref(m->uevent_source);
+void monitor_done(Monitor *mon) {
+        mon->uevent_source = sd_event_source_disable_unref(mon->uevent_source);
 }

@@ -14,12 +14,22 @@
 #include <jansson.h>
 #include <stddef.h>
 
-typedef struct Manager Manager;
-typedef struct Conn Conn;
+#include <systemd/sd-event.h>
+
+typedef struct Client Client;
+typedef struct Lease Lease;
+typedef enum LeaseEvent LeaseEvent;
+
+/* The subscribers are the clients (in *clients, the manager's list) whose current request is a
+ * Monitor() stream. */
+typedef struct Monitor {
+        Client *const *clients;
+        sd_event_source *uevent_source;         /* kernel uevents */
+} Monitor;
 
 /* Starts listening for uevents. Failure is not fatal (no hotplug events then). */
-void monitor_setup(Manager *m);
-void monitor_done(Manager *m);
+void monitor_setup(Monitor *mon, sd_event *event, Client *const *clients);
+void monitor_done(Monitor *mon);
 
 /* Pure part of the uevent handling (unit-tested): for a kernel uevent buffer of n bytes returns
  * "device-added" (bound to a vfio driver; *ret_detail = the driver), "device-removed"
@@ -28,4 +38,8 @@ const char *monitor_classify_uevent(const char *buf, size_t n, const char **ret_
                                     const char **ret_detail);
 
 /* Sends {"event": event, ...fields} to every Monitor() subscriber. fields is consumed. */
-void monitor_emit(Manager *m, const char *event, json_t *fields);
+void monitor_emit(Monitor *mon, const char *event, json_t *fields);
+
+/* Observer of lease events (lease.h, wired by manager_new()): "lease-granted",
+ * "lease-quarantined" and "lease-released" for the subscribers. */
+void monitor_lease_event(Monitor *mon, const Lease *l, LeaseEvent ev, const char *reason);

@@ -26,7 +26,7 @@
 #include <systemd/sd-id128.h>
 
 #include "audit.h"
-#include "conn.h"
+#include "client.h"
 #include "fdstore.h"
 #include "hugepage.h"
 #include "internal/fd-util.h"
@@ -34,21 +34,20 @@
 #include "internal/log.h"
 #include "internal/macro.h"
 #include "lease.h"
-#include "manager.h"
 #include "persist.h"
 #include "vfio.h"
 
 #define STATE_SIZE_MAX (64U << 20)
 
-static int push_region(const HugeRegion *r) {
+static int push_region(const Region *r) {
         char name[64];
 
         /* Only the memfd: io_uring fds cannot travel over SCM_RIGHTS (the kernel refuses them
          * with EINVAL since 6.7), so the pin cannot outlive the daemon. The memfd keeps the
          * pages allocated meanwhile; huge_region_restore() pins them again and checks that no
          * page moved. */
-        (void) snprintf(name, sizeof(name), "mem-%s", r->id);
-        return fdstore_push(name, &r->memfd, 1, /* poll= */ false);
+        region_store_name(r, name, sizeof(name));
+        return fdstore_push(name, &r->huge->memfd, 1, /* poll= */ false);
 }
 
 static int push_lease(const Lease *l) {
@@ -70,7 +69,7 @@ static int push_lease(const Lease *l) {
         return 0;
 }
 
-int persist_grant(Conn *c, const HugeRegion *r, const Lease *l) {
+int persist_grant(Persist *p, Client *c, const Region *r, const Lease *new_lease) {
         int k;
 
         if (!fdstore_enabled())
@@ -91,35 +90,27 @@ int persist_grant(Conn *c, const HugeRegion *r, const Lease *l) {
                 (void) snprintf(name, sizeof(name), "conn-%s", c->store_id);
                 /* Polled: a client that hangs up while the daemon is down is dropped by the
                  * manager, and its leases are reclaimed at the next start. */
-                k = fdstore_push(name, &c->fd, 1, /* poll= */ true);
-                if (k < 0)
+                k = fdstore_push(name, &c->conn->fd, 1, /* poll= */ true);
+                if (k < 0) {
                         ret = k;
+                        c->store_id[0] = 0;     /* not stored: the next grant tries again */
+                }
         }
         if (r) {
                 k = push_region(r);
                 if (k < 0)
                         ret = k;
         }
-        if (l) {
-                k = push_lease(l);
+        if (new_lease) {
+                k = push_lease(new_lease);
                 if (k < 0)
                         ret = k;
         }
-        k = persist_save(c->manager);
+        k = persist_save(p);
         return ret < 0 ? ret : k;
 }
 
-void persist_forget_region(Manager *m, const HugeRegion *r) {
-        char name[64];
-
-        if (!fdstore_enabled())
-                return;
-        (void) snprintf(name, sizeof(name), "mem-%s", r->id);
-        (void) fdstore_remove(name);
-        persist_dirty(m);
-}
-
-void persist_forget_lease(Manager *m, const Lease *l) {
+static void persist_forget_lease(Persist *p, const Lease *l) {
         static const char *const kinds[] = { "dev", "grp", "ctr", "iommufd" };
 
         if (!fdstore_enabled())
@@ -130,10 +121,34 @@ void persist_forget_lease(Manager *m, const Lease *l) {
                 (void) snprintf(name, sizeof(name), "lease-%s-%s", l->id, kinds[i]);
                 (void) fdstore_remove(name);
         }
-        persist_dirty(m);
+        /* Memory that could not be restored, held by the store until now (after the quiesce). */
+        for (size_t i = 0; i < l->n_unrestored; i++) {
+                char name[64];
+
+                (void) snprintf(name, sizeof(name), "mem-%s", l->unrestored[i]);
+                (void) fdstore_remove(name);
+        }
+        persist_dirty(p);
 }
 
-void persist_forget_conn(Conn *c) {
+void persist_lease_event(Persist *p, const Lease *l, LeaseEvent ev) {
+        switch (ev) {
+        case LEASE_EVENT_CLOSING:
+                persist_forget_lease(p, l);
+                break;
+        case LEASE_EVENT_QUARANTINED:
+                persist_dirty(p);
+                break;
+        case LEASE_EVENT_GRANTED:       /* persist_grant() stored it before: the write-ahead */
+        case LEASE_EVENT_RELEASED:
+        case _LEASE_EVENT_MAX:
+        case _LEASE_EVENT_INVALID:
+        default:
+                break;
+        }
+}
+
+void persist_forget_conn(Persist *p, Client *c) {
         char name[64];
 
         if (!c->store_id[0] || !fdstore_enabled())
@@ -142,11 +157,11 @@ void persist_forget_conn(Conn *c) {
         (void) snprintf(name, sizeof(name), "conn-%s", c->store_id);
         (void) fdstore_remove(name);
         c->store_id[0] = 0;
-        persist_dirty(c->manager);
+        persist_dirty(p);
 }
 
-static json_t *region_json(const HugeRegion *r, const char *conn, const Lease *l, AddressKind kind,
-                           bool retired, bool adopted) {
+static json_t *region_json(const Region *region, const char *conn, const Lease *l, bool adopted) {
+        const HugeRegion *r = region->huge;
         json_t *phys = json_array();
         uint64_t iova = 0;
 
@@ -166,9 +181,9 @@ static json_t *region_json(const HugeRegion *r, const char *conn, const Lease *l
                          "size", (json_int_t) r->size,
                          "hugepageSize", (json_int_t) r->hugepage_size,
                          "phys", phys,
-                         "kind", address_kind_to_string(kind),
+                         "kind", address_kind_to_string(adopted ? ADDRESS_PHYSICAL : region->kind),
                          "iova", (json_int_t) iova,
-                         "retired", retired,
+                         "retired", adopted || region->retired,
                          "adopted", adopted);
 }
 
@@ -191,27 +206,26 @@ static int append(json_t *a, json_t *v) {
         return 0;
 }
 
-static json_t *state_json(Manager *m) {
+static json_t *state_json(Persist *p) {
         json_t *conns = json_array(), *leases = json_array(), *regions = json_array();
         int r = 0;
 
         if (!conns || !leases || !regions)
                 r = -ENOMEM;
 
-        for (Conn *c = m->conns; r >= 0 && c; c = c->next) {
+        for (Client *c = (*p->clients); r >= 0 && c; c = c->next) {
                 if (!c->store_id[0])
                         continue;
                 r = append(conns, json_pack("{s:s, s:I, s:I, s:I}", "id", c->store_id,
                                             "uid", (json_int_t) c->id.uid, "pid", (json_int_t) c->id.pid,
                                             "startTime", (json_int_t) c->id.start_time));
                 for (size_t i = 0; r >= 0 && i < c->n_regions; i++)
-                        r = append(regions, region_json(c->regions[i], c->store_id, NULL,
-                                                        ADDRESS_PHYSICAL, false, false));
+                        r = append(regions, region_json(c->regions[i], c->store_id, NULL, false));
         }
 
-        for (Lease *l = m->leases; r >= 0 && l; l = l->next) {
+        for (Lease *l = p->leases->leases; r >= 0 && l; l = l->next) {
                 uint32_t ioas = 0, dev = 0, hwpt = 0;
-                const char *conn = l->conn && l->conn->store_id[0] ? l->conn->store_id : NULL;
+                const char *conn = l->client && l->client->store_id[0] ? l->client->store_id : NULL;
 
                 if (l->state != LEASE_ACTIVE && l->state != LEASE_QUARANTINED)
                         continue;
@@ -238,9 +252,9 @@ static json_t *state_json(Manager *m) {
                                              "containerId", l->holder.container_id,
                                              "device", device_json(&l->device)));
                 for (size_t i = 0; r >= 0 && i < l->n_regions; i++)
-                        r = append(regions, region_json(l->regions[i], NULL, l, l->kinds[i], l->retired[i], false));
+                        r = append(regions, region_json(l->regions[i], NULL, l, false));
                 for (size_t i = 0; r >= 0 && i < l->n_adopted; i++)
-                        r = append(regions, region_json(l->adopted[i], NULL, l, ADDRESS_PHYSICAL, true, true));
+                        r = append(regions, region_json(l->adopted[i], NULL, l, true));
         }
 
         if (r < 0) {
@@ -249,7 +263,7 @@ static json_t *state_json(Manager *m) {
                 json_decref(regions);
                 return NULL;
         }
-        return json_pack("{s:i, s:I, s:o, s:o, s:o}", "version", 1, "generation", (json_int_t) m->state_generation,
+        return json_pack("{s:i, s:I, s:o, s:o, s:o}", "version", 1, "generation", (json_int_t) p->generation,
                          "conns", conns, "leases", leases, "regions", regions);
 }
 
@@ -276,11 +290,11 @@ int persist_json_memfd(json_t *j, const char *name) {
         return TAKE_FD(fd);
 }
 
-int persist_state_memfd(Manager *m) {
+int persist_state_memfd(Persist *p) {
         json_t *state;
         int fd;
 
-        state = state_json(m);
+        state = state_json(p);
         if (!state)
                 return -ENOMEM;
         fd = persist_json_memfd(state, "noiommud_state");
@@ -288,49 +302,64 @@ int persist_state_memfd(Manager *m) {
         return fd;
 }
 
-int persist_save(Manager *m) {
+int persist_save(Persist *p) {
         _cleanup_close_ int fd = -EBADF;
         char name[16];
         int r;
 
         if (!fdstore_enabled())
                 return 0;
-        m->state_dirty = false;
-        m->state_generation++;
+        p->dirty = false;
+        p->generation++;
 
-        fd = persist_state_memfd(m);
+        fd = persist_state_memfd(p);
         if (fd < 0)
                 return log_error_errno(fd, "Cannot write the lease state to a memfd: %m");
 
         /* Two names used in turn. The new state goes in under the name the previous one does
          * not use, and only then is the previous one removed: a crash at any point leaves at
          * least one complete state (restore takes the newest generation). */
-        (void) snprintf(name, sizeof(name), "state-%u", (unsigned) (m->state_generation % 2));
+        (void) snprintf(name, sizeof(name), "state-%u", (unsigned) (p->generation % 2));
         (void) fdstore_remove(name);            /* a stale leftover of the same parity, if any */
         r = fdstore_push(name, &fd, 1, /* poll= */ false);
         if (r < 0)
                 return r;
-        (void) snprintf(name, sizeof(name), "state-%u", (unsigned) ((m->state_generation + 1) % 2));
+        (void) snprintf(name, sizeof(name), "state-%u", (unsigned) ((p->generation + 1) % 2));
         return fdstore_remove(name);
 }
 
 static int on_persist(sd_event_source *s, void *userdata) {
-        Manager *m = userdata;
+        Persist *p = userdata;
 
-        if (m->state_dirty)
-                (void) persist_save(m);
+        if (p->dirty)
+                (void) persist_save(p);
         return 0;
 }
 
-void persist_dirty(Manager *m) {
+void persist_init(Persist *p, sd_event *event, Client *const *clients, LeaseRegistry *leases,
+                  const ClientContext *client_ctx, const RegionContext *region_ctx) {
+        *p = (Persist) {
+                .event = event,
+                .clients = clients,
+                .leases = leases,
+                .client_ctx = client_ctx,
+                .region_ctx = region_ctx,
+        };
+}
+
+void persist_done(Persist *p) {
+        p->source = sd_event_source_disable_unref(p->source);
+}
+
+void persist_dirty(Persist *p) {
         if (!fdstore_enabled())
                 return;
-        m->state_dirty = true;
-        if (!m->persist_source &&
-            sd_event_add_defer(m->event, &m->persist_source, on_persist, m) >= 0)
-                (void) sd_event_source_set_priority(m->persist_source, SD_EVENT_PRIORITY_IDLE);
-        if (m->persist_source)
-                (void) sd_event_source_set_enabled(m->persist_source, SD_EVENT_ONESHOT);
+        p->dirty = true;
+        if (!p->source &&
+            sd_event_add_defer(p->event, &p->source, on_persist, p) >= 0)
+                (void) sd_event_source_set_priority(p->source, SD_EVENT_PRIORITY_IDLE);
+        if (p->source)
+                (void) sd_event_source_set_enabled(p->source, SD_EVENT_ONESHOT);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -390,8 +419,8 @@ static json_t *read_state(int fd) {
         return json_loadb(buf, (size_t) st.st_size, JSON_REJECT_DUPLICATES, &err);
 }
 
-static Conn *find_conn(Manager *m, const char *id) {
-        for (Conn *c = m->conns; c && id; c = c->next)
+static Client *find_conn(Persist *p, const char *id) {
+        for (Client *c = (*p->clients); c && id; c = c->next)
                 if (streq(c->store_id, id))
                         return c;
         return NULL;
@@ -421,7 +450,7 @@ static int device_from_json(json_t *j, InventoryDevice *ret) {
         return ret->backend < 0 ? -EBADMSG : 0;
 }
 
-static void restore_conns(Manager *m, json_t *state, Stored *s) {
+static void restore_conns(Persist *p, json_t *state, Stored *s) {
         json_t *e;
         size_t i;
 
@@ -429,7 +458,7 @@ static void restore_conns(Manager *m, json_t *state, Stored *s) {
                 const char *id = json_string_value(json_object_get(e, "id"));
                 json_int_t uid = json_integer_value(json_object_get(e, "uid"));
                 char name[64];
-                Conn *c;
+                Client *c;
                 int fd, r;
 
                 if (!id || !noiommu_id_is_valid(id))
@@ -442,7 +471,7 @@ static void restore_conns(Manager *m, json_t *state, Stored *s) {
                 }
                 (void) fd_nonblock(fd, true);
                 /* The kernel still knows who connected: identity as at accept. */
-                r = conn_new(m, fd, &c);
+                r = client_new(p->client_ctx, fd, &c);
                 if (r < 0) {
                         log_info_errno(r, "Client of connection %s is gone: %m", id);
                         (void) safe_close(fd);
@@ -453,7 +482,7 @@ static void restore_conns(Manager *m, json_t *state, Stored *s) {
                         log_warning("Stored connection %s now reports UID %u, not %" PRIi64 "; dropping it.",
                                     id, (unsigned) c->id.uid, (int64_t) uid);
                         (void) fdstore_remove(name);
-                        (void) conn_free(c, "reclaim-after-restart");
+                        (void) client_free(c, "reclaim-after-restart");
                         continue;
                 }
                 memcpy(c->store_id, id, NOIOMMU_ID_LEN + 1);
@@ -461,7 +490,7 @@ static void restore_conns(Manager *m, json_t *state, Stored *s) {
         }
 }
 
-static void restore_leases(Manager *m, json_t *state, Stored *s) {
+static void restore_leases(Persist *p, json_t *state, Stored *s) {
         json_t *e;
         size_t i;
 
@@ -486,37 +515,27 @@ static void restore_leases(Manager *m, json_t *state, Stored *s) {
                         fds[k] = stored_take(s, name, NULL);
                 }
 
-                l = new0(Lease, 1);
-                if (!l) {
-                        close_many(fds, 4);
-                        continue;
-                }
-                *l = (Lease) {
-                        .manager = m,
-                        .state = streq(st, "quarantined") ? LEASE_QUARANTINED : LEASE_ACTIVE,
-                        .device = d,
-                        .created_usec = (uint64_t) json_integer_value(json_object_get(e, "createdUsec")),
-                        .holder = CLIENT_IDENTITY_INIT,
-                };
-                memcpy(l->id, id, NOIOMMU_ID_LEN + 1);
-                l->holder.uid = (uid_t) json_integer_value(json_object_get(h, "uid"));
-                l->holder.gid = (gid_t) json_integer_value(json_object_get(h, "gid"));
-                l->holder.pid = (pid_t) json_integer_value(json_object_get(h, "pid"));
-                l->holder.start_time = (unsigned long long) json_integer_value(json_object_get(h, "startTime"));
-                (void) snprintf(l->holder.unit, sizeof(l->holder.unit), "%s",
+                ClientIdentity holder = CLIENT_IDENTITY_INIT;
+                VfioDevice *vfio;
+
+                holder.uid = (uid_t) json_integer_value(json_object_get(h, "uid"));
+                holder.gid = (gid_t) json_integer_value(json_object_get(h, "gid"));
+                holder.pid = (pid_t) json_integer_value(json_object_get(h, "pid"));
+                holder.start_time = (unsigned long long) json_integer_value(json_object_get(h, "startTime"));
+                (void) snprintf(holder.unit, sizeof(holder.unit), "%s",
                                 json_string_value(json_object_get(h, "unit")) ?: "");
                 /* As recorded (escaped); absent in states written before they were kept. */
-                (void) snprintf(l->holder.cgroup, sizeof(l->holder.cgroup), "%s",
+                (void) snprintf(holder.cgroup, sizeof(holder.cgroup), "%s",
                                 json_string_value(json_object_get(h, "cgroup")) ?: "");
                 const char *ctr = json_string_value(json_object_get(h, "containerId"));
                 if (ctr && strlen(ctr) == CLIENT_CONTAINER_ID_MAX && strspn(ctr, "0123456789abcdef") == CLIENT_CONTAINER_ID_MAX)
-                        memcpy(l->holder.container_id, ctr, CLIENT_CONTAINER_ID_MAX + 1);
+                        memcpy(holder.container_id, ctr, CLIENT_CONTAINER_ID_MAX + 1);
 
                 r = vfio_device_restore(&d, fds[0], fds[1], fds[2], fds[3],
                                         (uint32_t) json_integer_value(json_object_get(e, "ioasId")),
                                         (uint32_t) json_integer_value(json_object_get(e, "devId")),
                                         /* absent in states written before the explicit HWPT: 0 */
-                                        (uint32_t) json_integer_value(json_object_get(e, "hwptId")), &l->vfio);
+                                        (uint32_t) json_integer_value(json_object_get(e, "hwptId")), &vfio);
                 if (r < 0) {
                         /* Without the daemon's own handle the device cannot be quiesced: its
                          * fds are closed (the kernel clears Bus Master on the last close). */
@@ -525,47 +544,139 @@ static void restore_leases(Manager *m, json_t *state, Stored *s) {
                                 (void) snprintf(name, sizeof(name), "lease-%s-%s", id, kinds[k]);
                                 (void) fdstore_remove(name);
                         }
-                        free(l);
                         continue;
                 }
 
-                l->next = m->leases;
-                if (m->leases)
-                        m->leases->prev = l;
-                m->leases = l;
+                /* The same constructor and state machine as every lease: HOLDER_GONE (or
+                 * QUARANTINED) until its client's connection is found again. */
+                r = lease_restore(p->leases, id, streq(st, "quarantined"), &d, &holder,
+                                  (uint64_t) json_integer_value(json_object_get(e, "createdUsec")),
+                                  conn_id, vfio, &l);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot restore lease %s on %s: %m", id, d.address);
+                        continue;
+                }
+                if (l->state == LEASE_HOLDER_GONE) {
+                        Client *c = find_conn(p, conn_id);
 
-                if (l->state == LEASE_ACTIVE) {
-                        Conn *c = find_conn(m, conn_id);
-
-                        if (c && c->n_leases < ELEMENTSOF(c->leases)) {
-                                l->conn = c;
-                                l->holder = c->id;
-                                l->holder.pidfd = -EBADF;
-                                c->leases[c->n_leases++] = l;
-                        }
+                        /* A client at its maximum of leases has this one reclaimed. */
+                        if (c && client_add_lease(c, l) >= 0)
+                                lease_attach(l, c, &c->id);
                 }
                 log_info("Restored lease %s on %s (%s).", id, d.address, lease_state_to_string(l->state));
         }
 }
 
-static void restore_regions(Manager *m, json_t *state, Stored *s) {
+/* The identity a stored connection had, for the records of what is reclaimed after its client
+ * went away: never uid 0 for "unknown" (identity.h: an unset uid that stayed 0 is how
+ * CVE-2021-3560 happened); fields the state does not have keep their invalid sentinels. */
+static ClientIdentity stored_holder(json_t *state, const char *conn_id) {
+        ClientIdentity id = CLIENT_IDENTITY_INIT;
+        json_t *e;
+        size_t i;
+
+        json_array_foreach(json_object_get(state, "conns"), i, e) {
+                json_t *uid = json_object_get(e, "uid"), *pid = json_object_get(e, "pid");
+
+                if (!conn_id || !streq(json_string_value(json_object_get(e, "id")) ?: "", conn_id))
+                        continue;
+                if (json_is_integer(uid) && json_integer_value(uid) >= 0 &&
+                    json_integer_value(uid) < (json_int_t) UINT32_MAX)
+                        id.uid = (uid_t) json_integer_value(uid);
+                if (json_is_integer(pid) && json_integer_value(pid) > 0 && json_integer_value(pid) <= INT32_MAX)
+                        id.pid = (pid_t) json_integer_value(pid);
+                id.start_time = (unsigned long long) json_integer_value(json_object_get(e, "startTime"));
+                break;
+        }
+        return id;
+}
+
+/* A restored noiommu lease's mapping: the device may be programmed with the physical addresses
+ * handed out at grant time (phys). Ask the kernel where the mapping is now (GET_PA,
+ * cdev-noiommu) besides pagemap (moved): if anything moved, or no page table is behind it,
+ * nothing the daemon says about this lease can be trusted any more. */
+static void restore_check_mapping(Lease *l, const Region *region, const uint64_t *phys, bool moved) {
+        const HugeRegion *r = region->huge;
+        int v;
+
+        if ((l->state != LEASE_ACTIVE && l->state != LEASE_HOLDER_GONE) || !lease_is_noiommu(l))
+                return;
+        v = moved ? -ESTALE : vfio_device_check_map(l->vfio, r, phys);
+        if (v < 0) {
+                log_error_errno(v, "Lease %s on %s: memory %s %s after the restart; quarantining the lease.",
+                                l->id, l->device.address, r->id,
+                                v == -ESTALE ? "is at other physical addresses than granted" :
+                                v == -ENOLINK ? "has no noiommu page table behind it" :
+                                "cannot be looked up with GET_PA");
+                lease_quarantine(l, v, v == -ESTALE ? "addresses-moved-across-restart" :
+                                       v == -ENOLINK ? "no-noiommu-page-table" :
+                                       "addresses-unverifiable");
+        } else
+                log_debug("Lease %s on %s: memory %s is at the granted physical addresses after the restart (%s).",
+                          l->id, l->device.address, r->id,
+                          l->device.backend == BACKEND_CDEV_NOIOMMU ? "GET_PA and pagemap" : "pagemap");
+}
+
+/* Memory mapped for a noiommu lease that could not be restored (its memfd is not what the
+ * state says, or cannot be pinned again): nothing the daemon says about the lease can be
+ * vouched for, so it is quarantined, and the store keeps the memfd until an administrator's
+ * revoke has quiesced the device (persist_forget_lease()). */
+static void restore_keep_unrestorable(Lease *l, const char *id, int error) {
+        if (lease_keep_unrestored(l, id) < 0)
+                log_error("Out of memory tracking %s of lease %s: its fd store entry stays until the daemon stops.",
+                          id, l->id);
+        if (l->state == LEASE_ACTIVE || l->state == LEASE_HOLDER_GONE) {
+                log_error_errno(error, "Lease %s on %s: memory %s cannot be restored (%m); quarantining the lease.",
+                                l->id, l->device.address, id);
+                lease_quarantine(l, error, "memory-unrestorable");
+        }
+}
+
+/* Memory the client allocated without a lease. If its connection is back, it is the
+ * connection's again. If not, a noiommu device of the same client (restored, not yet
+ * reclaimed) may still write there: the memory goes with that lease and is freed only after
+ * its quiesce, as client_free() does for a live client. Otherwise it is reclaimed now, in the
+ * records as its client's (stored_holder()). */
+static void restore_conn_region(Persist *p, const char *conn_id, Region *r) {
+        Client *c;
+
+        c = find_conn(p, conn_id);
+        if (c && client_add_region(c, r) >= 0)
+                return;
+
+        for (Lease *l = p->leases->leases; l; l = l->next) {
+                bool held = c ? l->client == c : l->state == LEASE_HOLDER_GONE && conn_id &&
+                                                streq(l->restored_conn, conn_id);
+
+                if (held && (l->state == LEASE_ACTIVE || l->state == LEASE_HOLDER_GONE) && lease_is_noiommu(l)) {
+                        log_debug("Keeping %s pinned until %s is quiesced.", region_id(r), l->device.address);
+                        lease_restore_region(l, r, ADDRESS_PHYSICAL, true, /* adopted= */ true, 0);
+                        return;
+                }
+        }
+
+        region_free(r, "reclaim-after-restart");
+}
+
+static void restore_regions(Persist *p, json_t *state, Stored *s) {
         json_t *e;
         size_t i;
 
         json_array_foreach(json_object_get(state, "regions"), i, e) {
                 const char *id = json_string_value(json_object_get(e, "id"));
-                const char *conn_id = json_string_value(json_object_get(e, "conn"));
                 const char *lease_id = json_string_value(json_object_get(e, "lease"));
-                json_t *phys_j = json_object_get(e, "phys"), *p;
+                json_t *phys_j = json_object_get(e, "phys"), *pj;
                 uint64_t size = (uint64_t) json_integer_value(json_object_get(e, "size"));
                 uint64_t hp = (uint64_t) json_integer_value(json_object_get(e, "hugepageSize"));
                 _cleanup_free_ uint64_t *phys = NULL;
                 size_t n = json_array_size(phys_j), k;
+                const char *conn_id = json_string_value(json_object_get(e, "conn"));
+                ClientIdentity holder;
                 char name[64];
                 int memfd, pin;
-                HugeRegion *r;
+                Region *r;
+                Client *c;
                 Lease *l;
-                Conn *c;
                 int q;
 
                 if (!id || !noiommu_id_is_valid(id) || n == 0)
@@ -573,17 +684,28 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                 phys = new0(uint64_t, n);
                 if (!phys)
                         continue;
-                json_array_foreach(phys_j, k, p)
-                        phys[k] = (uint64_t) json_integer_value(p);
+                json_array_foreach(phys_j, k, pj)
+                        phys[k] = (uint64_t) json_integer_value(pj);
 
                 (void) snprintf(name, sizeof(name), "pin-%s", id);
                 pin = stored_take(s, name, is_io_uring);      /* only a re-exec passes one */
                 (void) snprintf(name, sizeof(name), "mem-%s", id);
                 memfd = stored_take(s, name, is_memfd);
-                q = huge_region_restore(id, memfd, pin, size, hp, phys, n, m->pagemap_fd, &r);
+                /* Whose it is decides whose charge and records it carries: the lease's holder,
+                 * the connection's client, or the client that is gone (stored_holder()). */
+                l = lease_id ? lease_find_by_id(p->leases, lease_id) : NULL;
+                c = l ? NULL : find_conn(p, conn_id);
+                holder = l ? l->holder : c ? c->id : stored_holder(state, conn_id);
+                holder.pidfd = -EBADF;
+                q = region_restore(p->region_ctx, id, memfd, pin, size, hp, phys, n, &holder, &r);
                 if (q < 0) {
                         log_error_errno(q, "Cannot restore memory %s: %m", id);
-                        (void) fdstore_remove(name);
+                        /* A noiommu device may have been told this memory's addresses: the
+                         * store's copy keeps its pages out of the pool until the quiesce. */
+                        if (l && lease_is_noiommu(l))
+                                restore_keep_unrestorable(l, id, q);
+                        else
+                                (void) fdstore_remove(name);
                         continue;
                 }
                 if (q > 0)
@@ -592,76 +714,28 @@ static void restore_regions(Manager *m, json_t *state, Stored *s) {
                          * that; say so loudly. */
                         log_error("Memory %s moved while the daemon was down; its physical addresses changed.", id);
 
-                l = lease_id ? lease_find_by_id(m, lease_id) : NULL;
-                if (l) {
-                        bool adopted = json_is_true(json_object_get(e, "adopted"));
-
-                        if (adopted) {
-                                if (lease_adopt_region(l, r) < 0)
-                                        huge_region_free(r);
-                                continue;
-                        }
-                        if (l->n_regions >= NOIOMMU_REGIONS_PER_LEASE_MAX) {
-                                huge_region_free(r);
-                                continue;
-                        }
-                        /* Every backend keeps a record of what it mapped (the group backend with
-                         * IOVA 0), so that the unmap at release finds it. */
-                        (void) vfio_device_restore_map(l->vfio, r,
-                                                       (uint64_t) json_integer_value(json_object_get(e, "iova")));
-                        l->regions[l->n_regions] = r;
-                        l->kinds[l->n_regions] = streq(json_string_value(json_object_get(e, "kind")) ?: "", "iova")
-                                                 ? ADDRESS_IOVA : ADDRESS_PHYSICAL;
-                        l->retired[l->n_regions] = json_is_true(json_object_get(e, "retired"));
-                        l->n_regions++;
-                        m->n_regions++;
-                        m->region_bytes += r->size;
-                        /* Checked once the region is the lease's, so that the record counts it. */
-                        if (l->state == LEASE_ACTIVE && lease_is_noiommu(l)) {
-                                /* The device may be programmed with the physical addresses handed
-                                 * out at grant time ("phys" above). Ask the kernel where the
-                                 * mapping is now (GET_PA, cdev-noiommu) besides pagemap (q): if
-                                 * anything moved, or no page table is behind it, nothing the
-                                 * daemon says about this lease can be trusted any more. */
-                                int v = q > 0 ? -ESTALE : vfio_device_check_map(l->vfio, r, phys);
-
-                                if (v < 0) {
-                                        log_error_errno(v, "Lease %s on %s: memory %s %s after the restart; quarantining the lease.",
-                                                        l->id, l->device.address, id,
-                                                        v == -ESTALE ? "is at other physical addresses than granted" :
-                                                        v == -ENOLINK ? "has no noiommu page table behind it" :
-                                                        "cannot be looked up with GET_PA");
-                                        lease_quarantine(l, v, v == -ESTALE ? "addresses-moved-across-restart" :
-                                                               v == -ENOLINK ? "no-noiommu-page-table" :
-                                                               "addresses-unverifiable");
-                                } else
-                                        log_debug("Lease %s on %s: memory %s is at the granted physical addresses after the restart (%s).",
-                                                  l->id, l->device.address, id,
-                                                  l->device.backend == BACKEND_CDEV_NOIOMMU ? "GET_PA and pagemap" : "pagemap");
-                        }
+                if (!l) {
+                        restore_conn_region(p, conn_id, r);
                         continue;
                 }
-
-                c = find_conn(m, conn_id);
-                if (c && conn_add_region(c, r) >= 0)
-                        continue;
-
-                /* The client is gone and no device of its can reach this memory any more. */
-                {
-                        ClientIdentity gone = CLIENT_IDENTITY_INIT;
-
-                        gone.uid = 0;
-                        region_release(m, &gone, r, "reclaim-after-restart");
-                }
+                /* The lease's from here on, whatever the state says: never freed here. A
+                 * mapping is checked once it is the lease's, so that the record counts it. */
+                if (lease_restore_region(l, r,
+                                         streq(json_string_value(json_object_get(e, "kind")) ?: "", "iova")
+                                         ? ADDRESS_IOVA : ADDRESS_PHYSICAL,
+                                         json_is_true(json_object_get(e, "retired")),
+                                         json_is_true(json_object_get(e, "adopted")),
+                                         (uint64_t) json_integer_value(json_object_get(e, "iova"))))
+                        restore_check_mapping(l, r, phys, q > 0);
         }
 }
 
-int persist_restore(Manager *m, int *fds, char **names, size_t n) {
-        persist_restore_nosave(m, fds, names, n);
-        return persist_save(m);
+int persist_restore(Persist *p, int *fds, char **names, size_t n) {
+        persist_restore_nosave(p, fds, names, n);
+        return persist_save(p);
 }
 
-void persist_restore_nosave(Manager *m, int *fds, char **names, size_t n) {
+void persist_restore_nosave(Persist *p, int *fds, char **names, size_t n) {
         Stored s = { .n = n };
         json_t *state = NULL;
         json_int_t best = -1;
@@ -695,19 +769,19 @@ void persist_restore_nosave(Manager *m, int *fds, char **names, size_t n) {
         }
 
         if (state) {
-                m->state_generation = (uint64_t) best;
-                restore_conns(m, state, &s);
-                restore_leases(m, state, &s);
-                restore_regions(m, state, &s);
-                for (Conn *c = m->conns; c; c = c->next)
-                        conn_restored(c);
+                p->generation = (uint64_t) best;
+                restore_conns(p, state, &s);
+                restore_leases(p, state, &s);
+                restore_regions(p, state, &s);
+                for (Client *c = (*p->clients); c; c = c->next)
+                        conn_restored(c->conn);
 
                 /* Leases whose client did not come back: quiesce, then free (the usual order). */
-                for (Lease *l = m->leases, *next; l; l = next) {
+                for (Lease *l = p->leases->leases, *next; l; l = next) {
                         next = l->next;
-                        if (l->state == LEASE_ACTIVE && !l->conn) {
+                        if (l->state == LEASE_HOLDER_GONE) {
                                 log_notice("Reclaiming lease %s on %s: its client is gone.", l->id, l->device.address);
-                                (void) lease_end(l, "reclaim-after-restart");
+                                (void) lease_end(&l, "reclaim-after-restart");
                         }
                 }
                 json_decref(state);

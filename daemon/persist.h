@@ -23,38 +23,71 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
-typedef struct Manager Manager;
-typedef struct Conn Conn;
+#include <systemd/sd-event.h>
+
+#include "client.h"
+#include "lease.h"
+#include "region.h"
+
+typedef struct Client Client;
 typedef struct Lease Lease;
-typedef struct HugeRegion HugeRegion;
+typedef struct Region Region;
+typedef enum LeaseEvent LeaseEvent;
 
-/* Write-ahead for a grant: the connection (once), the region and/or the lease, then state. */
-int persist_grant(Conn *c, const HugeRegion *r, const Lease *l);
+/* What persistence needs, embedded in the manager and wired once by manager_new(): the lists
+ * it serializes and restores into, and the contexts new clients and regions are made with. */
+typedef struct Persist {
+        sd_event *event;
+        sd_event_source *source;        /* the idle state write */
+        bool dirty;
+        uint64_t generation;            /* of the last state written to the fd store */
+        Client *const *clients;
+        LeaseRegistry *leases;
+        const ClientContext *client_ctx;
+        const RegionContext *region_ctx;
+} Persist;
 
-/* Drop a resource's fds from the store (and schedule a state write). */
-void persist_forget_region(Manager *m, const HugeRegion *r);
-void persist_forget_lease(Manager *m, const Lease *l);
-void persist_forget_conn(Conn *c);
+void persist_init(Persist *p, sd_event *event, Client *const *clients, LeaseRegistry *leases,
+                  const ClientContext *client_ctx, const RegionContext *region_ctx);
+void persist_done(Persist *p);
+
+/* The reason in the records of a grant withdrawn because its write-ahead failed. */
+#define PERSIST_REASON_NOT_STORED "not-stored"
+
+/* Write-ahead for a grant: the connection (once), then the new region or the new lease's
+ * device fds (a lease's fds are stored once, when it is granted, not with every allocation
+ * mapped into it), then the state. Each step is tried; the first failure is returned, and the
+ * caller must then refuse the grant: nothing may reach a client before its fds are stored. */
+int persist_grant(Persist *p, Client *c, const Region *r, const Lease *new_lease);
+
+/* Observer of lease events (lease.h, wired by manager_new()): a lease's device fds leave the
+ * store when it closes the device; a quarantine changes the persisted state. */
+void persist_lease_event(Persist *p, const Lease *l, LeaseEvent ev);
+
+/* Drops a connection's socket from the store (and schedules a state write). */
+void persist_forget_conn(Persist *p, Client *c);
 
 /* Writes the state now (no-op without an fd store). */
-int persist_save(Manager *m);
+int persist_save(Persist *p);
 
 /* Marks the state as changed; it is written once, at the end of this loop iteration. */
-void persist_dirty(Manager *m);
+void persist_dirty(Persist *p);
 
 /* Takes the fds the service manager passed back (all but the listening socket), rebuilds what
  * they describe, reclaims what lost its client, drops the rest. Consumes every fd. */
-int persist_restore(Manager *m, int *fds, char **names, size_t n);
+int persist_restore(Persist *p, int *fds, char **names, size_t n);
 
 /* The same, without writing the state afterwards (a re-exec first restores what the fd store
  * does not hold, then saves). The fds may also include "pin-<id>" (a region's io_uring pin,
  * which only a re-exec can pass). */
-void persist_restore_nosave(Manager *m, int *fds, char **names, size_t n);
+void persist_restore_nosave(Persist *p, int *fds, char **names, size_t n);
 
 /* Writes j into a new sealed memfd called name; returns the fd (close-on-exec). */
 int persist_json_memfd(json_t *j, const char *name);
 
 /* The state as persist_save() would store it (generation unchanged), in a sealed memfd. */
-int persist_state_memfd(Manager *m);
+int persist_state_memfd(Persist *p);

@@ -20,7 +20,7 @@
 #include <systemd/sd-id128.h>
 
 #include "audit.h"
-#include "conn.h"
+#include "client.h"
 #include "fdstore.h"
 #include "internal/fd-util.h"
 #include "internal/log.h"
@@ -92,16 +92,16 @@ static int add_named(json_t *fds, Kept *k, const char *name, int fd) {
         return 0;
 }
 
-static int add_region(json_t *fds, Kept *k, const HugeRegion *r) {
+static int add_region(json_t *fds, Kept *k, const Region *r) {
         char name[64];
         int q;
 
-        (void) snprintf(name, sizeof(name), "mem-%s", r->id);
-        q = add_named(fds, k, name, r->memfd);
+        (void) snprintf(name, sizeof(name), "mem-%s", region_id(r));
+        q = add_named(fds, k, name, r->huge->memfd);
         if (q < 0)
                 return q;
-        (void) snprintf(name, sizeof(name), "pin-%s", r->id);
-        return add_named(fds, k, name, r->pin_fd);
+        (void) snprintf(name, sizeof(name), "pin-%s", region_id(r));
+        return add_named(fds, k, name, r->huge->pin_fd);
 }
 
 static int add_lease(json_t *fds, Kept *k, const Lease *l) {
@@ -140,26 +140,26 @@ static json_t *describe(Manager *m, Kept *k, json_t *transient, uint64_t start) 
         if (!fds || !conns)
                 return NULL;
 
-        for (Conn *c = m->conns; r >= 0 && c; c = c->next) {
+        for (Client *c = m->clients; r >= 0 && c; c = c->next) {
                 char name[64];
                 json_t *j;
 
-                j = conn_reexec_save(c, keep_fd, k);
+                j = client_reexec_save(c, keep_fd, k);
                 if (!j || json_object_set_new(conns, c->store_id, j) < 0)
                         return NULL;
                 (void) snprintf(name, sizeof(name), "conn-%s", c->store_id);
-                r = add_named(fds, k, name, c->fd);
+                r = add_named(fds, k, name, c->conn->fd);
                 for (size_t i = 0; r >= 0 && i < c->n_regions; i++)
                         r = add_region(fds, k, c->regions[i]);
         }
-        for (Lease *l = m->leases; r >= 0 && l; l = l->next)
+        for (Lease *l = m->lease_registry.leases; r >= 0 && l; l = l->next)
                 if (l->state == LEASE_ACTIVE || l->state == LEASE_QUARANTINED)
                         r = add_lease(fds, k, l);
         if (r < 0)
                 return NULL;
 
         /* After conn_reexec_save(): no reservation is left that the state cannot describe. */
-        state_fd = persist_state_memfd(m);
+        state_fd = persist_state_memfd(&m->persist);
         if (state_fd < 0 || add_named(fds, k, "state-reexec", state_fd) < 0)
                 return NULL;
         if (keep_fd(m->listen_fd, k) < 0)
@@ -208,7 +208,7 @@ static void reexec_now(Manager *m) {
 
         /* Connections that were never stored (no grant yet, or no fd store) get an id for this
          * hand-over only, so that the state can name them; the new image forgets it again. */
-        for (Conn *c = m->conns; transient && c; c = c->next) {
+        for (Client *c = m->clients; transient && c; c = c->next) {
                 sd_id128_t id;
 
                 if (c->store_id[0])
@@ -245,14 +245,14 @@ static void reexec_now(Manager *m) {
         if (j)
                 close_state_fd(j);
         kept_undo(&k);
-        for (Conn *c = m->conns; c; c = c->next) {
+        for (Client *c = m->clients; c; c = c->next) {
                 json_t *e;
                 size_t i;
 
                 json_array_foreach(transient, i, e)
                         if (streq(c->store_id, json_string_value(e)))
                                 c->store_id[0] = 0;
-                conn_reexec_resume(c);
+                conn_reexec_resume(c->conn);
         }
         (void) sd_notifyf(false, "READY=1\nSTATUS=Re-executing failed (%s), still serving.", strerror(-r));
 }
@@ -370,29 +370,29 @@ int reexec_restore(Manager *m, int state_fd) {
                 n++;
         }
         log_info("Re-executed: restoring %zu file descriptors handed over by the previous image.", n);
-        persist_restore_nosave(m, fds, (char **) names, n);
+        persist_restore_nosave(&m->persist, fds, (char **) names, n);
 
         conns = json_object_get(j, "conns");
-        for (Conn *c = m->conns, *next; c; c = next) {
+        for (Client *c = m->clients, *next; c; c = next) {
                 json_t *cj = json_object_get(conns, c->store_id);
 
                 next = c->next;
                 if (!cj)
                         continue;
-                r = conn_reexec_load(c, cj);
+                r = conn_reexec_load(c->conn, cj);
                 if (r < 0) {
                         log_error_errno(r, "Cannot take over the requests of UID %u (PID %i), ending the connection: %m",
                                         (unsigned) c->id.uid, (int) c->id.pid);
-                        (void) conn_free(c, "client-exit");
+                        (void) client_free(c, "client-exit");
                 }
         }
         json_array_foreach(json_object_get(j, "transient"), i, e)
-                for (Conn *c = m->conns; c; c = c->next)
+                for (Client *c = m->clients; c; c = c->next)
                         if (streq(c->store_id, json_string_value(e) ?: ""))
                                 c->store_id[0] = 0;
 
         /* The fd store still holds the previous image's fds under the same names; the new
          * state replaces the old one, so a later crash restores from here. */
-        (void) persist_save(m);
+        (void) persist_save(&m->persist);
         return 0;
 }

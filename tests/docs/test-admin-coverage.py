@@ -5,7 +5,7 @@
   * every MESSAGE_ID of daemon/msgid.h is in the troubleshooting table, and every 32-hex-digit
     id the guide names is one of them;
   * every reason ListDevices can give (the sentences of daemon/inventory.c and the
-    configuration reasons of daemon/dispatch.c) is in the reasons tables, verbatim;
+    configuration reasons of daemon/method-device.c) is in the reasons tables, verbatim;
   * every NOIOMMUD_REASON of a denial (daemon/polkit.h, audit.h, dispatch.c, polkit.c) is
     explained;
   * every polkit action of policy/io.noiommud.policy is in the actions table;
@@ -46,7 +46,7 @@ def inventory_reasons():
 
 
 def dispatch_reasons():
-    src = read("daemon", "dispatch.c")
+    src = read("daemon", "method-device.c")     # the device handlers and their reason helpers
     out = []
     for fn in ("device_disabled_reason", "device_reason"):
         body = src[src.index("static const char *%s(" % fn):]

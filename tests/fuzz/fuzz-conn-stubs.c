@@ -2,12 +2,14 @@
 /*
  * Link-time stand-ins for the daemon's privileged backends, for tests/fuzz/fuzz-conn only.
  *
- * fuzz-conn links the protocol side of the daemon for real (conn.c, dispatch.c, manager.c,
- * lease.c, identity.c, settings.c, monitor.c; daemon/meson.build lists them) and this file in
- * place of the modules that need privileges or the outside world: polkit over D-Bus (polkit.c),
- * hugetlb memory and pagemap (hugepage.c), VFIO (vfio.c), sysfs (inventory.c), Linux audit and
- * the journal (audit.c), and systemd's fd store (persist.c, fdstore.c). The daemon binary has no
- * switch for any of this (security.md §10): these definitions exist only in the fuzz binary.
+ * fuzz-conn links the protocol side of the daemon for real (client.c, conn.c, dispatch.c,
+ * method-*.c, manager.c, lease.c, region.c, quota.c, persist.c, fdstore.c, identity.c,
+ * settings.c, monitor.c; daemon/meson.build lists them) and this file in place of the modules
+ * that need privileges or the outside world: polkit over D-Bus (polkit.c), hugetlb memory and
+ * pagemap (hugepage.c), VFIO (vfio.c), sysfs (inventory.c), Linux audit and the journal
+ * (audit.c). Without $NOTIFY_SOCKET the real fdstore.c is disabled, so persist.c stores
+ * nothing. The daemon binary has no switch for any of this (security.md §10): these
+ * definitions exist only in the fuzz binary.
  *
  * Every function of those modules' headers is defined here, so that a call the protocol side
  * starts making tomorrow still links; those the fuzzer cannot reach fail with -EOPNOTSUPP.
@@ -34,7 +36,6 @@
  *              the device (stub_devices[]).
  *   audit      records nothing; only the grant of one device (stub_devices[]) fails to be
  *              recorded, as under "auditFailure": "deny" with a failing audit subsystem.
- *   persist, fdstore   accept everything and store nothing.
  */
 #include <assert.h>
 #include <errno.h>
@@ -54,6 +55,7 @@
 #include "hugepage.h"
 #include "internal/macro.h"
 #include "inventory.h"
+#include "lease.h"
 #include "persist.h"
 #include "polkit.h"
 #include "vfio.h"
@@ -745,41 +747,3 @@ void audit_lease_refused(const ClientIdentity *c, const InventoryDevice *dev, in
                          const char *why) {
 }
 
-/* --- persist.c, fdstore.c: no service manager, so no fd store ---------------------------- */
-
-int persist_grant(Conn *c, const HugeRegion *r, const Lease *l) {
-        return 0;
-}
-
-void persist_forget_region(Manager *m, const HugeRegion *r) {
-}
-
-void persist_forget_lease(Manager *m, const Lease *l) {
-}
-
-void persist_forget_conn(Conn *c) {
-}
-
-int persist_save(Manager *m) {
-        return 0;
-}
-
-void persist_dirty(Manager *m) {
-}
-
-int persist_restore(Manager *m, int *fds, char **names, size_t n) {
-        close_many(fds, n);
-        return 0;
-}
-
-bool fdstore_enabled(void) {
-        return false;
-}
-
-int fdstore_push(const char *name, const int *fds, size_t n, bool poll) {
-        return 0;
-}
-
-int fdstore_remove(const char *name) {
-        return 0;
-}
