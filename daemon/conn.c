@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "audit.h"
+#include "record.h"
 #include "conn.h"
 #include "internal/json-util.h"
 #include "internal/log.h"
@@ -176,7 +176,7 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 if (c->receipt_since != 0) {
                         /* The reply holding the fds still sits in the socket: the client does
                          * not read, or cannot. What it was granted goes back, quiesced first. */
-                        audit_protocol_violation(c->id, "a reply carrying file descriptors was not read in time");
+                        record_protocol_violation(c->id, "a reply carrying file descriptors was not read in time");
                         conn_close(c, "not-received");
                         return 0;
                 }
@@ -423,7 +423,7 @@ int conn_reply_error(Conn *c, const char *error, json_t *params) {
 void conn_protocol_violation(Conn *c, const char *reason) {
         json_t *msg;
 
-        audit_protocol_violation(c->id, reason);
+        record_protocol_violation(c->id, reason);
 
         c->ops->request_done(c, c->userdata);
         json_decref(c->current);

@@ -7,7 +7,7 @@
  * A request is traced through the daemon by reading, in order: conn.c (bytes to a parsed
  * message), client.c (the session that owns what the client holds), this file (message to
  * handler), method-*.c (parse -> validate -> authorize -> act -> reply), polkit.c (authorize),
- * lease.c / region.c with vfio.c / hugepage.c (act), persist.c (write-ahead), audit.c
+ * lease.c / region.c with vfio.c / hugepage.c (act), persist.c (write-ahead), record.c
  * (records); on disconnect client.c's client_free() (the ordered teardown).
  */
 #include <assert.h>
@@ -15,7 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "audit.h"
+#include "record.h"
 #include "client.h"
 #include "dispatch.h"
 #include "internal/json-util.h"
@@ -137,7 +137,7 @@ static int check_root_capability(Client *c, const char *action, char **details, 
         if (r > 0)
                 return 1;
 
-        audit_capability_refused(&c->id, action, details, interactive, capability_name(cap), r < 0);
+        record_capability_refused(&c->id, action, details, interactive, capability_name(cap), r < 0);
         (void) snprintf(msg, sizeof(msg),
                         "The client runs as root (uid 0) but %s %s in the host's initial user namespace "
                         "(a container's root, or a service with a reduced capability set). polkit would "
@@ -192,7 +192,7 @@ int authorize(Client *c, const char *action, char **details, bool interactive, i
         else if (r == -EKEYREJECTED)
                 r = conn_reply_error(c->conn, NOIOMMU_ERROR_INTERACTIVE_AUTH_REQUIRED, NULL);
         else if (r == -EUSERS) {
-                audit_limit_exceeded(&c->id, reason);
+                record_limit_exceeded(&c->id, reason);
                 r = conn_reply_error(c->conn, NOIOMMU_ERROR_LIMIT_EXCEEDED,
                                      json_pack("{s:s}", "limit", reason));
         } else

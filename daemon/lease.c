@@ -10,7 +10,7 @@
 
 #include <systemd/sd-id128.h>
 
-#include "audit.h"
+#include "record.h"
 #include "internal/json-util.h"
 #include "internal/log.h"
 #include "internal/macro.h"
@@ -424,7 +424,7 @@ void lease_quarantine(Lease *l, int error, const char *why) {
                 l->registry->hooks.detached(l, c, l->registry->hooks.userdata);
         l->client = NULL;
         lease_set_state(l, LEASE_QUARANTINED);
-        audit_lease_broken(&l->holder, l->id, &l->device, error, why, lease_bytes_pinned(l));
+        record_lease_broken(&l->holder, l->id, &l->device, error, why, lease_bytes_pinned(l));
         lease_emit(l, LEASE_EVENT_QUARANTINED, why);
 }
 
@@ -446,11 +446,11 @@ static int lease_teardown(Lease *l, const char *reason) {
                  * the device out again until an administrator acts. */
                 lease_set_state(l, LEASE_QUARANTINED);
                 l->client = NULL;
-                audit_quiesce_failed(&l->holder, l->id, &l->device, r, bytes);
+                record_quiesce_failed(&l->holder, l->id, &l->device, r, bytes);
                 lease_emit(l, LEASE_EVENT_QUARANTINED, reason);
                 return -EIO;
         }
-        audit_lease_quiesced(&l->holder, l->id, &l->device, reset, reason);
+        record_lease_quiesced(&l->holder, l->id, &l->device, reset, reason);
 
         /* 2. Only now: unmap, unpin and free the memory, last allocation first, and the
          * connection's own memory the device could have reached. */
@@ -461,7 +461,7 @@ static int lease_teardown(Lease *l, const char *reason) {
         /* 3. Close the device; it is free for the next client. */
         lease_emit(l, LEASE_EVENT_CLOSING, reason);
         l->vfio = backend(l->registry)->close(l->vfio);
-        audit_lease_released(&l->holder, l->id, &l->device, reason, bytes, now_usec() - l->created_usec);
+        record_lease_released(&l->holder, l->id, &l->device, reason, bytes, now_usec() - l->created_usec);
         lease_emit(l, LEASE_EVENT_RELEASED, reason);
         lease_free(l);
         return 0;

@@ -2,10 +2,10 @@
 /*
  * The Linux audit subsystem, through libaudit: the only calls into libaudit the daemon makes.
  * daemon/meson.build builds linux-audit.c when libaudit is found and linux-audit-fallback.c
- * (no audit at all) when it is not, so audit.c, which decides what is recorded and what a
+ * (no audit at all) when it is not, so record.c, which decides what is recorded and what a
  * failure means, has no #if (the file swap of dbus-broker's util/audit.c and audit-fallback.c).
  *
- * These functions never log: audit.c does, once, knowing what a failure means for a grant.
+ * These functions never log: record.c does, once, knowing what a failure means for a grant.
  */
 #pragma once
 

@@ -19,7 +19,7 @@
 
 #include <systemd/sd-daemon.h>
 
-#include "audit.h"
+#include "record.h"
 #include "client.h"
 #include "hugepage.h"
 #include "internal/fd-util.h"
@@ -175,7 +175,7 @@ static void refuse_connection(int fd, uid_t uid, pid_t pid, const char *limit) {
 
         id.uid = uid;
         id.pid = pid;
-        audit_limit_exceeded(&id, limit);
+        record_limit_exceeded(&id, limit);
         n = snprintf(msg, sizeof(msg), "{\"error\":\"%s\",\"parameters\":{\"limit\":\"%s\"}}",
                      NOIOMMU_ERROR_LIMIT_EXCEEDED, limit);
         if (n > 0 && (size_t) n < sizeof(msg))
@@ -251,7 +251,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         id.pid = cred.pid;
                         log_debug_errno(r, "Refusing connection from PID %i: peer not identifiable: %m",
                                         (int) cred.pid);
-                        audit_protocol_violation(&id, "peer identity could not be verified at accept");
+                        record_protocol_violation(&id, "peer identity could not be verified at accept");
                         continue;
                 }
                 cfd = -EBADF;                           /* owned by c now */
@@ -264,7 +264,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         unsigned n_conns = m->n_conns, n_regions = m->quota.n_regions;
 
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down, freeing all memory.");
-        audit_stopping(n_conns, n_regions);
+        record_stopping(n_conns, n_regions);
         /* The fd store does not survive a plain stop, so everything is released now, with
          * reason "shutdown" in the records. */
         while (m->clients)
@@ -408,7 +408,7 @@ int manager_new(const char *config_path, int (*dispatch)(Client *c), Manager **r
         if (r < 0)
                 return r;
 
-        audit_setup(m->settings.audit_failure_log);
+        record_setup(m->settings.audit_failure_log);
         monitor_setup(&m->monitor, m->event, &m->clients);
 
         *ret = TAKE_PTR(m);
@@ -441,7 +441,7 @@ Manager *manager_free(Manager *m) {
         }
         m->pagemap_fd = safe_close(m->pagemap_fd);
         m->event = sd_event_unref(m->event);
-        audit_shutdown();
+        record_shutdown();
         for (size_t i = 0; i < ELEMENTSOF(m->uid_counts); i++)
                 while (m->uid_counts[i]) {
                         UidCount *u = m->uid_counts[i];
@@ -636,10 +636,10 @@ int manager_run(Manager *m) {
 
                 for (Lease *l = m->lease_registry.leases; l; l = l->next)
                         leases++;
-                audit_reloaded(m->listen_description, m->n_conns, (unsigned) leases, m->quota.n_regions,
+                record_reloaded(m->listen_description, m->n_conns, (unsigned) leases, m->quota.n_regions,
                                lease_now_usec() - m->reload_start_usec);
         } else
-                audit_started(m->listen_description);
+                record_started(m->listen_description);
         (void) snprintf(status, sizeof(status), "STATUS=Listening on %s.", m->listen_description);
         (void) sd_notify(false, "READY=1");
         (void) sd_notify(false, status);

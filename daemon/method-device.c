@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "audit.h"
+#include "record.h"
 #include "client.h"
 #include "internal/json-util.h"
 #include "internal/log.h"
@@ -177,7 +177,7 @@ static int acquire_find(Client *c, const char *address, InventoryDevice **ret_de
 }
 
 static int reply_limit_exceeded(Client *c, const char *limit) {
-        audit_limit_exceeded(&c->id, limit);
+        record_limit_exceeded(&c->id, limit);
         return conn_reply_error(c->conn, NOIOMMU_ERROR_LIMIT_EXCEEDED, json_pack("{s:s}", "limit", limit));
 }
 
@@ -258,7 +258,7 @@ static int acquire_open(Client *c, const InventoryDevice *d, Lease **ret) {
                         r == -EOPNOTSUPP ? "the backend is not usable on this kernel" :
                         "the kernel refused to open the device";
 
-                audit_lease_refused(&c->id, d, r, why);
+                record_lease_refused(&c->id, d, r, why);
                 (void) lease_unreserve(l);
                 if (r == -ENOMEM)
                         return r;
@@ -292,7 +292,7 @@ static int acquire_grant(Client *c, Lease *l) {
                 (void) client_end_lease(c, c->n_leases - 1, PERSIST_REASON_NOT_STORED);
                 return conn_reply_error(c->conn, NOIOMMU_ERROR_INTERNAL, NULL);
         }
-        if (audit_lease_granted(&c->id, l->id, &l->device) < 0) {
+        if (record_lease_granted(&c->id, l->id, &l->device) < 0) {
                 /* Not recorded, so not granted (auditFailure=deny): the device was opened but
                  * never handed out; end it the usual way, quiesce first. */
                 (void) client_end_lease(c, c->n_leases - 1, AUDIT_REASON_FAILED);

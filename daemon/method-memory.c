@@ -10,7 +10,7 @@
 
 #include <systemd/sd-id128.h>
 
-#include "audit.h"
+#include "record.h"
 #include "client.h"
 #include "hugepage.h"
 #include "internal/json-util.h"
@@ -72,7 +72,7 @@ static const char *memory_limit_exceeded(Client *c, uint64_t size) {
 }
 
 static int reply_limit_exceeded(Client *c, const char *limit) {
-        audit_limit_exceeded(&c->id, limit);
+        record_limit_exceeded(&c->id, limit);
         return conn_reply_error(c->conn, NOIOMMU_ERROR_LIMIT_EXCEEDED, json_pack("{s:s}", "limit", limit));
 }
 
@@ -315,7 +315,7 @@ int method_allocate_memory(Client *c, json_t *params) {
                         client_withdraw_region(c, owned, PERSIST_REASON_NOT_STORED);
                 return conn_reply_error(c->conn, NOIOMMU_ERROR_INTERNAL, NULL);
         }
-        audit_memory_granted(&c->id, owned->huge, n_segments, address_kind_to_string(kind),
+        record_memory_granted(&c->id, owned->huge, n_segments, address_kind_to_string(kind),
                              segments[0].dma_address, p.lease ? p.lease->id : NULL);
 
         /* reply: the memfd rides on the first byte; "fd" is its index among the reply's fds */

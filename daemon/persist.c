@@ -25,7 +25,7 @@
 
 #include <systemd/sd-id128.h>
 
-#include "audit.h"
+#include "record.h"
 #include "client.h"
 #include "fdstore.h"
 #include "hugepage.h"

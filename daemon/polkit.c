@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "audit.h"
+#include "record.h"
 #include "internal/list.h"
 #include "internal/log.h"
 #include "internal/macro.h"
@@ -379,13 +379,13 @@ static int query_consume(Polkit *p, const PolkitQuery *q, const ClientIdentity *
                  * connector must still be the same live process. */
                 r = client_identity_still_valid(id);
                 if (r <= 0) {
-                        (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
+                        (void) record_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
                                                    POLKIT_REASON_SUBJECT_GONE, NULL);
                         *ret_reason = POLKIT_REASON_SUBJECT_GONE;
                         return -EACCES;
                 }
                 /* If it cannot be recorded, it is not granted (auditFailure=deny). */
-                if (audit_authorization(id, action, details, interactive, AUDIT_RESULT_AUTHORIZED,
+                if (record_authorization(id, action, details, interactive, AUDIT_RESULT_AUTHORIZED,
                                         NULL, NULL) < 0) {
                         *ret_reason = AUDIT_REASON_FAILED;
                         return -EACCES;
@@ -393,20 +393,20 @@ static int query_consume(Polkit *p, const PolkitQuery *q, const ClientIdentity *
                 return 1;
         case POLKIT_CHALLENGE:
                 denial_count(p, id->uid);
-                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_CHALLENGE,
+                (void) record_authorization(id, action, details, interactive, AUDIT_RESULT_CHALLENGE,
                                            "interactive-authentication-required", NULL);
                 return -EKEYREJECTED;
         case POLKIT_DENIED:
                 denial_count(p, id->uid);
-                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
+                (void) record_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
                                            POLKIT_REASON_DENIED, NULL);
                 *ret_reason = POLKIT_REASON_DENIED;
                 return -EACCES;
         case POLKIT_FAILED:
                 if (streq(q->reason, POLKIT_REASON_UNAVAILABLE) ||
                     streq(q->reason, POLKIT_REASON_NOT_REGISTERED))
-                        audit_policy_unavailable(id, action, q->reason);
-                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_ERROR, q->reason,
+                        record_policy_unavailable(id, action, q->reason);
+                (void) record_authorization(id, action, details, interactive, AUDIT_RESULT_ERROR, q->reason,
                                            q->error_name);
                 *ret_reason = q->reason;
                 return -EACCES;
@@ -431,7 +431,7 @@ static int query_start(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, 
          * turns negative (another identity), as 'u' polkit ignores it and reads /proc itself.
          * No mapping is correct, so such a client is refused, and told why. */
         if (id->uid > (uid_t) INT32_MAX) {
-                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
+                (void) record_authorization(id, action, details, interactive, AUDIT_RESULT_DENIED,
                                            POLKIT_REASON_UID_OUT_OF_RANGE, NULL);
                 *ret_reason = POLKIT_REASON_UID_OUT_OF_RANGE;
                 return -EACCES;
@@ -470,8 +470,8 @@ static int query_start(Polkit *p, PolkitQuery **slot, const ClientIdentity *id, 
         if (r < 0) {
                 /* No bus, or the message could not be sent: deny, loudly. */
                 log_debug_errno(r, "Cannot send CheckAuthorization: %m");
-                audit_policy_unavailable(id, action, "system bus unreachable");
-                (void) audit_authorization(id, action, details, interactive, AUDIT_RESULT_ERROR,
+                record_policy_unavailable(id, action, "system bus unreachable");
+                (void) record_authorization(id, action, details, interactive, AUDIT_RESULT_ERROR,
                                            POLKIT_REASON_UNAVAILABLE, "bus-unreachable");
                 *ret_reason = POLKIT_REASON_UNAVAILABLE;
                 return -EACCES;
@@ -528,7 +528,7 @@ PolkitQuery *polkit_query_free(PolkitQuery *q) {
                                                 "org.freedesktop.PolicyKit1.Authority",
                                                 "CancelCheckAuthorization", NULL, NULL,
                                                 "s", q->cancel_id);
-                (void) audit_authorization(&q->id, q->action, q->details, q->interactive,
+                (void) record_authorization(&q->id, q->action, q->details, q->interactive,
                                            AUDIT_RESULT_DENIED, "client-disconnected", NULL);
         }
         pending_unlink(q);

@@ -19,7 +19,7 @@
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-id128.h>
 
-#include "audit.h"
+#include "record.h"
 #include "client.h"
 #include "fdstore.h"
 #include "internal/fd-util.h"

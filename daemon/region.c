@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "audit.h"
+#include "record.h"
 #include "fdstore.h"
 #include "internal/log.h"
 #include "internal/macro.h"
@@ -101,7 +101,7 @@ Region *region_free(Region *r, const char *reason) {
         k = backend(r->ctx)->verify(r->huge, r->ctx->pagemap_fd);
         if (k < 0 && k != -ESTALE)
                 log_warning_errno(k, "Failed to re-read physical addresses of %s, ignoring: %m", r->huge->id);
-        audit_memory_freed(&r->holder, r->huge, reason, k == -ESTALE);
+        record_memory_freed(&r->holder, r->huge, reason, k == -ESTALE);
         backend(r->ctx)->free(r->huge);
         free(r);
         return NULL;

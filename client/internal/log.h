@@ -2,7 +2,7 @@
 /*
  * Diagnostics. In the daemon these go to the journal (with CODE_FILE/CODE_LINE) when stderr is
  * not already connected to it, otherwise to stderr; in the client and tests to stderr. Events an
- * auditor cares about do not use these: they are structured records written by daemon/audit.c.
+ * auditor cares about do not use these: they are structured records written by daemon/record.c.
  *
  * log_*_errno() return the negative errno they were given, so that the deciding caller can write
  * "return log_error_errno(r, "...: %m");" and log exactly once.

@@ -6,7 +6,7 @@
     id the guide names is one of them;
   * every reason ListDevices can give (the sentences of daemon/inventory.c and the
     configuration reasons of daemon/method-device.c) is in the reasons tables, verbatim;
-  * every NOIOMMUD_REASON of a denial (daemon/polkit.h, audit.h, dispatch.c, polkit.c) is
+  * every NOIOMMUD_REASON of a denial (daemon/polkit.h, record.h, dispatch.c, polkit.c) is
     explained;
   * every polkit action of policy/io.noiommud.policy is in the actions table;
   * every shell block carries a test marker, and there are blocks of each kind;
@@ -61,7 +61,7 @@ def dispatch_reasons():
 def denial_reasons():
     out = set()
     out.update(re.findall(r'#define POLKIT_REASON_\w+ "([a-z-]+)"', read("daemon", "polkit.h")))
-    out.update(re.findall(r'#define AUDIT_REASON_\w+ "([a-z-]+)"', read("daemon", "audit.h")))
+    out.update(re.findall(r'#define AUDIT_REASON_\w+ "([a-z-]+)"', read("daemon", "record.h")))
     out.update(re.findall(r'#define REASON_ROOT\w+ "([a-z-]+)"', read("daemon", "dispatch.c")))
     for s in c_strings(read("daemon", "polkit.c")):
         if s in ("client-disconnected", "interactive-authentication-required"):

@@ -7,7 +7,7 @@
  * settings.c, monitor.c; daemon/meson.build lists them) and this file in place of the modules
  * that need privileges or the outside world: polkit over D-Bus (polkit.c), hugetlb memory and
  * pagemap (hugepage.c), VFIO (vfio.c), sysfs (inventory.c), Linux audit and the journal
- * (audit.c). Without $NOTIFY_SOCKET the real fdstore.c is disabled, so persist.c stores
+ * (record.c). Without $NOTIFY_SOCKET the real fdstore.c is disabled, so persist.c stores
  * nothing. The daemon binary has no switch for any of this (security.md §10): these
  * definitions exist only in the fuzz binary.
  *
@@ -49,7 +49,7 @@
 #include <systemd/sd-event.h>
 #include <systemd/sd-id128.h>
 
-#include "audit.h"
+#include "record.h"
 #include "fdstore.h"
 #include "fuzz-conn-stubs.h"
 #include "hugepage.h"
@@ -678,72 +678,72 @@ int vfio_device_check_map(VfioDevice *v, const HugeRegion *r, const uint64_t *gr
         return 0;
 }
 
-/* --- audit.c ----------------------------------------------------------------------------- */
+/* --- record.c ----------------------------------------------------------------------------- */
 
-void audit_setup(bool failure_log) {
+void record_setup(bool failure_log) {
 }
 
-void audit_shutdown(void) {
+void record_shutdown(void) {
 }
 
-void audit_reloaded(const char *listen_description, unsigned n_connections, unsigned n_leases,
+void record_reloaded(const char *listen_description, unsigned n_connections, unsigned n_leases,
                     unsigned n_regions, uint64_t pause_usec) {
 }
 
-void audit_started(const char *listen_description) {
+void record_started(const char *listen_description) {
 }
 
-void audit_stopping(unsigned n_connections, unsigned n_regions) {
+void record_stopping(unsigned n_connections, unsigned n_regions) {
 }
 
-int audit_authorization(const ClientIdentity *c, const char *action, char **details,
+int record_authorization(const ClientIdentity *c, const char *action, char **details,
                         bool interactive, AuditResult result, const char *reason,
                         const char *polkit_error) {
         return 0;
 }
 
-void audit_policy_unavailable(const ClientIdentity *c, const char *action, const char *why) {
+void record_policy_unavailable(const ClientIdentity *c, const char *action, const char *why) {
 }
 
-void audit_capability_refused(const ClientIdentity *c, const char *action, char **details,
+void record_capability_refused(const ClientIdentity *c, const char *action, char **details,
                               bool interactive, const char *capability, bool unverifiable) {
 }
 
-void audit_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n_segments,
+void record_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n_segments,
                           const char *kind, uint64_t first_dma_address, const char *lease_id) {
 }
 
-void audit_memory_freed(const ClientIdentity *c, const HugeRegion *r, const char *reason,
+void record_memory_freed(const ClientIdentity *c, const HugeRegion *r, const char *reason,
                         bool pfn_changed) {
 }
 
-void audit_protocol_violation(const ClientIdentity *c, const char *reason) {
+void record_protocol_violation(const ClientIdentity *c, const char *reason) {
 }
 
-void audit_limit_exceeded(const ClientIdentity *c, const char *limit) {
+void record_limit_exceeded(const ClientIdentity *c, const char *limit) {
 }
 
-int audit_lease_granted(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev) {
+int record_lease_granted(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev) {
         return stub_outcome(dev->address) == STUB_AUDIT_FAILS ? -EIO : 0;
 }
 
-void audit_lease_quiesced(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
+void record_lease_quiesced(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
                           bool reset, const char *reason) {
 }
 
-void audit_lease_released(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
+void record_lease_released(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
                           const char *reason, uint64_t bytes_freed, uint64_t duration_usec) {
 }
 
-void audit_quiesce_failed(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
+void record_quiesce_failed(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
                           int error, uint64_t bytes_kept) {
 }
 
-void audit_lease_broken(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
+void record_lease_broken(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
                         int error, const char *why, uint64_t bytes_kept) {
 }
 
-void audit_lease_refused(const ClientIdentity *c, const InventoryDevice *dev, int error,
+void record_lease_refused(const ClientIdentity *c, const InventoryDevice *dev, int error,
                          const char *why) {
 }
 

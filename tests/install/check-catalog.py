@@ -5,7 +5,7 @@
 journalctl -x replaces each @FIELD@ of a catalog entry with that field of the record it explains
 (sd_journal_get_catalog()). A field the record does not carry would show up unreplaced, so every
 @FIELD@ in the entry of a MESSAGE_ID must be a field that *every* sd_journal_send() call with
-that MESSAGE_ID in daemon/audit.c sends (a static reading of the source: the calls, their
+that MESSAGE_ID in daemon/record.c sends (a static reading of the source: the calls, their
 "FIELD=" literals and the CLIENT_FIELDS()/DEVICE_FIELDS() macros they use). Also: every
 MESSAGE_ID of daemon/msgid.h has exactly one entry and every entry is one of them, and
 journalctl --update-catalog accepts the file in a temporary root (journalctl --root=DIR
@@ -68,7 +68,7 @@ FIELD_LITERAL = re.compile(r'"([A-Z0-9_]+)=')
 def macro_fields(src, name):
     m = re.search(r"#define %s\([a-z]\)(.*?)\n\n" % name, src, flags=re.S)
     if not m:
-        fail("daemon/audit.c: no #define %s(x)" % name)
+        fail("daemon/record.c: no #define %s(x)" % name)
         return set()
     return set(FIELD_LITERAL.findall(m.group(1)))
 
@@ -79,7 +79,7 @@ def daemon_records(root):
                           read(os.path.join(root, "daemon", "msgid.h"))))
     if not ids:
         fail("daemon/msgid.h: no MESSAGE_IDs found")
-    src = strip_comments(read(os.path.join(root, "daemon", "audit.c")))
+    src = strip_comments(read(os.path.join(root, "daemon", "record.c")))
     macros = {name: macro_fields(src, name) for name in ("CLIENT_FIELDS", "DEVICE_FIELDS")}
     records = {v: [] for v in ids.values()}
     n_calls = 0
@@ -95,14 +95,14 @@ def daemon_records(root):
         # MESSAGE_ID=" NOIOMMU_MSGID_X, or "MESSAGE_ID=%s", cond ? NOIOMMU_MSGID_A : NOIOMMU_MSGID_B
         used = set(re.findall(r"\bNOIOMMU_MSGID_\w+", args))
         if not used:
-            fail("daemon/audit.c: a record with a MESSAGE_ID not taken from msgid.h: %s" % args[:120])
+            fail("daemon/record.c: a record with a MESSAGE_ID not taken from msgid.h: %s" % args[:120])
         for u in used:
             if u not in ids:
-                fail("daemon/audit.c uses %s, which msgid.h does not define" % u)
+                fail("daemon/record.c uses %s, which msgid.h does not define" % u)
                 continue
             records[ids[u]].append(fields)
     if n_calls < 10:
-        fail("daemon/audit.c: found only %d sd_journal_send() calls with a MESSAGE_ID; the parser "
+        fail("daemon/record.c: found only %d sd_journal_send() calls with a MESSAGE_ID; the parser "
              "no longer understands the file" % n_calls)
     return ids, records
 
@@ -134,7 +134,7 @@ def check_fields(ids, records, entries):
             continue
         calls = records[mid]
         if not calls:
-            fail("%s (%s) has a catalog entry but daemon/audit.c never sends it" % (mid, names[mid]))
+            fail("%s (%s) has a catalog entry but daemon/record.c never sends it" % (mid, names[mid]))
             continue
         always = set.intersection(*calls)
         sometimes = set.union(*calls)

@@ -3,7 +3,7 @@
 """journalctl -x really fills in the catalog's @FIELD@s, for every MESSAGE_ID.
 
 For each MESSAGE_ID of daemon/msgid.h a record carrying the fields every sd_journal_send() with
-that id sends (read from daemon/audit.c as check-catalog.py does), each with a value of its own,
+that id sends (read from daemon/record.c as check-catalog.py does), each with a value of its own,
 is written into a journal file by systemd-journal-remote. journalctl --update-catalog compiles
 the catalog into a temporary root; journalctl -x (systemd 252) reads the catalog database only
 from /var/lib/systemd/catalog, so it runs in a private mount namespace with the temporary

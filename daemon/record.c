@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * See audit.h. Grants are never rate-limited here; anomaly records (protocol violations, limits)
+ * See record.h. Grants are never rate-limited here; anomaly records (protocol violations, limits)
  * are, so that a flood from one client cannot push grants out of journald's rate limit window.
  */
 #include <errno.h>
@@ -14,7 +14,7 @@
 #define SD_JOURNAL_SUPPRESS_LOCATION 1
 #include <systemd/sd-journal.h>
 
-#include "audit.h"
+#include "record.h"
 #include "config.h"
 #include "internal/log.h"
 #include "internal/time-util.h"
@@ -34,13 +34,13 @@ static const char *const audit_result_table[_AUDIT_RESULT_MAX] = {
         [AUDIT_RESULT_ERROR] = "error",
 };
 
-static const char *audit_result_to_string(AuditResult r) {
+static const char *record_result_to_string(AuditResult r) {
         if (r < 0 || r >= _AUDIT_RESULT_MAX)
                 return NULL;
         return audit_result_table[r];
 }
 
-void audit_setup(bool failure_log) {
+void record_setup(bool failure_log) {
         int r;
 
         audit_failure_log = failure_log;
@@ -53,7 +53,7 @@ void audit_setup(bool failure_log) {
                 log_warning_errno(r, "Failed to open the audit socket, writing journal records only: %m");
 }
 
-void audit_shutdown(void) {
+void record_shutdown(void) {
         linux_audit_close();
 }
 
@@ -78,7 +78,7 @@ static int linux_audit_send(LinuxAuditType type, const char *msg, bool ok) {
 }
 
 /* A grant's record could not be written: under "deny" it is not granted. */
-static bool audit_refuses(int r, bool ok) {
+static bool record_refuses(int r, bool ok) {
         return r < 0 && ok && !audit_failure_log;
 }
 
@@ -194,7 +194,7 @@ static const char *client_cap_effective(const ClientIdentity *c, char buf[static
         "NOIOMMUD_CLIENT_USERNS_OWNER=%s", client_userns_owner(c, (char[16]) {}),      \
         "NOIOMMUD_CLIENT_CAP_EFFECTIVE=%s", client_cap_effective(c, (char[20]) {})
 
-void audit_started(const char *listen_description) {
+void record_started(const char *listen_description) {
         char msg[512];
 
         (void) snprintf(msg, sizeof(msg), "noiommud " PACKAGE_VERSION " started, listening on %s.",
@@ -207,7 +207,7 @@ void audit_started(const char *listen_description) {
         mirror(LOG_INFO, msg);
 }
 
-void audit_reloaded(const char *listen_description, unsigned n_connections, unsigned n_leases,
+void record_reloaded(const char *listen_description, unsigned n_connections, unsigned n_leases,
                     unsigned n_regions, uint64_t pause_usec) {
         char msg[512];
 
@@ -224,7 +224,7 @@ void audit_reloaded(const char *listen_description, unsigned n_connections, unsi
         mirror(LOG_NOTICE, msg);
 }
 
-void audit_stopping(unsigned n_connections, unsigned n_regions) {
+void record_stopping(unsigned n_connections, unsigned n_regions) {
         char msg[512];
 
         (void) snprintf(msg, sizeof(msg), "noiommud stopping, closing %u connections and freeing %u allocations.",
@@ -236,7 +236,7 @@ void audit_stopping(unsigned n_connections, unsigned n_regions) {
         mirror(LOG_INFO, msg);
 }
 
-int audit_authorization(const ClientIdentity *c, const char *action, char **details,
+int record_authorization(const ClientIdentity *c, const char *action, char **details,
                         bool interactive, AuditResult result, const char *reason,
                         const char *polkit_error) {
         char dstr[512] = "";
@@ -247,7 +247,7 @@ int audit_authorization(const ClientIdentity *c, const char *action, char **deta
         /* Linux audit first: a grant that cannot be recorded there is, under "deny", a denial,
          * and the journal must say so rather than "authorized". */
         r = linux_audit_acct(c, action, ok, reason);
-        if (audit_refuses(r, ok)) {
+        if (record_refuses(r, ok)) {
                 ok = false;
                 result = AUDIT_RESULT_ERROR;
                 reason = AUDIT_REASON_FAILED;
@@ -266,14 +266,14 @@ int audit_authorization(const ClientIdentity *c, const char *action, char **deta
         /* "denied: denied" says nothing twice: show the reason only when it adds something */
         (void) snprintf(msg, sizeof(msg), "%s %s for UID %u (PID %i)%s%s",
                         action, ok ? "authorized" : "denied", (unsigned) c->uid, (int) c->pid,
-                        reason && !streq(reason, audit_result_to_string(result)) ? ": " : "",
-                        reason && !streq(reason, audit_result_to_string(result)) ? reason : "");
+                        reason && !streq(reason, record_result_to_string(result)) ? ": " : "",
+                        reason && !streq(reason, record_result_to_string(result)) ? reason : "");
         (void) sd_journal_send("MESSAGE=%s", msg,
                                "MESSAGE_ID=%s", ok ? NOIOMMU_MSGID_AUTHZ_GRANTED : NOIOMMU_MSGID_AUTHZ_DENIED,
                                "PRIORITY=%i", ok ? LOG_NOTICE : LOG_WARNING,
                                CLIENT_FIELDS(c),
                                "NOIOMMUD_POLKIT_ACTION=%s", action,
-                               "NOIOMMUD_POLKIT_RESULT=%s", audit_result_to_string(result),
+                               "NOIOMMUD_POLKIT_RESULT=%s", record_result_to_string(result),
                                "NOIOMMUD_POLKIT_DETAILS=%s", dstr,
                                "NOIOMMUD_POLKIT_ERROR=%s", polkit_error ?: "",
                                "NOIOMMUD_INTERACTIVE=%i", (int) interactive,
@@ -281,10 +281,10 @@ int audit_authorization(const ClientIdentity *c, const char *action, char **deta
                                "ERRNO=%i", r < 0 ? -r : 0,
                                NULL);
         mirror(ok ? LOG_NOTICE : LOG_WARNING, msg);
-        return audit_refuses(r, true) ? -EIO : 0;
+        return record_refuses(r, true) ? -EIO : 0;
 }
 
-void audit_capability_refused(const ClientIdentity *c, const char *action, char **details,
+void record_capability_refused(const ClientIdentity *c, const char *action, char **details,
                               bool interactive, const char *capability, bool unverifiable) {
         char msg[512], dstr[512] = "", why[64];
         size_t off = 0;
@@ -318,7 +318,7 @@ void audit_capability_refused(const ClientIdentity *c, const char *action, char 
         mirror(LOG_WARNING, msg);
 }
 
-void audit_policy_unavailable(const ClientIdentity *c, const char *action, const char *why) {
+void record_policy_unavailable(const ClientIdentity *c, const char *action, const char *why) {
         static RateLimit rl;
 
         if (!ratelimit_test(&rl, "policy-unavailable"))
@@ -337,7 +337,7 @@ void audit_policy_unavailable(const ClientIdentity *c, const char *action, const
         mirror(LOG_ERR, msg);
 }
 
-void audit_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n_segments,
+void record_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n_segments,
                           const char *kind, uint64_t first_dma_address, const char *lease_id) {
         char msg[512];
 
@@ -362,7 +362,7 @@ void audit_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n
         mirror(LOG_NOTICE, msg);
 }
 
-void audit_memory_freed(const ClientIdentity *c, const HugeRegion *r, const char *reason,
+void record_memory_freed(const ClientIdentity *c, const HugeRegion *r, const char *reason,
                         bool pfn_changed) {
         char msg[512];
 
@@ -382,7 +382,7 @@ void audit_memory_freed(const ClientIdentity *c, const HugeRegion *r, const char
         mirror(pfn_changed ? LOG_WARNING : LOG_INFO, msg);
 }
 
-void audit_protocol_violation(const ClientIdentity *c, const char *reason) {
+void record_protocol_violation(const ClientIdentity *c, const char *reason) {
         static RateLimit rl;
 
         if (!ratelimit_test(&rl, "protocol-violation"))
@@ -400,7 +400,7 @@ void audit_protocol_violation(const ClientIdentity *c, const char *reason) {
         mirror(LOG_WARNING, msg);
 }
 
-void audit_limit_exceeded(const ClientIdentity *c, const char *limit) {
+void record_limit_exceeded(const ClientIdentity *c, const char *limit) {
         static RateLimit rl;
 
         if (!ratelimit_test(&rl, "limit-exceeded"))
@@ -440,12 +440,12 @@ static int linux_audit_dev(LinuxAuditType type, const ClientIdentity *c, const c
         return linux_audit_send(type, msg, ok);
 }
 
-int audit_lease_granted(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d) {
+int record_lease_granted(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d) {
         char msg[512];
         int r;
 
         r = linux_audit_dev(LINUX_AUDIT_DEV_ALLOC, c, "lease-grant", lease_id, d, "grant", true);
-        if (audit_refuses(r, true))
+        if (record_refuses(r, true))
                 return -EIO;    /* the caller ends the lease; its release is recorded instead */
 
         (void) snprintf(msg, sizeof(msg), "Granted device %s (%04x:%04x, %s) to UID %u (PID %i), lease %s",
@@ -462,7 +462,7 @@ int audit_lease_granted(const ClientIdentity *c, const char *lease_id, const Inv
         return 0;
 }
 
-void audit_lease_quiesced(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
+void record_lease_quiesced(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
                           bool reset, const char *reason) {
         char msg[512];
 
@@ -481,7 +481,7 @@ void audit_lease_quiesced(const ClientIdentity *c, const char *lease_id, const I
         mirror(reset ? LOG_INFO : LOG_WARNING, msg);
 }
 
-void audit_lease_released(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
+void record_lease_released(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
                           const char *reason, uint64_t bytes_freed, uint64_t duration_usec) {
         char msg[512];
 
@@ -504,7 +504,7 @@ void audit_lease_released(const ClientIdentity *c, const char *lease_id, const I
         (void) linux_audit_dev(LINUX_AUDIT_DEV_DEALLOC, c, "lease-release", lease_id, d, reason, true);
 }
 
-void audit_quiesce_failed(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
+void record_quiesce_failed(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
                           int error, uint64_t bytes_kept) {
         char msg[512];
 
@@ -524,7 +524,7 @@ void audit_quiesce_failed(const ClientIdentity *c, const char *lease_id, const I
         (void) linux_audit_dev(LINUX_AUDIT_DEV_DEALLOC, c, "lease-quarantine", lease_id, d, "quiesce-failed", false);
 }
 
-void audit_lease_broken(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
+void record_lease_broken(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
                         int error, const char *why, uint64_t bytes_kept) {
         char msg[512];
 
@@ -545,7 +545,7 @@ void audit_lease_broken(const ClientIdentity *c, const char *lease_id, const Inv
         (void) linux_audit_dev(LINUX_AUDIT_DEV_DEALLOC, c, "lease-quarantine", lease_id, d, "addresses-untrusted", false);
 }
 
-void audit_lease_refused(const ClientIdentity *c, const InventoryDevice *d, int error, const char *why) {
+void record_lease_refused(const ClientIdentity *c, const InventoryDevice *d, int error, const char *why) {
         char msg[512];
 
         (void) snprintf(msg, sizeof(msg), "Could not open device %s for UID %u (PID %i): %s (%s)",

@@ -8,6 +8,9 @@
  *
  * journald adds _PID/_UID/... itself, but those describe the daemon. The client is always named
  * explicitly in NOIOMMUD_CLIENT_* fields (security.md §9).
+ *
+ * The prefix is record_, not audit_: libaudit owns the audit_* namespace (audit_open(),
+ * audit_log_user_message(), ...), and only linux-audit.c talks to it.
  */
 #pragma once
 
@@ -29,13 +32,13 @@ typedef enum AuditResult {
  * then grants are recorded in the journal only (security.md §9.3, as sudo does). failure_log is
  * the "auditFailure" setting: when audit IS available but a grant's record cannot be written
  * (EPERM without CAP_AUDIT_WRITE, ENOBUFS, ...), false refuses the grant, true only logs. */
-void audit_setup(bool failure_log);
-void audit_shutdown(void);
+void record_setup(bool failure_log);
+void record_shutdown(void);
 
-void audit_started(const char *listen_description);
-void audit_stopping(unsigned n_connections, unsigned n_regions);
+void record_started(const char *listen_description);
+void record_stopping(unsigned n_connections, unsigned n_regions);
 /* A re-exec (reload) finished: what was carried over, and how long serving paused. */
-void audit_reloaded(const char *listen_description, unsigned n_connections, unsigned n_leases,
+void record_reloaded(const char *listen_description, unsigned n_connections, unsigned n_leases,
                     unsigned n_regions, uint64_t pause_usec);
 
 /* The PermissionDenied reason of a grant refused because its audit record could not be written. */
@@ -45,7 +48,7 @@ void audit_reloaded(const char *listen_description, unsigned n_connections, unsi
  * values sent to polkit); reason is NULL or the PermissionDenied reason. Returns -EIO when an
  * AUTHORIZED decision could not be written to Linux audit and the policy is "deny": the journal
  * then records a denial with reason AUDIT_REASON_FAILED and the caller must not grant. */
-int audit_authorization(const ClientIdentity *c, const char *action, char **details,
+int record_authorization(const ClientIdentity *c, const char *action, char **details,
                          bool interactive, AuditResult result, const char *reason,
                          const char *polkit_error);
 
@@ -53,39 +56,39 @@ int audit_authorization(const ClientIdentity *c, const char *action, char **deta
  * "CAP_SYS_RAWIO") in the initial user namespace, or it could not be verified that it does
  * (unverifiable). Journal: AUTHZ_DENIED with NOIOMMUD_REASON=root-without-capabilities and
  * NOIOMMUD_REQUIRED_CAPABILITY; Linux audit: USER_ACCT res=failed. */
-void audit_capability_refused(const ClientIdentity *c, const char *action, char **details,
+void record_capability_refused(const ClientIdentity *c, const char *action, char **details,
                               bool interactive, const char *capability, bool unverifiable);
 
 /* polkit could not be asked at all (bus or polkitd missing, action not registered). */
-void audit_policy_unavailable(const ClientIdentity *c, const char *action, const char *why);
+void record_policy_unavailable(const ClientIdentity *c, const char *action, const char *why);
 
 /* kind: "physical" or "iova"; first_dma_address: what the client programs for offset 0;
  * lease_id: the lease whose DMA context the memory is mapped into, or NULL. */
-void audit_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n_segments,
+void record_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n_segments,
                           const char *kind, uint64_t first_dma_address, const char *lease_id);
 
 /* reason: "free", "client-exit" or "shutdown". pfn_changed: a page moved or was punched. */
-void audit_memory_freed(const ClientIdentity *c, const HugeRegion *r, const char *reason,
+void record_memory_freed(const ClientIdentity *c, const HugeRegion *r, const char *reason,
                         bool pfn_changed);
 
 /* A client broke the protocol or hit a limit; rate-limited per call site. */
-void audit_protocol_violation(const ClientIdentity *c, const char *reason);
-void audit_limit_exceeded(const ClientIdentity *c, const char *limit);
+void record_protocol_violation(const ClientIdentity *c, const char *reason);
+void record_limit_exceeded(const ClientIdentity *c, const char *limit);
 
-/* Device leases. dev is the device as classified at acquire time. audit_lease_granted() returns
- * -EIO like audit_authorization() when the DEV_ALLOC record cannot be written under "deny"; the
+/* Device leases. dev is the device as classified at acquire time. record_lease_granted() returns
+ * -EIO like record_authorization() when the DEV_ALLOC record cannot be written under "deny"; the
  * caller then ends the lease instead of handing it out. */
-int audit_lease_granted(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev);
-void audit_lease_quiesced(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
+int record_lease_granted(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev);
+void record_lease_quiesced(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
                           bool reset, const char *reason);
-void audit_lease_released(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
+void record_lease_released(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
                           const char *reason, uint64_t bytes_freed, uint64_t duration_usec);
-void audit_quiesce_failed(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
+void record_quiesce_failed(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
                           int error, uint64_t bytes_kept);
 /* The lease's DMA addresses cannot be vouched for any more (no noiommu page table behind a
  * mapping, or addresses that moved across a restart): it is quarantined. */
-void audit_lease_broken(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
+void record_lease_broken(const ClientIdentity *c, const char *lease_id, const InventoryDevice *dev,
                         int error, const char *why, uint64_t bytes_kept);
 /* A grant the kernel refused although polkit allowed it (device busy elsewhere, node swapped). */
-void audit_lease_refused(const ClientIdentity *c, const InventoryDevice *dev, int error,
+void record_lease_refused(const ClientIdentity *c, const InventoryDevice *dev, int error,
                          const char *why);
