@@ -17,6 +17,7 @@
 #include "hugepage.h"
 #include "identity.h"
 #include "inventory.h"
+#include "linux-audit.h"
 
 typedef enum AuditResult {
         AUDIT_RESULT_AUTHORIZED,
@@ -32,7 +33,7 @@ typedef enum AuditResult {
  * then grants are recorded in the journal only (security.md §9.3, as sudo does). failure_log is
  * the "auditFailure" setting: when audit IS available but a grant's record cannot be written
  * (EPERM without CAP_AUDIT_WRITE, ENOBUFS, ...), false refuses the grant, true only logs. */
-void record_setup(bool failure_log);
+void record_setup(const LinuxAuditOps *audit, bool failure_log);
 void record_shutdown(void);
 
 void record_started(const char *listen_description);
