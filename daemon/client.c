@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * See client.h.
+ * See client.h: the session (layer 3) that owns what the daemon holds for one client, and
+ * client_free(), the ordered teardown. The ConnOps table below is how conn.c calls up into it.
  */
 #include <assert.h>
 #include <errno.h>

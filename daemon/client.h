@@ -1,14 +1,20 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * One client: the session behind a connection, dbus-broker's Peer. It owns, and is the only
- * owner of, everything the daemon holds for that client:
+ * One client: the session behind a connection, dbus-broker's Peer. Layer 3
+ * (docs/architecture.md): above conn, lease, region and polkit, which it owns or uses; below
+ * persist, monitor, the manager and dispatch, which it reaches only through the ClientContext
+ * table the manager fills in. It owns, and is the only owner of, everything the daemon holds
+ * for that client:
  *
  *   the identity fixed at accept time (identity.h), including its pidfd: everything else
  *       (leases, regions, polkit queries) keeps a plain-data copy with pidfd = -EBADF;
- *   the transport (conn.h), which calls back up only through the ClientOps table given here;
+ *   the transport (conn.h), which calls back up only through the ConnOps table given here;
  *   its memory without a lease (Region), its device leases, the reservation of an
  *       AcquireDevice waiting for polkit, and the polkit query itself;
  *   its "conn-<id>" entry in the fd store.
+ *
+ * It trusts nothing the client sends (the handlers above check requests); who the client is
+ * comes from the kernel at accept.
  *
  * client_free() is THE ordered teardown, top to bottom: cancel the pending request, end the
  * leases (each quiesced before any memory it could reach is released), then free the memory

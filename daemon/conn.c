@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * See conn.h.
+ * See conn.h: the transport (layer 2). The only calls up are through c->ops (ConnOps).
  */
 #include <assert.h>
 #include <errno.h>

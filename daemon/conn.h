@@ -1,9 +1,15 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * One client connection, the transport only: Varlink framing, the reply queue, limits and
- * deadlines, and the SIOCOUTQ receipt of replies carrying fds. It knows nothing of leases,
- * memory or polkit: it calls up only through the ConnOps table its owner (client.c) gives it,
- * as dbus-broker's connection_init_server() takes a DispatchFn.
+ * One client connection, the transport only (layer 2, docs/architecture.md): Varlink framing,
+ * the reply queue, limits and deadlines, and the SIOCOUTQ receipt of replies carrying fds. It
+ * knows nothing of leases, memory or polkit: it calls up only through the ConnOps table its
+ * owner (client.c) gives it, as dbus-broker's connection_init_server() takes a DispatchFn.
+ *
+ * Owns the socket (given by client_new(), on success only), the input buffer, the queued
+ * replies and the fds they carry until the sendmsg() that sends them, and its event sources.
+ * The identity it logs with is the Client's, borrowed. Trusts nothing the peer sends: requests
+ * are size-limited and NUL-framed, checked as JSON by json-util.c, and no fds are accepted
+ * (received with no room for them; MSG_CTRUNC is a protocol violation).
  *
  * A connection handles one request at a time: while a request is being answered (for example
  * while polkit decides) nothing more is read from the socket, and the next request is taken

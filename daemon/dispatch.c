@@ -1,14 +1,22 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Request dispatch: the Varlink envelope checks, the parameter helpers, the authorization step
- * and the method table with its polkit action column. The handlers live with their group:
- * method-service.c, method-device.c, method-memory.c, method-admin.c (method.h).
+ * Request dispatch (layer 6): the Varlink envelope checks, the parameter helpers, the
+ * authorization step (the uid-0 capability check, then polkit) and the method table with its
+ * polkit action column. The handlers live with their group: method-service.c,
+ * method-device.c, method-memory.c, method-admin.c (method.h). Owns nothing past a request:
+ * what a request reserves belongs to the Client (client.h) and is dropped by
+ * client_request_done() when the request ends. Trusts nothing in the message: the envelope,
+ * the method name and every parameter are checked before a handler acts; who asks comes from
+ * the Client's identity, fixed by the kernel at accept.
  *
- * A request is traced through the daemon by reading, in order: conn.c (bytes to a parsed
- * message), client.c (the session that owns what the client holds), this file (message to
- * handler), method-*.c (parse -> validate -> authorize -> act -> reply), polkit.c (authorize),
- * lease.c / region.c with vfio.c / hugepage.c (act), persist.c (write-ahead), record.c
- * (records); on disconnect client.c's client_free() (the ordered teardown).
+ * A request is traced through the daemon by reading, in order (docs/architecture.md, "One
+ * request, file by file"): manager.c (accept) -> client.c and identity.c (the session and who
+ * it is) -> conn.c (bytes to a parsed message) -> client.c (ConnOps.dispatch) -> this file
+ * (message to handler) -> method-*.c (parse -> validate -> authorize -> act -> reply) ->
+ * polkit.c (authorize; its answer re-runs the handler through conn.c) -> lease.c / region.c
+ * with vfio.c / hugepage.c (act) -> persist.c and fdstore.c (write-ahead) -> record.c
+ * (records) -> lease events through the manager to persist.c and monitor.c -> conn.c (reply).
+ * On disconnect: client.c's client_free(), the ordered teardown (lease.c's lease_teardown()).
  */
 #include <assert.h>
 #include <errno.h>

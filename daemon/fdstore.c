@@ -1,4 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * See fdstore.h: FDSTORE=1 / FDSTOREREMOVE=1 notifications to the service manager (layer 0).
+ */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,14 +1,20 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Write-ahead to systemd's file descriptor store (security.md §8), so that kill -9 of the daemon
- * loses no lease: every fd that keeps a grant alive (the client's connection, the memfd and its
- * pin, the device's fds) and the serialized state go to the service manager BEFORE any fd is
- * sent to a client; on the next start they come back through $LISTEN_FDS/$LISTEN_FDNAMES.
+ * loses no lease: every fd that keeps a grant alive (the client's connection, the memfd, the
+ * device's fds) and the serialized state go to the service manager BEFORE any fd is sent to a
+ * client; on the next start they come back through $LISTEN_FDS/$LISTEN_FDNAMES. The io_uring
+ * pin is not among them: the kernel refuses io_uring fds in SCM_RIGHTS, so the memfd holds the
+ * pages across a restart and the restore pins them again (persist.h).
  *
  * Names: "conn-<id>" (client socket; polled, so the manager drops it when the client hangs
- * up), "mem-<id>" (the memfd; io_uring fds cannot be passed, so the pin is taken again on restore), "lease-<id>-dev|grp|ctr|iommufd", and "state-0" /
- * "state-1" (the state memfd; the newer generation wins, so a crash between storing one and
- * removing the other never leaves no state). Without $NOTIFY_SOCKET everything here is a no-op.
+ * up), "mem-<id>" (the memfd), "lease-<id>-dev|grp|ctr|iommufd", and "state-0" / "state-1"
+ * (the state memfd; the newer generation wins, so a crash between storing one and removing the
+ * other never leaves no state). Without $NOTIFY_SOCKET everything here is a no-op.
+ *
+ * A leaf (layer 0): only sd_pid_notify_with_fds() messages. Owns nothing: the fds it pushes stay
+ * their callers'; the store holds copies. Decides nothing: persist.c and region.c decide what
+ * is stored and when it is removed.
  */
 #pragma once
 

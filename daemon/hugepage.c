@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * See hugepage.h for what this module guarantees and why.
+ * See hugepage.h for what this module (a leaf, layer 0) owns, guarantees and why.
  */
 #include <dirent.h>
 #include <errno.h>

@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * DMA memory: one fresh hugetlb memfd per allocation, preallocated, sealed, mapped by the
- * daemon, held by a long-term pin, with its physical addresses resolved from pagemap.
+ * DMA memory (a leaf, layer 0): one fresh hugetlb memfd per allocation, preallocated, sealed,
+ * mapped by the daemon, held by a long-term pin, with its physical addresses resolved from
+ * pagemap. A HugeRegion owns its memfd, the io_uring instance that holds the pin, the daemon's
+ * mapping and the table of physical addresses; a Region (region.h) owns the HugeRegion. It
+ * trusts the kernel (pagemap, the pin) and its callers' already validated size, hugepage size
+ * and NUMA node; it re-reads pagemap at free rather than trusting that pages stayed put.
  *
  * Why each step (security.md §5):
  *   - fallocate() preallocates, so hugepage exhaustion is ENOSPC here and never SIGBUS in the
@@ -34,7 +38,7 @@
 
 /* Highest NUMA node a request may name ("numaNode"). 1024 nodes is x86-64's most
  * (CONFIG_NODES_SHIFT <= 10, as with MAXSMP); the nodemask given to set_mempolicy() has one bit
- * for each node up to this. dispatch.c validates requests against it. */
+ * for each node up to this. method-memory.c validates requests against it. */
 #define NOIOMMU_NUMA_NODE_MAX 1023
 
 /* Most hugepage sizes one kernel offers. Today's maximum is 4 (arm64 with 4 KiB pages: 64 KiB,

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Who is on the other end of a connection, as the kernel said at accept time (security.md §3.5).
- * Nothing here ever comes from a request. Fields start at invalid sentinels, never 0: an unset
- * uid that stayed 0 is how CVE-2021-3560 happened.
+ * A leaf (layer 0). Nothing here ever comes from a request. Fields start at invalid sentinels,
+ * never 0: an unset uid that stayed 0 is how CVE-2021-3560 happened.
  *
  * Besides SO_PEERCRED/SO_PEERPIDFD this records, for audit records, polkit details and
  * per-container limits, what the kernel says about the client's containment: its full cgroup
@@ -11,6 +11,9 @@
  * namespace's owner) and its effective capabilities. All of it is read once, at accept, like
  * the uid: a process that changes its cgroup or capabilities after connecting is judged as it
  * was when it connected (the same rule as a setuid exec after connect, security.md §10 row 5).
+ *
+ * A ClientIdentity owns its pidfd. Exactly one is the owner, the Client's (client.h); every copy
+ * kept elsewhere (a lease's or a region's holder, a polkit query) has pidfd = -EBADF.
  */
 #pragma once
 

@@ -572,6 +572,48 @@ static const Backend backend_preference[] = {
         BACKEND_CDEV_IOMMU,
 };
 
+/* After device_classify() has judged each candidate: picks the preferred usable backend, or
+ * marks the device invalid with the most specific reason nothing is usable. */
+static void device_pick_backend(const ScanContext *ctx, InventoryDevice *d, const Cdev *noiommu,
+                                const Cdev *iommu, const Group *g, bool noiommu_marked, const char *off) {
+        const InventoryCandidate *cdev_noiommu = &d->candidates[BACKEND_CDEV_NOIOMMU],
+                                 *group_noiommu = &d->candidates[BACKEND_GROUP_NOIOMMU],
+                                 *cdev_iommu = &d->candidates[BACKEND_CDEV_IOMMU];
+        const char *reason;
+
+        device_update_available(d);
+
+        for (size_t i = 0; i < ELEMENTSOF(backend_preference); i++) {
+                Backend b = backend_preference[i];
+
+                if (!(d->available & (1U << b)))
+                        continue;
+                device_set_backend(d, b,
+                                   b == BACKEND_CDEV_IOMMU ? BACKEND_REASON_IOMMU :
+                                   b == BACKEND_GROUP_NOIOMMU ? BACKEND_REASON_GROUP_ONLY :
+                                   d->available & (1U << BACKEND_GROUP_NOIOMMU) ? BACKEND_REASON_CDEV_PREFERRED :
+                                   BACKEND_REASON_CDEV_ONLY);
+                return;
+        }
+
+        /* Nothing usable: say what stands in the way, the most specific marker first. */
+        if (noiommu->state == CDEV_OK && g->real)
+                reason = cdev_noiommu->reason;
+        else if (noiommu_marked && off)
+                reason = off;
+        else if (d->iommu_group >= 0 && g->noiommu_name)
+                reason = group_noiommu->reason;
+        else if (noiommu->state != CDEV_NONE)
+                reason = cdev_noiommu->reason;
+        else if (iommu->state != CDEV_NONE && d->iommu_group >= 0)
+                reason = cdev_iommu->reason;
+        else if (d->iommu_group < 0)
+                reason = no_marker_reason(ctx);
+        else
+                reason = "no usable VFIO device node";
+        device_set_invalid(d, reason);
+}
+
 /* Decides which backends can serve the device from the markers of kernel-api.md §3.4 and
  * linux-7.3.md, and picks one. Only ENOMEM is fatal; everything else the device lacks becomes
  * a reason (per candidate, and for the device when no candidate is usable). */
@@ -579,7 +621,7 @@ static int device_classify(const ScanContext *ctx, int dev_fd, InventoryDevice *
         InventoryCandidate *cdev_noiommu = &d->candidates[BACKEND_CDEV_NOIOMMU],
                            *group_noiommu = &d->candidates[BACKEND_GROUP_NOIOMMU],
                            *cdev_iommu = &d->candidates[BACKEND_CDEV_IOMMU];
-        const char *off = noiommu_off_reason(ctx), *reason;
+        const char *off = noiommu_off_reason(ctx);
         bool noiommu_marked = false;
         Cdev noiommu, iommu;
         Group g = {};
@@ -674,37 +716,7 @@ static int device_classify(const ScanContext *ctx, int dev_fd, InventoryDevice *
         else
                 candidate_set(cdev_iommu, iommu.name, iommu.rdev);
 
-        device_update_available(d);
-
-        for (size_t i = 0; i < ELEMENTSOF(backend_preference); i++) {
-                Backend b = backend_preference[i];
-
-                if (!(d->available & (1U << b)))
-                        continue;
-                device_set_backend(d, b,
-                                   b == BACKEND_CDEV_IOMMU ? BACKEND_REASON_IOMMU :
-                                   b == BACKEND_GROUP_NOIOMMU ? BACKEND_REASON_GROUP_ONLY :
-                                   d->available & (1U << BACKEND_GROUP_NOIOMMU) ? BACKEND_REASON_CDEV_PREFERRED :
-                                   BACKEND_REASON_CDEV_ONLY);
-                return 0;
-        }
-
-        /* Nothing usable: say what stands in the way, the most specific marker first. */
-        if (noiommu.state == CDEV_OK && g.real)
-                reason = cdev_noiommu->reason;
-        else if (noiommu_marked && off)
-                reason = off;
-        else if (d->iommu_group >= 0 && g.noiommu_name)
-                reason = group_noiommu->reason;
-        else if (noiommu.state != CDEV_NONE)
-                reason = cdev_noiommu->reason;
-        else if (iommu.state != CDEV_NONE && d->iommu_group >= 0)
-                reason = cdev_iommu->reason;
-        else if (d->iommu_group < 0)
-                reason = no_marker_reason(ctx);
-        else
-                reason = "no usable VFIO device node";
-        device_set_invalid(d, reason);
+        device_pick_backend(ctx, d, &noiommu, &iommu, &g, noiommu_marked, off);
         return 0;
 }
 

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Inventory: which PCI functions are bound to vfio-pci, and which backend can serve each one.
+ * Inventory (a leaf, layer 0): which PCI functions are bound to vfio-pci, and which backend can
+ * serve each one. The scan returns an array of InventoryDevice that the caller owns; nothing is
+ * kept here between scans.
  *
  * Classification follows kernel-api.md §3.4 and linux-7.3.md and uses explicit markers only; a
  * device is never called noiommu because it "has no IOMMU" (mdev and emulated devices have
@@ -25,7 +27,7 @@
  * inventory_device_force() applies an administrator's choice instead. Everything under
  * /sys/bus/mdev is ignored. The scan reads sysfs below "root" (the real binary always passes
  * "/"; unit tests pass a fixture tree) and never opens a device node: nodes are opened and
- * verified by the backend.
+ * verified by the backend. What it trusts of sysfs: inventory.c.
  */
 #pragma once
 

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * See lease.h for the state machine and the teardown order.
+ * See lease.h for what a lease owns, the state machine and the teardown order. Every state
+ * change goes through lease_set_state() and its table lease_transitions[][]; the teardown is
+ * lease_teardown(), reached only through lease_end() and lease_retry_quarantined().
  */
 #include <assert.h>
 #include <errno.h>

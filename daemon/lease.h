@@ -1,11 +1,20 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Device leases: who holds which device, the memory mapped for it, and the teardown order.
+ * Device leases (layer 2, docs/architecture.md): who holds which device, the memory mapped for
+ * it, and the teardown order. A Lease owns its VfioDevice (every device fd, through the
+ * LeaseBackend table: vfio.c in the daemon, a recorder in the unit tests), the Regions mapped
+ * for it (retired ones too) and the memory it adopted; the LeaseRegistry (in the Manager) lists
+ * every lease, and its holder's Client names it. Observers (persist.c, monitor.c) hear of it
+ * only through the LeaseHooks the manager wires; nothing here calls them by name. It trusts
+ * its callers to have authorized the holder, and nothing of the device: a device is assumed
+ * able to DMA until it has been quiesced.
  *
- * A lease is created as a reservation (AUTHORIZING) before polkit is asked, so that a second
- * request for the same device — even one racing the first through polkit — gets DeviceBusy
- * (security.md §3.8). It becomes ACTIVE when the device is open and its fd is on its way to the
- * client. It ends on ReleaseDevice or when the connection closes, always in this order
+ * A lease is created as a reservation (RESERVED, then AUTHORIZING while polkit decides) before
+ * polkit is asked, so that a second request for the same device — even one racing the first
+ * through polkit — gets DeviceBusy (security.md §3.8). It becomes ACTIVE when the device is
+ * open and its fd is on its way to the client. The states and the allowed transitions are
+ * listed at LeaseState below and enforced by lease.c's table. It ends on ReleaseDevice,
+ * RevokeLease or when the connection closes, always through lease_end() and in this order
  * (design.md §3.3):
  *
  *   QUIESCING: Bus Master off through the daemon's own device fd (read back) -> VFIO_DEVICE_RESET

@@ -6,6 +6,7 @@
  * failure means, has no #if (the file swap of dbus-broker's util/audit.c and audit-fallback.c).
  *
  * These functions never log: record.c does, once, knowing what a failure means for a grant.
+ * A leaf (layer 0) that owns the audit netlink fd (audit_open()).
  */
 #pragma once
 

@@ -1,7 +1,16 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * noiommud: hands unprivileged clients pinned DMA memory (and, later, pre-bound VFIO devices)
- * after a polkit check on their kernel-verified identity. See README.md and design.md.
+ * noiommud: hands unprivileged clients pinned DMA memory and pre-bound VFIO device fds after a
+ * polkit check on their kernel-verified identity. See README.md, docs/design.md and, for the
+ * module map, docs/architecture.md.
+ *
+ * The top layer (7): options and logging, the start-up checks that say what the host lacks
+ * (CAP_SYS_ADMIN for pagemap, io_uring, CAP_IPC_LOCK, hugetlb; a child pid namespace is
+ * refused), then the Manager with dispatch.c's dispatch_current() as every client's request
+ * handler, then either the previous image's state (reexec.c) or the listening socket and the
+ * fd store's leases (manager_listen()), and the loop.
+ * Owns nothing past start-up but the Manager. Trusts its command line and environment (the
+ * service manager's), never a client.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -113,7 +122,7 @@ static int check_host(Manager *m) {
         probe[0] = 1;
         r = pagemap_resolve(m->pagemap_fd, probe, (uint64_t) (ps > 0 ? ps : 4096), &phys);
         /* Not fatal: device fds behind a real IOMMU need no physical address, and every memory
-         * request already answers NotSupported with this reason (dispatch.c). A daemon in a
+         * request already answers NotSupported with this reason (method-memory.c). A daemon in a
          * container's user namespace is the usual case. */
         if (r == -ENXIO)
                 WARN(" noiommud lacks CAP_SYS_ADMIN in the host's user namespace, so /proc/self/pagemap hides every "

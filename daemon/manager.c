@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * See manager.h.
+ * See manager.h: the process, its listening socket and limits, and the wiring of the upward
+ * tables (layer 5).
  */
 #include <assert.h>
 #include <errno.h>

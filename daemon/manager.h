@@ -1,7 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The daemon process: event loop, the listening socket, connection bookkeeping and limits, and
- * the resources every request shares (the polkit client, the pagemap fd).
+ * The daemon process (layer 5, docs/architecture.md): event loop, the listening socket,
+ * connection bookkeeping and limits, and the resources every request shares (the polkit client,
+ * the pagemap fd). It owns every Client, the LeaseRegistry, the Quota, Persist and Monitor, and
+ * fills in, once in manager_new(), the tables through which lower layers call up:
+ * ClientContext (client.c -> dispatch and the manager's lists), LeaseHooks (lease.c -> persist
+ * and monitor) and RegionContext (region.c -> persist). It trusts its socket from the service
+ * manager ($LISTEN_FDS), its configuration file (root's, validated key by key by settings.c)
+ * and what the fd store hands back only after persist.c has checked it.
  */
 #pragma once
 

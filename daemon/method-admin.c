@@ -1,6 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Administration: ListLeases, RevokeLease and Monitor, all behind polkit io.noiommud.manage.
+ * Administration (layer 6): ListLeases, RevokeLease and Monitor, all behind polkit
+ * io.noiommud.manage. RevokeLease ends another client's lease through client_end_lease() ->
+ * lease_end() (or lease_retry_quarantined() for a quarantined one), so a revoke follows the
+ * same teardown order as a release. Monitor marks the connection as a stream; monitor.c
+ * writes to it. Owns nothing.
  */
 #include <string.h>
 

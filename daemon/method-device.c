@@ -1,7 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Devices: ListDevices, AcquireDevice and ReleaseDevice. AcquireDevice goes
- * parse -> find -> reserve -> authorize -> open -> grant, one function each.
+ * Devices (layer 6): ListDevices, AcquireDevice and ReleaseDevice. AcquireDevice goes
+ * parse -> find -> reserve -> authorize -> open -> grant, one function each. The device is
+ * found by a fresh sysfs scan (inventory.c) on every run of the handler and allowed by the
+ * settings, never by what the request claims about it; it is reserved (lease.c) before polkit
+ * is asked, so a racing second request gets DeviceBusy. The grant writes the lease to the fd
+ * store (persist_grant()) and records it before the fd is sent; from client_add_lease() on the
+ * Client owns the lease.
  */
 #include <errno.h>
 #include <stdio.h>

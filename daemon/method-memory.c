@@ -1,7 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Memory: AllocateMemory and FreeMemory. AllocateMemory goes
- * parse -> validate -> authorize -> act (allocate, map or own, write-ahead) -> reply.
+ * Memory (layer 6): AllocateMemory and FreeMemory. AllocateMemory goes
+ * parse -> validate -> authorize -> act (allocate, map or own, write-ahead) -> reply. The
+ * limits (quota.c, manager.c's per-container usage) are checked on every run of the handler,
+ * so again once polkit has answered. The new Region is owned by the handler until
+ * allocate_own() gives it to the lease it is mapped for (lease.c) or to the Client; FreeMemory
+ * hands it back to its owner's rules (a noiommu lease keeps it pinned until its device is
+ * quiesced).
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * org.varlink.service: GetInfo and GetInterfaceDescription. Static introspection data, no
- * state, no polkit.
+ * org.varlink.service (layer 6): GetInfo and GetInterfaceDescription. Static introspection
+ * data, no state, no polkit.
  */
 #include "client.h"
 #include "config.h"

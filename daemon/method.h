@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * What the method handlers (method-*.c) share with dispatch.c: the parameter helpers, the
- * authorization step, the polkit actions, and the handlers themselves for dispatch.c's table.
+ * What the method handlers (method-*.c) share with dispatch.c (layer 6): the parameter
+ * helpers, the authorization step, the polkit actions, and the handlers themselves for
+ * dispatch.c's table.
  *
  * Every handler runs parse -> validate -> authorize -> act -> reply, and may run more than
  * once for one request (after an asynchronous polkit reply the whole handler runs again from
- * the top), so nothing before the authorization step may change state.
+ * the top), so nothing before the authorization step may change state. Handlers own nothing
+ * after they return: what they create is handed to a Client or a Lease (which then own it) or
+ * freed. They trust no parameter until they have checked it.
  */
 #pragma once
 

@@ -1,4 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * See monitor.h: Monitor() events for administrators, from lease hooks and kernel uevents
+ * (layer 4).
+ */
 #include <errno.h>
 #include <linux/netlink.h>
 #include <string.h>

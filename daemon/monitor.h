@@ -1,13 +1,19 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Monitor(): a Varlink "more" stream of device and lease changes for administrators.
+ * Monitor(): a Varlink "more" stream of device and lease changes for administrators (an
+ * observer, layer 4, docs/architecture.md).
  *
- * Lease events come from lease.c and dispatch.c as they happen. Device events come from the
+ * Lease events come from lease.c through the LeaseHooks the manager wires to
+ * monitor_lease_event(); nothing in lease.c names this module. Device events come from the
  * kernel's uevents (NETLINK_KOBJECT_UEVENT, the kernel multicast group): a PCI function bound
  * to or unbound from a vfio-pci driver, or removed. The kernel group is used rather than udev's
  * because the daemon needs no udev processing of these events and must also work where no udev
  * runs (containers, the test VMs); only the event's address is trusted, and the inventory is
  * read again from sysfs by whoever acts on it.
+ *
+ * Owns the uevent socket (through its event source). The subscribers are the Clients whose
+ * connection is a Monitor() stream (method-admin.c); they are written to with conn_notify() and
+ * owned by the manager.
  */
 #pragma once
 

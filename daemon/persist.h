@@ -1,7 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * What survives kill -9: the lease table serialized into a state memfd, and every fd a grant
- * depends on, kept in systemd's fd store (fdstore.h for the names). Rules (security.md §8):
+ * What survives kill -9 (an observer, layer 4, docs/architecture.md): the lease table
+ * serialized into a state memfd, and every fd a grant depends on, kept in systemd's fd store
+ * (fdstore.h for the names). It learns of leases through the LeaseHooks and of regions through
+ * RegionContext's changed(), both wired by the manager, and is called by name only for the
+ * write-ahead (persist_grant(), from the handlers) and the restore (the manager, reexec.c). It
+ * owns the state memfds and the idle event that writes them; the store's copies of the other fds
+ * are removed by whoever owns the original (region_free(), the lease's CLOSING event,
+ * client_free()). Rules (security.md §8):
  *
  *   - Write-ahead: persist_grant() stores the new fds and the new state BEFORE the grant's fds
  *     are sent to the client. A crash after that loses nothing; a crash before it means the
@@ -15,10 +21,9 @@
  *     the restored iommufd and the persisted ioas/hwpt ids): a lease whose addresses moved, or
  *     that has no page table behind a mapping any more, is quarantined (LEASE_BROKEN audit
  *     record; nothing handed out, nothing released until an administrator revokes it, which
- *     quiesces first). A lease whose client connection is gone (the
- *     manager dropped the hung-up socket, or the peer cannot be identified any more) is
- *     reclaimed with the full quiesce-before-free order. Anything not recognised is closed
- *     and removed from the store.
+ *     quiesces first). A lease whose client connection is gone (the manager dropped the
+ *     hung-up socket, or the peer cannot be identified any more) is reclaimed with the full
+ *     quiesce-before-free order. Anything not recognised is closed and removed from the store.
  */
 #pragma once
 

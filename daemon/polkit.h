@@ -15,6 +15,13 @@
  * interaction, or a subject that is gone all deny. The subject is unix-process{pid:u,
  * start-time:t, uid:i, pidfd:h}: polkitd 122 (Debian 12) requires pid and start-time and
  * ignores the pidfd, polkit >= 124 uses it; uid must be typed int32 or polkit silently ignores it.
+ *
+ * Layer 1 (docs/architecture.md): below conn and the handlers. It calls up only through the
+ * polkit_done_t callback its caller passes (dispatch.c passes conn_redispatch()). The Manager
+ * owns the Polkit (the system bus connection); a query lives in its caller's slot
+ * (Client.polkit) until client_request_done() frees it, which also cancels it in flight. It
+ * trusts polkitd's reply only as the verdict on exactly the question it asked, and only once the
+ * process is re-checked to be the one that connected.
  */
 #pragma once
 

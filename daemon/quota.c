@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * See quota.h.
+ * See quota.h: the memory counters the limits use (layer 0, no system calls).
  */
 #include <assert.h>
 #include <errno.h>

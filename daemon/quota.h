@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * What pinned DMA memory is held, in total and per uid: the one set of counters the limits
- * (manager.h, security.md §7.1) are checked against. A Region charges its Quota when it is
- * created and uncharges it in its destructor, whichever container (connection, lease, adopted
- * by a lease, quarantined) it sits in meanwhile: memory counts for as long as it is pinned.
- * Modelled on dbus-broker's UserCharge (src/util/user.h), which a Peer releases in peer_free().
+ * What pinned DMA memory is held, in total and per uid (a leaf, layer 0): the one set of
+ * counters the limits (manager.h, security.md §7.1) are checked against. A Region charges its
+ * Quota when it is created and uncharges it in its destructor, whichever container (client,
+ * lease, adopted by a lease, quarantined) it sits in meanwhile: memory counts for as long as it
+ * is pinned. Modelled on dbus-broker's UserCharge (src/util/user.h), which a Peer releases in
+ * peer_free(). The Manager owns the one Quota; each Region owns its QuotaCharge.
  *
  * Pure bookkeeping: no system calls, so it is unit-tested as it is (tests/unit/test-quota.c).
  */

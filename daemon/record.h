@@ -11,6 +11,13 @@
  *
  * The prefix is record_, not audit_: libaudit owns the audit_* namespace (audit_open(),
  * audit_log_user_message(), ...), and only linux-audit.c talks to it.
+ *
+ * Layer 1 (docs/architecture.md): called by every layer above, calls only down (linux-audit.c,
+ * the journal). Owns the Linux audit connection (through linux-audit.c) and the rate limits of
+ * anomaly records. It decides what a failure to record means: with auditFailure=deny a grant
+ * whose record cannot be written is refused (the record_*() functions that can refuse return
+ * an error). Values the client chose (unit and cgroup names below a delegation boundary) are
+ * encoded before they reach a Linux audit record.
  */
 #pragma once
 

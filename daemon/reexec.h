@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Live restart: SIGHUP (ExecReload= in the unit) re-executes the daemon in the same process, the
- * way `systemctl daemon-reexec` re-executes PID 1, and every lease, allocation and client
- * connection carries on. Unlike the restore after kill -9 (persist.c), nothing is ever unpinned:
+ * Live restart (layer 7, next to main.c; docs/architecture.md): SIGHUP (ExecReload= in the
+ * unit) re-executes the daemon in the same process, the way `systemctl daemon-reexec`
+ * re-executes PID 1, and every lease, allocation and client connection carries on. Unlike the
+ * restore after kill -9 (persist.c), nothing is ever unpinned:
  *
  *   - Every fd a grant or a client depends on stays open across execve(): the listening socket,
  *     each connection, each memfd *and its io_uring pin* (which the fd store cannot take), the
@@ -17,9 +18,9 @@
  *     again); replies already queued are written by the new image. Nothing is refused.
  *   - If execve() fails, the old image keeps serving and says why.
  *
- * The image executed is the path this binary had when the daemon started (resolved once then):
- * after a package upgrade that is the new binary, which is the point of reloading. /proc/self/exe
- * would re-execute the old, deleted inode.
+ * Owns the state memfd between the two images. The image executed is the path this binary had
+ * when the daemon started (resolved once then): after a package upgrade that is the new binary,
+ * which is the point of reloading. /proc/self/exe would re-execute the old, deleted inode.
  */
 #pragma once
 

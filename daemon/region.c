@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * See region.h.
+ * See region.h: one grant of pinned memory and its destructor region_free() (layer 2).
  */
 #include <assert.h>
 #include <errno.h>

@@ -1,18 +1,21 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * One grant of pinned DMA memory, owning its life: the HugeRegion (memfd, pin, physical
- * addresses), how the client was told to address it, whether the client freed it while a
- * device could still reach it, and its quota charge.
+ * One grant of pinned DMA memory (layer 2, docs/architecture.md), owning its life: the
+ * HugeRegion (memfd, pin, physical addresses), how the client was told to address it, whether
+ * the client freed it while a device could still reach it, and its quota charge.
  *
  *   region_new()/region_restore(): charge the quota (quota.h) and take the HugeRegion over;
  *   region_free(): THE destructor: uncharges, removes its own "mem-<id>" fd-store entry, reads
  *       the physical addresses again (a difference means a page moved or was punched out while
  *       pinned), writes the MEMORY_FREED record for its holder, unpins and frees.
  *
- * Whoever holds the Region (a connection, a lease, a lease's adopted list) decides *when* it is
+ * Whoever holds the Region (a Client, a Lease, a lease's adopted list) decides *when* it is
  * freed: memory a noiommu device could reach only after that device is quiesced (lease.c). The
  * Region decides *how*, so that no path can free memory and forget the record, the store entry
- * or the charge (as persist.c's restore used to).
+ * or the charge (as persist.c's restore used to). It calls up only through RegionContext's
+ * changed() (the manager: the persisted state must be written again) and down through the
+ * RegionBackend table (hugepage.c, or a fake in the unit tests). It trusts pagemap, not the
+ * addresses it handed out.
  */
 #pragma once
 

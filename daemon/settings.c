@@ -1,4 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * See settings.h: reads and validates the configuration (a leaf, layer 0). Every key and value
+ * is checked; a file that fails is an error, never a partial or default configuration.
+ */
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>

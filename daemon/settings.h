@@ -37,6 +37,9 @@
  * A noiommu device is root-equivalent in the client's hands, so it is served only if named
  * here (kernel-api.md §10, hazard 5); polkit then decides who gets it. Unknown keys and
  * malformed addresses are errors: a typo must never widen access.
+ *
+ * A leaf (layer 0): the Manager owns the one Settings, loaded at start. The files are trusted
+ * as the administrator's (root-owned, in /etc), but not their syntax: everything is validated.
  */
 #pragma once
 

@@ -20,6 +20,11 @@
  * path and then verified by fstat() against the major:minor sysfs reported, so no symlink, FIFO
  * or node swap can redirect the daemon. One iommufd per device lease, never handed out.
  *
+ * A leaf (layer 0, docs/architecture.md): a VfioDevice owns every fd of one device lease
+ * (container, group, iommufd, the daemon's device fd, and the client's fd until it is sent);
+ * the Lease that holds it (lease.h) decides when each call happens, through its LeaseBackend
+ * table. It trusts the kernel, and sysfs' major:minor only once fstat() agrees.
+ *
  * Nothing here logs; errors are negative errno.
  */
 #pragma once
