@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "backend.h"
 #include "client.h"
 #include "internal/log.h"
 #include "internal/macro.h"
@@ -17,7 +18,7 @@ static int client_dispatch(Conn *conn, void *userdata) {
         Client *c = userdata;
 
         /* Re-dispatched while its polkit check is still out: nothing to do yet. */
-        if (c->polkit && !polkit_query_answered(c->polkit))
+        if (c->polkit && !c->ctx->backend->polkit.query_answered(c->polkit))
                 return 0;
         return c->ctx->dispatch(c);
 }
@@ -44,7 +45,7 @@ static const ConnOps client_conn_ops = {
 };
 
 void client_request_done(Client *c) {
-        c->polkit = polkit_query_free(c->polkit);
+        c->polkit = c->ctx->backend->polkit.query_free(c->polkit);
         c->pending_lease = lease_unreserve(c->pending_lease);
 }
 

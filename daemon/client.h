@@ -37,6 +37,7 @@ typedef struct PolkitQuery PolkitQuery;
 #define NOIOMMU_LEASES_PER_CONN_MAX 8
 #define NOIOMMU_REGIONS_PER_CONN_MAX 64
 
+typedef struct BackendOps BackendOps;
 typedef struct Client Client;
 
 /* What a client needs from the daemon around it, wired once by the manager (manager_new()):
@@ -44,6 +45,7 @@ typedef struct Client Client;
 typedef struct ClientContext {
         sd_event *event;
         Manager *manager;               /* for the handlers (c->manager); opaque here */
+        const BackendOps *backend;      /* the polkit query a client owns is freed through it */
         int (*dispatch)(Client *c);     /* runs c->conn->current (dispatch_current()) */
         int (*added)(Client *c, void *userdata);        /* -errno refuses the client */
         void (*removed)(Client *c, void *userdata);

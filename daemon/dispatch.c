@@ -178,8 +178,8 @@ int authorize(Client *c, const char *action, char **details, bool interactive, i
         if (r <= 0)
                 return r;
 
-        r = polkit_verify(c->manager->polkit, &c->polkit, &c->id, action, details, interactive,
-                          conn_redispatch, c->conn, &reason);
+        r = c->manager->backend->polkit.verify(c->manager->polkit, &c->polkit, &c->id, action, details,
+                                               interactive, conn_redispatch, c->conn, &reason);
         if (r > 0)
                 return 1;
         if (r == 0)

@@ -97,17 +97,9 @@ uint64_t lease_bytes_pinned(const Lease *l) {
 
 static int lease_teardown(Lease *l, const char *reason);
 
-const LeaseBackend lease_backend_vfio = {
-        .open = vfio_device_open,
-        .map = vfio_device_map,
-        .unmap = vfio_device_unmap,
-        .restore_map = vfio_device_restore_map,
-        .quiesce = vfio_device_quiesce,
-        .close = vfio_device_close,
-};
-
-static const LeaseBackend *backend(const LeaseRegistry *reg) {
-        return reg->backend ?: &lease_backend_vfio;
+static const BackendOps *ops(const LeaseRegistry *reg) {
+        assert(reg->backend);
+        return reg->backend;
 }
 
 static void lease_emit(const Lease *l, LeaseEvent ev, const char *reason) {
@@ -157,7 +149,7 @@ int lease_reserve(LeaseRegistry *reg, Client *client, const ClientIdentity *hold
         if (existing)
                 return existing->state == LEASE_QUARANTINED ? -EIO : -EBUSY;
 
-        r = sd_id128_randomize(&id);
+        r = ops(reg)->random_id(&id);
         if (r < 0)
                 return r;
 
@@ -195,7 +187,7 @@ int lease_restore(LeaseRegistry *reg, const char *id, bool quarantined, const In
         if (!l) {
                 /* The device is closed, which the kernel answers by clearing Bus Master (the
                  * last close of a VFIO device disables it): no worse than a crash. */
-                backend(reg)->close(vfio);
+                ops(reg)->device.close(vfio);
                 return -ENOMEM;
         }
         *l = (Lease) {
@@ -250,7 +242,7 @@ bool lease_restore_region(Lease *l, Region *r, AddressKind kind, bool retired, b
         }
         /* Every backend keeps a record of what it mapped (the group backend with IOVA 0), so
          * that the unmap at release finds it. */
-        (void) backend(l->registry)->restore_map(l->vfio, r->huge, iova);
+        (void) ops(l->registry)->device.restore_map(l->vfio, r->huge, iova);
         r->kind = kind;
         r->retired = retired;
         l->regions[l->n_regions++] = r;
@@ -304,7 +296,7 @@ static Lease *lease_free(Lease *l) {
                 region_drop(l->adopted[i]);
         free(l->adopted);
         free(l->unrestored);
-        backend(l->registry)->close(l->vfio);
+        ops(l->registry)->device.close(l->vfio);
         free(l);
         return NULL;
 }
@@ -321,7 +313,7 @@ int lease_activate(Lease *l) {
 
         assert(l->state == LEASE_RESERVED || l->state == LEASE_AUTHORIZING);
 
-        r = backend(l->registry)->open(&l->device, &l->vfio);
+        r = ops(l->registry)->device.open(&l->device, &l->vfio);
         if (r == -EPROTONOSUPPORT) {
                 /* GET_PA answered ENOTTY (no such command: a kernel before 7.3, or without
                  * iommufd), E2BIG (another struct revision) or EOPNOTSUPP (7.3 built with
@@ -349,7 +341,7 @@ int lease_add_region(Lease *l, Region *r, DmaSegment **ret_segments, size_t *ret
         if (l->n_regions >= NOIOMMU_REGIONS_PER_LEASE_MAX)
                 return -EUSERS;
 
-        k = backend(l->registry)->map(l->vfio, r->huge, ret_segments, ret_n, ret_kind);
+        k = ops(l->registry)->device.map(l->vfio, r->huge, ret_segments, ret_n, ret_kind);
         if (k == -ENOLINK || k == -ESTALE) {
                 /* GET_PA in the middle of the lease: EOPNOTSUPP means no noiommu page table
                  * is behind the new mapping any more (not "unsupported": the command was
@@ -385,7 +377,7 @@ static void lease_drop_region(Lease *l, size_t index, const char *reason) {
 
         l->regions[index] = l->regions[--l->n_regions];
 
-        k = backend(l->registry)->unmap(l->vfio, r->huge);
+        k = ops(l->registry)->device.unmap(l->vfio, r->huge);
         if (k < 0)
                 log_warning_errno(k, "Failed to unmap %s from the device's DMA context, ignoring: %m", region_id(r));
         region_free(r, reason);
@@ -442,7 +434,7 @@ static int lease_teardown(Lease *l, const char *reason) {
         bytes = lease_bytes_pinned(l);
 
         /* 1. Stop the device: Bus Master off (read back), then reset if it can. */
-        r = backend(l->registry)->quiesce(l->vfio, &reset);
+        r = ops(l->registry)->device.quiesce(l->vfio, &reset);
         if (r < 0) {
                 /* The device may still be able to DMA: keep everything pinned and never hand
                  * the device out again until an administrator acts. */
@@ -462,7 +454,7 @@ static int lease_teardown(Lease *l, const char *reason) {
 
         /* 3. Close the device; it is free for the next client. */
         lease_emit(l, LEASE_EVENT_CLOSING, reason);
-        l->vfio = backend(l->registry)->close(l->vfio);
+        l->vfio = ops(l->registry)->device.close(l->vfio);
         record_lease_released(&l->holder, l->id, &l->device, reason, bytes, now_usec() - l->created_usec);
         lease_emit(l, LEASE_EVENT_RELEASED, reason);
         lease_free(l);

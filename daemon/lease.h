@@ -31,6 +31,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "hugepage.h"
 #include "identity.h"
 #include "inventory.h"
@@ -92,27 +93,12 @@ typedef struct LeaseHooks {
         void *userdata;
 } LeaseHooks;
 
-/* The device operations the lease state machine uses (vfio.h), as a table: the daemon uses
- * lease_backend_vfio, the unit tests (tests/unit/test-lease-teardown.c) a fake that records
- * the order of the calls. */
-typedef struct LeaseBackend {
-        int (*open)(const InventoryDevice *d, VfioDevice **ret);
-        int (*map)(VfioDevice *v, HugeRegion *r, DmaSegment **ret_segments, size_t *ret_n,
-                   AddressKind *ret_kind);
-        int (*unmap)(VfioDevice *v, HugeRegion *r);
-        int (*restore_map)(VfioDevice *v, const HugeRegion *r, uint64_t iova);
-        int (*quiesce)(VfioDevice *v, bool *ret_reset);
-        VfioDevice *(*close)(VfioDevice *v);
-} LeaseBackend;
-
-extern const LeaseBackend lease_backend_vfio;
-
 /* Every lease of the daemon (reservations and quarantined ones too) and their observers; the
  * manager embeds one. */
 typedef struct LeaseRegistry {
         Lease *leases;
         LeaseHooks hooks;
-        const LeaseBackend *backend;    /* NULL: lease_backend_vfio */
+        const BackendOps *backend;      /* the outside world (backend.h), given by the manager */
 } LeaseRegistry;
 
 /* Whether the state machine allows from -> to (the table in lease.c; exported for its unit

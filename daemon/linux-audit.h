@@ -39,3 +39,12 @@ int linux_audit_log(LinuxAuditType type, const char *msg, bool success);
  * control character (audit_encode_nv_string()), so a name a client chose cannot forge fields.
  * NULL on ENOMEM, and always without libaudit (the field is then left out). free() the result. */
 char *linux_audit_encode_field(const char *name, const char *value);
+
+/* The socket's life and the writes, as a table (backend.h: backend_ops_system has the functions
+ * above, a test its fake): record.c writes through the one record_setup() was given. */
+typedef struct LinuxAuditOps {
+        int (*open)(void);
+        void (*close)(void);
+        bool (*is_open)(void);
+        int (*log)(LinuxAuditType type, const char *msg, bool success);
+} LinuxAuditOps;

@@ -22,6 +22,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include "backend.h"
 #include "config.h"
 #include "dispatch.h"
 #include "internal/fd-util.h"
@@ -243,7 +244,7 @@ int main(int argc, char *argv[]) {
 
         r = reexec_pending(&reexec_fd);
 
-        r = manager_new(config_path, dispatch_current, &m);
+        r = manager_new(config_path, &backend_ops_system, dispatch_current, &m);
         if (r < 0) {
                 log_error_errno(r, "Failed to set up: %m");
                 return EXIT_FAILURE;

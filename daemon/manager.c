@@ -282,12 +282,12 @@ static void manager_check_devices(Manager *m) {
         const char *why = NULL;
         int n;
 
-        if (m->settings.noiommu_devices && inventory_noiommu_status("/", &why) == 0)
+        if (m->settings.noiommu_devices && m->backend->inventory.noiommu_status("/", &why) == 0)
                 log_warning("noiommuDevices are configured, but this kernel serves no noiommu device: %s.", why);
 
         if (m->settings.n_device_backends == 0)
                 return;
-        n = inventory_scan("/", &devices);
+        n = m->backend->inventory.scan("/", &devices);
         if (n < 0) {
                 log_warning_errno(n, "Cannot scan PCI devices to check deviceBackends, ignoring: %m");
                 return;
@@ -338,14 +338,18 @@ static void manager_lease_event(const Lease *l, LeaseEvent ev, const char *reaso
         monitor_lease_event(&m->monitor, l, ev, reason);
 }
 
-int manager_new(const char *config_path, int (*dispatch)(Client *c), Manager **ret) {
+int manager_new(const char *config_path, const BackendOps *backend, int (*dispatch)(Client *c),
+                Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
         sigset_t ss;
         int r;
 
+        assert(backend);
+
         m = new0(Manager, 1);
         if (!m)
                 return -ENOMEM;
+        m->backend = backend;
         m->listen_fd = -EBADF;
         m->pagemap_fd = -EBADF;
 
@@ -378,18 +382,21 @@ int manager_new(const char *config_path, int (*dispatch)(Client *c), Manager **r
         m->client_ctx = (ClientContext) {
                 .event = m->event,
                 .manager = m,
+                .backend = backend,
                 .dispatch = dispatch,
                 .added = manager_client_added,
                 .removed = manager_client_removed,
                 .forget_stored = manager_client_forget_stored,
                 .userdata = m,
         };
+        m->lease_registry.backend = backend;
         m->lease_registry.hooks = (LeaseHooks) {
                 .event = manager_lease_event,
                 .detached = manager_lease_detached,
                 .userdata = m,
         };
         m->region_ctx = (RegionContext) {
+                .backend = backend,
                 .quota = &m->quota,
                 .pagemap_fd = m->pagemap_fd,
                 .changed = manager_state_changed,
@@ -397,7 +404,7 @@ int manager_new(const char *config_path, int (*dispatch)(Client *c), Manager **r
         };
         persist_init(&m->persist, m->event, &m->clients, &m->lease_registry, &m->client_ctx, &m->region_ctx);
 
-        if (hugepage_default_size(&m->default_hugepage_size) < 0)
+        if (backend->memory.default_size(&m->default_hugepage_size) < 0)
                 m->default_hugepage_size = 0;   /* main.c's start-up check says so */
 
         r = settings_load(config_path ?: NOIOMMU_SETTINGS_PATH, &m->settings);
@@ -405,11 +412,11 @@ int manager_new(const char *config_path, int (*dispatch)(Client *c), Manager **r
                 return r;
         manager_check_devices(m);
 
-        r = polkit_new(m->event, &m->polkit);
+        r = backend->polkit.new(m->event, &m->polkit);
         if (r < 0)
                 return r;
 
-        record_setup(m->settings.audit_failure_log);
+        record_setup(&backend->audit, m->settings.audit_failure_log);
         monitor_setup(&m->monitor, m->event, &m->clients);
 
         *ret = TAKE_PTR(m);
@@ -425,7 +432,8 @@ Manager *manager_free(Manager *m) {
         lease_free_all(&m->lease_registry);
         quota_done(&m->quota);
         settings_done(&m->settings);
-        m->polkit = polkit_free(m->polkit);
+        if (m->polkit)
+                m->polkit = m->backend->polkit.free(m->polkit);
         m->listen_source = sd_event_source_disable_unref(m->listen_source);
         persist_done(&m->persist);
         monitor_done(&m->monitor);
@@ -620,7 +628,7 @@ int manager_run(Manager *m) {
         char status[512];
         int r;
 
-        polkit_connect(m->polkit);
+        m->backend->polkit.connect(m->polkit);
 
         /* Every connection holds two fds (its socket and the peer's pidfd). Below this the fd
          * limit, not the connection caps, decides when accepting stops (security.md §4.3). The

@@ -53,6 +53,7 @@ typedef struct Manager {
         ino_t listen_ino;
         char listen_description[256];
 
+        const BackendOps *backend;      /* the outside world (backend.h): main.c's or a test's */
         Polkit *polkit;
         int pagemap_fd;                 /* /proc/self/pagemap, opened with CAP_SYS_ADMIN */
         uint64_t default_hugepage_size;
@@ -79,8 +80,10 @@ typedef struct Manager {
 
 /* Loads the configuration from config_path (NULL: the default path); every request of every
  * client is run by dispatch (dispatch_current(), given by main.c: the manager owns the
- * clients, dispatch.c and the handlers sit above it). */
-int manager_new(const char *config_path, int (*dispatch)(Client *c), Manager **ret);
+ * clients, dispatch.c and the handlers sit above it). Every privileged operation goes through
+ * backend (backend_ops_system in the daemon, a fake in the tests), which must outlive m. */
+int manager_new(const char *config_path, const BackendOps *backend, int (*dispatch)(Client *c),
+                Manager **ret);
 Manager *manager_free(Manager *m);
 
 /* Takes the listening socket from socket activation ($LISTEN_FDS), or binds path. */

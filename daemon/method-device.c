@@ -32,7 +32,7 @@ static int scan_devices(Manager *m, InventoryDevice **ret) {
         InventoryDevice *devices = NULL;
         int n;
 
-        n = inventory_scan("/", &devices);
+        n = m->backend->inventory.scan("/", &devices);
         if (n < 0)
                 return n;
         for (int i = 0; i < n; i++) {
@@ -310,9 +310,9 @@ static int acquire_grant(Client *c, Lease *l) {
                                           "lease", l->id,
                                           "device", device_to_json(&l->device, NULL),
                                           "fd", 0),
-                       (const int[]) { vfio_device_client_fd(l->vfio) }, 1);
+                       (const int[]) { c->manager->backend->device.client_fd(l->vfio) }, 1);
         /* The reply holds its own duplicate for the send; the daemon keeps only its handle. */
-        vfio_device_client_fd_sent(l->vfio);
+        c->manager->backend->device.client_fd_sent(l->vfio);
         return r;
 }
 

@@ -130,7 +130,7 @@ static int allocate_validate(Client *c, AllocateParams *p) {
 
         if (p->hugepage_size == 0)
                 return reply_not_supported(c, "the kernel offers no hugepages");
-        if (hugepage_size_supported(p->hugepage_size) <= 0)
+        if (c->manager->backend->memory.size_supported(p->hugepage_size) <= 0)
                 return reply_not_supported(c, "hugepage size not offered by the kernel");
         if (p->numa_node >= 0 && !numa_node_exists(p->numa_node))
                 return reply_not_supported(c, "no such NUMA node");
@@ -179,11 +179,11 @@ static int allocate_authorize(Client *c, const AllocateParams *p) {
 /* act, 1: the pinned memory, charged to the client. Returns 1 with *ret, 0 (answered, the
  * host cannot do it now) or < 0. */
 static int allocate_region(Client *c, const AllocateParams *p, const char *id, Region **ret) {
-        _cleanup_(huge_region_freep) HugeRegion *huge = NULL;
+        HugeRegion *huge = NULL;        /* set only on success */
         Manager *m = c->manager;
         int r;
 
-        r = huge_region_new(id, p->size, p->hugepage_size, (int) p->numa_node, m->pagemap_fd, &huge);
+        r = m->backend->memory.new(id, p->size, p->hugepage_size, (int) p->numa_node, m->pagemap_fd, &huge);
         if (r == -ENOSPC || r == -ENOMEM) {
                 log_info("Not enough free %" PRIu64 "-byte hugepages for %" PRIu64 " bytes for UID %u (PID %i).",
                          p->hugepage_size, p->size, (unsigned) c->id.uid, (int) c->id.pid);
@@ -208,10 +208,12 @@ static int allocate_region(Client *c, const AllocateParams *p, const char *id, R
 
         /* The grant: charged to the client's uid from now until the region's destructor. */
         r = region_new(&m->region_ctx, huge, &c->id, ret);
-        if (r < 0)
+        if (r < 0) {
+                /* Never reached a device or the client: freed at once. */
+                (void) m->backend->memory.free(huge);
                 return r;
-        huge = NULL;                    /* the region's now */
-        return 1;
+        }
+        return 1;                       /* the region's now */
 }
 
 /* act, 2: the region becomes the lease's (mapped into its DMA context: physical addresses
@@ -295,7 +297,7 @@ int method_allocate_memory(Client *c, json_t *params) {
         if (r <= 0)
                 return r;
 
-        r = sd_id128_randomize(&rid);
+        r = c->manager->backend->random_id(&rid);
         if (r < 0)
                 return r;
         (void) sd_id128_to_string(rid, id);

@@ -55,7 +55,7 @@ static int push_lease(const Lease *l) {
         int fds[4];
         int r;
 
-        vfio_device_get_fds(l->vfio, &fds[0], &fds[1], &fds[2], &fds[3]);
+        l->registry->backend->device.get_fds(l->vfio, &fds[0], &fds[1], &fds[2], &fds[3]);
         for (size_t i = 0; i < ELEMENTSOF(kinds); i++) {
                 char name[96];
 
@@ -83,7 +83,7 @@ int persist_grant(Persist *p, Client *c, const Region *r, const Lease *new_lease
                 char name[64];
                 sd_id128_t id;
 
-                k = sd_id128_randomize(&id);
+                k = p->leases->backend->random_id(&id);
                 if (k < 0)
                         return k;
                 (void) sd_id128_to_string(id, c->store_id);
@@ -173,7 +173,7 @@ static json_t *region_json(const Region *region, const char *conn, const Lease *
                         return NULL;
                 }
         if (l && !adopted)
-                (void) vfio_device_get_map(l->vfio, r, &iova);
+                (void) l->registry->backend->device.get_map(l->vfio, r, &iova);
         return json_pack("{s:s, s:o, s:o, s:I, s:I, s:o, s:s, s:I, s:b, s:b}",
                          "id", r->id,
                          "conn", conn ? json_string(conn) : json_null(),
@@ -229,7 +229,7 @@ static json_t *state_json(Persist *p) {
 
                 if (l->state != LEASE_ACTIVE && l->state != LEASE_QUARANTINED)
                         continue;
-                vfio_device_get_ids(l->vfio, &ioas, &dev, &hwpt);
+                l->registry->backend->device.get_ids(l->vfio, &ioas, &dev, &hwpt);
                 /* Names a delegate chose can be any bytes; JSON takes UTF-8 only. */
                 char unit[4 * CLIENT_UNIT_MAX], cg[4 * CLIENT_CGROUP_MAX + 1];
                 cgroup_escape(l->holder.unit, unit, sizeof(unit));
@@ -531,11 +531,12 @@ static void restore_leases(Persist *p, json_t *state, Stored *s) {
                 if (ctr && strlen(ctr) == CLIENT_CONTAINER_ID_MAX && strspn(ctr, "0123456789abcdef") == CLIENT_CONTAINER_ID_MAX)
                         memcpy(holder.container_id, ctr, CLIENT_CONTAINER_ID_MAX + 1);
 
-                r = vfio_device_restore(&d, fds[0], fds[1], fds[2], fds[3],
-                                        (uint32_t) json_integer_value(json_object_get(e, "ioasId")),
-                                        (uint32_t) json_integer_value(json_object_get(e, "devId")),
-                                        /* absent in states written before the explicit HWPT: 0 */
-                                        (uint32_t) json_integer_value(json_object_get(e, "hwptId")), &vfio);
+                r = p->leases->backend->device.restore(
+                                &d, fds[0], fds[1], fds[2], fds[3],
+                                (uint32_t) json_integer_value(json_object_get(e, "ioasId")),
+                                (uint32_t) json_integer_value(json_object_get(e, "devId")),
+                                /* absent in states written before the explicit HWPT: 0 */
+                                (uint32_t) json_integer_value(json_object_get(e, "hwptId")), &vfio);
                 if (r < 0) {
                         /* Without the daemon's own handle the device cannot be quiesced: its
                          * fds are closed (the kernel clears Bus Master on the last close). */
@@ -601,7 +602,7 @@ static void restore_check_mapping(Lease *l, const Region *region, const uint64_t
 
         if ((l->state != LEASE_ACTIVE && l->state != LEASE_HOLDER_GONE) || !lease_is_noiommu(l))
                 return;
-        v = moved ? -ESTALE : vfio_device_check_map(l->vfio, r, phys);
+        v = moved ? -ESTALE : l->registry->backend->device.check_map(l->vfio, r, phys);
         if (v < 0) {
                 log_error_errno(v, "Lease %s on %s: memory %s %s after the restart; quarantining the lease.",
                                 l->id, l->device.address, r->id,

@@ -3,6 +3,7 @@
  * See record.h. Grants are never rate-limited here; anomaly records (protocol violations, limits)
  * are, so that a flood from one client cannot push grants out of journald's rate limit window.
  */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include "msgid.h"
 
 static bool audit_failure_log;
+static const LinuxAuditOps *audit_ops;  /* record_setup()'s, until record_shutdown() */
 
 /* At most this many anomaly records per interval; the rest are counted and summarized. */
 #define ANOMALY_BURST 50
@@ -40,11 +42,13 @@ static const char *record_result_to_string(AuditResult r) {
         return audit_result_table[r];
 }
 
-void record_setup(bool failure_log) {
+void record_setup(const LinuxAuditOps *audit, bool failure_log) {
         int r;
 
+        assert(audit);
+        audit_ops = audit;
         audit_failure_log = failure_log;
-        r = linux_audit_open();
+        r = audit_ops->open();
         if (r == -EOPNOTSUPP)
                 log_debug("Built without libaudit, writing journal records only.");
         else if (r == -EPROTONOSUPPORT || r == -EAFNOSUPPORT || r == -EINVAL || r == -ECONNREFUSED)
@@ -54,7 +58,9 @@ void record_setup(bool failure_log) {
 }
 
 void record_shutdown(void) {
-        linux_audit_close();
+        if (audit_ops)
+                audit_ops->close();
+        audit_ops = NULL;
 }
 
 /* Sends one Linux audit record. Returns 0 when it was written or audit is not available here
@@ -63,9 +69,9 @@ void record_shutdown(void) {
 static int linux_audit_send(LinuxAuditType type, const char *msg, bool ok) {
         int r;
 
-        if (!linux_audit_is_open())
+        if (!audit_ops || !audit_ops->is_open())
                 return 0;
-        r = linux_audit_log(type, msg, ok);
+        r = audit_ops->log(type, msg, ok);
         if (r >= 0)
                 return 0;
         if (r == -ECONNREFUSED) {

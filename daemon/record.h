@@ -24,6 +24,7 @@
 #include "hugepage.h"
 #include "identity.h"
 #include "inventory.h"
+#include "linux-audit.h"
 
 typedef enum AuditResult {
         AUDIT_RESULT_AUTHORIZED,
@@ -34,12 +35,14 @@ typedef enum AuditResult {
         _AUDIT_RESULT_INVALID = -EINVAL,
 } AuditResult;
 
-/* Opens the Linux audit netlink socket, if libaudit is built in. Failure is not fatal:
+/* Opens the Linux audit netlink socket through audit (the manager's backend table, backend.h:
+ * linux-audit.c's functions in the daemon, a fake in the tests), and writes every Linux record
+ * through it until record_shutdown(). Failure is not fatal:
  * ECONNREFUSED (user namespace) or EPROTONOSUPPORT (no CONFIG_AUDIT) mean "no audit here", and
  * then grants are recorded in the journal only (security.md §9.3, as sudo does). failure_log is
  * the "auditFailure" setting: when audit IS available but a grant's record cannot be written
  * (EPERM without CAP_AUDIT_WRITE, ENOBUFS, ...), false refuses the grant, true only logs. */
-void record_setup(bool failure_log);
+void record_setup(const LinuxAuditOps *audit, bool failure_log);
 void record_shutdown(void);
 
 void record_started(const char *listen_description);

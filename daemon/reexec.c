@@ -108,7 +108,7 @@ static int add_lease(json_t *fds, Kept *k, const Lease *l) {
         static const char *const kinds[] = { "dev", "grp", "ctr", "iommufd" };
         int f[4], r;
 
-        vfio_device_get_fds(l->vfio, &f[0], &f[1], &f[2], &f[3]);
+        l->registry->backend->device.get_fds(l->vfio, &f[0], &f[1], &f[2], &f[3]);
         for (size_t i = 0; i < ELEMENTSOF(kinds); i++) {
                 char name[96];
 
@@ -213,7 +213,7 @@ static void reexec_now(Manager *m) {
 
                 if (c->store_id[0])
                         continue;
-                if (sd_id128_randomize(&id) < 0 ||
+                if (m->backend->random_id(&id) < 0 ||
                     json_array_append_new(transient, json_string(sd_id128_to_string(id, c->store_id))) < 0) {
                         json_decref(transient);
                         transient = NULL;

@@ -13,13 +13,9 @@
 #include "internal/macro.h"
 #include "region.h"
 
-const RegionBackend region_backend_hugepage = {
-        .verify = huge_region_verify,
-        .free = huge_region_free,
-};
-
-static const RegionBackend *backend(const RegionContext *ctx) {
-        return ctx->backend ?: &region_backend_hugepage;
+static const BackendOps *ops(const RegionContext *ctx) {
+        assert(ctx->backend);
+        return ctx->backend;
 }
 
 int region_new(const RegionContext *ctx, HugeRegion *huge, const ClientIdentity *holder, Region **ret) {
@@ -56,7 +52,7 @@ int region_restore(const RegionContext *ctx, const char *id, int memfd, int pin_
         HugeRegion *huge;
         int q, k;
 
-        q = huge_region_restore(id, memfd, pin_fd, size, hugepage_size, phys, n_pages, ctx->pagemap_fd, &huge);
+        q = ops(ctx)->memory.restore(id, memfd, pin_fd, size, hugepage_size, phys, n_pages, ctx->pagemap_fd, &huge);
         if (q < 0)
                 return q;
         k = region_new(ctx, huge, holder, ret);
@@ -98,11 +94,11 @@ Region *region_free(Region *r, const char *reason) {
 
         /* Compare the PFNs with those handed out: a difference means a page moved while
          * pinned, or the client punched a hole (the pinned page stayed ours either way). */
-        k = backend(r->ctx)->verify(r->huge, r->ctx->pagemap_fd);
+        k = ops(r->ctx)->memory.verify(r->huge, r->ctx->pagemap_fd);
         if (k < 0 && k != -ESTALE)
                 log_warning_errno(k, "Failed to re-read physical addresses of %s, ignoring: %m", r->huge->id);
         record_memory_freed(&r->holder, r->huge, reason, k == -ESTALE);
-        backend(r->ctx)->free(r->huge);
+        ops(r->ctx)->memory.free(r->huge);
         free(r);
         return NULL;
 }
@@ -111,7 +107,7 @@ Region *region_drop(Region *r) {
         if (!r)
                 return NULL;
         quota_uncharge(&r->charge);
-        backend(r->ctx)->free(r->huge);
+        ops(r->ctx)->memory.free(r->huge);
         free(r);
         return NULL;
 }

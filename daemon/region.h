@@ -21,24 +21,16 @@
 
 #include <stdbool.h>
 
+#include "backend.h"
 #include "hugepage.h"
 #include "identity.h"
 #include "internal/macro.h"
 #include "quota.h"
 #include "vfio.h"
 
-/* The memory operations a Region's destructor uses (hugepage.h), as a table: the daemon uses
- * region_backend_hugepage, the unit tests a fake. */
-typedef struct RegionBackend {
-        int (*verify)(const HugeRegion *r, int pagemap_fd);
-        HugeRegion *(*free)(HugeRegion *r);
-} RegionBackend;
-
-extern const RegionBackend region_backend_hugepage;
-
 /* What a Region needs from the daemon, wired once by the manager. */
 typedef struct RegionContext {
-        const RegionBackend *backend;   /* NULL: region_backend_hugepage */
+        const BackendOps *backend;      /* the outside world (backend.h), given by the manager */
         Quota *quota;
         int pagemap_fd;                 /* to re-read physical addresses at free */
         /* The persistent state changed (a region is gone); NULL: nobody listens. */

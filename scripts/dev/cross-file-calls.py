@@ -3,11 +3,11 @@
 """Counts the calls that cross from one source file into another along one request path.
 
 The path is played by tests/fuzz/fuzz-conn (the real core over a socketpair, the privileged
-leaves replaced by fuzz-conn-stubs.c), built with -finstrument-functions into a scratch build
+leaves replaced by the fake backend tests/fake-backend.c), built with -finstrument-functions into a scratch build
 directory; a preloaded tracer records every (caller, callee) function pair at run time. A call
 counts as crossing when caller and callee are defined in different files, both of them in
-daemon/, client/internal/ or the stubs (which stand for the leaves: polkit, vfio, hugepage,
-inventory, audit). Calls from the fuzz harness itself, and callbacks entered from libsystemd
+daemon/, client/internal/ or the fake backend (which stands for the leaves: polkit, vfio, hugepage,
+inventory, Linux audit). Calls from the fuzz harness itself, and callbacks entered from libsystemd
 (sd-event), are not counted.
 
 Two inputs are played, each ending with the client hanging up (fuzz-conn's first ending only):
@@ -66,7 +66,7 @@ __attribute__((no_instrument_function, destructor)) static void dump(void) {
 }
 '''
 
-COUNTED = re.compile(r"(daemon/[^/]+\.c|client/internal/[^/]+\.c|tests/fuzz/fuzz-conn-stubs\.c)$")
+COUNTED = re.compile(r"(daemon/[^/]+\.c|client/internal/[^/]+\.c|tests/fake-backend\.c)$")
 
 
 def build(src, scratch):

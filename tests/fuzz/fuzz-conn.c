@@ -6,9 +6,10 @@
  * protocol violations, deadlines) with the real dispatch.c and lease.c behind them serve one end
  * of a socketpair(AF_UNIX, SOCK_STREAM); this file is the client on the other end. It writes the
  * input in chunks of at most 143 bytes, runs the daemon's sd-event loop until it has nothing left
- * to do after each chunk, and reads and closes whatever comes back. The privileged backends
- * (polkit, hugepages, VFIO, sysfs, audit, fd store) are replaced at link time by
- * fuzz-conn-stubs.c, which says what they answer.
+ * to do after each chunk, and reads and closes whatever comes back. The manager is given the fake
+ * outside world of tests/fake-backend.c (polkit, hugepages, VFIO, sysfs, ids: daemon/backend.h),
+ * which says what it answers; everything else is the daemon's own code, records (record.c)
+ * included. Without $NOTIFY_SOCKET the fd store is disabled, so persist.c stores nothing.
  *
  * Each input is played four times, once for each way a connection ends:
  *   hang-up   the client closes its writing side (EOF for a daemon that reads), then the socket
@@ -47,10 +48,11 @@
 #include <unistd.h>
 
 #include <systemd/sd-event.h>
+#include <systemd/sd-journal.h>
 
 #include "client.h"
 #include "dispatch.h"
-#include "fuzz-conn-stubs.h"
+#include "fake-backend.h"
 #include "internal/log.h"
 #include "internal/macro.h"
 #include "internal/wire.h"
@@ -67,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* Deadlines expired in a row before giving up on a connection that re-arms them. */
 #define DEADLINES_MAX 8
 
-/* Devices of fuzz-conn-stubs.c's inventory that may be handed out without an IOMMU. */
+/* Devices of fake-backend.c's inventory that may be handed out without an IOMMU. */
 #define CONFIG "{ \"noiommuDevices\": [ \"0000:01:00.0\", \"0000:05:00.0\", \"0000:06:00.0\" ] }\n"
 
 typedef enum Ending {
@@ -289,8 +291,8 @@ static void run(const uint8_t *data, size_t size, Ending ending) {
         if (sigprocmask(SIG_SETMASK, NULL, &saved) < 0)
                 fail("sigprocmask() failed: %m");
 
-        stub_reset();
-        r = manager_new(config_path(), dispatch_current, &m);
+        fake_backend_reset();
+        r = manager_new(config_path(), &fake_backend, dispatch_current, &m);
         if (r < 0)
                 fail("manager_new() failed: %s", strerror(-r));
 
@@ -350,10 +352,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         bool only_hangup;
 
         if (!initialized) {
-                /* Quiet unless $NOIOMMU_LOG_LEVEL asks otherwise. */
-                log_set_max_level(LOG_CRIT);
+                /* Quiet unless $NOIOMMU_LOG_LEVEL asks otherwise: record.c mirrors its records to
+                 * the log without journald, a quarantine at LOG_CRIT. */
+                log_set_max_level(LOG_ALERT);
                 log_setup("fuzz-conn", LOG_TARGET_STDERR);
                 (void) config_path();
+                /* libsystemd opens one datagram socket for all journal writes at the first one
+                 * and keeps it for the life of the process (journal_fd() in journal-send.c),
+                 * whether or not journald listens: open it now, before the first fd count.
+                 * Without journald (the test machines) this record, like record.c's, goes
+                 * nowhere. */
+                (void) sd_journal_send("MESSAGE=fuzz-conn: replaying inputs", "PRIORITY=%i", LOG_DEBUG,
+                                       "SYSLOG_IDENTIFIER=fuzz-conn", NULL);
                 initialized = true;
         }
 

@@ -2,12 +2,14 @@
 /*
  * The project's safety rule, without root: memory that a noiommu device could reach is released
  * only after the device is quiesced (design.md §3.3). lease.c and region.c run for real against
- * a fake backend (LeaseBackend, RegionBackend) that records every call in order; no VFIO device,
- * no hugepage, no fd is touched.
+ * the shared fake backend (tests/fake-backend.c, the one fuzz-conn uses too), which reports every
+ * device and memory operation in order; no VFIO device and no hugepage is touched (the fake's
+ * "device" and "memory" are ordinary memfds).
  */
 #include <stdarg.h>
 #include <sys/mman.h>
 
+#include "fake-backend.h"
 #include "internal/macro.h"
 #include "lease.h"
 #include "quota.h"
@@ -18,16 +20,11 @@
 
 static char journal[256][48];
 static size_t n_journal;
-static bool quiesce_fails;
 
-_printf_(1, 2)
-static void record(const char *fmt, ...) {
-        va_list ap;
-
+/* The shared fake reports every device and memory operation here, in order. */
+static void trace(const char *what) {
         ASSERT_TRUE(n_journal < ELEMENTSOF(journal));
-        va_start(ap, fmt);
-        (void) vsnprintf(journal[n_journal++], sizeof(journal[0]), fmt, ap);
-        va_end(ap);
+        (void) snprintf(journal[n_journal++], sizeof(journal[0]), "%s", what);
 }
 
 /* The index of the first entry equal to what, or -1. */
@@ -40,89 +37,21 @@ static int find(const char *what) {
 
 static void reset(void) {
         n_journal = 0;
-        quiesce_fails = false;
+        fake_backend_reset();
+        fake_backend_trace = trace;
 }
-
-/* A VfioDevice is opaque to lease.c: the fake hands out a token it never dereferences. */
-static char device_token;
-
-static int fake_open(const InventoryDevice *d, VfioDevice **ret) {
-        record("open %s", d->address);
-        *ret = (VfioDevice *) &device_token;
-        return 0;
-}
-
-static int fake_map(VfioDevice *v, HugeRegion *r, DmaSegment **ret_segments, size_t *ret_n, AddressKind *ret_kind) {
-        DmaSegment *s = new0(DmaSegment, 1);
-
-        ASSERT_TRUE(s);
-        *s = (DmaSegment) { .offset = 0, .length = r->size, .dma_address = 0x100000000ULL };
-        record("map %s", r->id);
-        *ret_segments = s;
-        *ret_n = 1;
-        *ret_kind = r->hugepage_size == 1 ? ADDRESS_IOVA : ADDRESS_PHYSICAL;   /* see fake_huge() */
-        return 0;
-}
-
-static int fake_unmap(VfioDevice *v, HugeRegion *r) {
-        record("unmap %s", r->id);
-        return 0;
-}
-
-static int fake_restore_map(VfioDevice *v, const HugeRegion *r, uint64_t iova) {
-        record("restore-map %s", r->id);
-        return 0;
-}
-
-static int fake_quiesce(VfioDevice *v, bool *ret_reset) {
-        record(quiesce_fails ? "quiesce-failed" : "quiesce");
-        *ret_reset = !quiesce_fails;
-        return quiesce_fails ? -EIO : 0;
-}
-
-static VfioDevice *fake_close(VfioDevice *v) {
-        if (v)
-                record("close");
-        return NULL;
-}
-
-static int fake_verify(const HugeRegion *r, int pagemap_fd) {
-        return 0;
-}
-
-static HugeRegion *fake_free(HugeRegion *r) {
-        record("free %s", r->id);
-        free(r);
-        return NULL;
-}
-
-static const LeaseBackend fake_lease_backend = {
-        .open = fake_open,
-        .map = fake_map,
-        .unmap = fake_unmap,
-        .restore_map = fake_restore_map,
-        .quiesce = fake_quiesce,
-        .close = fake_close,
-};
-
-static const RegionBackend fake_region_backend = {
-        .verify = fake_verify,
-        .free = fake_free,
-};
 
 static Quota quota;
-static const RegionContext region_ctx = { .backend = &fake_region_backend, .quota = &quota, .pagemap_fd = -EBADF };
+static const RegionContext region_ctx = { .backend = &fake_backend, .quota = &quota, .pagemap_fd = -EBADF };
 
-/* iova: the fake maps it behind an IOMMU (hugepage_size 1 marks it; never a real size). */
-static Region *fake_region(const char *id, bool iova) {
+/* Memory from the shared fake (2 MiB, an ordinary memfd, made-up physical addresses). Whether
+ * it is addressed by IOVA follows the device it is mapped for (behind an IOMMU: cdev-iommu). */
+static Region *fake_region(const char *id) {
         ClientIdentity holder = CLIENT_IDENTITY_INIT;
-        HugeRegion *h = new0(HugeRegion, 1);
+        HugeRegion *h = NULL;
         Region *r;
 
-        ASSERT_TRUE(h);
-        *h = (HugeRegion) { .memfd = -EBADF, .pin_fd = -EBADF, .addr = MAP_FAILED, .size = 2 * MiB,
-                            .hugepage_size = iova ? 1 : 2 * MiB };
-        (void) snprintf(h->id, sizeof(h->id), "%s", id);
+        ASSERT_OK(fake_backend.memory.new(id, 2 * MiB, 2 * MiB, -1, -EBADF, &h));
         holder.uid = 1000;
         ASSERT_OK(region_new(&region_ctx, h, &holder, &r));
         return r;
@@ -164,16 +93,16 @@ static void assert_before(const char *a, const char *b) {
 }
 
 static void test_noiommu_release_order(void) {
-        LeaseRegistry reg = { .backend = &fake_lease_backend };
+        LeaseRegistry reg = { .backend = &fake_backend };
         Lease *l;
         Region *mapped, *retired, *adopted;
         size_t index;
 
         reset();
         l = active_lease(&reg, "0000:00:03.0", BACKEND_GROUP_NOIOMMU);
-        mapped = fake_region("mapped", false);
-        retired = fake_region("retired", false);
-        adopted = fake_region("adopted", false);
+        mapped = fake_region("mapped");
+        retired = fake_region("retired");
+        adopted = fake_region("adopted");
         add(l, mapped);
         add(l, retired);
         ASSERT_OK(lease_adopt_region(l, adopted));      /* memory without a lease, freed while held */
@@ -206,16 +135,16 @@ static void test_noiommu_release_order(void) {
 }
 
 static void test_quiesce_failure_quarantines(void) {
-        LeaseRegistry reg = { .backend = &fake_lease_backend };
+        LeaseRegistry reg = { .backend = &fake_backend };
         Lease *l, *q;
         Region *mapped;
 
         reset();
         l = active_lease(&reg, "0000:00:04.0", BACKEND_CDEV_NOIOMMU);
-        mapped = fake_region("kept", false);
+        mapped = fake_region("kept");
         add(l, mapped);
 
-        quiesce_fails = true;
+        fake_backend_quiesce_fails = true;
         ASSERT_ERROR(lease_end(&l, "client-exit"), EIO);
         ASSERT_TRUE(l == NULL);
         /* Nothing released: the device may still DMA. It lives on in the registry. */
@@ -233,7 +162,7 @@ static void test_quiesce_failure_quarantines(void) {
         ASSERT_EQ(find("quiesce"), -1);
 
         /* The administrator's revoke: quiesce again, and only then release. */
-        quiesce_fails = false;
+        fake_backend_quiesce_fails = false;
         ASSERT_OK(lease_retry_quarantined(&q, "revoke"));
         ASSERT_TRUE(q == NULL);
         assert_before("quiesce", "unmap kept");
@@ -244,13 +173,13 @@ static void test_quiesce_failure_quarantines(void) {
 }
 
 static void test_iommu_frees_at_once(void) {
-        LeaseRegistry reg = { .backend = &fake_lease_backend };
+        LeaseRegistry reg = { .backend = &fake_backend };
         Lease *l;
         size_t index;
 
         reset();
         l = active_lease(&reg, "0000:00:05.0", BACKEND_CDEV_IOMMU);
-        add(l, fake_region("iova", true));
+        add(l, fake_region("iova"));
         /* Behind an IOMMU the unmap blocks the device at once: freed before any quiesce. */
         ASSERT_TRUE(lease_find_region(l, "iova", &index) != NULL);
         lease_free_region(l, index);
@@ -263,7 +192,7 @@ static void test_iommu_frees_at_once(void) {
 }
 
 static void test_reservation_never_opens(void) {
-        LeaseRegistry reg = { .backend = &fake_lease_backend };
+        LeaseRegistry reg = { .backend = &fake_backend };
         ClientIdentity holder = CLIENT_IDENTITY_INIT;
         InventoryDevice d = { .backend = BACKEND_GROUP_NOIOMMU, .iommu_group = -1 };
         Lease *l, *other;
@@ -281,7 +210,7 @@ static void test_reservation_never_opens(void) {
 }
 
 static void test_restored_region_over_the_limit_is_kept(void) {
-        LeaseRegistry reg = { .backend = &fake_lease_backend };
+        LeaseRegistry reg = { .backend = &fake_backend };
         Lease *l;
         char id[32];
 
@@ -291,7 +220,7 @@ static void test_restored_region_over_the_limit_is_kept(void) {
          * adopted (kept until the quiesce), never freed at restore. */
         for (size_t i = 0; i <= NOIOMMU_REGIONS_PER_LEASE_MAX; i++) {
                 (void) snprintf(id, sizeof(id), "r%zu", i);
-                ASSERT_EQ(lease_restore_region(l, fake_region(id, false), ADDRESS_PHYSICAL, false, false, 0),
+                ASSERT_EQ(lease_restore_region(l, fake_region(id), ADDRESS_PHYSICAL, false, false, 0),
                           i < NOIOMMU_REGIONS_PER_LEASE_MAX);
         }
         ASSERT_EQ(l->n_regions, NOIOMMU_REGIONS_PER_LEASE_MAX);

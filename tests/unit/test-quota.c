@@ -6,6 +6,7 @@
  */
 #include <sys/mman.h>
 
+#include "fake-backend.h"
 #include "internal/macro.h"
 #include "quota.h"
 #include "region.h"
@@ -90,7 +91,7 @@ static HugeRegion *fake_huge(uint64_t size) {
 
 static void test_region_charge_lifetime(void) {
         Quota q = {};
-        RegionContext ctx = { .quota = &q, .pagemap_fd = -EBADF };
+        RegionContext ctx = { .backend = &fake_backend, .quota = &q, .pagemap_fd = -EBADF };
         ClientIdentity holder = CLIENT_IDENTITY_INIT;
         Region *a = NULL, *b = NULL;
 
