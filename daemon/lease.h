@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Device leases (layer 2, docs/architecture.md): who holds which device, the memory mapped for
- * it, and the teardown order. A Lease owns its VfioDevice (every device fd, through the
- * LeaseBackend table: vfio.c in the daemon, a recorder in the unit tests), the Regions mapped
- * for it (retired ones too) and the memory it adopted; the LeaseRegistry (in the Manager) lists
- * every lease, and its holder's Client names it. Observers (persist.c, monitor.c) hear of it
- * only through the LeaseHooks the manager wires; nothing here calls them by name. It trusts
- * its callers to have authorized the holder, and nothing of the device: a device is assumed
- * able to DMA until it has been quiesced.
+ * it, and the teardown order. A Lease owns its VfioDevice (every device fd, reached through the
+ * BackendOps table, backend.h: vfio.c in the daemon, tests/fake-backend.c in the tests), the
+ * Regions mapped for it (retired ones too) and the memory it adopted; the LeaseRegistry (in the
+ * Manager) lists every lease, and its holder's Client names it. Observers (persist.c,
+ * monitor.c) hear of it only through the LeaseHooks the manager wires; nothing here calls them
+ * by name. It trusts its callers to have authorized the holder, and nothing of the device: a
+ * device is assumed able to DMA until it has been quiesced.
  *
  * A lease is created as a reservation (RESERVED, then AUTHORIZING while polkit decides) before
  * polkit is asked, so that a second request for the same device — even one racing the first

@@ -14,8 +14,8 @@
  * Region decides *how*, so that no path can free memory and forget the record, the store entry
  * or the charge (as persist.c's restore used to). It calls up only through RegionContext's
  * changed() (the manager: the persisted state must be written again) and down through the
- * RegionBackend table (hugepage.c, or a fake in the unit tests). It trusts pagemap, not the
- * addresses it handed out.
+ * BackendOps table (backend.h: hugepage.c in the daemon, tests/fake-backend.c in the tests).
+ * It trusts pagemap, not the addresses it handed out.
  */
 #pragma once
 

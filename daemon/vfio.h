@@ -22,8 +22,8 @@
  *
  * A leaf (layer 0, docs/architecture.md): a VfioDevice owns every fd of one device lease
  * (container, group, iommufd, the daemon's device fd, and the client's fd until it is sent);
- * the Lease that holds it (lease.h) decides when each call happens, through its LeaseBackend
- * table. It trusts the kernel, and sysfs' major:minor only once fstat() agrees.
+ * the Lease that holds it (lease.h) decides when each call happens, through the BackendOps
+ * table (backend.h). It trusts the kernel, and sysfs' major:minor only once fstat() agrees.
  *
  * Nothing here logs; errors are negative errno.
  */
