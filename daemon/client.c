@@ -112,7 +112,8 @@ Client *client_free(Client *c, const char *reason) {
         while (c->n_regions > 0) {
                 Region *r = c->regions[c->n_regions - 1];
 
-                if (quarantined && lease_adopt_region(quarantined, r) >= 0) {
+                if (quarantined) {
+                        lease_adopt_region(quarantined, r);
                         c->n_regions--;
                         continue;
                 }
@@ -157,8 +158,8 @@ void client_free_region(Client *c, size_t index, const char *reason) {
          * without an IOMMU, that device can still write there until it is quiesced. Keep the
          * pages pinned with the lease until then (design.md §3.2). */
         for (size_t i = 0; i < c->n_leases; i++)
-                if (c->leases[i]->state == LEASE_ACTIVE && lease_is_noiommu(c->leases[i]) &&
-                    lease_adopt_region(c->leases[i], r) >= 0) {
+                if (c->leases[i]->state == LEASE_ACTIVE && lease_is_noiommu(c->leases[i])) {
+                        lease_adopt_region(c->leases[i], r);
                         log_debug("Keeping %s pinned until %s is quiesced.", region_id(r),
                                   c->leases[i]->device.address);
                         return;

@@ -217,19 +217,10 @@ void lease_attach(Lease *l, Client *c, const ClientIdentity *holder) {
         lease_set_state(l, LEASE_ACTIVE);
 }
 
-/* Keeps r with l until l's quiesce. Memory the device could reach is never freed without it:
- * if even the bookkeeping fails, the region stays pinned for the life of the process. */
-static void lease_keep_region(Lease *l, Region *r) {
-        if (lease_adopt_region(l, r) >= 0)
-                return;
-        log_error("Out of memory tracking %s of lease %s on %s: keeping it pinned until the daemon exits.",
-                  region_id(r), l->id, l->device.address);
-}
-
 bool lease_restore_region(Lease *l, Region *r, AddressKind kind, bool retired, bool adopted,
                           uint64_t iova) {
         if (adopted) {
-                lease_keep_region(l, r);
+                lease_adopt_region(l, r);
                 return false;
         }
         if (l->n_regions >= NOIOMMU_REGIONS_PER_LEASE_MAX) {
@@ -237,7 +228,7 @@ bool lease_restore_region(Lease *l, Region *r, AddressKind kind, bool retired, b
                  * device may have been given its addresses. */
                 log_warning("Lease %s on %s: more mapped memory in the stored state than a lease may have; "
                             "keeping %s pinned until the device is quiesced.", l->id, l->device.address, region_id(r));
-                lease_keep_region(l, r);
+                lease_adopt_region(l, r);
                 return false;
         }
         /* Every backend keeps a record of what it mapped (the group backend with IOVA 0), so
@@ -253,16 +244,20 @@ bool lease_is_noiommu(const Lease *l) {
         return l->device.backend != BACKEND_CDEV_IOMMU;
 }
 
-int lease_adopt_region(Lease *l, Region *r) {
+void lease_adopt_region(Lease *l, Region *r) {
         Region **a;
 
         a = realloc(l->adopted, sizeof(Region *) * (l->n_adopted + 1));
-        if (!a)
-                return -ENOMEM;
+        if (!a) {
+                /* Memory the device could reach is never freed without its quiesce: if even the
+                 * bookkeeping fails, the region stays pinned for the life of the process. */
+                log_error("Out of memory tracking %s of lease %s on %s: keeping it pinned until the daemon exits.",
+                          region_id(r), l->id, l->device.address);
+                return;
+        }
         l->adopted = a;
         l->adopted[l->n_adopted++] = r;
         region_changed(r);
-        return 0;
 }
 
 int lease_keep_unrestored(Lease *l, const char *region_id) {

@@ -209,8 +209,10 @@ void lease_withdraw_region(Lease *l, Region *r, const char *reason);
  * daemon's lifetime. */
 int lease_keep_unrestored(Lease *l, const char *region_id);
 
-/* Takes r over until the lease ends (see "adopted" above). */
-int lease_adopt_region(Lease *l, Region *r);
+/* Takes r over until the lease ends (see "adopted" above). Cannot fail: memory the device
+ * could reach is never freed without its quiesce, so if even the bookkeeping fails r stays
+ * pinned for the life of the process. */
+void lease_adopt_region(Lease *l, Region *r);
 
 /* Whether the device can reach memory by physical address (no IOMMU between). */
 bool lease_is_noiommu(const Lease *l);
