@@ -7,7 +7,8 @@
  *     "leases":  [ { "id", "conn" (or null), "state", "createdUsec", "ioasId", "devId", "hwptId",
  *                    "holder": { "uid", "gid", "pid", "startTime", "unit", "cgroup", "containerId" },
  *                    "device": { "address", "vendorId", "deviceId", "driver", "backend",
- *                                "iommuGroup", "numaNode", "node", "rdev" } } ],
+ *                                "iommuGroup", "numaNode", "node", "rdev" },
+ *                    "unrestored": [ memory ids ] (only when some memory could not be restored) } ],
  *     "regions": [ { "id", "conn" (or null), "lease" (or null), "size", "hugepageSize",
  *                    "phys": [..], "kind", "iova", "retired", "adopted" } ] }
  */
@@ -234,7 +235,7 @@ static json_t *state_json(Persist *p) {
                 char unit[4 * CLIENT_UNIT_MAX], cg[4 * CLIENT_CGROUP_MAX + 1];
                 cgroup_escape(l->holder.unit, unit, sizeof(unit));
                 cgroup_escape(l->holder.cgroup, cg, sizeof(cg));
-                r = append(leases, json_pack("{s:s, s:o, s:s, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:s, s:s, s:s}, s:o}",
+                json_t *lj = json_pack("{s:s, s:o, s:s, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:s, s:s, s:s}, s:o}",
                                              "id", l->id,
                                              "conn", conn ? json_string(conn) : json_null(),
                                              "state", lease_state_to_string(l->state),
@@ -250,7 +251,18 @@ static json_t *state_json(Persist *p) {
                                              "unit", unit,
                                              "cgroup", cg,
                                              "containerId", l->holder.container_id,
-                                             "device", device_json(&l->device)));
+                                             "device", device_json(&l->device));
+                r = append(leases, lj);
+                /* The memory only the store still holds for this lease (restore_keep_unrestorable()):
+                 * without its ids, a second restart would close those entries as leftovers and
+                 * give the pages back before the device is quiesced. */
+                if (r >= 0 && l->n_unrestored > 0) {
+                        json_t *u = json_array();
+
+                        r = u && json_object_set_new(lj, "unrestored", u) >= 0 ? 0 : -ENOMEM;
+                        for (size_t i = 0; r >= 0 && i < l->n_unrestored; i++)
+                                r = append(u, json_string(l->unrestored[i]));
+                }
                 for (size_t i = 0; r >= 0 && i < l->n_regions; i++)
                         r = append(regions, region_json(l->regions[i], NULL, l, false));
                 for (size_t i = 0; r >= 0 && i < l->n_adopted; i++)
@@ -490,6 +502,31 @@ static void restore_conns(Persist *p, json_t *state, Stored *s) {
         }
 }
 
+/* Memory an earlier restore could not restore for this lease stays in the store until the
+ * lease's quiesce: its entries are claimed here so that they are not closed as leftovers. The
+ * daemon needs no copy of its own (the store's keeps the pages), so the one taken is closed. */
+static void restore_unrestored(Lease *l, json_t *ids, Stored *s) {
+        json_t *v;
+        size_t i;
+
+        json_array_foreach(ids, i, v) {
+                const char *id = json_string_value(v);
+                char name[64];
+                int fd;
+
+                if (!id || !noiommu_id_is_valid(id))
+                        continue;
+                (void) snprintf(name, sizeof(name), "mem-%s", id);
+                fd = stored_take(s, name, NULL);
+                if (fd < 0)
+                        continue;       /* the store no longer has it: nothing to keep */
+                (void) safe_close(fd);
+                if (lease_keep_unrestored(l, id) < 0)
+                        log_error("Out of memory tracking %s of lease %s: its fd store entry stays until the daemon stops.",
+                                  id, l->id);
+        }
+}
+
 static void restore_leases(Persist *p, json_t *state, Stored *s) {
         json_t *e;
         size_t i;
@@ -557,6 +594,7 @@ static void restore_leases(Persist *p, json_t *state, Stored *s) {
                         log_error_errno(r, "Cannot restore lease %s on %s: %m", id, d.address);
                         continue;
                 }
+                restore_unrestored(l, json_object_get(e, "unrestored"), s);
                 if (l->state == LEASE_HOLDER_GONE) {
                         Client *c = find_conn(p, conn_id);
 

@@ -12,7 +12,7 @@ daemon runs under fdstore_manager.FdStoreManager with the vfio mock, as test-res
   a3. memory mapped for a noiommu lease that cannot be restored (the stored state no longer
       matches its memfd) is not given back to the hugepage pool: the lease is quarantined
       (LEASE_BROKEN, memory-unrestorable) and the fd store keeps the memfd, and so the pages,
-      until a RevokeLease has quiesced the device;
+      until a RevokeLease has quiesced the device, across a second crash too;
   b.  memory reclaimed because its client is gone is recorded as that client's (its uid), never
       as UID 0 (identity.h: an unset uid that stayed 0 is how CVE-2021-3560 happened).
 
@@ -185,6 +185,18 @@ def run_a3(env, mgr, D, free0):
         stored = "mem-" + mem["memory"]
         assert stored in mgr.names() and not [x for x in mgr.removed if x[1] == stored], \
             "the store's copy of unrestorable memory was dropped: %s" % R.describe_store(mgr)
+
+        # A second crash before the revoke: the state names that memory, so the restore claims
+        # its store entry again instead of closing it as a leftover.
+        R.kill9(env, mgr)
+        mark = log_.mark()
+        R.restart(env, mgr)
+        time.sleep(0.3)
+        assert stored in mgr.names() and not [x for x in mgr.removed if x[1] == stored], \
+            "a second restart dropped the store's copy of unrestorable memory: %s" % R.describe_store(mgr)
+        assert H.hugepages_free() == free0 - 1, \
+            "after a second restart, memory a noiommu device may reach went back to the pool"
+        assert not log_.find("clear_bme", since=mark), log_.describe(mark)
         other = env.connect(uid=H.ALLOWED_UID)
         mark = log_.mark()
         other.call_ok(R.REVOKE, {"lease": lease})
