@@ -504,7 +504,9 @@ static void restore_conns(Persist *p, json_t *state, Stored *s) {
 
 /* Memory an earlier restore could not restore for this lease stays in the store until the
  * lease's quiesce: its entries are claimed here so that they are not closed as leftovers. The
- * daemon needs no copy of its own (the store's keeps the pages), so the one taken is closed. */
+ * daemon needs no copy of its own (the store's keeps the pages), so the one taken is closed.
+ * An id is kept even when no fd came with it: a re-exec passes only the fds the daemon holds,
+ * while PID 1's store still has the entry, and the next state must name it again. */
 static void restore_unrestored(Lease *l, json_t *ids, Stored *s) {
         json_t *v;
         size_t i;
@@ -512,15 +514,11 @@ static void restore_unrestored(Lease *l, json_t *ids, Stored *s) {
         json_array_foreach(ids, i, v) {
                 const char *id = json_string_value(v);
                 char name[64];
-                int fd;
 
                 if (!id || !noiommu_id_is_valid(id))
                         continue;
                 (void) snprintf(name, sizeof(name), "mem-%s", id);
-                fd = stored_take(s, name, NULL);
-                if (fd < 0)
-                        continue;       /* the store no longer has it: nothing to keep */
-                (void) safe_close(fd);
+                (void) safe_close(stored_take(s, name, NULL));
                 if (lease_keep_unrestored(l, id) < 0)
                         log_error("Out of memory tracking %s of lease %s: its fd store entry stays until the daemon stops.",
                                   id, l->id);

@@ -12,7 +12,7 @@ daemon runs under fdstore_manager.FdStoreManager with the vfio mock, as test-res
   a3. memory mapped for a noiommu lease that cannot be restored (the stored state no longer
       matches its memfd) is not given back to the hugepage pool: the lease is quarantined
       (LEASE_BROKEN, memory-unrestorable) and the fd store keeps the memfd, and so the pages,
-      until a RevokeLease has quiesced the device, across a second crash too;
+      until a RevokeLease has quiesced the device, across a reload and a second crash too;
   b.  memory reclaimed because its client is gone is recorded as that client's (its uid), never
       as UID 0 (identity.h: an unset uid that stayed 0 is how CVE-2021-3560 happened).
 
@@ -24,6 +24,7 @@ import importlib
 import json
 import os
 import secrets
+import signal
 import sys
 import time
 
@@ -186,8 +187,15 @@ def run_a3(env, mgr, D, free0):
         assert stored in mgr.names() and not [x for x in mgr.removed if x[1] == stored], \
             "the store's copy of unrestorable memory was dropped: %s" % R.describe_store(mgr)
 
-        # A second crash before the revoke: the state names that memory, so the restore claims
-        # its store entry again instead of closing it as a leftover.
+        # A reload, then a crash, before the revoke. The re-exec passes on only the fds the
+        # daemon holds (not this one: only the store has it), and the state the new image writes
+        # must still name the memory, so that the restore after the crash claims the store's
+        # entry again instead of closing it as a leftover.
+        ready = sum("READY=1" in n.tags for n in mgr.messages())
+        os.kill(mgr.main_pid, signal.SIGHUP)
+        R.wait_until(lambda: sum("READY=1" in n.tags for n in mgr.messages()) > ready, 10,
+                     "READY=1 after the reload")
+        assert stored in mgr.names(), "the reload dropped the store's copy: %s" % R.describe_store(mgr)
         R.kill9(env, mgr)
         mark = log_.mark()
         R.restart(env, mgr)
