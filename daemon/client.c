@@ -86,6 +86,8 @@ int client_new(const ClientContext *ctx, int fd, Client **ret) {
         return 0;
 }
 
+static int client_end_lease_keeping(Client *c, size_t index, const char *reason, Lease *keeper);
+
 Client *client_free(Client *c, const char *reason) {
         Lease *quarantined = NULL;
 
@@ -103,7 +105,7 @@ Client *client_free(Client *c, const char *reason) {
                 Lease *l = c->leases[c->n_leases - 1];
                 bool noiommu = lease_is_noiommu(l);
 
-                if (client_end_lease(c, c->n_leases - 1, reason) == -EIO && noiommu)
+                if (client_end_lease_keeping(c, c->n_leases - 1, reason, quarantined) == -EIO && noiommu)
                         quarantined = l;        /* still in the manager's list */
         }
 
@@ -202,13 +204,27 @@ void client_forget_lease(Client *c, Lease *l) {
                 }
 }
 
-int client_end_lease(Client *c, size_t index, const char *reason) {
-        Lease *l;
+/* Ends lease number index. Memory whose physical addresses the client knows is reachable by
+ * every noiommu device of the client, not only by this one: once this device is quiesced, that
+ * memory goes to another active noiommu lease of the client, or else to keeper (a lease of this
+ * client quarantined earlier in the same teardown), instead of being freed. */
+static int client_end_lease_keeping(Client *c, size_t index, const char *reason, Lease *keeper) {
+        Lease *l, *heir = keeper;
 
         assert(index < c->n_leases);
         l = c->leases[index];
         c->leases[index] = c->leases[--c->n_leases];
-        return lease_end(&l, reason);
+
+        for (size_t i = 0; i < c->n_leases; i++)
+                if (c->leases[i]->state == LEASE_ACTIVE && lease_is_noiommu(c->leases[i])) {
+                        heir = c->leases[i];
+                        break;
+                }
+        return lease_end_to(&l, reason, heir);
+}
+
+int client_end_lease(Client *c, size_t index, const char *reason) {
+        return client_end_lease_keeping(c, index, reason, NULL);
 }
 
 json_t *client_reexec_save(Client *c, int (*keep)(int fd, void *userdata), void *userdata) {

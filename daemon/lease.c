@@ -95,7 +95,7 @@ uint64_t lease_bytes_pinned(const Lease *l) {
         return bytes;
 }
 
-static int lease_teardown(Lease *l, const char *reason);
+static int lease_teardown(Lease *l, const char *reason, Lease *heir);
 
 static const BackendOps *ops(const LeaseRegistry *reg) {
         assert(reg->backend);
@@ -117,7 +117,7 @@ int lease_retry_quarantined(Lease **lp, const char *reason) {
         Lease *l = TAKE_PTR(*lp);
 
         assert(l->state == LEASE_QUARANTINED);
-        return lease_teardown(l, reason);
+        return lease_teardown(l, reason, NULL);
 }
 
 static void lease_link(LeaseRegistry *reg, Lease *l) {
@@ -273,6 +273,13 @@ int lease_keep_unrestored(Lease *l, const char *region_id) {
         return 0;
 }
 
+void lease_hand_over_adopted(Lease *from, Lease *to) {
+        assert(from != to);
+        for (size_t i = 0; i < from->n_adopted; i++)
+                lease_adopt_region(to, from->adopted[i]);
+        from->n_adopted = 0;
+}
+
 static void lease_free_adopted(Lease *l, const char *reason) {
         for (size_t i = 0; i < l->n_adopted; i++)
                 region_free(l->adopted[i], reason);
@@ -366,7 +373,10 @@ Region *lease_find_region(Lease *l, const char *id, size_t *ret_index) {
         return NULL;
 }
 
-static void lease_drop_region(Lease *l, size_t index, const char *reason) {
+/* Unmaps region number index from the device and frees it, or, if heir is given and the client
+ * was told the region's physical addresses, leaves it pinned with heir (another noiommu device
+ * of the same client could have been given them). */
+static void lease_drop_region(Lease *l, size_t index, const char *reason, Lease *heir) {
         Region *r = l->regions[index];
         int k;
 
@@ -375,13 +385,16 @@ static void lease_drop_region(Lease *l, size_t index, const char *reason) {
         k = ops(l->registry)->device.unmap(l->vfio, r->huge);
         if (k < 0)
                 log_warning_errno(k, "Failed to unmap %s from the device's DMA context, ignoring: %m", region_id(r));
-        region_free(r, reason);
+        if (heir && r->kind == ADDRESS_PHYSICAL)
+                lease_adopt_region(heir, r);
+        else
+                region_free(r, reason);
 }
 
 void lease_withdraw_region(Lease *l, Region *r, const char *reason) {
         for (size_t i = 0; i < l->n_regions; i++)
                 if (l->regions[i] == r) {
-                        lease_drop_region(l, i, reason);
+                        lease_drop_region(l, i, reason, NULL);
                         return;
                 }
         abort();                        /* only ever called with the region just added */
@@ -394,7 +407,7 @@ void lease_free_region(Lease *l, size_t index) {
          * one, the device may still be writing there; keep the pages pinned (and out of the
          * client's view) until the lease ends with a quiesce. */
         if (l->regions[index]->kind == ADDRESS_IOVA)
-                lease_drop_region(l, index, "free");
+                lease_drop_region(l, index, "free", NULL);
         else {
                 l->regions[index]->retired = true;
                 region_changed(l->regions[index]);
@@ -420,7 +433,7 @@ void lease_quarantine(Lease *l, int error, const char *why) {
 /* THE teardown, the project's most important safety rule in one place (design.md §3.3):
  * memory that the device could reach is released only after the device is quiesced. From
  * ACTIVE, HOLDER_GONE (reclaim after a restart) or QUARANTINED (an administrator's retry). */
-static int lease_teardown(Lease *l, const char *reason) {
+static int lease_teardown(Lease *l, const char *reason, Lease *heir) {
         uint64_t bytes;
         bool reset = false;
         int r;
@@ -442,10 +455,15 @@ static int lease_teardown(Lease *l, const char *reason) {
         record_lease_quiesced(&l->holder, l->id, &l->device, reset, reason);
 
         /* 2. Only now: unmap, unpin and free the memory, last allocation first, and the
-         * connection's own memory the device could have reached. */
+         * connection's own memory the device could have reached. What the client knows the
+         * physical addresses of, and another of its noiommu devices (heir) could therefore
+         * reach, stays pinned with heir instead. */
         while (l->n_regions > 0)
-                lease_drop_region(l, l->n_regions - 1, reason);
-        lease_free_adopted(l, reason);
+                lease_drop_region(l, l->n_regions - 1, reason, heir);
+        if (heir)
+                lease_hand_over_adopted(l, heir);
+        else
+                lease_free_adopted(l, reason);
 
         /* 3. Close the device; it is free for the next client. */
         lease_emit(l, LEASE_EVENT_CLOSING, reason);
@@ -457,6 +475,10 @@ static int lease_teardown(Lease *l, const char *reason) {
 }
 
 int lease_end(Lease **lp, const char *reason) {
+        return lease_end_to(lp, reason, NULL);
+}
+
+int lease_end_to(Lease **lp, const char *reason, Lease *heir) {
         Lease *l = TAKE_PTR(*lp);
 
         if (!l)
@@ -470,7 +492,8 @@ int lease_end(Lease **lp, const char *reason) {
                 return -EIO;    /* only an administrator's lease_retry_quarantined() */
         case LEASE_ACTIVE:
         case LEASE_HOLDER_GONE:
-                return lease_teardown(l, reason);
+                assert(heir != l);
+                return lease_teardown(l, reason, heir);
         case LEASE_QUIESCING:           /* ending already: the teardown is not re-entrant */
         case _LEASE_STATE_MAX:
         case _LEASE_STATE_INVALID:

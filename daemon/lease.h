@@ -176,6 +176,10 @@ void lease_announce_granted(const Lease *l);
  * manager's list, detached from its connection, owned by the manager until an administrator
  * revokes it). A reservation is simply dropped (0). */
 int lease_end(Lease **lp, const char *reason);
+/* lease_end(), and once the device is quiesced, the memory whose physical addresses the client
+ * knows goes to heir (another noiommu lease of the same client, still able to reach it) instead
+ * of being freed. heir may be NULL. */
+int lease_end_to(Lease **lp, const char *reason, Lease *heir);
 
 Lease *lease_find_by_address(LeaseRegistry *reg, const char *address);
 Lease *lease_find_by_id(LeaseRegistry *reg, const char *id);
@@ -213,6 +217,11 @@ int lease_keep_unrestored(Lease *l, const char *region_id);
  * could reach is never freed without its quiesce, so if even the bookkeeping fails r stays
  * pinned for the life of the process. */
 void lease_adopt_region(Lease *l, Region *r);
+
+/* Moves what from adopted over to to, which keeps it until its own quiesce: memory a client
+ * freed is reachable by every noiommu device of that client, not only by the lease that took
+ * it first. */
+void lease_hand_over_adopted(Lease *from, Lease *to);
 
 /* Whether the device can reach memory by physical address (no IOMMU between). */
 bool lease_is_noiommu(const Lease *l);
