@@ -63,6 +63,9 @@ def main():
 
         # Journal export format: one record per MESSAGE_ID, MESSAGE "record N" to find it again.
         order = sorted(mid for mid in entries if records.get(mid))
+        if len(order) != len(entries):
+            print("FAIL: no parsed record for %s" % ", ".join(sorted(set(entries) - set(order))), flush=True)
+            return 1
         export = bytearray()
         for n, mid in enumerate(order):
             fields = set.intersection(*records[mid]) - {"MESSAGE", "MESSAGE_ID", "PRIORITY"}

@@ -708,24 +708,9 @@ def run_f(env, mgr, H, free0):
 
 # --- e: device leases with the vfio mock --------------------------------------------------------
 
-def mock_can_adopt():
-    """The vfio mock keeps its device objects in the daemon process; a restarted daemon can only
-    use inherited device fds if the mock adopts them."""
-    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mock", "vfio-mock.c")
-    try:
-        with open(src) as f:
-            return "adopt" in f.read()
-    except OSError:
-        return False
-
-
 def device_tests(H):
     import device_harness as D
     with D.DeviceEnvironment(daemon=False, hugepages=32) as env:
-        if not mock_can_adopt():
-            raise H.Skip("e (device leases across kill -9) cannot run under the fixture backend: "
-                         "tests/mock/vfio-mock.c cannot adopt device fds inherited by a new daemon "
-                         "process (its objects live in the old process)")
         extra_env = {
             "LD_PRELOAD": env.mock_lib,
             "NOIOMMU_MOCK_ROOT": env.mock_root,

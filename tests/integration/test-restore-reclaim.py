@@ -237,8 +237,6 @@ def run_b(env, mgr, D, free0):
 def main():
     import device_harness as D
     with D.DeviceEnvironment(daemon=False, hugepages=16) as env:
-        if not R.mock_can_adopt():
-            raise H.Skip("the vfio mock cannot adopt device fds inherited by a new daemon process")
         extra_env = {
             "LD_PRELOAD": env.mock_lib,
             "NOIOMMU_MOCK_ROOT": env.mock_root,
