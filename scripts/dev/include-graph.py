@@ -74,30 +74,64 @@ def cycles(graph):
     return out
 
 
-FUNC_START = re.compile(r'^[A-Za-z_][^;=()]*\b([A-Za-z_]\w*)\s*\([^;]*\)\s*\{\s*$')
+SIGNATURE = re.compile(r'^[A-Za-z_][\w \t*]*?\b([A-Za-z_]\w*)\s*\(')
+
+
+def function_lengths(lines):
+    """(line index, name, length) of each function body in a C file's lines: a function starts
+    at a line at column 0 that opens a signature (an identifier and "(", no "=" before it), may
+    wrap over several lines, and ends at the next line that is "}" at column 0. Lengths count
+    from the signature's first line to the closing brace."""
+    found, start, fname = [], None, None
+    for i, line in enumerate(lines):
+        if start is None:
+            m = SIGNATURE.match(line)
+            if m and not line.rstrip().endswith(";") and "=" not in line[:m.end()]:
+                start, fname = i, m.group(1)
+        elif line.rstrip() == "}":
+            found.append((start, fname, i - start + 1))
+            start = None
+        elif line.startswith("}") or (line[:1].isalpha() and line.rstrip().endswith(";")):
+            start = None        # a declaration or the end of an initializer, not a body
+    return found
 
 
 def long_functions(root, limit, exclude=()):
-    """(file, line, name, length) of every function body longer than limit lines: a function
-    starts at a line at column 0 that ends in '{' and ends at the next '}' at column 0."""
-    found = []
+    """(file, line, name, length) of every function body longer than limit lines, and the number
+    of functions measured."""
+    found, measured = [], 0
     for name in sorted(os.listdir(root)):
         if not name.endswith(".c") or name in exclude:
             continue
         path = os.path.join(root, name)
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().split("\n")
-        start = None
-        for i, line in enumerate(lines):
-            m = FUNC_START.match(line)
-            if start is None and m:
-                start, fname = i, m.group(1)
-            elif start is not None and line.startswith("}"):
-                length = i - start + 1
-                if length > limit:
-                    found.append((path, start + 1, fname, length))
-                start = None
-    return found
+        for start, fname, length in function_lengths(lines):
+            measured += 1
+            if length > limit:
+                found.append((path, start + 1, fname, length))
+    return found, measured
+
+
+SELF_TEST = """static const int table[] = {
+        1, 2,
+};
+int prototype(int a);
+static int wrapped_signature(int a,
+                             int b) {
+        if (a)
+                return b;
+        return 0;
+}
+Thing *one_line(void) {
+        return NULL;
+}
+"""
+
+
+def self_test():
+    got = [(n, l) for _, n, l in function_lengths(SELF_TEST.split("\n"))]
+    assert got == [("wrapped_signature", 6), ("one_line", 3)], got
 
 
 def main():
@@ -125,7 +159,13 @@ def main():
         for m in comp:
             print("  %s -> %s" % (m, " ".join(sorted(t for t in graph[m] if t in comp))))
     if args.max_function_lines:
-        for path, line, fname, length in long_functions(args.root, args.max_function_lines, args.exclude):
+        self_test()
+        found, measured = long_functions(args.root, args.max_function_lines, args.exclude)
+        # The daemon has hundreds of functions: measuring only a few means the parser broke.
+        if measured < 100:
+            bad = True
+            print("only %d functions measured in %s: the signature parser is broken" % (measured, args.root))
+        for path, line, fname, length in found:
             bad = True
             print("%s:%d: %s() is %d lines (limit %d)" % (path, line, fname, length, args.max_function_lines))
     if not bad:
