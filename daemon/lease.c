@@ -260,17 +260,21 @@ void lease_adopt_region(Lease *l, Region *r) {
         region_changed(r);
 }
 
-int lease_keep_unrestored(Lease *l, const char *region_id) {
+void lease_keep_unrestored(Lease *l, const char *region_id) {
         char (*a)[NOIOMMU_ID_LEN + 1];
 
         assert(noiommu_id_is_valid(region_id));
 
         a = realloc(l->unrestored, sizeof(*a) * (l->n_unrestored + 1));
-        if (!a)
-                return -ENOMEM;
+        if (!a) {
+                /* Untracked, the entry is never removed: the store keeps the pages until the
+                 * daemon stops, which is safe, only wasteful. */
+                log_error("Out of memory tracking %s of lease %s: its fd store entry stays until the daemon stops.",
+                          region_id, l->id);
+                return;
+        }
         l->unrestored = a;
         memcpy(l->unrestored[l->n_unrestored++], region_id, NOIOMMU_ID_LEN + 1);
-        return 0;
 }
 
 void lease_hand_over_adopted(Lease *from, Lease *to) {

@@ -209,9 +209,9 @@ void lease_free_region(Lease *l, size_t index);
 void lease_withdraw_region(Lease *l, Region *r, const char *reason);
 
 /* Notes memory (by id) this lease's device may have been told about but that could not be
- * restored (see "unrestored" above). -ENOMEM: the caller must then keep the store entry for the
- * daemon's lifetime. */
-int lease_keep_unrestored(Lease *l, const char *region_id);
+ * restored (see "unrestored" above). Cannot fail: without memory to note it, its store entry
+ * simply stays for the daemon's lifetime. */
+void lease_keep_unrestored(Lease *l, const char *region_id);
 
 /* Takes r over until the lease ends (see "adopted" above). Cannot fail: memory the device
  * could reach is never freed without its quiesce, so if even the bookkeeping fails r stays

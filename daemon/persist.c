@@ -519,9 +519,7 @@ static void restore_unrestored(Lease *l, json_t *ids, Stored *s) {
                         continue;
                 (void) snprintf(name, sizeof(name), "mem-%s", id);
                 (void) safe_close(stored_take(s, name, NULL));
-                if (lease_keep_unrestored(l, id) < 0)
-                        log_error("Out of memory tracking %s of lease %s: its fd store entry stays until the daemon stops.",
-                                  id, l->id);
+                lease_keep_unrestored(l, id);
         }
 }
 
@@ -659,9 +657,7 @@ static void restore_check_mapping(Lease *l, const Region *region, const uint64_t
  * vouched for, so it is quarantined, and the store keeps the memfd until an administrator's
  * revoke has quiesced the device (persist_forget_lease()). */
 static void restore_keep_unrestorable(Lease *l, const char *id, int error) {
-        if (lease_keep_unrestored(l, id) < 0)
-                log_error("Out of memory tracking %s of lease %s: its fd store entry stays until the daemon stops.",
-                          id, l->id);
+        lease_keep_unrestored(l, id);
         if (l->state == LEASE_ACTIVE || l->state == LEASE_HOLDER_GONE) {
                 log_error_errno(error, "Lease %s on %s: memory %s cannot be restored (%m); quarantining the lease.",
                                 l->id, l->device.address, id);
