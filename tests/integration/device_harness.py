@@ -190,7 +190,9 @@ class DeviceEnvironment(Environment):
         with open(self.config_path, "w") as f:
             json.dump(config, f)
 
-    def start_mock_daemon(self, extra_env=None):
+    def mock_daemon_env(self):
+        """The environment a daemon needs to run on the vfio mock (also for daemons that
+        fdstore_manager.py starts)."""
         env = {
             "LD_PRELOAD": self.mock_lib,
             "NOIOMMU_MOCK_ROOT": self.mock_root,
@@ -198,6 +200,10 @@ class DeviceEnvironment(Environment):
             "ASAN_OPTIONS": "verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", ""),
         }
         env.update(self.mock_env)
+        return env
+
+    def start_mock_daemon(self, extra_env=None):
+        env = self.mock_daemon_env()
         env.update(extra_env or {})
         self.start_daemon(extra_args=["--config", self.config_path], env_overrides=env)
 

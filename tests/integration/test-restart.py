@@ -711,13 +711,8 @@ def run_f(env, mgr, H, free0):
 def device_tests(H):
     import device_harness as D
     with D.DeviceEnvironment(daemon=False, hugepages=32) as env:
-        extra_env = {
-            "LD_PRELOAD": env.mock_lib,
-            "NOIOMMU_MOCK_ROOT": env.mock_root,
-            "NOIOMMU_MOCK_LOG": env.mock_log.path,
-            "ASAN_OPTIONS": "verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", ""),
-        }
-        mgr = daemon_manager(env, extra_args=["--config", env.config_path], extra_env=extra_env)
+        mgr = daemon_manager(env, extra_args=["--config", env.config_path],
+                             extra_env=env.mock_daemon_env())
         log_ = env.mock_log
         try:
             start(env, mgr)

@@ -44,6 +44,12 @@ def released(log_, since, name):
     return [e for e in log_.events(since) if e["event"] in RELEASE_EVENTS and e.get("name") == name]
 
 
+def wait_store_empty(mgr):
+    """Waits until the store holds no lease or memory entry any more."""
+    R.wait_until(lambda: not any(n.startswith("lease-") or n.startswith("mem-") for n in mgr.names()),
+                 5, lambda: R.describe_store(mgr))
+
+
 def stored_state(mgr):
     """The newest state the daemon left in the store: (entry name, parsed JSON)."""
     best = None
@@ -99,8 +105,7 @@ def run_a1(env, mgr, D, free0):
             "reclaimed memory recorded as UID %r" % freed[0].get("NOIOMMUD_CLIENT_UID")
         env.wait_journal("LEASE_RECLAIMED", NOIOMMUD_LEASE_ID=lease)
         wait_pages(free0, "pages back")
-        R.wait_until(lambda: not any(n.startswith("lease-") or n.startswith("mem-") for n in mgr.names()),
-                     5, lambda: R.describe_store(mgr))
+        wait_store_empty(mgr)
 
 
 def run_a2(env, mgr, D, free0):
@@ -149,8 +154,7 @@ def run_a2(env, mgr, D, free0):
         os.close(dfd)
         c.close()
         wait_pages(free0, "pages back after the release")
-        R.wait_until(lambda: not any(n.startswith("mem-") or n.startswith("lease-") for n in mgr.names()),
-                     5, lambda: R.describe_store(mgr))
+        wait_store_empty(mgr)
 
 
 def run_a3(env, mgr, D, free0):
@@ -214,8 +218,7 @@ def run_a3(env, mgr, D, free0):
         os.close(dfd)
         c.close()
         wait_pages(free0, "pages back after the revoke")
-        R.wait_until(lambda: not any(n.startswith("mem-") or n.startswith("lease-") for n in mgr.names()),
-                     5, lambda: R.describe_store(mgr))
+        wait_store_empty(mgr)
 
 
 def run_b(env, mgr, D, free0):
@@ -237,13 +240,8 @@ def run_b(env, mgr, D, free0):
 def main():
     import device_harness as D
     with D.DeviceEnvironment(daemon=False, hugepages=16) as env:
-        extra_env = {
-            "LD_PRELOAD": env.mock_lib,
-            "NOIOMMU_MOCK_ROOT": env.mock_root,
-            "NOIOMMU_MOCK_LOG": env.mock_log.path,
-            "ASAN_OPTIONS": "verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", ""),
-        }
-        mgr = R.daemon_manager(env, extra_args=["--config", env.config_path], extra_env=extra_env)
+        mgr = R.daemon_manager(env, extra_args=["--config", env.config_path],
+                               extra_env=env.mock_daemon_env())
         try:
             R.start(env, mgr)
             free0 = H.hugepages_free()

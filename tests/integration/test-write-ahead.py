@@ -53,13 +53,8 @@ def store_pushes(mgr, name):
 def main():
     import device_harness as D
     with D.DeviceEnvironment(daemon=False, hugepages=8) as env:
-        extra_env = {
-            "LD_PRELOAD": env.mock_lib,
-            "NOIOMMU_MOCK_ROOT": env.mock_root,
-            "NOIOMMU_MOCK_LOG": env.mock_log.path,
-            "ASAN_OPTIONS": "verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", ""),
-        }
-        mgr = R.daemon_manager(env, extra_args=["--config", env.config_path], extra_env=extra_env)
+        mgr = R.daemon_manager(env, extra_args=["--config", env.config_path],
+                               extra_env=env.mock_daemon_env())
         log_ = env.mock_log
         try:
             R.start(env, mgr)
