@@ -233,7 +233,7 @@ class Daemon:
         said = [e.get("MESSAGE", "") for e in self.env.journal.find()
                 if e.get("_PID") == str(self.pid) and e.get("PRIORITY", "6") <= "4"]
         if said:
-            return " / ".join(said[-3:])
+            return " / ".join(said[-3:]).replace(self.env.tmp + "/", "")
         lines = [l for l in self.env.read_log(self.name).splitlines() if l.strip()]
         return lines[-1] if lines else "(no output)"
 
@@ -562,7 +562,9 @@ def run_in(env, helper, have_mock, res, daemons, t_start):
             side["strace_raw"] = (busy, idle, n)
             side["syscalls_main"], _, _ = measure_syscalls(helper, env, d, spec, n, size, env.tmp,
                                                            name + "-main", False)
-        log("%s: %s" % (name, side))
+        log("%s: %d requests a batch, CPU %.0f us/request, syscalls %s" % (
+            name, n, side["cpu"]["sched_us"],
+            "%.1f (main thread %.1f)" % (side["syscalls"], side["syscalls_main"]) if "syscalls" in side else "n/a"))
 
     time.sleep(1.0)
     rss_after = {d.name: status_kib(d.pid) for d in daemons}
@@ -630,7 +632,8 @@ def measure_callgrind(env, helper, res, kinds_by_daemon, pool_in_c, daemons):
                 res.side.setdefault(kname, {})["ir"] = callgrind_ir(helper, env, d, spec, n, size, cg_tmp)
             except (AssertionError, subprocess.SubprocessError) as e:
                 res.side.setdefault(kname, {})["ir_na"] = "under callgrind: %s" % str(e)[:200]
-            log("%s: %s" % (kname, res.side.get(kname)))
+            s = res.side.get(kname, {})
+            log("%s under callgrind: %s" % (kname, "%.0f Ir/request" % s["ir"] if "ir" in s else s.get("ir_na")))
         d.stop()
         daemons.remove(d)
 
@@ -654,6 +657,20 @@ LABELS = [
 ]
 
 
+def source_commit():
+    """The commit BUILD's source tree is at, "+changes" if its tracked files differ from it."""
+    if not BUILD_SOURCE:
+        return "(unknown)"
+    try:
+        head = subprocess.run(["git", "-C", BUILD_SOURCE, "rev-parse", "--short", "HEAD"], check=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode().strip()
+        dirty = subprocess.run(["git", "-C", BUILD_SOURCE, "diff", "--quiet", "HEAD", "--", "daemon", "client"],
+                               stderr=subprocess.DEVNULL).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "(not a git tree)"
+    return head + (" + uncommitted changes in daemon/ or client/" if dirty else "")
+
+
 def p50(res, name):
     v = res.lat.get(name)
     return v[1] if v and v[0] == "ok" else None
@@ -662,7 +679,7 @@ def p50(res, name):
 def report(res, rss_start, rss_after, a, b, c, elapsed):
     print()
     print("== fast path, one run: %s ==" % os.environ["NOIOMMUD_TEST_BINARY"])
-    print("polkit actions from %s" % harness.find_policy())
+    print("source %s at %s; polkit actions from %s" % (BUILD_SOURCE, source_commit(), harness.find_policy()))
     print("machine: %d CPUs, kernel %s; %s; iterations %d (1 GiB rows %d), batch %d, callgrind batch %d"
           % (os.cpu_count(), os.uname().release, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
              args.iterations, args.big_iterations, args.batch, args.callgrind_batch))
@@ -710,7 +727,9 @@ def report(res, rss_start, rss_after, a, b, c, elapsed):
     print("daemon RSS, idle at start -> after the runs (goal after load <= 4096 KiB):")
     for d in (a, b, c):
         if d and d.name in rss_start:
-            print("  %-10s %6d KiB -> %6d KiB" % (d.name, rss_start[d.name], rss_after.get(d.name, -1)))
+            print("  %-10s %6d KiB -> %6d KiB%s" % (
+                d.name, rss_start[d.name], rss_after.get(d.name, -1),
+                "   (includes the vfio mock, which keeps every object a device open creates)" if d.mock else ""))
     for n in res.notes:
         print("note: " + n)
     for name, n in sorted(RETRIED.items()):
