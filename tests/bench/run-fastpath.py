@@ -41,7 +41,6 @@ import glob
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -589,14 +588,14 @@ def run_in(env, helper, have_mock, res, daemons, t_start):
 
 
 def pool_hits(env, b):
-    """How many of daemon B's grants in the 1 GiB phase came from the pool, by its audit
-    records (the pool marks MEMORY_GRANTED with NOIOMMUD_POOL=1)."""
+    """How many of daemon B's grants so far (the latency phases) came from the pool, by its
+    audit records (the pool marks MEMORY_GRANTED with NOIOMMUD_POOL=1)."""
     if "MEMORY_GRANTED" not in harness.MSGID:
         return "pool hits: no MEMORY_GRANTED message id"
     grants = [e for e in env.journal.find(harness.MSGID["MEMORY_GRANTED"])
               if e.get("_PID") == str(b.pid)]
     pooled = [e for e in grants if e.get("NOIOMMUD_POOL") == "1"]
-    return ("daemon B's MEMORY_GRANTED records with NOIOMMUD_POOL=1: %d of %d over the whole run "
+    return ("daemon B's MEMORY_GRANTED records with NOIOMMUD_POOL=1: %d of %d in the latency phases "
             "(a grant finding its pool entry not yet refilled takes the normal path)"
             % (len(pooled), len(grants)))
 
