@@ -107,6 +107,13 @@
 /* Most fds one reply carries (device fd, memfd and room for eventfds later). */
 #define NOIOMMU_FDS_PER_REPLY_MAX 4
 
+/* Most memory regions one AcquireDevice may ask for ("memory"): its reply carries the device fd
+ * and one memfd per region in one SCM_RIGHTS message, which every client sizes for
+ * NOIOMMU_FDS_PER_REPLY_MAX fds (a longer one arrives truncated, MSG_CTRUNC, and is refused).
+ * Raising that bound would break clients built against this header. A container wants one
+ * region, two at most (packet buffers and descriptor rings); more go through AllocateMemory. */
+#define NOIOMMU_ACQUIRE_MEMORY_MAX (NOIOMMU_FDS_PER_REPLY_MAX - 1)
+
 /* Device addresses are PCI "domain:bus:device.function", lower-case hex, e.g. 0000:01:00.0. */
 #define NOIOMMU_PCI_ADDRESS_LEN 12
 
