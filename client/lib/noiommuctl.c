@@ -1025,8 +1025,11 @@ static int do_acquire(noiommu_conn *c, const char *address, HoldMode hold, bool 
         }
 
         ret = print_lease(l);
-        for (size_t i = 0; i < n_memory && ret == EXIT_SUCCESS; i++)
+        for (size_t i = 0; i < n_memory && ret == EXIT_SUCCESS; i++) {
+                if (!arg_json)
+                        putchar('\n');
                 ret = print_memory(m[i]);
+        }
         if (fflush(stdout) != 0)
                 ret = EXIT_FAILURE;
 

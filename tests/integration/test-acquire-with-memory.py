@@ -21,6 +21,7 @@ mock preloaded into the real daemon and the real polkitd:
   * the client disconnects right after the grant: quiesce, then the memory (teardown order).
 """
 
+import json
 import os
 import sys
 
@@ -203,6 +204,40 @@ def body():
             close_all([devfd] + memfds)
             c.close()
             env.wait_baseline(base, what="after the out-of-memory rollback")
+
+        with env.subtest("noiommuctl acquire --memory: one call, the lease and each region printed"):
+            n_authz = len(authz_records(env))
+            r = env.ctl(["--json", "acquire", CDEV_IOMMU_DEV, "--memory", "2M,3M", "--hugepage-size", "2M"],
+                        check=True)
+            lines = [json.loads(line) for line in r.stdout.splitlines()]
+            assert len(lines) == 3, r.stdout
+            assert lines[0]["device"]["address"] == CDEV_IOMMU_DEV and lines[0]["deviceFd"] >= 0, lines[0]
+            assert [x["size"] for x in lines[1:]] == [2 * MiB, 4 * MiB], lines
+            assert all(x["addressKind"] == "iova" for x in lines[1:]), lines
+            env.wait_journal("AUTHZ_GRANTED", NOIOMMUD_POLKIT_ACTION=ACTION_IOMMU,
+                             NOIOMMUD_POLKIT_DETAILS=lambda d: "size=%d" % (6 * MiB) in d)
+            env.wait_journal("MEMORY_GRANTED", count=2, NOIOMMUD_LEASE_ID=lines[0]["lease"])
+            env.wait_baseline(base, what="after noiommuctl acquire --memory exited")
+            assert len(authz_records(env)) == n_authz + 1, "%d authorization records" % (len(authz_records(env)) - n_authz)
+            # held: the memory stays until stdin ends
+            p = env.ctl_popen(["--json", "acquire", GROUP_DEV, "--memory", "2M", "--hold"])
+            lease_line = json.loads(H.readline_timeout(p.stdout, 20))
+            mem_line = json.loads(H.readline_timeout(p.stdout, 20))
+            assert lease_line["device"]["address"] == GROUP_DEV and mem_line["size"] == 2 * MiB, (lease_line, mem_line)
+            assert hugepages_free() == base[1] - 1, "HugePages_Free %d" % hugepages_free()
+            p.stdin.close()
+            assert p.wait(20) == 0, p.stderr.read()
+            env.wait_journal("LEASE_RELEASED", NOIOMMUD_LEASE_ID=lease_line["lease"], NOIOMMUD_REASON="release")
+            env.wait_baseline(base, what="after noiommuctl acquire --memory --hold")
+            # usage errors, before any connection
+            r = env.ctl(["acquire", GROUP_DEV, "--memory", "2M,2M,2M,2M"])
+            assert r.returncode == 2 and "at most 3" in r.stderr, (r.returncode, r.stderr)
+            r = env.ctl(["acquire", GROUP_DEV, "--hugepage-size", "2M"])
+            assert r.returncode == 2 and "--hugepage-size" in r.stderr, (r.returncode, r.stderr)
+            r = env.ctl(["--json", "acquire", GROUP_DEV, "--memory", "2M", "--numa-node", "0"])
+            assert r.returncode == 0, r.stderr
+            assert json.loads(r.stdout.splitlines()[1])["numaNode"] in (0, -1), r.stdout
+            env.wait_baseline(base, what="after noiommuctl acquire --memory --numa-node 0")
 
         with env.subtest("bad parameters: InvalidParameter naming the field, polkit not asked"):
             c = env.connect(uid=ALLOWED_UID)
