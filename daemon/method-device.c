@@ -308,11 +308,12 @@ static void memory_detail(char *buf, size_t size, const AcquireParams *p, bool n
                 char v[32];
                 bool seen = false;
 
-                if (node && p->memory[i].numa_node < 0)
+                if (!node)
+                        (void) snprintf(v, sizeof(v), "%" PRIu64, p->memory[i].hugepage_size);
+                else if (p->memory[i].numa_node < 0)
                         (void) snprintf(v, sizeof(v), "any");
                 else
-                        (void) snprintf(v, sizeof(v), "%" PRIi64,
-                                        node ? p->memory[i].numa_node : (int64_t) p->memory[i].hugepage_size);
+                        (void) snprintf(v, sizeof(v), "%" PRIi64, p->memory[i].numa_node);
                 for (size_t j = 0; j < i; j++)
                         if (node ? p->memory[j].numa_node == p->memory[i].numa_node
                                  : p->memory[j].hugepage_size == p->memory[i].hugepage_size)
