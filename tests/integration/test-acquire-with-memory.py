@@ -104,7 +104,8 @@ def body():
             with env.subtest("%s: granted in one call, one polkit check of %s" % (BACKENDS[address], action)):
                 c = env.connect(uid=ALLOWED_UID)
                 n_authz = len(authz_records(env))
-                memory = [{"size": 2 * MiB}, {"size": 3 * MiB, "hugepageSize": 2 * MiB}]
+                # the second region names a node: numa_node lists both ("any,0")
+                memory = [{"size": 2 * MiB}, {"size": 3 * MiB, "hugepageSize": 2 * MiB, "numaNode": 0}]
                 reply, devfd, memfds = acquire_with_memory(c, address, memory)
                 assert hugepages_free() == base[1] - 3, "HugePages_Free %d" % hugepages_free()
                 lease = reply["lease"]
@@ -117,7 +118,7 @@ def body():
                 rec = env.wait_journal("AUTHZ_GRANTED", NOIOMMUD_POLKIT_ACTION=action)[-1]
                 details = rec["NOIOMMUD_POLKIT_DETAILS"]
                 for want in ("device=" + address, "size=%d" % (6 * MiB), "hugepage_size=%d" % (2 * MiB),
-                             "numa_node=any", "regions=2", "backend=" + BACKENDS[address]):
+                             "numa_node=any,0", "regions=2", "backend=" + BACKENDS[address]):
                     assert want in details, "%r not in the details %r" % (want, details)
                 env.wait_journal("LEASE_GRANTED", NOIOMMUD_LEASE_ID=lease)
                 granted = env.wait_journal("MEMORY_GRANTED", count=2, NOIOMMUD_LEASE_ID=lease)
