@@ -199,7 +199,7 @@ static int allocate_authorize(Client *c, const AllocateParams *p) {
 
 /* act, 1: the pinned memory, charged to the client. The one place memory is taken from the
  * host. Returns 1 with *ret, 0 (answered, the host cannot do it now) or < 0. */
-static int allocate_region(Client *c, const MemoryRequest *p, const char *id, Region **ret) {
+static int allocate_region(Client *c, const MemoryRequest *p, char *id, Region **ret) {
         HugeRegion *huge = NULL;        /* set only on success */
         Manager *m = c->manager;
         int r;
