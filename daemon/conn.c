@@ -101,7 +101,7 @@ static void conn_update_timer(Conn *c) {
 static void conn_update_io(Conn *c) {
         uint32_t events = 0;
 
-        if (c->out_head)
+        if (c->out_head && c->held == 0)
                 events |= EPOLLOUT;
         /* Read only when idle and nothing is waiting to be written: one request at a time. */
         if (c->state == CONN_IDLE && !c->out_head)
@@ -116,6 +116,16 @@ static void conn_schedule(Conn *c) {
 
 void conn_redispatch(void *userdata) {
         conn_schedule(userdata);
+}
+
+void conn_hold(Conn *c) {
+        c->held++;
+}
+
+void conn_unhold(Conn *c) {
+        assert(c->held > 0);
+        if (--c->held == 0)
+                conn_schedule(c);       /* conn_process() writes, then asks for EPOLLOUT if needed */
 }
 
 static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -258,7 +268,7 @@ Conn *conn_free(Conn *c) {
 /* Writes queued output. Returns 0 when everything is written or the socket is full, 1 when a
  * final message was written and the connection should end, negative errno on a dead peer. */
 static int conn_write(Conn *c) {
-        while (c->out_head) {
+        while (c->out_head && c->held == 0) {
                 OutMsg *o = c->out_head;
                 ssize_t n;
 
