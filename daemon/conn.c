@@ -118,16 +118,6 @@ void conn_redispatch(void *userdata) {
         conn_schedule(userdata);
 }
 
-void conn_hold(Conn *c) {
-        c->held++;
-}
-
-void conn_unhold(Conn *c) {
-        assert(c->held > 0);
-        if (--c->held == 0)
-                conn_schedule(c);       /* conn_process() writes, then asks for EPOLLOUT if needed */
-}
-
 static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Conn *c = userdata;
         int r;
@@ -301,6 +291,29 @@ static int conn_write(Conn *c) {
                 out_msg_free(o);
         }
         return 0;
+}
+
+void conn_hold(Conn *c) {
+        c->held++;
+}
+
+void conn_unhold(Conn *c) {
+        int r;
+
+        assert(c->held > 0);
+        if (--c->held > 0)
+                return;
+        /* Written here rather than on a wake-up of its own: that would cost a loop iteration
+         * and a read that finds nothing. The caller may be going through many connections, so
+         * none is closed here: a dead peer is found again by conn_process() on the next
+         * iteration, a final message written ends the connection through the hang-up
+         * (conn_abort()'s way), and a request the client already sent is taken then too. */
+        r = conn_write(c);
+        if (r > 0)
+                (void) shutdown(c->fd, SHUT_RDWR);
+        if (r != 0 || (c->state == CONN_IDLE && !c->out_head && wire_buffer_message(&c->in) >= 0))
+                conn_schedule(c);
+        conn_update_io(c);
 }
 
 static int conn_queue(Conn *c, json_t *msg, const int *fds, size_t n_fds, bool close_after) {

@@ -18,7 +18,9 @@ datagram, so the counts below are exact.
      holding memory closing while the daemon is stopped cost one state write;
   5. a state write that fails while the pushes succeed (mock fault store-state): the held
      reply never reaches the client, its connection is closed, the memory is freed and the
-     lease quiesced with reason not-stored; without the fault the next grants work.
+     lease quiesced with reason not-stored; without the fault the next grants work;
+  6. a store written before issue 10 (a lease's fds under lease-<id>-dev|grp|ctr) is restored,
+     and the release removes those names.
 
 1 and 3 failed before issue 10 (9 sd_notify calls per grant, 4 per lease); 2 fails if the reply
 is not held until the state is written (conn_hold()); 4 failed before (every disconnect of a
@@ -238,6 +240,32 @@ def main():
                 os.close(fd)
                 os.close(dfd)
                 R.wait_until(lambda: H.hugepages_free() == free0, 10, "pages back")
+
+            with env.subtest("6. a store written before issue 10 (one name per fd kind) is restored and emptied"):
+                c = env.connect(uid=H.ALLOWED_UID)
+                acq, dfd = D.acquire(c, D.GROUP_DEV)
+                lease = acq["lease"]
+                R.kill9(env, mgr)
+                # what the previous daemon stored: lease-<id>-dev|grp|ctr|iommufd (the mock's
+                # objects are files named <n>-<pid>-<kind>-<node> in its state directory)
+                kind = {"device": "dev", "group": "grp", "container": "ctr", "iommufd": "iommufd"}
+                with mgr.lock:
+                    for e in mgr.entries:
+                        if e.name == "lease-" + lease:
+                            link = os.readlink("/proc/self/fd/%d" % e.fd)
+                            k = re.search(r"/\d+-\d+-(device|group|container|iommufd)-[^/]*$", link)
+                            assert k, link
+                            e.name = "lease-%s-%s" % (lease, kind[k.group(1)])
+                names = sorted(n for n in mgr.names() if n.startswith("lease-"))
+                assert names == ["lease-%s-%s" % (lease, k) for k in ("ctr", "dev", "grp")], names
+                R.restart(env, mgr)
+                mark = log_.mark()
+                c.call_ok(D.RELEASE, {"lease": lease})
+                D.order(log_, mark, ("clear_bme", {"dev": D.GROUP_DEV}), ("reset", {"dev": D.GROUP_DEV}))
+                R.wait_until(lambda: not any(n.startswith("lease-") for n in mgr.names()), 5,
+                             lambda: R.describe_store(mgr))
+                c.close()
+                os.close(dfd)
 
             with env.subtest("no notify protocol errors; the store holds a sane shape"):
                 assert not mgr.errors, mgr.errors
