@@ -265,6 +265,13 @@ typedef struct JournalRecord {
         char buf[4096];
 } JournalRecord;
 
+/* Only the counters: the buffer is written before it is read (zeroing its 4 KiB cost ≈ 600
+ * instructions, 4% of a record). */
+static void jr_init(JournalRecord *j) {
+        j->n = 0;
+        j->used = 0;
+}
+
 /* A constant "FIELD=value": not copied. */
 static void jr_add(JournalRecord *j, const char *field) {
         assert(j->n < RECORD_IOV_MAX);
@@ -403,8 +410,9 @@ static int linux_audit_dev(LinuxAuditType type, const ClientIdentity *c, const c
 }
 
 void record_started(const char *listen_description) {
-        JournalRecord j = {};
+        JournalRecord j;
 
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=noiommud " PACKAGE_VERSION " started, listening on %s.", listen_description);
         jr_add(&j, "MESSAGE_ID=" NOIOMMU_MSGID_STARTED);
         jr_add_priority(&j, LOG_INFO);
@@ -414,8 +422,9 @@ void record_started(const char *listen_description) {
 
 void record_reloaded(const char *listen_description, unsigned n_connections, unsigned n_leases,
                     unsigned n_regions, uint64_t pause_usec) {
-        JournalRecord j = {};
+        JournalRecord j;
 
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=noiommud " PACKAGE_VERSION " re-executed in %llu ms, keeping %u connections, "
                 "%u device leases and %u allocations; listening on %s.",
                 (unsigned long long) (pause_usec / 1000), n_connections, n_leases, n_regions,
@@ -428,8 +437,9 @@ void record_reloaded(const char *listen_description, unsigned n_connections, uns
 }
 
 void record_stopping(unsigned n_connections, unsigned n_regions) {
-        JournalRecord j = {};
+        JournalRecord j;
 
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=noiommud stopping, closing %u connections and freeing %u allocations.",
                 n_connections, n_regions);
         jr_add(&j, "MESSAGE_ID=" NOIOMMU_MSGID_STOPPING);
@@ -441,7 +451,7 @@ int record_authorization(const ClientIdentity *c, const char *action, char **det
                         bool interactive, AuditResult result, const char *reason,
                         const char *polkit_error) {
         bool ok = result == AUDIT_RESULT_AUTHORIZED, asked_ok = ok;
-        JournalRecord j = {};
+        JournalRecord j;
         char dstr[512];
         int r;
 
@@ -459,6 +469,7 @@ int record_authorization(const ClientIdentity *c, const char *action, char **det
 
         /* "denied: denied" says nothing twice: show the reason only when it adds something */
         bool show_reason = reason && !streq(reason, record_result_to_string(result));
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=%s %s for UID %u (PID %i)%s%s",
                 action, ok ? "authorized" : "denied", (unsigned) c->uid, (int) c->pid,
                 show_reason ? ": " : "", show_reason ? reason : "");
@@ -478,7 +489,7 @@ int record_authorization(const ClientIdentity *c, const char *action, char **det
 
 void record_capability_refused(const ClientIdentity *c, const char *action, char **details,
                               bool interactive, const char *capability, bool unverifiable) {
-        JournalRecord j = {};
+        JournalRecord j;
         char dstr[512], why[64];
 
         details_format(details, dstr, sizeof(dstr));
@@ -486,6 +497,7 @@ void record_capability_refused(const ClientIdentity *c, const char *action, char
         (void) snprintf(why, sizeof(why), "root-without-capabilities cap=%s", capability);
         (void) linux_audit_acct(c, action, false, why);
 
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=%s denied for UID 0 (PID %i) without asking polkit: the client %s %s in the initial user namespace%s%s",
                 action, (int) c->pid, unverifiable ? "could not be shown to hold" : "does not hold",
                 capability, c->container_id[0] ? ", container " : "", c->container_id);
@@ -504,11 +516,12 @@ void record_capability_refused(const ClientIdentity *c, const char *action, char
 
 void record_policy_unavailable(const ClientIdentity *c, const char *action, const char *why) {
         static RateLimit rl;
-        JournalRecord j = {};
+        JournalRecord j;
 
         if (!ratelimit_test(&rl, "policy-unavailable"))
                 return;
 
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=Cannot ask polkit about %s for UID %u: %s. Denying.",
                 action, (unsigned) c->uid, why);
         jr_add(&j, "MESSAGE_ID=" NOIOMMU_MSGID_POLICY_UNAVAILABLE);
@@ -521,8 +534,9 @@ void record_policy_unavailable(const ClientIdentity *c, const char *action, cons
 
 void record_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t n_segments,
                           const char *kind, uint64_t first_dma_address, const char *lease_id) {
-        JournalRecord j = {};
+        JournalRecord j;
 
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=Granted %" PRIu64 " bytes of pinned DMA memory (%zu x %" PRIu64 " byte pages) to UID %u (PID %i)",
                 r->size, r->n_pages, r->hugepage_size, (unsigned) c->uid, (int) c->pid);
         jr_add(&j, "MESSAGE_ID=" NOIOMMU_MSGID_MEMORY_GRANTED);
@@ -545,8 +559,9 @@ void record_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t 
 void record_memory_freed(const ClientIdentity *c, const HugeRegion *r, const char *reason,
                         bool pfn_changed) {
         int priority = pfn_changed ? LOG_WARNING : LOG_INFO;
-        JournalRecord j = {};
+        JournalRecord j;
 
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=Freed %" PRIu64 " bytes of DMA memory of UID %u (PID %i): %s%s",
                 r->size, (unsigned) c->uid, (int) c->pid, reason,
                 pfn_changed ? "; pages moved or were punched out while allocated" : "");
@@ -563,11 +578,12 @@ void record_memory_freed(const ClientIdentity *c, const HugeRegion *r, const cha
 
 void record_protocol_violation(const ClientIdentity *c, const char *reason) {
         static RateLimit rl;
-        JournalRecord j = {};
+        JournalRecord j;
 
         if (!ratelimit_test(&rl, "protocol-violation"))
                 return;
 
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=Protocol violation by UID %u (PID %i): %s. Disconnecting.",
                 (unsigned) c->uid, (int) c->pid, reason);
         jr_add(&j, "MESSAGE_ID=" NOIOMMU_MSGID_PROTOCOL_VIOLATION);
@@ -579,11 +595,12 @@ void record_protocol_violation(const ClientIdentity *c, const char *reason) {
 
 void record_limit_exceeded(const ClientIdentity *c, const char *limit) {
         static RateLimit rl;
-        JournalRecord j = {};
+        JournalRecord j;
 
         if (!ratelimit_test(&rl, "limit-exceeded"))
                 return;
 
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=UID %u (PID %i) hit the limit %s.", (unsigned) c->uid, (int) c->pid, limit);
         jr_add(&j, "MESSAGE_ID=" NOIOMMU_MSGID_LIMIT_EXCEEDED);
         jr_add_priority(&j, LOG_WARNING);
@@ -593,13 +610,14 @@ void record_limit_exceeded(const ClientIdentity *c, const char *limit) {
 }
 
 int record_lease_granted(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d) {
-        JournalRecord j = {};
+        JournalRecord j;
         int r;
 
         r = linux_audit_dev(LINUX_AUDIT_DEV_ALLOC, c, "lease-grant", lease_id, d, "grant", true);
         if (record_refuses(r, true))
                 return -EIO;    /* the caller ends the lease; its release is recorded instead */
 
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=Granted device %s (%04x:%04x, %s) to UID %u (PID %i), lease %s",
                 d->address, (unsigned) d->vendor_id, (unsigned) d->device_id,
                 backend_to_string(d->backend) ?: "none", (unsigned) c->uid, (int) c->pid, lease_id);
@@ -615,8 +633,9 @@ int record_lease_granted(const ClientIdentity *c, const char *lease_id, const In
 void record_lease_quiesced(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
                           bool reset, const char *reason) {
         int priority = reset ? LOG_INFO : LOG_WARNING;
-        JournalRecord j = {};
+        JournalRecord j;
 
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=Quiesced device %s of lease %s (%s): Bus Master cleared%s",
                 d->address, lease_id, reason, reset ? ", device reset" : ", no reset available");
         jr_add(&j, "MESSAGE_ID=" NOIOMMU_MSGID_LEASE_QUIESCED);
@@ -632,8 +651,9 @@ void record_lease_quiesced(const ClientIdentity *c, const char *lease_id, const 
 
 void record_lease_released(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
                           const char *reason, uint64_t bytes_freed, uint64_t duration_usec) {
-        JournalRecord j = {};
+        JournalRecord j;
 
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=Released device %s of UID %u (PID %i), lease %s: %s",
                 d->address, (unsigned) c->uid, (int) c->pid, lease_id, reason);
         /* A lease ended by the daemon because its client vanished while the daemon was down
@@ -653,8 +673,9 @@ void record_lease_released(const ClientIdentity *c, const char *lease_id, const 
 
 void record_quiesce_failed(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
                           int error, uint64_t bytes_kept) {
-        JournalRecord j = {};
+        JournalRecord j;
 
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=Failed to quiesce device %s of lease %s: %s. Device quarantined, %" PRIu64 " bytes stay pinned.",
                 d->address, lease_id, strerror(abs(error)), bytes_kept);
         jr_add(&j, "MESSAGE_ID=" NOIOMMU_MSGID_QUIESCE_FAILED);
@@ -670,8 +691,9 @@ void record_quiesce_failed(const ClientIdentity *c, const char *lease_id, const 
 
 void record_lease_broken(const ClientIdentity *c, const char *lease_id, const InventoryDevice *d,
                         int error, const char *why, uint64_t bytes_kept) {
-        JournalRecord j = {};
+        JournalRecord j;
 
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=DMA addresses of lease %s on device %s cannot be trusted: %s. Lease quarantined, %" PRIu64 " bytes stay pinned.",
                 lease_id, d->address, why, bytes_kept);
         jr_add(&j, "MESSAGE_ID=" NOIOMMU_MSGID_LEASE_BROKEN);
@@ -687,8 +709,9 @@ void record_lease_broken(const ClientIdentity *c, const char *lease_id, const In
 }
 
 void record_lease_refused(const ClientIdentity *c, const InventoryDevice *d, int error, const char *why) {
-        JournalRecord j = {};
+        JournalRecord j;
 
+        jr_init(&j);
         jr_addf(&j, "MESSAGE=Could not open device %s for UID %u (PID %i): %s (%s)",
                 d->address, (unsigned) c->uid, (int) c->pid, why, strerror(abs(error)));
         jr_add(&j, "MESSAGE_ID=" NOIOMMU_MSGID_AUTHZ_DENIED);
