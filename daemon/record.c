@@ -238,7 +238,7 @@ static const ClientFields *client_fields(const ClientIdentity *c) {
 
         f = &client_cache[client_cache_next++ % CLIENT_CACHE_SIZE];
         f->valid = false;
-        f->key = key;
+        memcpy(&f->key, &key, sizeof(key));     /* padding too: an assignment need not copy it */
         (void) snprintf(f->cgroup, sizeof(f->cgroup), "%s", c->cgroup);
         (void) snprintf(f->unit, sizeof(f->unit), "%s", c->unit);
         (void) snprintf(f->container_id, sizeof(f->container_id), "%s", c->container_id);
