@@ -14,9 +14,9 @@
  * netlink_unicast_kernel(), which calls the kernel socket's input function, audit_receive()
  * (kernel/audit.c), in the sender's own context; audit_receive() runs audit_receive_msg() and
  * then netlink_ack(), which queues the NLMSG_ERROR answer on the sender's socket
- * (nlmsg_unicast(), net/netlink/af_netlink.c), all before the send returns (Linux 6.12
- * net/netlink/af_netlink.c netlink_unicast_kernel(), kernel/audit.c audit_receive(); unchanged
- * since 4.x). If the answer could not be queued (no memory, receive buffer full), netlink_ack()
+ * (nlmsg_unicast(), net/netlink/af_netlink.c), all before the send returns (read in Linux
+ * 6.12: net/netlink/af_netlink.c netlink_unicast_kernel(), kernel/audit.c audit_receive()).
+ * If the answer could not be queued (no memory, receive buffer full), netlink_ack()
  * and netlink_overrun() set ENOBUFS on the socket instead, which the next recv() returns. So
  * one recv(MSG_DONTWAIT) right after the send reads the verdict, and EAGAIN there means
  * something this reasoning did not foresee: it is reported as EIO, a failure, so that
