@@ -26,6 +26,7 @@
 #include "method.h"
 #include "noiommu/protocol.h"
 #include "persist.h"
+#include "pool.h"
 #include "region.h"
 
 /* Highest NUMA node number a request may name; hugepage.c's set_node_policy() mask has room
@@ -178,12 +179,14 @@ static int allocate_authorize(Client *c, const AllocateParams *p) {
 
 /* act, 1: the pinned memory, charged to the client. Returns 1 with *ret, 0 (answered, the
  * host cannot do it now) or < 0. */
-static int allocate_region(Client *c, const AllocateParams *p, const char *id, Region **ret) {
+static int allocate_region(Client *c, const AllocateParams *p, char *id, Region **ret) {
         HugeRegion *huge = NULL;        /* set only on success */
         Manager *m = c->manager;
         int r;
 
-        r = m->backend->memory.new(id, p->size, p->hugepage_size, (int) p->numa_node, m->pagemap_fd, &huge);
+        /* A ready region from the pool (its id, the memfd's name, replaces id), else a new one;
+         * the pool gives its pages back if they are what this request lacks (pool.h). */
+        r = pool_allocate(m->pool, m->backend, id, p->size, p->hugepage_size, (int) p->numa_node, m->pagemap_fd, &huge);
         if (r == -ENOSPC || r == -ENOMEM) {
                 log_info("Not enough free %" PRIu64 "-byte hugepages for %" PRIu64 " bytes for UID %u (PID %i).",
                          p->hugepage_size, p->size, (unsigned) c->id.uid, (int) c->id.pid);

@@ -364,6 +364,7 @@ void record_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t 
                                "NOIOMMUD_FIRST_PHYSICAL_ADDRESS=0x%" PRIx64, r->n_pages ? r->phys[0] : 0,
                                "NOIOMMUD_LEASE_ID=%s", lease_id ?: "",
                                "NOIOMMUD_PIN=io_uring",
+                               "NOIOMMUD_POOL=%i", (int) r->pooled,
                                NULL);
         mirror(LOG_NOTICE, msg);
 }
