@@ -14,6 +14,9 @@
     (the pool gave them back), and the pool refills with what is left;
   * noiommuctl leases prints the pool, --json carries it;
   * a re-exec (SIGHUP) keeps the client's pooled memory and refills a pool of its own;
+  * under a service manager with an fd store (fdstore_manager.py), a pooled grant is stored and
+    restored after kill -9 like any other (same memory, FreeMemory works), the dead daemon's pool
+    goes back to the system and the restarted daemon fills its own;
   * bad configurations are refused at start with a message naming the key.
 """
 
@@ -26,6 +29,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
+import fdstore_manager as M  # noqa: E402
 
 MiB = 1 << 20
 HP = 2 * MiB
@@ -196,6 +200,54 @@ def main():
         with env.subtest("a stop frees the pool"):
             env.stop_daemon()
             wait_free(free0, "after the daemon stopped")
+
+        with env.subtest("kill -9 with a pooled grant held: restored like any other, pool refilled"):
+            os.makedirs("/run/systemd/journal", exist_ok=True)
+            script = ('mount --make-rprivate / && mount --bind "$1" /run/systemd/journal && '
+                      'shift && exec "$@"')
+            argv = ["unshare", "-m", "sh", "-c", script, "sh", os.path.join(env.tmp, "journal"),
+                    env.daemon_bin, "--listen", os.path.join(env.tmp, "decoy.sock"), "--config", cfg]
+            mgrdir = os.path.join(env.tmp, "manager")
+            os.makedirs(mgrdir, exist_ok=True)
+            env.logs["noiommud"] = os.path.join(env.tmp, "logs", "noiommud-fdstore.log")
+            mgr = M.FdStoreManager(argv, env=dict(env.env), listen_path=env.socket_path, workdir=mgrdir,
+                                   log_path=env.logs["noiommud"])
+            try:
+                mgr.start()
+                env.daemon, env.daemon_pid = mgr.proc, mgr.main_pid
+                mgr.wait_ready()
+                wait_free(free0 - POOL_PAGES, "pool filled under the fd-store manager")
+                c = env.connect(uid=H.ALLOWED_UID)
+                r6, fd6 = H.allocate(c, POOL_SIZE)
+                assert granted(env, r6["memory"]).get("NOIOMMUD_POOL") == "1"
+                check_zero_and_name(fd6, r6)
+                H.wait_until(lambda: "mem-" + r6["memory"] in mgr.names(), 5,
+                             lambda: "mem-%s not in the store: %r" % (r6["memory"], mgr.names()))
+                wait_free(free0 - POOL_PAGES - POOL_SIZE // HP, "refilled before the kill")
+                env.daemon = None
+                mgr.kill9()
+                wait_free(free0 - POOL_SIZE // HP, "the dead daemon's pool is freed, the stored grant is not")
+                mgr.start()
+                env.daemon, env.daemon_pid = mgr.proc, mgr.main_pid
+                mgr.wait_ready()
+                c.call_ok(H.GET_INFO)
+                wait_free(free0 - POOL_PAGES - POOL_SIZE // HP, "the restarted daemon fills its own pool")
+                m = mmap.mmap(fd6, r6["size"], mmap.MAP_SHARED, mmap.PROT_READ)
+                assert m[:4096] == b"\xa5" * 4096 and m[-4096:] == b"\xa5" * 4096, "memory changed across kill -9"
+                m.close()
+                admin = env.connect(uid=H.ALLOWED_UID)
+                assert pool_of(admin)[0]["ready"] == POOL_COUNT, pool_of(admin)
+                admin.close()
+                reply, fds = c.call_ok(H.FREE, {"memory": r6["memory"]})
+                assert reply == {} and not fds, (reply, fds)
+                os.close(fd6)
+                env.wait_journal("MEMORY_FREED", NOIOMMUD_MEMORY_ID=r6["memory"], NOIOMMUD_REASON="free")
+                wait_free(free0 - POOL_PAGES, "the restored pooled grant freed")
+                c.close()
+            finally:
+                env.daemon = None
+                mgr.close()
+            wait_free(free0, "after the fd-store daemon was killed")
 
         with env.subtest("bad configurations are refused, naming the key"):
             bad = [
