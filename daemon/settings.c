@@ -146,13 +146,15 @@ static int parse_pool(Settings *c, const char *path, json_t *v) {
                             pool[j].numa_node == p->numa_node)
                                 return log_error_errno(EINVAL, "%s: \"hugepagePool\"[%zu] repeats entry %zu; "
                                                        "raise that one's count instead.", path, i, j);
+                /* Checked per entry, so that the sums stay far from overflowing: each entry
+                 * adds at most 64 regions of 64 GiB. */
                 regions += p->count;
-                bytes += p->size * p->count;    /* <= 64 * 64 GiB: no overflow */
+                bytes += p->size * p->count;
+                if (regions > NOIOMMU_POOL_REGIONS_MAX || bytes > NOIOMMU_POOL_BYTES_MAX)
+                        return log_error_errno(EINVAL, "%s: \"hugepagePool\" holds %" PRIu64 " regions of %" PRIu64 " bytes "
+                                               "in all by entry %zu; at most %u regions and %" PRIu64 " bytes are allowed.",
+                                               path, regions, bytes, i, NOIOMMU_POOL_REGIONS_MAX, NOIOMMU_POOL_BYTES_MAX);
         }
-        if (regions > NOIOMMU_POOL_REGIONS_MAX || bytes > NOIOMMU_POOL_BYTES_MAX)
-                return log_error_errno(EINVAL, "%s: \"hugepagePool\" holds %" PRIu64 " regions of %" PRIu64 " bytes "
-                                       "in all; at most %u regions and %" PRIu64 " bytes are allowed.",
-                                       path, regions, bytes, NOIOMMU_POOL_REGIONS_MAX, NOIOMMU_POOL_BYTES_MAX);
         free(c->pool);
         c->pool = TAKE_PTR(pool);
         c->n_pool = json_array_size(v);
