@@ -415,7 +415,7 @@ unsigned pool_give_back(Pool *p, uint64_t hugepage_size) {
         }
         (void) sd_event_source_set_enabled(p->refill_source, SD_EVENT_ONESHOT);
         if (freed > 0)
-                log_info("Hugepage pool: gave back %u regions of %" PRIu64 "-byte pages for a request.",
+                log_info("Hugepage pool: gave back %u region(s) of %" PRIu64 "-byte pages for a request.",
                          freed, hugepage_size);
         return freed;
 }
