@@ -22,6 +22,7 @@
 #include "lease.h"
 #include "monitor.h"
 #include "persist.h"
+#include "pool.h"
 #include "quota.h"
 #include "region.h"
 #include "settings.h"
@@ -71,6 +72,8 @@ typedef struct Manager {
 
         bool accept_paused;
 
+        Pool *pool;                     /* "hugepagePool": ready regions, NULL without one */
+
         Persist persist;                /* the fd store's state and write-ahead */
         Monitor monitor;                /* Monitor() subscribers and kernel uevents */
 
@@ -93,6 +96,10 @@ int manager_listen(Manager *m, const char *path);
 int manager_watch_listen(Manager *m);
 
 int manager_run(Manager *m);
+
+/* Sets up and fills the hugepage pool the settings ask for (none: m->pool stays NULL). Called
+ * by manager_new() and again by reexec.c when an execve() failed after it freed the pool. */
+int manager_start_pool(Manager *m);
 
 /* Clients per uid (the accept limits). */
 unsigned manager_conns_for_uid(Manager *m, uid_t uid);

@@ -26,6 +26,7 @@
 #include "method.h"
 #include "noiommu/protocol.h"
 #include "persist.h"
+#include "pool.h"
 #include "region.h"
 
 /* Highest NUMA node number a request may name; hugepage.c's set_node_policy() mask has room
@@ -204,7 +205,9 @@ static int allocate_region(Client *c, const MemoryRequest *p, char *id, Region *
         Manager *m = c->manager;
         int r;
 
-        r = m->backend->memory.new(id, p->size, p->hugepage_size, (int) p->numa_node, m->pagemap_fd, &huge);
+        /* A ready region from the pool (its id, the memfd's name, replaces id), else a new one;
+         * the pool gives its pages back if they are what this request lacks (pool.h). */
+        r = pool_allocate(m->pool, m->backend, id, p->size, p->hugepage_size, (int) p->numa_node, m->pagemap_fd, &huge);
         if (r == -ENOSPC || r == -ENOMEM) {
                 log_info("Not enough free %" PRIu64 "-byte hugepages for %" PRIu64 " bytes for UID %u (PID %i).",
                          p->hugepage_size, p->size, (unsigned) c->id.uid, (int) c->id.pid);

@@ -553,6 +553,7 @@ void record_memory_granted(const ClientIdentity *c, const HugeRegion *r, size_t 
         jr_addf(&j, "NOIOMMUD_FIRST_PHYSICAL_ADDRESS=0x%" PRIx64, r->n_pages ? r->phys[0] : 0);
         jr_addf(&j, "NOIOMMUD_LEASE_ID=%s", lease_id ?: "");
         jr_add(&j, "NOIOMMUD_PIN=io_uring");
+        jr_addf(&j, "NOIOMMUD_POOL=%i", (int) r->pooled);
         jr_send(&j, LOG_NOTICE);
 }
 

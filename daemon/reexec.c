@@ -238,8 +238,12 @@ static void reexec_now(Manager *m) {
         }
         if (r >= 0) {
                 log_info("Re-executing %s with %u connections and their leases.", exe_path, m->n_conns);
+                /* The pool's regions are nobody's and not in the state: freed, its worker joined
+                 * (pool.h); the new image fills its own. */
+                m->pool = pool_free(m->pool);
                 (void) execve(exe_path, saved_argv, environ);
                 r = negative_errno();
+                (void) manager_start_pool(m);
         }
 
         /* Still here: nothing was lost, the old image carries on as if no SIGHUP had come. */

@@ -1120,8 +1120,44 @@ static int interactive_parameters(bool interactive, const char *lease, char **re
         return *ret ? 0 : -ENOMEM;
 }
 
+/* The "pool" of a ListLeases reply (hugepagePool in noiommud.conf): nothing without one, so
+ * that a daemon without a pool (or an older one) prints exactly what it printed before. */
+static int print_pool(json_t *pool) {
+        static const char *const header[] = { "POOL-HUGEPAGE", "SIZE", "NODE", "READY", "TARGET" };
+        char *(*cells)[ELEMENTSOF(header)] = NULL;
+        size_t n = json_is_array(pool) ? json_array_size(pool) : 0;
+        int ret;
+
+        if (n == 0)
+                return EXIT_SUCCESS;
+        cells = calloc(n, sizeof(*cells));
+        if (!cells)
+                return log_oom();
+        for (size_t i = 0; i < n; i++) {
+                json_t *e = json_array_get(pool, i);
+                json_t *hp = json_object_get(e, "hugepageSize"), *size = json_object_get(e, "size");
+                json_t *node = json_object_get(e, "numaNode");
+                char buf[32];
+
+                cells[i][0] = json_is_integer(hp) && json_integer_value(hp) >= 0 ?
+                        strdup(format_size(buf, (uint64_t) json_integer_value(hp))) : strdup("-");
+                cells[i][1] = json_is_integer(size) && json_integer_value(size) >= 0 ?
+                        strdup(format_size(buf, (uint64_t) json_integer_value(size))) : strdup("-");
+                cells[i][2] = json_is_integer(node) ? json_int_cell(node) : strdup("any");
+                cells[i][3] = json_int_cell(json_object_get(e, "ready"));
+                cells[i][4] = json_int_cell(json_object_get(e, "target"));
+        }
+        (void) putchar('\n');
+        ret = print_table(header, ELEMENTSOF(header), &cells[0][0], n);
+        for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < ELEMENTSOF(header); j++)
+                        free(cells[i][j]);
+        free(cells);
+        return ret;
+}
+
 /* ListLeases (polkit: io.noiommud.manage). Quarantined leases have no holder; their UID and PID
- * columns show the last holder and UNIT shows "-". */
+ * columns show the last holder and UNIT shows "-". Then the hugepage pool, if there is one. */
 static int do_leases(noiommu_conn *c, bool interactive) {
         static const char *const header[] = {
                 "LEASE", "DEVICE", "BACKEND", "STATE", "UID", "PID", "UNIT", "PINNED", "AGE",
@@ -1155,7 +1191,7 @@ static int do_leases(noiommu_conn *c, bool interactive) {
         n = json_array_size(leases);
         if (n == 0) {
                 (void) puts("No leases.");
-                return EXIT_SUCCESS;
+                return print_pool(json_object_get(reply, "pool"));
         }
 
         cells = calloc(n, sizeof(*cells));
@@ -1190,6 +1226,8 @@ static int do_leases(noiommu_conn *c, bool interactive) {
                 for (size_t j = 0; j < ELEMENTSOF(header); j++)
                         free(cells[i][j]);
         free(cells);
+        if (ret == EXIT_SUCCESS)
+                ret = print_pool(json_object_get(reply, "pool"));
         return ret;
 }
 
