@@ -285,6 +285,7 @@ static void test_grant_records_carry_every_field(void) {
                       "NOIOMMUD_FIRST_PHYSICAL_ADDRESS", "0x40000000",
                       "NOIOMMUD_LEASE_ID", "",
                       "NOIOMMUD_PIN", "io_uring",
+                      "NOIOMMUD_POOL", "0",
                       NULL);
 
         /* One Linux record: the decision, the client named in the body. */
