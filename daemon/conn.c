@@ -90,10 +90,14 @@ static void conn_update_timer(Conn *c) {
                         deadline = d;
         }
 
-        if (deadline == 0) {
-                (void) sd_event_source_set_enabled(c->timer_source, SD_EVENT_OFF);
+        /* Lazily: a deadline later than the one the timer is armed for waits for that one to
+         * fire, and on_timer() moves on to it. Every move of the earliest deadline costs
+         * sd-event a timerfd_settime() (and more); a request moves its connection's deadline
+         * four or five times (request, polkit, reply, idle), almost always later. */
+        c->deadline = deadline;
+        if (deadline == 0 || (c->armed != 0 && c->armed <= deadline))
                 return;
-        }
+        c->armed = deadline;
         (void) sd_event_source_set_time(c->timer_source, deadline);
         (void) sd_event_source_set_enabled(c->timer_source, SD_EVENT_ONESHOT);
 }
@@ -169,6 +173,17 @@ void conn_restored(Conn *c) {
 
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Conn *c = userdata;
+
+        /* Armed for an earlier deadline than the one that holds now (conn_update_timer()). */
+        c->armed = 0;
+        if (c->deadline == 0)
+                return 0;
+        if (usec < c->deadline) {
+                c->armed = c->deadline;
+                (void) sd_event_source_set_time(c->timer_source, c->deadline);
+                (void) sd_event_source_set_enabled(c->timer_source, SD_EVENT_ONESHOT);
+                return 0;
+        }
 
         if (c->receipt_since != 0 && c->state != CONN_CLOSING &&
             usec >= c->receipt_since + NOIOMMU_RECEIPT_TIMEOUT_USEC) {

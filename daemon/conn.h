@@ -83,6 +83,8 @@ struct Conn {
 
         sd_event_source *io_source;
         sd_event_source *timer_source;
+        uint64_t deadline;              /* CLOCK_MONOTONIC µs of the earliest timeout, 0: none */
+        uint64_t armed;                 /* what timer_source is armed for, 0: off; <= deadline */
         sd_event_source *defer_source;  /* re-dispatch after polkit, or the next buffered request */
 
         WireBuffer in;

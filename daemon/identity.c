@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,7 +43,7 @@ static int pidfd_get_pid(int pidfd, pid_t *ret) {
         int pid, r;
 
         (void) snprintf(path, sizeof(path), "/proc/self/fdinfo/%i", pidfd);
-        r = read_small_file_at(AT_FDCWD, path, &s);
+        r = read_virtual_file_at(AT_FDCWD, path, &s);
         if (r < 0)
                 return r;
         p = strstr(s, "\nPid:");
@@ -361,7 +362,7 @@ static void identity_read_cgroup(pid_t pid, ClientIdentity *id) {
 
         cgroup_layout_init();
         (void) snprintf(path, sizeof(path), "/proc/%i/cgroup", (int) pid);
-        if (read_small_file_at(AT_FDCWD, path, &s) < 0)
+        if (read_virtual_file_at(AT_FDCWD, path, &s) < 0)
                 return;
         cg = cgroup_pick_line(s, cgroup_layout.unified, &named);
         if (!cg)
@@ -401,7 +402,7 @@ static void identity_read_status(pid_t pid, ClientIdentity *id) {
         const char *p;
 
         (void) snprintf(path, sizeof(path), "/proc/%i/status", (int) pid);
-        if (read_small_file_at(AT_FDCWD, path, &s) < 0)
+        if (read_virtual_file_at(AT_FDCWD, path, &s) < 0)
                 return;
         p = strstr(s, "\nNSpid:");
         if (p) {
@@ -557,9 +558,24 @@ int client_identity_still_valid(const ClientIdentity *id) {
         if (id->pidfd < 0 || id->pid <= 0)
                 return 0;
 
-        /* A pidfd names one process for good: if it is alive, the pid is still that process's,
-         * and /proc/PID below is its entry. The start time catches the pidfd_open() fallback
-         * having opened a successor with a reused pid at accept. */
+        /* A pidfd from SO_PEERPIDFD names the connecting process itself, for good. It polls
+         * readable once that process has exited, a zombie included (pidfd_poll() in
+         * kernel/fork.c: no task left, or thread_group_exited(), which is true from the moment
+         * exit_state is set) — pidfd_open(2): "When the process that it refers to terminates,
+         * these interfaces indicate the file descriptor as readable". One poll() then answers
+         * what signal 0 and /proc/PID/stat's state answered together. */
+        if (id->pidfd_from_peer) {
+                struct pollfd pfd = { .fd = id->pidfd, .events = POLLIN };
+
+                r = poll(&pfd, 1, 0);
+                if (r < 0)
+                        return negative_errno();
+                return r == 0;
+        }
+
+        /* The pidfd_open() fallback: if it is alive, the pid is still that process's, and
+         * /proc/PID below is its entry. The start time catches the fallback having opened a
+         * successor with a reused pid at accept. */
         r = pidfd_is_alive(id->pidfd);
         if (r <= 0)
                 return r;

@@ -22,7 +22,7 @@ int fd_nonblock(int fd, bool nonblock) {
         return 0;
 }
 
-int read_small_file_at(int dirfd, const char *path, char **ret) {
+static int read_small_file_internal(int dirfd, const char *path, bool virtual_file, char **ret) {
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *buf = NULL;
         size_t n = 0, allocated = 4096;
@@ -56,12 +56,27 @@ int read_small_file_at(int dirfd, const char *path, char **ret) {
                 if (k == 0)
                         break;
                 n += (size_t) k;
+                /* A file of /proc made with seq_file's single_open() (stat, status, cgroup,
+                 * fdinfo) is generated whole on the first read() and handed out as far as the
+                 * buffer allows (fs/seq_file.c, seq_read_iter()): a read that did not fill the
+                 * buffer returned all of it, and the read() that would return 0 can be saved.
+                 * systemd's read_virtual_file() relies on the same. */
+                if (virtual_file && n + 1 < allocated)
+                        break;
         }
         while (n > 0 && buf[n - 1] == '\n')
                 n--;
         buf[n] = 0;
         *ret = TAKE_PTR(buf);
         return 0;
+}
+
+int read_small_file_at(int dirfd, const char *path, char **ret) {
+        return read_small_file_internal(dirfd, path, /* virtual_file= */ false, ret);
+}
+
+int read_virtual_file_at(int dirfd, const char *path, char **ret) {
+        return read_small_file_internal(dirfd, path, /* virtual_file= */ true, ret);
 }
 
 int proc_get_starttime(pid_t pid, unsigned long long *ret) {
@@ -77,7 +92,7 @@ int proc_get_stat(pid_t pid, unsigned long long *ret_starttime, char *ret_state)
         if (pid <= 0)
                 return -EINVAL;
         (void) snprintf(path, sizeof(path), "/proc/%i/stat", (int) pid);
-        r = read_small_file_at(AT_FDCWD, path, &s);
+        r = read_virtual_file_at(AT_FDCWD, path, &s);
         if (r < 0)
                 return r;
 

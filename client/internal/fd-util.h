@@ -23,3 +23,7 @@ int proc_get_stat(pid_t pid, unsigned long long *ret_starttime, char *ret_state)
 /* Reads all of a small file (< 64 KiB) into a NUL-terminated string with trailing newlines
  * stripped. dirfd may be AT_FDCWD. */
 int read_small_file_at(int dirfd, const char *path, char **ret);
+
+/* The same for a file of /proc generated whole at the first read() (stat, status, cgroup,
+ * fdinfo): a read() that does not fill the buffer ends it, one syscall fewer per file. */
+int read_virtual_file_at(int dirfd, const char *path, char **ret);
