@@ -68,8 +68,10 @@ typedef struct Persist {
         const RegionContext *region_ctx;
 } Persist;
 
-void persist_init(Persist *p, sd_event *event, Client *const *clients, LeaseRegistry *leases,
-                  const ClientContext *client_ctx, const RegionContext *region_ctx);
+/* Fails (negative errno) if the deferred state write cannot be created: without it a grant's
+ * held reply could never be let go, so the daemon must not start. */
+int persist_init(Persist *p, sd_event *event, Client *const *clients, LeaseRegistry *leases,
+                 const ClientContext *client_ctx, const RegionContext *region_ctx);
 void persist_done(Persist *p);
 
 /* The reason in the records of a grant withdrawn because its write-ahead failed. */
