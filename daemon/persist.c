@@ -563,20 +563,15 @@ static bool is_io_uring(int fd) {
  * VFIO_GROUP_GET_DEVICE_FD, drivers/vfio/group.c) or a cdev below /dev/vfio/devices/; the
  * container is /dev/vfio/vfio, iommufd /dev/iommu, and any other node in /dev/vfio/ is a
  * group ("N" or "noiommu-N"). -1: none of those. */
-static int lease_fd_kind(int fd) {
-        char path[64], target[256];
-        ssize_t n;
-
-        (void) snprintf(path, sizeof(path), "/proc/self/fd/%i", fd);
-        n = readlink(path, target, sizeof(target) - 1);
-        if (n < 0)
-                return -1;
-        target[n] = 0;
+int persist_lease_fd_kind_of(const char *link) {
         /* A node unlinked since it was opened reads back as "<path> (deleted)" (d_path(),
          * fs/d_path.c): without this, "/dev/vfio/vfio (deleted)" would pass for a group. */
         static const char deleted[] = " (deleted)";
-        size_t l = strlen(target);
+        char target[256];
+        size_t l;
 
+        (void) snprintf(target, sizeof(target), "%s", link);
+        l = strlen(target);
         if (l > sizeof(deleted) - 1 && streq(target + l - (sizeof(deleted) - 1), deleted))
                 target[l - (sizeof(deleted) - 1)] = 0;
         if (streq(target, "anon_inode:[vfio-device]") || strncmp(target, "/dev/vfio/devices/", 18) == 0)
@@ -588,6 +583,18 @@ static int lease_fd_kind(int fd) {
         if (strncmp(target, "/dev/vfio/", 10) == 0 && !strchr(target + 10, '/'))
                 return 1;
         return -1;
+}
+
+static int lease_fd_kind(int fd) {
+        char path[64], target[256];
+        ssize_t n;
+
+        (void) snprintf(path, sizeof(path), "/proc/self/fd/%i", fd);
+        n = readlink(path, target, sizeof(target) - 1);
+        if (n < 0)
+                return -1;
+        target[n] = 0;
+        return persist_lease_fd_kind_of(target);
 }
 
 /* A lease's device fds: every fd stored under "lease-<id>", sorted by kind; or, from a store

@@ -116,5 +116,10 @@ void persist_restore_nosave(Persist *p, int *fds, char **names, size_t n);
 /* Writes j into a new sealed memfd called name; returns the fd (close-on-exec). */
 int persist_json_memfd(json_t *j, const char *name);
 
+/* Which of a lease's device fds a /proc/self/fd link target names (the index in get_fds()'
+ * order: 0 device, 1 group, 2 container, 3 iommufd; -1 none), a trailing " (deleted)" ignored.
+ * Exported for its unit test (the restore reads the link of each stored fd). */
+int persist_lease_fd_kind_of(const char *link);
+
 /* The state as persist_save() would store it (generation unchanged), in a sealed memfd. */
 int persist_state_memfd(Persist *p);

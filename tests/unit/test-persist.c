@@ -8,7 +8,8 @@
  *     never remove the name that holds the last good state (the store always has a state);
  *   - the state stays dirty until a write worked;
  *   - persist_init() creates the deferred write, and persist_dirty() never writes by itself
- *     (only the event loop does), so it is safe inside a handler.
+ *     (only the event loop does), so it is safe inside a handler;
+ *   - a stored fd's kind is read from its link with " (deleted)" ignored.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -174,9 +175,27 @@ static void test_dirty_never_writes_synchronously(void) {
         teardown(&f);
 }
 
+/* What a stored fd is, from its link: an unlinked node keeps its kind ("(deleted)" is not part
+ * of the name), so a container is never taken for a group. */
+static void test_lease_fd_kind(void) {
+        ASSERT_EQ(persist_lease_fd_kind_of("anon_inode:[vfio-device]"), 0);
+        ASSERT_EQ(persist_lease_fd_kind_of("/dev/vfio/devices/vfio0"), 0);
+        ASSERT_EQ(persist_lease_fd_kind_of("/dev/vfio/devices/vfio0 (deleted)"), 0);
+        ASSERT_EQ(persist_lease_fd_kind_of("/dev/vfio/noiommu-3"), 1);
+        ASSERT_EQ(persist_lease_fd_kind_of("/dev/vfio/12 (deleted)"), 1);
+        ASSERT_EQ(persist_lease_fd_kind_of("/dev/vfio/vfio"), 2);
+        ASSERT_EQ(persist_lease_fd_kind_of("/dev/vfio/vfio (deleted)"), 2);
+        ASSERT_EQ(persist_lease_fd_kind_of("/dev/iommu"), 3);
+        ASSERT_EQ(persist_lease_fd_kind_of("/dev/iommu (deleted)"), 3);
+        ASSERT_EQ(persist_lease_fd_kind_of("/dev/null"), -1);
+        ASSERT_EQ(persist_lease_fd_kind_of(" (deleted)"), -1);
+        ASSERT_EQ(persist_lease_fd_kind_of("/memfd:noiommud-x (deleted)"), -1);
+}
+
 int main(void) {
         TEST(test_failed_push_keeps_last_state);
         TEST(test_dirty_until_written);
         TEST(test_dirty_never_writes_synchronously);
+        TEST(test_lease_fd_kind);
         return 0;
 }
