@@ -402,7 +402,9 @@ int manager_new(const char *config_path, const BackendOps *backend, int (*dispat
                 .changed = manager_state_changed,
                 .userdata = m,
         };
-        persist_init(&m->persist, m->event, &m->clients, &m->lease_registry, &m->client_ctx, &m->region_ctx);
+        r = persist_init(&m->persist, m->event, &m->clients, &m->lease_registry, &m->client_ctx, &m->region_ctx);
+        if (r < 0)
+                return r;
 
         if (backend->memory.default_size(&m->default_hugepage_size) < 0)
                 m->default_hugepage_size = 0;   /* main.c's start-up check says so */

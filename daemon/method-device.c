@@ -407,6 +407,8 @@ static int acquire_open(Client *c, const InventoryDevice *d, Lease **ret) {
 /* The reason in the records of a lease and memory ended because not all of the memory asked
  * with it could be had: never granted, never seen by the client. */
 #define ACQUIRE_REASON_MEMORY_REFUSED "memory-refused"
+/* The reason in the records of a lease ended because its reply could not be built (ENOMEM). */
+#define ACQUIRE_REASON_REPLY_FAILED "reply-failed"
 
 /* Undoes a grant that never reached the client, in the usual order: the device is quiesced,
  * then the memory mapped for it is freed (none of it goes to another lease of the client: the
@@ -423,12 +425,41 @@ static void memory_grants_done(MemoryGrant (*g)[NOIOMMU_ACQUIRE_MEMORY_MAX]) {
                 memory_grant_done(&(*g)[i]);
 }
 
+/* The reply of a granted lease (consumes nothing; NULL on ENOMEM), fds[1..n] filled with the
+ * memfds in the order asked (fds[0], the device's, is the caller's). */
+static json_t *acquire_reply_json(const Lease *l, const MemoryGrant *grants, size_t n, int *fds) {
+        json_t *reply, *memory = NULL;
+
+        if (n > 0) {
+                memory = json_array();
+                if (!memory)
+                        return NULL;
+                for (size_t i = 0; i < n; i++) {
+                        if (json_array_append_new(memory, memory_grant_to_json(&grants[i], (int) i + 1)) < 0) {
+                                json_decref(memory);
+                                return NULL;
+                        }
+                        fds[i + 1] = grants[i].region->huge->memfd;
+                }
+        }
+        reply = json_pack("{s:s, s:o, s:i}",
+                          "lease", l->id,
+                          "device", device_to_json(&l->device, NULL),
+                          "fd", 0);
+        if (reply && memory && json_object_set_new(reply, "memory", memory) < 0) {
+                json_decref(reply);
+                reply = NULL;
+        } else if (!reply)
+                json_decref(memory);
+        return reply;
+}
+
 /* The open lease becomes the client's: write-ahead, memory, record, observers, reply with its
  * fds (the device's first, then one memfd per region, in the order asked). */
 static int acquire_grant(Client *c, Lease *l, const AcquireParams *p) {
         _cleanup_(memory_grants_done) MemoryGrant grants[NOIOMMU_ACQUIRE_MEMORY_MAX] = {};
         int fds[1 + NOIOMMU_ACQUIRE_MEMORY_MAX];
-        json_t *reply, *memory = NULL;
+        json_t *reply;
         int r;
 
         _Static_assert(1 + NOIOMMU_ACQUIRE_MEMORY_MAX <= NOIOMMU_FDS_PER_REPLY_MAX, "");
@@ -467,9 +498,23 @@ static int acquire_grant(Client *c, Lease *l, const AcquireParams *p) {
                 }
         }
 
+        /* The reply is built before anything is recorded or announced: once the grant is in
+         * the records it can no longer be undone quietly, and a reply that could not be built
+         * afterwards left the lease (and its charged memory) granted with nothing handed out,
+         * a retry getting DeviceBusy. conn_reply() itself cannot fail (it ends the connection
+         * instead, and the hang-up path releases everything). */
+        fds[0] = c->manager->backend->device.client_fd(l->vfio);
+        reply = acquire_reply_json(l, grants, p->n_memory, fds);
+        if (!reply) {
+                log_error("Cannot build the reply for lease %s, refusing the device: out of memory.", l->id);
+                acquire_undo(c, l, ACQUIRE_REASON_REPLY_FAILED);
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_INTERNAL, NULL);
+        }
+
         if (record_lease_granted(&c->id, l->id, &l->device) < 0) {
                 /* Not recorded, so not granted (auditFailure=deny): the device was opened but
                  * never handed out; end it the usual way, quiesce first. */
+                json_decref(reply);
                 acquire_undo(c, l, AUDIT_REASON_FAILED);
                 return conn_reply_error(c->conn, NOIOMMU_ERROR_PERMISSION_DENIED,
                                         json_pack("{s:s}", "reason", AUDIT_REASON_FAILED));
@@ -478,30 +523,6 @@ static int acquire_grant(Client *c, Lease *l, const AcquireParams *p) {
                 memory_grant_record(c, &grants[i], l);
         lease_announce_granted(l);
 
-        fds[0] = c->manager->backend->device.client_fd(l->vfio);
-        if (p->n_memory > 0) {
-                memory = json_array();
-                if (!memory)
-                        return -ENOMEM;
-                for (size_t i = 0; i < p->n_memory; i++) {
-                        if (json_array_append_new(memory, memory_grant_to_json(&grants[i], (int) i + 1)) < 0) {
-                                json_decref(memory);
-                                return -ENOMEM;
-                        }
-                        fds[i + 1] = grants[i].region->huge->memfd;
-                }
-        }
-        reply = json_pack("{s:s, s:o, s:i}",
-                          "lease", l->id,
-                          "device", device_to_json(&l->device, NULL),
-                          "fd", 0);
-        if (reply && memory && json_object_set_new(reply, "memory", memory) < 0) {
-                json_decref(reply);
-                reply = NULL;
-        } else if (!reply)
-                json_decref(memory);
-        if (!reply)
-                return -ENOMEM;
         r = conn_reply(c->conn, reply, fds, 1 + p->n_memory);
         /* The reply holds its own duplicate for the send; the daemon keeps only its handle. */
         c->manager->backend->device.client_fd_sent(l->vfio);

@@ -359,6 +359,9 @@ json_t *memory_grant_to_json(const MemoryGrant *g, int fd_index) {
                          "fd", fd_index);
 }
 
+/* The reason in the records of memory withdrawn because its reply could not be built. */
+#define ALLOCATE_REASON_REPLY_FAILED "reply-failed"
+
 int method_allocate_memory(Client *c, json_t *params) {
         AllocateParams p = { .memory = MEMORY_REQUEST_INIT(c->manager) };
         _cleanup_(memory_grant_done) MemoryGrant g = {};
@@ -389,12 +392,18 @@ int method_allocate_memory(Client *c, json_t *params) {
                 memory_grant_withdraw(c, p.lease, &g, PERSIST_REASON_NOT_STORED);
                 return conn_reply_error(c->conn, NOIOMMU_ERROR_INTERNAL, NULL);
         }
-        memory_grant_record(c, &g, p.lease);
 
-        /* reply: the memfd rides on the first byte; "fd" is its index among the reply's fds */
+        /* reply: the memfd rides on the first byte; "fd" is its index among the reply's fds.
+         * Built before the grant is recorded: a reply that cannot be built afterwards left the
+         * memory granted, charged and recorded with nothing handed out. Until it is recorded
+         * the grant is withdrawn like one whose write-ahead failed. */
         reply = memory_grant_to_json(&g, 0);
-        if (!reply)
-                return -ENOMEM;
+        if (!reply) {
+                log_error("Cannot build the reply for %s, refusing the allocation: out of memory.", g.id);
+                memory_grant_withdraw(c, p.lease, &g, ALLOCATE_REASON_REPLY_FAILED);
+                return conn_reply_error(c->conn, NOIOMMU_ERROR_INTERNAL, NULL);
+        }
+        memory_grant_record(c, &g, p.lease);
         return conn_reply(c->conn, reply, &g.region->huge->memfd, 1);
 }
 

@@ -12,6 +12,7 @@
  *     "regions": [ { "id", "conn" (or null), "lease" (or null), "size", "hugepageSize",
  *                    "phys": [..], "kind", "iova", "retired", "adopted" } ] }
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -142,7 +143,13 @@ int persist_grant(Persist *p, Client *c, const Region *r, const Lease *new_lease
         if (k < 0) {
                 /* Cannot even track the hold: write the state now, as before issue 10. */
                 log_debug_errno(k, "Cannot hold the reply until the next state write, writing it now: %m");
-                return persist_save(p);
+                k = persist_save(p);
+                if (k < 0)
+                        /* The connections held earlier in this iteration still wait for a
+                         * state that describes their grants: keep it dirty, so that the
+                         * deferred write tries again instead of letting them go. */
+                        persist_dirty(p);
+                return k;
         }
         persist_dirty(p);
         return 0;
@@ -380,15 +387,22 @@ int persist_save(Persist *p) {
 
         if (!fdstore_enabled())
                 return 0;
-        p->dirty = false;
-        p->generation++;
         if (!p->leases->leases)
                 /* No lease restored from a store written before issue 10 is left. */
                 p->legacy_lease_names = false;
 
+        /* The generation is advanced only once the push worked (below): a failed sendmsg()
+         * delivered nothing, so the name of the next write must stay the one NOT holding the
+         * last good state; otherwise a second failure would first remove that state (the
+         * stale removal) and leave the store with none, and the restore would drop every
+         * stored fd. dirty is cleared only on success too: a failed write leaves the state
+         * changed, and the next persist_flush() must try again, not take it as written. */
+        p->generation++;
         fd = state_memfd(p, /* all= */ false);
-        if (fd < 0)
+        if (fd < 0) {
+                p->generation--;
                 return log_error_errno(fd, "Cannot write the lease state to a memfd: %m");
+        }
 
         /* Two names used in turn. The new state goes in under the name the previous one does
          * not use, and only then is the previous one removed: a crash at any point leaves at
@@ -401,14 +415,19 @@ int persist_save(Persist *p) {
                 p->stale_state_possible = false;
         r = fdstore_push(name, &fd, 1, /* poll= */ false);
         if (r < 0) {
-                p->stale_state_possible = true;
-                return r;
+                /* Nothing was stored (one sendmsg(), all or nothing): the same name is written
+                 * again next time, and nothing stale was left by this attempt. */
+                p->generation--;
+                return log_error_errno(r, "Cannot store the lease state in the fd store: %m");
         }
+        p->dirty = false;
         (void) snprintf(name, sizeof(name), "state-%u", (unsigned) ((p->generation + 1) % 2));
         r = fdstore_remove(name);
         if (r < 0)
                 p->stale_state_possible = true;
-        return r;
+        /* The new state is in the store: a leftover older one is harmless (the restore takes
+         * the newest generation) and is removed before that name is written again. */
+        return 0;
 }
 
 void persist_flush(Persist *p) {
@@ -443,8 +462,10 @@ static int on_persist(sd_event_source *s, void *userdata) {
         return 0;
 }
 
-void persist_init(Persist *p, sd_event *event, Client *const *clients, LeaseRegistry *leases,
-                  const ClientContext *client_ctx, const RegionContext *region_ctx) {
+int persist_init(Persist *p, sd_event *event, Client *const *clients, LeaseRegistry *leases,
+                 const ClientContext *client_ctx, const RegionContext *region_ctx) {
+        int r;
+
         *p = (Persist) {
                 .event = event,
                 .clients = clients,
@@ -453,6 +474,19 @@ void persist_init(Persist *p, sd_event *event, Client *const *clients, LeaseRegi
                 .region_ctx = region_ctx,
                 .stale_state_possible = true,
         };
+        /* Created here, not on first use: persist_dirty() runs inside handlers (persist_grant()
+         * after a hold), where writing synchronously could end (client_free()) the very client
+         * whose handler is still running. Without the source, start-up fails instead. Made
+         * even without an fd store: fdstore_enabled() reads the environment on every call. */
+        r = sd_event_add_defer(event, &p->source, on_persist, p);
+        if (r < 0)
+                return log_error_errno(r, "Cannot create the deferred state write: %m");
+        r = sd_event_source_set_enabled(p->source, SD_EVENT_OFF);
+        if (r < 0) {
+                p->source = sd_event_source_unref(p->source);
+                return log_error_errno(r, "Cannot disable the deferred state write: %m");
+        }
+        return 0;
 }
 
 void persist_done(Persist *p) {
@@ -466,11 +500,9 @@ void persist_dirty(Persist *p) {
         if (!fdstore_enabled())
                 return;
         p->dirty = true;
-        if (!p->source && sd_event_add_defer(p->event, &p->source, on_persist, p) < 0) {
-                /* Without the event the held replies would wait forever: write now. */
-                persist_flush(p);
-                return;
-        }
+        /* Never written synchronously from here (persist_init() says why, and made the
+         * source). */
+        assert(p->source);
         /* Only a state change (a disconnect, a free): idle priority, after everything else
          * pending, so that a burst of them costs one write. Replies held for it: normal
          * priority. sd-event dispatches the oldest pending source of the best priority
@@ -531,15 +563,17 @@ static bool is_io_uring(int fd) {
  * VFIO_GROUP_GET_DEVICE_FD, drivers/vfio/group.c) or a cdev below /dev/vfio/devices/; the
  * container is /dev/vfio/vfio, iommufd /dev/iommu, and any other node in /dev/vfio/ is a
  * group ("N" or "noiommu-N"). -1: none of those. */
-static int lease_fd_kind(int fd) {
-        char path[64], target[256];
-        ssize_t n;
+int persist_lease_fd_kind_of(const char *link) {
+        /* A node unlinked since it was opened reads back as "<path> (deleted)" (d_path(),
+         * fs/d_path.c): without this, "/dev/vfio/vfio (deleted)" would pass for a group. */
+        static const char deleted[] = " (deleted)";
+        char target[256];
+        size_t l;
 
-        (void) snprintf(path, sizeof(path), "/proc/self/fd/%i", fd);
-        n = readlink(path, target, sizeof(target) - 1);
-        if (n < 0)
-                return -1;
-        target[n] = 0;
+        (void) snprintf(target, sizeof(target), "%s", link);
+        l = strlen(target);
+        if (l > sizeof(deleted) - 1 && streq(target + l - (sizeof(deleted) - 1), deleted))
+                target[l - (sizeof(deleted) - 1)] = 0;
         if (streq(target, "anon_inode:[vfio-device]") || strncmp(target, "/dev/vfio/devices/", 18) == 0)
                 return 0;
         if (streq(target, "/dev/vfio/vfio"))
@@ -549,6 +583,18 @@ static int lease_fd_kind(int fd) {
         if (strncmp(target, "/dev/vfio/", 10) == 0 && !strchr(target + 10, '/'))
                 return 1;
         return -1;
+}
+
+static int lease_fd_kind(int fd) {
+        char path[64], target[256];
+        ssize_t n;
+
+        (void) snprintf(path, sizeof(path), "/proc/self/fd/%i", fd);
+        n = readlink(path, target, sizeof(target) - 1);
+        if (n < 0)
+                return -1;
+        target[n] = 0;
+        return persist_lease_fd_kind_of(target);
 }
 
 /* A lease's device fds: every fd stored under "lease-<id>", sorted by kind; or, from a store

@@ -68,8 +68,10 @@ typedef struct Persist {
         const RegionContext *region_ctx;
 } Persist;
 
-void persist_init(Persist *p, sd_event *event, Client *const *clients, LeaseRegistry *leases,
-                  const ClientContext *client_ctx, const RegionContext *region_ctx);
+/* Fails (negative errno) if the deferred state write cannot be created: without it a grant's
+ * held reply could never be let go, so the daemon must not start. */
+int persist_init(Persist *p, sd_event *event, Client *const *clients, LeaseRegistry *leases,
+                 const ClientContext *client_ctx, const RegionContext *region_ctx);
 void persist_done(Persist *p);
 
 /* The reason in the records of a grant withdrawn because its write-ahead failed. */
@@ -113,6 +115,11 @@ void persist_restore_nosave(Persist *p, int *fds, char **names, size_t n);
 
 /* Writes j into a new sealed memfd called name; returns the fd (close-on-exec). */
 int persist_json_memfd(json_t *j, const char *name);
+
+/* Which of a lease's device fds a /proc/self/fd link target names (the index in get_fds()'
+ * order: 0 device, 1 group, 2 container, 3 iommufd; -1 none), a trailing " (deleted)" ignored.
+ * Exported for its unit test (the restore reads the link of each stored fd). */
+int persist_lease_fd_kind_of(const char *link);
 
 /* The state as persist_save() would store it (generation unchanged), in a sealed memfd. */
 int persist_state_memfd(Persist *p);

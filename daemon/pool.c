@@ -367,6 +367,11 @@ static HugeRegion *pool_take(Pool *p, uint64_t size, uint64_t hugepage_size, int
         return NULL;
 }
 
+/* hugepage_size 0 matches every size (pool_give_back(): RLIMIT_MEMLOCK). */
+static bool size_matches(uint64_t entry_size, uint64_t hugepage_size) {
+        return hugepage_size == 0 || entry_size == hugepage_size;
+}
+
 unsigned pool_give_back(Pool *p, uint64_t hugepage_size) {
         unsigned freed = 0;
         bool any = false;
@@ -374,7 +379,7 @@ unsigned pool_give_back(Pool *p, uint64_t hugepage_size) {
         if (!p)
                 return 0;
         for (size_t i = 0; i < p->n_entries; i++)
-                if (p->entries[i].setting.hugepage_size == hugepage_size) {
+                if (size_matches(p->entries[i].setting.hugepage_size, hugepage_size)) {
                         p->entries[i].suspended = true;
                         any = true;
                 }
@@ -387,7 +392,7 @@ unsigned pool_give_back(Pool *p, uint64_t hugepage_size) {
         for (PoolJob **j = &p->todo; *j; ) {
                 PoolJob *k = *j;
 
-                if (k->hugepage_size != hugepage_size) {
+                if (!size_matches(k->hugepage_size, hugepage_size)) {
                         j = &k->next;
                         continue;
                 }
@@ -398,7 +403,7 @@ unsigned pool_give_back(Pool *p, uint64_t hugepage_size) {
         p->todo_tail = &p->todo;
         while (*p->todo_tail)
                 p->todo_tail = &(*p->todo_tail)->next;
-        while (p->running && p->running->hugepage_size == hugepage_size)
+        while (p->running && size_matches(p->running->hugepage_size, hugepage_size))
                 (void) pthread_cond_wait(&p->idle, &p->lock);
         (void) pthread_mutex_unlock(&p->lock);
 
@@ -406,7 +411,7 @@ unsigned pool_give_back(Pool *p, uint64_t hugepage_size) {
         for (size_t i = 0; i < p->n_entries; i++) {
                 PoolEntry *e = &p->entries[i];
 
-                if (e->setting.hugepage_size != hugepage_size)
+                if (!size_matches(e->setting.hugepage_size, hugepage_size))
                         continue;
                 for (unsigned k = 0; k < e->n_ready; k++)
                         (void) p->backend->memory.free(TAKE_PTR(e->ready[k]));
@@ -432,7 +437,14 @@ int pool_allocate(Pool *p, const BackendOps *backend, char *id, uint64_t size, u
                 return 0;
         }
         r = backend->memory.new(id, size, hugepage_size, numa_node, pagemap_fd, ret);
-        if ((r == -ENOSPC || r == -ENOMEM) && pool_give_back(p, hugepage_size) > 0)
+        /* -ENOSPC: no free hugepages of this size; only the pool's regions of this size can
+         * help (each size is its own pool in the kernel, mm/hugetlb.c). -ENOMEM is also what
+         * io_uring's pin returns once RLIMIT_MEMLOCK is used up (io_account_mem(),
+         * io_uring/rsrc.c, without CAP_IPC_LOCK): that budget is the uid's, across every ring,
+         * so pooled regions of ANY hugepage size use it; give back every size, or a request
+         * that would succeed without the pool fails (pool.h's promise). */
+        if ((r == -ENOSPC || r == -ENOMEM) &&
+            pool_give_back(p, r == -ENOMEM ? 0 : hugepage_size) > 0)
                 r = backend->memory.new(id, size, hugepage_size, numa_node, pagemap_fd, ret);
         return r;
 }

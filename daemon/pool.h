@@ -18,7 +18,8 @@
  *     client's exit) is freed by region_free() as always, never returned here.
  *   - A configured pool never makes a request fail that would have succeeded without it:
  *     pool_allocate() gives back the pool's regions of the hugepage size a failed allocation
- *     needed (waiting for the worker's region in progress of that size) and tries once more.
+ *     needed (waiting for the worker's region in progress of that size) and tries once more;
+ *     of every size when it failed with ENOMEM (RLIMIT_MEMLOCK is shared by all sizes).
  *   - Pool regions are nobody's: not charged to a uid, never in the fd store or the re-exec
  *     state. A crash loses them with the process; a stop or re-exec frees them (the worker is
  *     joined first), and the new process fills its own pool.
@@ -58,13 +59,15 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Pool *, pool_free);
  * pool, with its id copied to id (NOIOMMU_ID_LEN + 1 bytes: the memfd is already named) and
  * ->pooled set, and a refill queued for after this loop iteration; else a new region through
  * backend (p may be NULL). When that fails with -ENOSPC or -ENOMEM (no free hugepages of the
- * size, or RLIMIT_MEMLOCK) while the pool held pages of that hugepage size, the pool gives
+ * size, or RLIMIT_MEMLOCK) while the pool held pages of that hugepage size (for -ENOMEM: of
+ * any size, since the uid's RLIMIT_MEMLOCK is charged for every pinned region), the pool gives
  * them back and the allocation is tried once more. */
 int pool_allocate(Pool *p, const BackendOps *backend, char *id, uint64_t size, uint64_t hugepage_size,
                   int numa_node, int pagemap_fd, HugeRegion **ret);
 
-/* Gives back every region of hugepage_size the pool holds or is making, and refills those
- * entries only from the next loop iteration on. Returns how many regions were freed. */
+/* Gives back every region of hugepage_size (0: of every size) the pool holds or is making, and
+ * refills those entries only from the next loop iteration on. Returns how many regions were
+ * freed. */
 unsigned pool_give_back(Pool *p, uint64_t hugepage_size);
 
 /* ListLeases' "pool": per entry hugepageSize, size, numaNode (null: any), ready, target. An

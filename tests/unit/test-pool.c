@@ -29,6 +29,7 @@ static uint64_t free_2m, free_1g;       /* free hugepages of each size, like Hug
 static unsigned live;                   /* regions not freed yet */
 static unsigned made_off_main;          /* regions made by a thread other than main's */
 static useconds_t slow_usec;            /* each new region takes this long ("zeroing") */
+static uint64_t memlock_left;           /* bytes RLIMIT_MEMLOCK still allows, for every size */
 static pthread_t main_thread;
 
 static uint64_t *free_of(uint64_t hp) {
@@ -49,6 +50,13 @@ static int counted_new(const char *id, uint64_t size, uint64_t hp, int numa_node
                 (void) pthread_mutex_unlock(&lock);
                 return -ENOSPC;
         }
+        /* The io_uring pin, charged to the uid's RLIMIT_MEMLOCK without CAP_IPC_LOCK: one
+         * budget for regions of every hugepage size, -ENOMEM when it is used up. */
+        if (memlock_left < size) {
+                (void) pthread_mutex_unlock(&lock);
+                return -ENOMEM;
+        }
+        memlock_left -= size;
         *free_of(hp) -= n;
         live++;
         if (!pthread_equal(pthread_self(), main_thread))
@@ -79,6 +87,7 @@ static HugeRegion *counted_free(HugeRegion *r) {
                 return NULL;
         (void) pthread_mutex_lock(&lock);
         *free_of(r->hugepage_size) += r->size / r->hugepage_size;
+        memlock_left += r->size;
         ASSERT_TRUE(live > 0);
         live--;
         (void) pthread_mutex_unlock(&lock);
@@ -128,6 +137,7 @@ static void setup(uint64_t f2m, uint64_t f1g) {
         free_1g = f1g;
         live = made_off_main = 0;
         slow_usec = 0;
+        memlock_left = UINT64_MAX / 2;  /* CAP_IPC_LOCK: unlimited unless a test says so */
         main_thread = pthread_self();
 }
 
@@ -251,6 +261,47 @@ static void test_give_back(void) {
         }
 }
 
+/* RLIMIT_MEMLOCK is one budget for every size: the pool's 1 GiB region may be what stands in
+ * the way of a 2 MiB request. The request fails with ENOMEM (the pin) although 2 MiB pages are
+ * free, and must succeed once the pool gave back regions of ANY size. */
+static void test_memlock(void) {
+        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
+        const PoolSetting s[] = {
+                { .hugepage_size = HP_1G, .size = HP_1G, .count = 1, .numa_node = -1 },
+        };
+        char id[NOIOMMU_ID_LEN + 1] = "00000000000000000000000000000abc";
+        Pool *p = NULL;
+        HugeRegion *h = NULL;
+
+        setup(16, 1);
+        memlock_left = HP_1G;           /* exactly what the pool's region pins */
+        ASSERT_OK(sd_event_new(&e));
+        ASSERT_OK(pool_new(e, &ops, -EBADF, s, ELEMENTSOF(s), &p));
+        wait_ready(e, p, 1);
+        ASSERT_EQ(memlock_left, 0);
+
+        ASSERT_OK(pool_allocate(p, &ops, id, 2 * MiB, HP_2M, -1, -EBADF, &h));
+        ASSERT_FALSE(h->pooled);
+        ASSERT_EQ(ready(p), 0);         /* the 1 GiB region went back for it */
+        ASSERT_EQ(get_free(HP_1G), 1);
+        ASSERT_EQ(memlock_left, HP_1G - 2 * MiB);
+        /* The refill cannot pin its region now (ENOMEM): the pool waits, nothing is lost. */
+        settle(e);
+        ASSERT_EQ(ready(p), 0);
+        ASSERT_EQ(live, 1);
+
+        counted_free(h);
+        p = pool_free(p);
+        ASSERT_EQ(live, 0);
+        ASSERT_EQ(memlock_left, HP_1G);
+
+        /* Without the pool the same request simply fails: the pool added no failure. */
+        setup(16, 1);
+        memlock_left = MiB;
+        ASSERT_ERROR(pool_allocate(NULL, &ops, id, 2 * MiB, HP_2M, -1, -EBADF, &h), ENOMEM);
+        ASSERT_EQ(live, 0);
+}
+
 static void test_numa(void) {
         _cleanup_(sd_event_unrefp) sd_event *e = NULL;
         const PoolSetting s[] = {
@@ -317,6 +368,7 @@ static void test_none(void) {
 int main(void) {
         TEST(test_fill_take_refill);
         TEST(test_give_back);
+        TEST(test_memlock);
         TEST(test_numa);
         TEST(test_none);
         return 0;
