@@ -86,6 +86,7 @@ struct Conn {
         sd_event_source *defer_source;  /* re-dispatch after polkit, or the next buffered request */
 
         WireBuffer in;
+        bool maybe_readable;            /* the socket may hold unread bytes (EPOLLET, conn.c) */
         uint64_t in_since;              /* when the first byte of a partial request arrived */
         uint64_t last_activity;
         bool had_request;
