@@ -41,6 +41,9 @@ typedef struct Lease Lease;
 #define NOIOMMU_REGIONS_PER_UID_MAX 256
 /* Connections accepted per wake-up of the listening socket. */
 #define NOIOMMU_ACCEPT_BATCH 64
+/* After connections close, the heap is trimmed (malloc_trim()) once this long after the first
+ * of them: at most once per period however many close, and never on a close's own path. */
+#define NOIOMMU_TRIM_DELAY_USEC (1ULL * 1000000ULL)
 
 typedef struct UidCount UidCount;
 
@@ -70,6 +73,7 @@ typedef struct Manager {
         RegionContext region_ctx;       /* what every Region needs (quota, pagemap, persist) */
 
         bool accept_paused;
+        sd_event_source *trim_source;   /* gives freed heap back after connections close */
 
         Persist persist;                /* the fd store's state and write-ahead */
         Monitor monitor;                /* Monitor() subscribers and kernel uevents */
