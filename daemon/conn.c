@@ -35,8 +35,16 @@ struct OutMsg {
 static int conn_process(Conn *c);
 static void conn_abort(Conn *c, int error);
 
-/* The connection must end: the owner tears down what it holds, then frees the transport. */
+/* The connection must end: the owner tears down what it holds, then frees the transport, at
+ * once or in a later batch (manager.c). Until then nothing of it runs: its sources are off
+ * (the io source's epoll_ctl(DEL) happens here rather than in conn_free()). */
 static void conn_close(Conn *c, const char *reason) {
+        if (c->closed)
+                return;
+        c->closed = true;
+        (void) sd_event_source_set_enabled(c->io_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_enabled(c->timer_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_enabled(c->defer_source, SD_EVENT_OFF);
         c->ops->closed(c, reason, c->userdata);
 }
 
@@ -65,6 +73,9 @@ static OutMsg *out_msg_free(OutMsg *o) {
 
 static void conn_update_timer(Conn *c) {
         uint64_t deadline = 0;
+
+        if (c->closed)
+                return;
 
         if (c->state == CONN_CLOSING)
                 deadline = c->out_since + NOIOMMU_REQUEST_TIMEOUT_USEC;
@@ -118,6 +129,9 @@ static void conn_update_timer(Conn *c) {
 static void conn_update_io(Conn *c) {
         uint32_t events = EPOLLET, current;
 
+        if (c->closed)
+                return;
+
         if (c->out_head)
                 events |= EPOLLOUT;
         /* Read only when idle and nothing is waiting to be written: one request at a time. */
@@ -129,6 +143,8 @@ static void conn_update_io(Conn *c) {
 }
 
 static void conn_schedule(Conn *c) {
+        if (c->closed)
+                return;
         (void) sd_event_source_set_enabled(c->defer_source, SD_EVENT_ONESHOT);
 }
 
@@ -181,8 +197,18 @@ static void conn_check_receipt(Conn *c) {
                 c->receipt_since = 0;
 }
 
-void conn_restored(Conn *c) {
+/* The first request is taken: from now on the connection's events wait their turn with every
+ * other established connection's (NOIOMMU_PRIORITY_NEW). */
+static void conn_established(Conn *c) {
+        if (c->had_request)
+                return;
         c->had_request = true;
+        (void) sd_event_source_set_priority(c->io_source, SD_EVENT_PRIORITY_NORMAL);
+        (void) sd_event_source_set_priority(c->defer_source, SD_EVENT_PRIORITY_NORMAL);
+}
+
+void conn_restored(Conn *c) {
+        conn_established(c);
         c->last_activity = conn_now(c);
         conn_update_timer(c);
 }
@@ -247,6 +273,12 @@ int conn_new(sd_event *event, int fd, const ClientIdentity *id, const ConnOps *o
         if (r < 0)
                 return r;
         r = sd_event_source_set_enabled(c->defer_source, SD_EVENT_OFF);
+        if (r < 0)
+                return r;
+        /* Until its first request (conn_established()). */
+        r = sd_event_source_set_priority(c->io_source, NOIOMMU_PRIORITY_NEW);
+        if (r >= 0)
+                r = sd_event_source_set_priority(c->defer_source, NOIOMMU_PRIORITY_NEW);
         if (r < 0)
                 return r;
 
@@ -547,7 +579,7 @@ static int conn_parse_and_dispatch(Conn *c) {
         }
 
         conn_check_receipt(c);
-        c->had_request = true;
+        conn_established(c);
         c->current = msg;
         c->current_since = now();
         c->state = CONN_RUNNING;
@@ -729,7 +761,7 @@ int conn_reexec_load(Conn *c, json_t *j) {
                 c->current_more = json_is_true(json_object_get(j, "more"));
                 c->monitoring = json_is_true(json_object_get(j, "monitoring"));
                 c->state = CONN_RUNNING;
-                c->had_request = true;
+                conn_established(c);
         }
         if (streq(state, "closing"))
                 c->state = CONN_CLOSING;

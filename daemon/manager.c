@@ -167,9 +167,65 @@ static void manager_schedule_trim(Manager *m) {
         (void) sd_event_source_set_enabled(m->trim_source, SD_EVENT_ONESHOT);
 }
 
+static void closing_unlink(Manager *m, Client *c) {
+        if (c->close_prev)
+                c->close_prev->close_next = c->close_next;
+        else
+                m->closing_head = c->close_next;
+        if (c->close_next)
+                c->close_next->close_prev = c->close_prev;
+        else
+                m->closing_tail = c->close_prev;
+        c->close_next = c->close_prev = NULL;
+        c->close_queued = false;
+}
+
+static int on_close_batch(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+
+        for (unsigned i = 0; i < NOIOMMU_CLOSE_BATCH && m->closing_head; i++)
+                (void) client_free(m->closing_head, m->closing_head->close_reason);   /* unlinks it */
+        /* More: again on a later iteration, behind what became ready meanwhile (sd-event
+         * dispatches sources of one priority oldest-pending first). */
+        if (m->closing_head)
+                (void) sd_event_source_set_enabled(m->close_source, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+/* ClientContext.closing: a connection ended; its teardown is queued (NOIOMMU_CLOSE_BATCH). */
+static void manager_client_closing(Client *c, const char *reason, void *userdata) {
+        Manager *m = userdata;
+
+        assert(!c->close_queued);
+        if (!m->close_source) {
+                if (sd_event_add_defer(m->event, &m->close_source, on_close_batch, m) < 0) {
+                        (void) client_free(c, reason);  /* no queue: at once, as before */
+                        return;
+                }
+                (void) sd_event_source_set_description(m->close_source, "close-batch");
+        }
+        c->close_reason = reason;
+        c->close_queued = true;
+        c->close_prev = m->closing_tail;
+        if (m->closing_tail)
+                m->closing_tail->close_next = c;
+        else
+                m->closing_head = c;
+        m->closing_tail = c;
+        (void) sd_event_source_set_enabled(m->close_source, SD_EVENT_ONESHOT);
+}
+
+void manager_flush_closing(Manager *m) {
+        while (m->closing_head)
+                (void) client_free(m->closing_head, m->closing_head->close_reason);
+}
+
 static void manager_client_removed(Client *c, void *userdata) {
         Manager *m = userdata;
         UidCount **b = uid_bucket(m, c->id.uid);
+
+        if (c->close_queued)
+                closing_unlink(m, c);
 
         for (UidCount **p = b; *p; p = &(*p)->next)
                 if ((*p)->uid == c->id.uid) {
@@ -199,7 +255,8 @@ static void manager_client_removed(Client *c, void *userdata) {
         /* An fd was freed: accept again if EMFILE had paused us. */
         if (m->accept_paused) {
                 m->accept_paused = false;
-                (void) sd_event_source_set_enabled(m->listen_source, SD_EVENT_ON);
+                if (!m->accept_limited)
+                        (void) sd_event_source_set_enabled(m->listen_source, SD_EVENT_ON);
         }
 }
 
@@ -226,16 +283,55 @@ static void pause_accepting(Manager *m) {
         (void) sd_event_source_set_enabled(m->listen_source, SD_EVENT_OFF);
 }
 
-static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+static int on_accept_window(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
 
-        for (unsigned i = 0; i < NOIOMMU_ACCEPT_BATCH; i++) {
+        m->accept_limited = false;
+        if (!m->accept_paused)
+                (void) sd_event_source_set_enabled(m->listen_source, SD_EVENT_ON);
+        return 0;
+}
+
+/* The budget of this interval is spent: the listening socket rests until the interval ends.
+ * (sd-event's own rate limit counts wake-ups, not connections: it would slow down a client
+ * that connects often, one connection per wake-up.) */
+static void limit_accepting(Manager *m) {
+        uint64_t until = m->accept_window_start + NOIOMMU_ACCEPT_INTERVAL_USEC;
+
+        if (!m->accept_timer) {
+                /* accuracy 1 µs: 0 would select sd-event's default of 250 ms */
+                if (sd_event_add_time(m->event, &m->accept_timer, CLOCK_MONOTONIC, until, 1,
+                                      on_accept_window, m) < 0)
+                        return;                 /* no timer: no limit rather than no accepting */
+                (void) sd_event_source_set_priority(m->accept_timer, NOIOMMU_PRIORITY_NEW);
+        } else
+                (void) sd_event_source_set_time(m->accept_timer, until);
+        (void) sd_event_source_set_enabled(m->accept_timer, SD_EVENT_ONESHOT);
+        m->accept_limited = true;
+        (void) sd_event_source_set_enabled(m->listen_source, SD_EVENT_OFF);
+}
+
+static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Manager *m = userdata;
+        uint64_t now;
+
+        if (sd_event_now(m->event, CLOCK_MONOTONIC, &now) >= 0 &&
+            now >= m->accept_window_start + NOIOMMU_ACCEPT_INTERVAL_USEC) {
+                m->accept_window_start = now;
+                m->accept_window_n = 0;
+        }
+
+        for (;; m->accept_window_n++) {
                 _cleanup_close_ int cfd = -EBADF;
                 struct ucred cred = {};
                 socklen_t l = sizeof(cred);
                 Client *c;
                 int r;
 
+                if (m->accept_window_n >= NOIOMMU_ACCEPT_BATCH) {
+                        limit_accepting(m);
+                        return 0;
+                }
                 cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
                 if (cfd < 0) {
                         if (errno == EAGAIN || errno == EINTR)
@@ -300,6 +396,9 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         unsigned n_conns = m->n_conns, n_regions = m->quota.n_regions;
 
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down, freeing all memory.");
+        /* Connections that already ended are torn down as what they were (client-exit). */
+        manager_flush_closing(m);
+        n_conns = m->n_conns;
         record_stopping(n_conns, n_regions);
         /* The fd store does not survive a plain stop, so everything is released now, with
          * reason "shutdown" in the records. */
@@ -422,6 +521,7 @@ int manager_new(const char *config_path, const BackendOps *backend, int (*dispat
                 .added = manager_client_added,
                 .removed = manager_client_removed,
                 .forget_stored = manager_client_forget_stored,
+                .closing = manager_client_closing,
                 .userdata = m,
         };
         m->lease_registry.backend = backend;
@@ -461,6 +561,7 @@ int manager_new(const char *config_path, const BackendOps *backend, int (*dispat
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        manager_flush_closing(m);
         while (m->clients)
                 (void) client_free(m->clients, "shutdown");
         /* Only quarantined leases are left: the process exit releases their memory anyway. */
@@ -471,6 +572,8 @@ Manager *manager_free(Manager *m) {
                 m->polkit = m->backend->polkit.free(m->polkit);
         m->listen_source = sd_event_source_disable_unref(m->listen_source);
         m->trim_source = sd_event_source_disable_unref(m->trim_source);
+        m->accept_timer = sd_event_source_disable_unref(m->accept_timer);
+        m->close_source = sd_event_source_disable_unref(m->close_source);
         persist_done(&m->persist);
         monitor_done(&m->monitor);
         m->listen_fd = safe_close(m->listen_fd);
@@ -591,6 +694,9 @@ int manager_watch_listen(Manager *m) {
         r = sd_event_add_io(m->event, &m->listen_source, m->listen_fd, EPOLLIN, on_accept, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch the listening socket: %m");
+        r = sd_event_source_set_priority(m->listen_source, NOIOMMU_PRIORITY_NEW);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the listening socket's priority: %m");
         return 0;
 }
 
