@@ -220,6 +220,17 @@ void manager_flush_closing(Manager *m) {
                 (void) client_free(m->closing_head, m->closing_head->close_reason);
 }
 
+static int on_resume_accepting(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+
+        if (!m->accept_paused)
+                return 0;
+        m->accept_paused = false;
+        if (!m->accept_limited)
+                (void) sd_event_source_set_enabled(m->listen_source, SD_EVENT_ON);
+        return 0;
+}
+
 static void manager_client_removed(Client *c, void *userdata) {
         Manager *m = userdata;
         UidCount **b = uid_bucket(m, c->id.uid);
@@ -252,11 +263,19 @@ static void manager_client_removed(Client *c, void *userdata) {
         m->n_conns--;
         manager_schedule_trim(m);
 
-        /* An fd was freed: accept again if EMFILE had paused us. */
+        /* Fds were freed: accept again if EMFILE had paused us. Not at once: the listening
+         * socket is served ahead of established connections (NOIOMMU_PRIORITY_NEW), and
+         * resumed after each single close it would take the two fds just freed, fail on the
+         * third that reading the identity needs, and refuse that client, once per close. A
+         * defer source at normal priority runs after the hang-ups already pending (and their
+         * teardown batch), so the connections waiting get all the fds they freed. */
         if (m->accept_paused) {
-                m->accept_paused = false;
-                if (!m->accept_limited)
-                        (void) sd_event_source_set_enabled(m->listen_source, SD_EVENT_ON);
+                if (!m->resume_source &&
+                    sd_event_add_defer(m->event, &m->resume_source, on_resume_accepting, m) < 0) {
+                        (void) on_resume_accepting(NULL, m);
+                        return;
+                }
+                (void) sd_event_source_set_enabled(m->resume_source, SD_EVENT_ONESHOT);
         }
 }
 
@@ -573,6 +592,7 @@ Manager *manager_free(Manager *m) {
         m->listen_source = sd_event_source_disable_unref(m->listen_source);
         m->trim_source = sd_event_source_disable_unref(m->trim_source);
         m->accept_timer = sd_event_source_disable_unref(m->accept_timer);
+        m->resume_source = sd_event_source_disable_unref(m->resume_source);
         m->close_source = sd_event_source_disable_unref(m->close_source);
         persist_done(&m->persist);
         monitor_done(&m->monitor);

@@ -86,6 +86,7 @@ typedef struct Manager {
         bool accept_paused;             /* out of fds: until a connection closes */
         bool accept_limited;            /* budget of this interval spent: until accept_timer */
         sd_event_source *accept_timer;
+        sd_event_source *resume_source; /* ends accept_paused (manager_client_removed()) */
         uint64_t accept_window_start;
         unsigned accept_window_n;
         sd_event_source *trim_source;   /* gives freed heap back after connections close */
