@@ -18,6 +18,9 @@ Commands:
       EAGAIN: what a burst of N clients each retrying looks like. Answer: {"opened": connections answered by GetInfo's reply,
       "refused": {outcome: count} (closed with an error reply or without one), "pending": still
       without a reply (not accepted yet: kept, and counted as opened once answered)}.
+  {"cmd": "request_all", "wait": S}
+      Sends GetInfo on every idle connection at once and waits up to S seconds for all the
+      replies: {"answered": N, "pending": N}.
   {"cmd": "status"}
       {"open": idle connections still open, "pending": ..., "closed": {outcome: count} of idle
       connections the daemon closed, "rearmed": GetInfo calls sent to re-arm idle connections}.
@@ -263,6 +266,20 @@ class Agent:
             c.state = "closed"
             c.how = key = "closed while idle, " + how
         self.closed[key] = self.closed.get(key, 0) + 1
+
+    def cmd_request_all(self, wait=30.0):
+        conns = [c for c in self.idle.values() if c.state == "idle"]
+        for c in conns:
+            c.state = "pending"
+            try:
+                c.sock.send(GET_INFO)
+            except OSError:
+                pass
+        deadline = time.monotonic() + wait
+        while any(c.state == "pending" for c in conns) and time.monotonic() < deadline:
+            self.poll(0.05, stdin=False)
+        pending = sum(1 for c in conns if c.state == "pending")
+        return {"answered": len(conns) - pending, "pending": pending}
 
     def cmd_status(self):
         self.poll(0, stdin=False)
