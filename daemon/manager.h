@@ -47,6 +47,8 @@ typedef struct Lease Lease;
  * interval is spent the listening socket is not watched until the interval ends. */
 #define NOIOMMU_ACCEPT_BATCH 64
 #define NOIOMMU_ACCEPT_INTERVAL_USEC 6000ULL
+/* Out of fds (EMFILE), accepting resumes this long after the first connection closes. */
+#define NOIOMMU_ACCEPT_RESUME_USEC 10000ULL
 /* Connections torn down per loop iteration after they closed. A hang-up only queues the
  * connection (its sources off, its request cancelled); the teardown (closing the socket and the
  * pidfd, freeing what it held) runs in batches of this many from a defer source, so that
