@@ -132,7 +132,7 @@ static void conn_update_io(Conn *c) {
         if (c->closed)
                 return;
 
-        if (c->out_head)
+        if (c->out_head && c->held == 0)
                 events |= EPOLLOUT;
         /* Read only when idle and nothing is waiting to be written: one request at a time. */
         if (c->state == CONN_IDLE && !c->out_head)
@@ -310,7 +310,7 @@ Conn *conn_free(Conn *c) {
 /* Writes queued output. Returns 0 when everything is written or the socket is full, 1 when a
  * final message was written and the connection should end, negative errno on a dead peer. */
 static int conn_write(Conn *c) {
-        while (c->out_head) {
+        while (c->out_head && c->held == 0) {
                 OutMsg *o = c->out_head;
                 ssize_t n;
 
@@ -343,6 +343,29 @@ static int conn_write(Conn *c) {
                 out_msg_free(o);
         }
         return 0;
+}
+
+void conn_hold(Conn *c) {
+        c->held++;
+}
+
+void conn_unhold(Conn *c) {
+        int r;
+
+        assert(c->held > 0);
+        if (--c->held > 0)
+                return;
+        /* Written here rather than on a wake-up of its own: that would cost a loop iteration
+         * and a read that finds nothing. The caller may be going through many connections, so
+         * none is closed here: a dead peer is found again by conn_process() on the next
+         * iteration, a final message written ends the connection through the hang-up
+         * (conn_abort()'s way), and a request the client already sent is taken then too. */
+        r = conn_write(c);
+        if (r > 0)
+                (void) shutdown(c->fd, SHUT_RDWR);
+        if (r != 0 || (c->state == CONN_IDLE && !c->out_head && wire_buffer_message(&c->in) >= 0))
+                conn_schedule(c);
+        conn_update_io(c);
 }
 
 static int conn_queue(Conn *c, json_t *msg, const int *fds, size_t n_fds, bool close_after) {

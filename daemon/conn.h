@@ -103,6 +103,7 @@ struct Conn {
 
         OutMsg *out_head, *out_tail;
         size_t out_bytes;
+        unsigned held;                  /* conn_hold() count: nothing is written while > 0 */
         uint64_t out_since;             /* last write progress while output is queued */
         uint64_t receipt_since;         /* a reply with fds written, not yet seen read; 0: none */
 
@@ -140,6 +141,14 @@ int conn_reply_error(Conn *c, const char *error, json_t *params);
  * current. A client that lets NOIOMMU_MONITOR_BACKLOG_MAX bytes pile up is disconnected. */
 #define NOIOMMU_MONITOR_BACKLOG_MAX (1024U * 1024U)
 int conn_notify(Conn *c, json_t *params);
+
+/* Holds the queued output: while held, nothing is written to the socket (and no EPOLLOUT is
+ * asked for), so a reply carrying fds waits until its owner says it may go (persist.c: the
+ * write-ahead state is in the fd store). Holds count; conn_unhold() of the last one schedules
+ * the write for this loop iteration. Nothing is read meanwhile either, since a connection with
+ * queued output takes no new request. */
+void conn_hold(Conn *c);
+void conn_unhold(Conn *c);
 
 /* Replies with ProtocolViolation and closes the connection once that is written. */
 void conn_protocol_violation(Conn *c, const char *reason);

@@ -41,8 +41,9 @@ typedef enum MethodFlags {
         METHOD_SENDS_FDS = 1 << 0,      /* the reply carries fds: a oneway call makes no sense */
 } MethodFlags;
 
-/* The action column of a method whose handler picks one of two actions from what the
- * inventory found (AcquireDevice: noiommu or IOMMU backend), never from the request. */
+/* The action column of a method whose handler picks its action from what the inventory found
+ * (AcquireDevice: noiommu or IOMMU backend), never from the request, and from whether the
+ * request carries memory (the -with-memory pair: one check for the device and its memory). */
 #define METHOD_ACTION_BY_BACKEND "(by backend)"
 
 typedef struct Method {
@@ -171,7 +172,9 @@ int authorize(Client *c, const char *action, char **details, bool interactive, i
         /* The table's polkit column is the contract: a handler asks for its method's action. */
         assert(current_method);
         assert(streq(current_method->action, METHOD_ACTION_BY_BACKEND)
-               ? streq(action, ACTION_ACQUIRE_DEVICE) || streq(action, ACTION_ACQUIRE_DEVICE_IOMMU)
+               ? streq(action, ACTION_ACQUIRE_DEVICE) || streq(action, ACTION_ACQUIRE_DEVICE_IOMMU) ||
+                 streq(action, ACTION_ACQUIRE_DEVICE_WITH_MEMORY) ||
+                 streq(action, ACTION_ACQUIRE_DEVICE_IOMMU_WITH_MEMORY)
                : current_method->action && streq(action, current_method->action));
 
         r = check_root_capability(c, action, details, interactive, cap);
@@ -220,7 +223,11 @@ int authorize(Client *c, const char *action, char **details, bool interactive, i
  *                    is validated before any filesystem access, must be in the inventory, must be
  *                    enabled in the configuration for noiommu use, and is reserved before polkit
  *                    io.noiommud.acquire-device (noiommu) / -iommu (cdev-iommu) decides, chosen
- *                    from the backend the inventory found, never from the request.
+ *                    from the backend the inventory found, never from the request. With
+ *                    "memory" (up to NOIOMMU_ACQUIRE_MEMORY_MAX regions, each validated and
+ *                    limited as AllocateMemory's) the one check is of
+ *                    io.noiommud.acquire-device[-iommu]-with-memory instead, which no rule for
+ *                    the separate actions grants.
  *   ReleaseDevice:   acts only on a lease of this very connection.
  *   ListLeases:      reveals who holds which device; polkit io.noiommud.manage (auth_admin).
  *   RevokeLease:     ends anyone's lease (and retries the quiesce of a quarantined one);

@@ -315,8 +315,10 @@ int huge_region_new(const char *id, uint64_t size, uint64_t hugepage_size, int n
                 return negative_errno();
 
         /* Preallocate. hugetlbfs_fallocate() allocates with the calling task's memory policy,
-         * so binding this (single-threaded) daemon for the duration places the pages on the
-         * node, and a node without free pages fails with ENOSPC instead of falling back. */
+         * so binding the calling thread for the duration places the pages on the node, and a
+         * node without free pages fails with ENOSPC instead of falling back. set_mempolicy()
+         * sets the policy of the calling thread only (mm/mempolicy.c: current->mempolicy), so
+         * the loop and pool.c's worker never see each other's. */
         if (numa_node >= 0) {
                 k = set_node_policy(numa_node);
                 if (k < 0)

@@ -25,6 +25,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +62,7 @@ typedef struct HugeRegion {
         int numa_node;                /* node of the first page, -1 if unknown */
         size_t n_pages;
         uint64_t *phys;               /* physical address of each hugepage */
+        bool pooled;                  /* made ahead of time by pool.c (for the grant's record) */
 } HugeRegion;
 
 /* Hugepage sizes the kernel offers (from /sys/kernel/mm/hugepages), ascending; at most max of
@@ -75,7 +77,8 @@ int hugepage_size_supported(uint64_t hugepage_size);
 
 /* Allocates size bytes (already rounded to whole pages of hugepage_size) on numa_node (-1 for
  * any) and resolves physical addresses through pagemap_fd. On success the region owns a memfd,
- * a mapping and a pin. */
+ * a mapping and a pin. Thread-safe: it touches nothing but what it creates, pread()s pagemap_fd
+ * and sets the calling thread's own memory policy, so pool.c's worker calls it too. */
 int huge_region_new(const char *id, uint64_t size, uint64_t hugepage_size, int numa_node,
                     int pagemap_fd, HugeRegion **ret);
 

@@ -29,10 +29,12 @@ int linux_audit_open(void);
 void linux_audit_close(void);
 bool linux_audit_is_open(void);
 
-/* Writes one user-space record of type with the text msg and res=success or res=failed. The
- * kernel stamps it with the daemon's own pid, uid and auid. Returns 0, or the negative errno:
- * -EBADF when not open, -ECONNREFUSED inside a user namespace, -EPERM without CAP_AUDIT_WRITE,
- * -ENOBUFS, ... */
+/* Writes one user-space record of type with the text msg and res=success or res=failed, and
+ * reads the kernel's verdict on it: one sendto() and one non-blocking recvfrom(), never a wait
+ * (the kernel answers before the send returns; linux-audit.c says where). The kernel stamps it
+ * with the daemon's own pid, uid and auid. Returns 0, or the negative errno: -EBADF when not
+ * open, -ECONNREFUSED inside a user namespace, -EPERM without CAP_AUDIT_WRITE, -ENOBUFS when the
+ * verdict was lost, -EIO when none was there, ... */
 int linux_audit_log(LinuxAuditType type, const char *msg, bool success);
 
 /* "name=value" as an audit field: value quoted, or hex-encoded when it holds a space, quote or

@@ -577,6 +577,10 @@ int manager_new(const char *config_path, const BackendOps *backend, int (*dispat
                 return r;
         manager_check_devices(m);
 
+        r = manager_start_pool(m);
+        if (r < 0)
+                return r;
+
         r = backend->polkit.new(m->event, &m->polkit);
         if (r < 0)
                 return r;
@@ -591,6 +595,8 @@ int manager_new(const char *config_path, const BackendOps *backend, int (*dispat
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        /* First: its worker must not outlive what it uses (the pagemap fd, the event loop). */
+        m->pool = pool_free(m->pool);
         manager_flush_closing(m);
         while (m->clients)
                 (void) client_free(m->clients, "shutdown");
@@ -794,6 +800,16 @@ int manager_listen(Manager *m, const char *path) {
                         log_warning_errno(r, "Restoring from the fd store failed partially: %m");
         }
         strv_free_names(names, n);
+        return 0;
+}
+
+int manager_start_pool(Manager *m) {
+        int r;
+
+        assert(!m->pool);
+        r = pool_new(m->event, m->backend, m->pagemap_fd, m->settings.pool, m->settings.n_pool, &m->pool);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the hugepage pool: %m");
         return 0;
 }
 

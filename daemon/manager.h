@@ -22,6 +22,7 @@
 #include "lease.h"
 #include "monitor.h"
 #include "persist.h"
+#include "pool.h"
 #include "quota.h"
 #include "region.h"
 #include "settings.h"
@@ -95,6 +96,8 @@ typedef struct Manager {
         sd_event_source *close_source;  /* tears down the closing queue, a batch at a time */
         Client *closing_head, *closing_tail;
 
+        Pool *pool;                     /* "hugepagePool": ready regions, NULL without one */
+
         Persist persist;                /* the fd store's state and write-ahead */
         Monitor monitor;                /* Monitor() subscribers and kernel uevents */
 
@@ -121,6 +124,9 @@ int manager_run(Manager *m);
 /* Tears down every connection waiting in the closing queue now (before a stop or a re-exec,
  * which must not see them as live). */
 void manager_flush_closing(Manager *m);
+/* Sets up and fills the hugepage pool the settings ask for (none: m->pool stays NULL). Called
+ * by manager_new() and again by reexec.c when an execve() failed after it freed the pool. */
+int manager_start_pool(Manager *m);
 
 /* Clients per uid (the accept limits). */
 unsigned manager_conns_for_uid(Manager *m, uid_t uid);

@@ -16,12 +16,13 @@
 #include "manager.h"
 #include "method.h"
 #include "noiommu/protocol.h"
+#include "pool.h"
 
 int method_list_leases(Client *c, json_t *params) {
         static const char *const allowed[] = { "interactive", NULL };
         const char *k = params_unknown_key(params, allowed);
         bool interactive = false;
-        json_t *list;
+        json_t *list, *pool;
         uint64_t now;
         int r;
 
@@ -65,7 +66,14 @@ int method_list_leases(Client *c, json_t *params) {
                         return -ENOMEM;
                 }
         }
-        return conn_reply(c->conn, json_pack("{s:o}", "leases", list), NULL, 0);
+        /* The pool's regions are nobody's lease, but they are hugepages the host does not have
+         * free: shown next to the leases so that an administrator sees where they went. */
+        pool = pool_to_json(c->manager->pool);
+        if (!pool) {
+                json_decref(list);
+                return -ENOMEM;
+        }
+        return conn_reply(c->conn, json_pack("{s:o, s:o}", "leases", list, "pool", pool), NULL, 0);
 }
 
 int method_revoke_lease(Client *c, json_t *params) {

@@ -7,8 +7,15 @@
  * is asked, so a racing second request gets DeviceBusy. The grant writes the lease to the fd
  * store (persist_grant()) and records it before the fd is sent; from client_add_lease() on the
  * Client owns the lease.
+ *
+ * With "memory", AcquireDevice also allocates the regions listed there and maps them into the
+ * new lease, through the same steps as AllocateMemory with a lease (method-memory.c's
+ * memory_request_*() and memory_grant_*()), under one polkit check of an action of its own
+ * (ACTION_*_WITH_MEMORY). All or nothing: if one region cannot be had, the lease is ended the
+ * usual way (quiesce, then free what was mapped) before the error is answered.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -137,12 +144,56 @@ int method_list_devices(Client *c, json_t *params) {
         return conn_reply(c->conn, json_pack("{s:o}", "devices", list), NULL, 0);
 }
 
-/* parse + validate: the name is checked before any filesystem access. Returns 1 to go on, 0
- * when an error reply was queued. */
-static int acquire_parse(Client *c, json_t *params, const char **ret_address, bool *ret_interactive) {
-        static const char *const allowed[] = { "device", "interactive", NULL };
+typedef struct AcquireParams {
+        const char *address;
+        bool interactive;
+        MemoryRequest memory[NOIOMMU_ACQUIRE_MEMORY_MAX];
+        size_t n_memory;                /* 0: the device alone */
+        uint64_t memory_total;          /* bytes, once validated */
+} AcquireParams;
+
+/* "memory": 1..NOIOMMU_ACQUIRE_MEMORY_MAX objects, each read like AllocateMemory's parameters
+ * (memory_request_parse()); an error names the item's field, e.g. "memory[1].size". */
+static int acquire_parse_memory(Client *c, json_t *list, AcquireParams *p) {
+        static const char *const allowed[] = { "size", "hugepageSize", "numaNode", NULL };
+        json_t *item;
+        size_t i;
+        int r;
+
+        if (!json_is_array(list) || json_array_size(list) == 0 ||
+            json_array_size(list) > NOIOMMU_ACQUIRE_MEMORY_MAX)
+                return reply_invalid_parameter(c, "memory");
+        json_array_foreach(list, i, item) {
+                char prefix[32], name[64];
+                const char *k;
+
+                (void) snprintf(prefix, sizeof(prefix), "memory[%zu].", i);
+                if (!json_is_object(item)) {
+                        (void) snprintf(name, sizeof(name), "memory[%zu]", i);
+                        return reply_invalid_parameter(c, name);
+                }
+                k = params_unknown_key(item, allowed);
+                if (k) {
+                        /* Only a known prefix and a key the client sent, cut to fit. */
+                        (void) snprintf(name, sizeof(name), "%s%s", prefix, k);
+                        return reply_invalid_parameter(c, name);
+                }
+                p->memory[i] = MEMORY_REQUEST_INIT(c->manager);
+                r = memory_request_parse(c, item, prefix, &p->memory[i]);
+                if (r <= 0)
+                        return r;
+        }
+        p->n_memory = json_array_size(list);
+        return 1;
+}
+
+/* parse: the name is checked before any filesystem access. Returns 1 to go on, 0 when an error
+ * reply was queued. */
+static int acquire_parse(Client *c, json_t *params, AcquireParams *p) {
+        static const char *const allowed[] = { "device", "memory", "interactive", NULL };
         const char *k;
         json_t *v;
+        int r;
 
         k = params_unknown_key(params, allowed);
         if (k)
@@ -150,10 +201,35 @@ static int acquire_parse(Client *c, json_t *params, const char **ret_address, bo
         v = param_get(params, "device");
         if (!json_is_string(v) || !pci_address_is_valid(json_string_value(v)))
                 return reply_invalid_parameter(c, "device");
-        if (param_get_bool(params, "interactive", ret_interactive) < 0)
+        if ((v = param_get(params, "memory"))) {
+                r = acquire_parse_memory(c, v, p);
+                if (r <= 0)
+                        return r;
+        }
+        if (param_get_bool(params, "interactive", &p->interactive) < 0)
                 return reply_invalid_parameter(c, "interactive");
-        *ret_address = json_string_value(v);
+        p->address = json_string_value(param_get(params, "device"));
         return 1;
+}
+
+/* validate the memory as AllocateMemory does, item by item, then the limits for all of it at
+ * once (the per-lease count cannot be reached: the lease is new and the list is short).
+ * Returns 1, or 0 (answered). */
+static int acquire_validate_memory(Client *c, AcquireParams *p) {
+        int r;
+
+        _Static_assert(NOIOMMU_ACQUIRE_MEMORY_MAX <= NOIOMMU_REGIONS_PER_LEASE_MAX, "");
+        p->memory_total = 0;
+        for (size_t i = 0; i < p->n_memory; i++) {
+                r = memory_request_validate(c, &p->memory[i]);
+                if (r <= 0)
+                        return r;
+                /* Each is at most NOIOMMU_ALLOC_SIZE_MAX (checked above): no overflow. */
+                p->memory_total += p->memory[i].size;
+        }
+        if (p->n_memory == 0)
+                return 1;
+        return memory_limits_check(c, (unsigned) p->n_memory, p->memory_total);
 }
 
 /* The device as the inventory sees it now, which the configuration lets the daemon serve.
@@ -222,29 +298,79 @@ static int acquire_reserve(Client *c, const InventoryDevice *d) {
         return 1;
 }
 
+/* A detail that is one value when every region agrees, and the distinct values in request
+ * order, comma-separated, when they do not ("2097152,1073741824"). */
+static void memory_detail(char *buf, size_t size, const AcquireParams *p, bool node) {
+        size_t n = 0;
+
+        buf[0] = 0;
+        for (size_t i = 0; i < p->n_memory; i++) {
+                char v[32];
+                bool seen = false;
+
+                if (!node)
+                        (void) snprintf(v, sizeof(v), "%" PRIu64, p->memory[i].hugepage_size);
+                else if (p->memory[i].numa_node < 0)
+                        (void) snprintf(v, sizeof(v), "any");
+                else
+                        (void) snprintf(v, sizeof(v), "%" PRIi64, p->memory[i].numa_node);
+                for (size_t j = 0; j < i; j++)
+                        if (node ? p->memory[j].numa_node == p->memory[i].numa_node
+                                 : p->memory[j].hugepage_size == p->memory[i].hugepage_size)
+                                seen = true;
+                if (seen)
+                        continue;
+                (void) snprintf(buf + n, size - n, "%s%s", n > 0 ? "," : "", v);
+                n = strlen(buf);
+        }
+}
+
 /* The action follows from the backend the inventory found; details carry validated values
  * only. The kernel wants CAP_SYS_RAWIO for a noiommu device. Behind an IOMMU it wants only
  * file access to the node, which a container's root lacks through its device cgroup and
- * mount namespace: getting past those takes CAP_SYS_ADMIN. */
-static int acquire_authorize(Client *c, const InventoryDevice *d, bool interactive) {
+ * mount namespace: getting past those takes CAP_SYS_ADMIN.
+ *
+ * With memory, one check of an action of its own, whose details are the union of what the two
+ * separate checks would carry (the device's, and AllocateMemory's with size = the total,
+ * hugepage_size and numa_node as memory_detail() writes them, and regions = the count): a rule
+ * sees everything it decides on today, and no rule written for the separate actions grants
+ * the combination by accident. The capability is the stricter of the two separate checks':
+ * AllocateMemory with a lease asks what the lease's device asked, so it is the device's. */
+static int acquire_authorize(Client *c, const InventoryDevice *d, const AcquireParams *p) {
         bool noiommu = d->backend != BACKEND_CDEV_IOMMU;
-        char vendor[8], device[8], group[16];
+        char vendor[8], device[8], group[16], s_size[32], s_hp[32 * NOIOMMU_ACQUIRE_MEMORY_MAX],
+                s_node[32 * NOIOMMU_ACQUIRE_MEMORY_MAX], s_regions[16];
+        const char *action;
         int r;
 
         (void) snprintf(vendor, sizeof(vendor), "%04x", d->vendor_id);
         (void) snprintf(device, sizeof(device), "%04x", d->device_id);
         (void) snprintf(group, sizeof(group), "%i", d->iommu_group);
+        (void) snprintf(s_size, sizeof(s_size), "%" PRIu64, p->memory_total);
+        memory_detail(s_hp, sizeof(s_hp), p, /* node= */ false);
+        memory_detail(s_node, sizeof(s_node), p, /* node= */ true);
+        (void) snprintf(s_regions, sizeof(s_regions), "%zu", p->n_memory);
         char *details[] = { (char *) "device", (char *) d->address,
                             (char *) "vendor_id", vendor,
                             (char *) "device_id", device,
                             (char *) "backend", (char *) backend_to_string(d->backend),
                             (char *) "iommu_group", group,
+                            p->n_memory > 0 ? (char *) "size" : NULL, s_size,
+                            (char *) "hugepage_size", s_hp,
+                            (char *) "numa_node", s_node,
+                            (char *) "regions", s_regions,
                             NULL };
-        r = authorize(c, noiommu ? ACTION_ACQUIRE_DEVICE : ACTION_ACQUIRE_DEVICE_IOMMU, details, interactive,
-                      noiommu ? CLIENT_CAP_SYS_RAWIO : CLIENT_CAP_SYS_ADMIN);
+        if (p->n_memory > 0)
+                action = noiommu ? ACTION_ACQUIRE_DEVICE_WITH_MEMORY : ACTION_ACQUIRE_DEVICE_IOMMU_WITH_MEMORY;
+        else
+                action = noiommu ? ACTION_ACQUIRE_DEVICE : ACTION_ACQUIRE_DEVICE_IOMMU;
+        r = authorize(c, action, details, p->interactive, noiommu ? CLIENT_CAP_SYS_RAWIO : CLIENT_CAP_SYS_ADMIN);
         if (r == 0 && c->polkit)
                 lease_wait_authorization(c->pending_lease);
-        return r;       /* 0: pending, or denied (dispatch_current() drops the reservation) */
+        if (r <= 0 || p->n_memory == 0)
+                return r;       /* 0: pending, or denied (dispatch_current() drops the reservation) */
+        /* Again now: other connections of the uid may have allocated while polkit decided. */
+        return memory_limits_check(c, (unsigned) p->n_memory, p->memory_total);
 }
 
 /* act: opens the device for the authorized reservation. Returns 1 with *ret, 0 or < 0. */
@@ -278,9 +404,34 @@ static int acquire_open(Client *c, const InventoryDevice *d, Lease **ret) {
         return 1;
 }
 
-/* The open lease becomes the client's: write-ahead, record, observers, reply with its fd. */
-static int acquire_grant(Client *c, Lease *l) {
+/* The reason in the records of a lease and memory ended because not all of the memory asked
+ * with it could be had: never granted, never seen by the client. */
+#define ACQUIRE_REASON_MEMORY_REFUSED "memory-refused"
+
+/* Undoes a grant that never reached the client, in the usual order: the device is quiesced,
+ * then the memory mapped for it is freed (none of it goes to another lease of the client: the
+ * client never learned its addresses), then the device is closed. */
+static void acquire_undo(Client *c, Lease *l, const char *reason) {
+        client_forget_lease(c, l);
+        /* -EIO: quarantined (the quiesce failed, or a mapping could not be vouched for); the
+         * manager keeps it, memory pinned, until an administrator revokes it. */
+        (void) lease_end(&l, reason);
+}
+
+static void memory_grants_done(MemoryGrant (*g)[NOIOMMU_ACQUIRE_MEMORY_MAX]) {
+        for (size_t i = 0; i < NOIOMMU_ACQUIRE_MEMORY_MAX; i++)
+                memory_grant_done(&(*g)[i]);
+}
+
+/* The open lease becomes the client's: write-ahead, memory, record, observers, reply with its
+ * fds (the device's first, then one memfd per region, in the order asked). */
+static int acquire_grant(Client *c, Lease *l, const AcquireParams *p) {
+        _cleanup_(memory_grants_done) MemoryGrant grants[NOIOMMU_ACQUIRE_MEMORY_MAX] = {};
+        int fds[1 + NOIOMMU_ACQUIRE_MEMORY_MAX];
+        json_t *reply, *memory = NULL;
         int r;
+
+        _Static_assert(1 + NOIOMMU_ACQUIRE_MEMORY_MAX <= NOIOMMU_FDS_PER_REPLY_MAX, "");
 
         r = client_add_lease(c, l);
         if (r < 0) {
@@ -294,23 +445,64 @@ static int acquire_grant(Client *c, Lease *l) {
         r = persist_grant(&c->manager->persist, c, NULL, l);
         if (r < 0) {
                 log_error_errno(r, "Cannot store lease %s in the fd store, refusing the device: %m", l->id);
-                (void) client_end_lease(c, c->n_leases - 1, PERSIST_REASON_NOT_STORED);
+                acquire_undo(c, l, PERSIST_REASON_NOT_STORED);
                 return conn_reply_error(c->conn, NOIOMMU_ERROR_INTERNAL, NULL);
         }
+
+        /* The memory, region by region exactly as AllocateMemory with this lease: allocated,
+         * mapped, stored. On any failure the error is answered (or, r < 0, will be) after
+         * everything is undone: the lease ends, quiesce first, and takes what was mapped. */
+        for (size_t i = 0; i < p->n_memory; i++) {
+                r = memory_grant_new(c, &p->memory[i], l, &grants[i]);
+                if (r <= 0) {
+                        acquire_undo(c, l, ACQUIRE_REASON_MEMORY_REFUSED);
+                        return r;
+                }
+                r = persist_grant(&c->manager->persist, c, grants[i].region, NULL);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot store %s in the fd store, refusing the device and its memory: %m",
+                                        grants[i].id);
+                        acquire_undo(c, l, PERSIST_REASON_NOT_STORED);
+                        return conn_reply_error(c->conn, NOIOMMU_ERROR_INTERNAL, NULL);
+                }
+        }
+
         if (record_lease_granted(&c->id, l->id, &l->device) < 0) {
                 /* Not recorded, so not granted (auditFailure=deny): the device was opened but
                  * never handed out; end it the usual way, quiesce first. */
-                (void) client_end_lease(c, c->n_leases - 1, AUDIT_REASON_FAILED);
+                acquire_undo(c, l, AUDIT_REASON_FAILED);
                 return conn_reply_error(c->conn, NOIOMMU_ERROR_PERMISSION_DENIED,
                                         json_pack("{s:s}", "reason", AUDIT_REASON_FAILED));
         }
+        for (size_t i = 0; i < p->n_memory; i++)
+                memory_grant_record(c, &grants[i], l);
         lease_announce_granted(l);
 
-        r = conn_reply(c->conn, json_pack("{s:s, s:o, s:i}",
-                                          "lease", l->id,
-                                          "device", device_to_json(&l->device, NULL),
-                                          "fd", 0),
-                       (const int[]) { c->manager->backend->device.client_fd(l->vfio) }, 1);
+        fds[0] = c->manager->backend->device.client_fd(l->vfio);
+        if (p->n_memory > 0) {
+                memory = json_array();
+                if (!memory)
+                        return -ENOMEM;
+                for (size_t i = 0; i < p->n_memory; i++) {
+                        if (json_array_append_new(memory, memory_grant_to_json(&grants[i], (int) i + 1)) < 0) {
+                                json_decref(memory);
+                                return -ENOMEM;
+                        }
+                        fds[i + 1] = grants[i].region->huge->memfd;
+                }
+        }
+        reply = json_pack("{s:s, s:o, s:i}",
+                          "lease", l->id,
+                          "device", device_to_json(&l->device, NULL),
+                          "fd", 0);
+        if (reply && memory && json_object_set_new(reply, "memory", memory) < 0) {
+                json_decref(reply);
+                reply = NULL;
+        } else if (!reply)
+                json_decref(memory);
+        if (!reply)
+                return -ENOMEM;
+        r = conn_reply(c->conn, reply, fds, 1 + p->n_memory);
         /* The reply holds its own duplicate for the send; the daemon keeps only its handle. */
         c->manager->backend->device.client_fd_sent(l->vfio);
         return r;
@@ -319,27 +511,29 @@ static int acquire_grant(Client *c, Lease *l) {
 int method_acquire_device(Client *c, json_t *params) {
         _cleanup_free_ InventoryDevice *devices = NULL;
         const InventoryDevice *d = NULL;
-        bool interactive = false;
-        const char *address;
+        AcquireParams p = {};
         Lease *l;
         int r;
 
-        r = acquire_parse(c, params, &address, &interactive);
+        r = acquire_parse(c, params, &p);
         if (r <= 0)
                 return r;
-        r = acquire_find(c, address, &devices, &d);
+        r = acquire_find(c, p.address, &devices, &d);
+        if (r <= 0)
+                return r;
+        r = acquire_validate_memory(c, &p);
         if (r <= 0)
                 return r;
         r = acquire_reserve(c, d);
         if (r <= 0)
                 return r;
-        r = acquire_authorize(c, d, interactive);
+        r = acquire_authorize(c, d, &p);
         if (r <= 0)
                 return r;
         r = acquire_open(c, d, &l);
         if (r <= 0)
                 return r;
-        return acquire_grant(c, l);
+        return acquire_grant(c, l, &p);
 }
 
 int method_release_device(Client *c, json_t *params) {

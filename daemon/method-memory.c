@@ -26,6 +26,7 @@
 #include "method.h"
 #include "noiommu/protocol.h"
 #include "persist.h"
+#include "pool.h"
 #include "region.h"
 
 /* Highest NUMA node number a request may name; hugepage.c's set_node_policy() mask has room
@@ -33,9 +34,7 @@
 #define NOIOMMU_NUMA_NODE_MAX 1023
 
 typedef struct AllocateParams {
-        uint64_t size;                  /* rounded up to whole pages by allocate_validate() */
-        uint64_t hugepage_size;
-        int64_t numa_node;              /* -1: any */
+        MemoryRequest memory;
         bool interactive;
         Lease *lease;                   /* the client's active lease to map into, or NULL */
 } AllocateParams;
@@ -47,10 +46,10 @@ static bool numa_node_exists(int64_t node) {
         return access(path, F_OK) == 0;
 }
 
-/* The limit a new allocation of size bytes would break, or NULL. Checked before polkit is asked
- * and again once it said yes (other connections of the uid may have allocated meanwhile), so
- * that one uid cannot take all allocations or, with "maxMemoryPerUid", all the memory. */
-static const char *memory_limit_exceeded(Client *c, uint64_t size) {
+/* The limit n new allocations of total bytes would break, or NULL. Checked before polkit is
+ * asked and again once it said yes (other connections of the uid may have allocated meanwhile),
+ * so that one uid cannot take all allocations or, with "maxMemoryPerUid", all the memory. */
+static const char *memory_limit_exceeded(Client *c, unsigned count, uint64_t size) {
         Manager *m = c->manager;
         uint64_t max_bytes = m->settings.max_memory_per_uid, bytes;
         uint64_t max_container = m->settings.max_memory_per_container;
@@ -58,10 +57,10 @@ static const char *memory_limit_exceeded(Client *c, uint64_t size) {
         const char *key;
         unsigned n;
 
-        if (m->quota.n_regions >= NOIOMMU_REGIONS_MAX)
+        if (count > NOIOMMU_REGIONS_MAX || m->quota.n_regions > NOIOMMU_REGIONS_MAX - count)
                 return "allocations";
         quota_usage(&m->quota, c->id.uid, &n, &bytes);
-        if (n >= NOIOMMU_REGIONS_PER_UID_MAX)
+        if (count > NOIOMMU_REGIONS_PER_UID_MAX || n > NOIOMMU_REGIONS_PER_UID_MAX - count)
                 return "allocations-per-uid";
         if (max_bytes > 0 && (bytes > max_bytes || size > max_bytes - bytes))
                 return "memory-per-uid";
@@ -85,28 +84,45 @@ static int reply_not_supported(Client *c, const char *reason) {
         return conn_reply_error(c->conn, NOIOMMU_ERROR_NOT_SUPPORTED, json_pack("{s:s}", "reason", reason));
 }
 
+static int reply_invalid_field(Client *c, const char *prefix, const char *field) {
+        char name[64];
+
+        (void) snprintf(name, sizeof(name), "%s%s", prefix, field);
+        return reply_invalid_parameter(c, name);
+}
+
+int memory_request_parse(Client *c, json_t *obj, const char *prefix, MemoryRequest *m) {
+        json_t *v;
+
+        if (json_get_u64(param_get(obj, "size"), &m->size) < 0 || m->size == 0)
+                return reply_invalid_field(c, prefix, "size");
+        if ((v = param_get(obj, "hugepageSize"))) {
+                if (json_get_u64(v, &m->hugepage_size) < 0 || m->hugepage_size == 0 ||
+                    (m->hugepage_size & (m->hugepage_size - 1)) != 0)
+                        return reply_invalid_field(c, prefix, "hugepageSize");
+        }
+        if ((v = param_get(obj, "numaNode"))) {
+                if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                    json_integer_value(v) > NOIOMMU_NUMA_NODE_MAX)
+                        return reply_invalid_field(c, prefix, "numaNode");
+                m->numa_node = json_integer_value(v);
+        }
+        return 1;
+}
+
 /* parse. Returns 1 to go on, 0 when an error reply was queued. */
 static int allocate_parse(Client *c, json_t *params, AllocateParams *p) {
         static const char *const allowed[] = { "size", "lease", "hugepageSize", "numaNode", "interactive", NULL };
         const char *k;
         json_t *v;
+        int r;
 
         k = params_unknown_key(params, allowed);
         if (k)
                 return reply_invalid_parameter(c, k);
-        if (json_get_u64(param_get(params, "size"), &p->size) < 0 || p->size == 0)
-                return reply_invalid_parameter(c, "size");
-        if ((v = param_get(params, "hugepageSize"))) {
-                if (json_get_u64(v, &p->hugepage_size) < 0 || p->hugepage_size == 0 ||
-                    (p->hugepage_size & (p->hugepage_size - 1)) != 0)
-                        return reply_invalid_parameter(c, "hugepageSize");
-        }
-        if ((v = param_get(params, "numaNode"))) {
-                if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-                    json_integer_value(v) > NOIOMMU_NUMA_NODE_MAX)
-                        return reply_invalid_parameter(c, "numaNode");
-                p->numa_node = json_integer_value(v);
-        }
+        r = memory_request_parse(c, params, "", &p->memory);
+        if (r <= 0)
+                return r;
         if (param_get_bool(params, "interactive", &p->interactive) < 0)
                 return reply_invalid_parameter(c, "interactive");
         if ((v = param_get(params, "lease"))) {
@@ -124,26 +140,36 @@ static int allocate_parse(Client *c, json_t *params, AllocateParams *p) {
         return 1;
 }
 
-/* validate against what the kernel offers and the limits. Returns 1, or 0 (answered). */
-static int allocate_validate(Client *c, AllocateParams *p) {
-        const char *k;
-
-        if (p->hugepage_size == 0)
+int memory_request_validate(Client *c, MemoryRequest *m) {
+        if (m->hugepage_size == 0)
                 return reply_not_supported(c, "the kernel offers no hugepages");
-        if (c->manager->backend->memory.size_supported(p->hugepage_size) <= 0)
+        if (c->manager->backend->memory.size_supported(m->hugepage_size) <= 0)
                 return reply_not_supported(c, "hugepage size not offered by the kernel");
-        if (p->numa_node >= 0 && !numa_node_exists(p->numa_node))
+        if (m->numa_node >= 0 && !numa_node_exists(m->numa_node))
                 return reply_not_supported(c, "no such NUMA node");
-        if (p->size > NOIOMMU_ALLOC_SIZE_MAX)
+        if (m->size > NOIOMMU_ALLOC_SIZE_MAX)
                 return conn_reply_error(c->conn, NOIOMMU_ERROR_LIMIT_EXCEEDED,
                                         json_pack("{s:s}", "limit", "allocation-size"));
-        p->size = (p->size + p->hugepage_size - 1) / p->hugepage_size * p->hugepage_size;
+        m->size = (m->size + m->hugepage_size - 1) / m->hugepage_size * m->hugepage_size;
+        return 1;
+}
+
+int memory_limits_check(Client *c, unsigned n, uint64_t total) {
+        const char *k = memory_limit_exceeded(c, n, total);
+
+        return k ? reply_limit_exceeded(c, k) : 1;
+}
+
+/* validate against what the kernel offers and the limits. Returns 1, or 0 (answered). */
+static int allocate_validate(Client *c, AllocateParams *p) {
+        int r;
+
+        r = memory_request_validate(c, &p->memory);
+        if (r <= 0)
+                return r;
         if (!p->lease && c->n_regions >= NOIOMMU_REGIONS_PER_CONN_MAX)
                 return reply_limit_exceeded(c, "allocations-per-connection");
-        k = memory_limit_exceeded(c, p->size);
-        if (k)
-                return reply_limit_exceeded(c, k);
-        return 1;
+        return memory_limits_check(c, 1, p->memory.size);
 }
 
 /* authorize: details carry validated numbers only, never client text. Physical addresses
@@ -152,13 +178,12 @@ static int allocate_validate(Client *c, AllocateParams *p) {
  * connections of the uid may have allocated meanwhile. Returns 1, 0 or < 0. */
 static int allocate_authorize(Client *c, const AllocateParams *p) {
         char s_size[32], s_hp[32], s_node[32];
-        const char *k;
         int r;
 
-        (void) snprintf(s_size, sizeof(s_size), "%" PRIu64, p->size);
-        (void) snprintf(s_hp, sizeof(s_hp), "%" PRIu64, p->hugepage_size);
-        if (p->numa_node >= 0)
-                (void) snprintf(s_node, sizeof(s_node), "%" PRIi64, p->numa_node);
+        (void) snprintf(s_size, sizeof(s_size), "%" PRIu64, p->memory.size);
+        (void) snprintf(s_hp, sizeof(s_hp), "%" PRIu64, p->memory.hugepage_size);
+        if (p->memory.numa_node >= 0)
+                (void) snprintf(s_node, sizeof(s_node), "%" PRIi64, p->memory.numa_node);
         else
                 (void) snprintf(s_node, sizeof(s_node), "any");
         char *details[] = { (char *) "size", s_size, (char *) "hugepage_size", s_hp,
@@ -170,20 +195,19 @@ static int allocate_authorize(Client *c, const AllocateParams *p) {
                       lease_is_noiommu(p->lease) ? CLIENT_CAP_SYS_RAWIO : CLIENT_CAP_SYS_ADMIN);
         if (r <= 0)
                 return r;
-        k = memory_limit_exceeded(c, p->size);
-        if (k)
-                return reply_limit_exceeded(c, k);
-        return 1;
+        return memory_limits_check(c, 1, p->memory.size);
 }
 
-/* act, 1: the pinned memory, charged to the client. Returns 1 with *ret, 0 (answered, the
- * host cannot do it now) or < 0. */
-static int allocate_region(Client *c, const AllocateParams *p, const char *id, Region **ret) {
+/* act, 1: the pinned memory, charged to the client. The one place memory is taken from the
+ * host. Returns 1 with *ret, 0 (answered, the host cannot do it now) or < 0. */
+static int allocate_region(Client *c, const MemoryRequest *p, char *id, Region **ret) {
         HugeRegion *huge = NULL;        /* set only on success */
         Manager *m = c->manager;
         int r;
 
-        r = m->backend->memory.new(id, p->size, p->hugepage_size, (int) p->numa_node, m->pagemap_fd, &huge);
+        /* A ready region from the pool (its id, the memfd's name, replaces id), else a new one;
+         * the pool gives its pages back if they are what this request lacks (pool.h). */
+        r = pool_allocate(m->pool, m->backend, id, p->size, p->hugepage_size, (int) p->numa_node, m->pagemap_fd, &huge);
         if (r == -ENOSPC || r == -ENOMEM) {
                 log_info("Not enough free %" PRIu64 "-byte hugepages for %" PRIu64 " bytes for UID %u (PID %i).",
                          p->hugepage_size, p->size, (unsigned) c->id.uid, (int) c->id.pid);
@@ -220,9 +244,8 @@ static int allocate_region(Client *c, const AllocateParams *p, const char *id, R
  * for noiommu backends, IOVAs behind an IOMMU) or the client's. On 1 it is owned there, so
  * that the teardown order (quiesce before free) covers it whatever happens next; otherwise
  * *region is still the caller's. Returns 1, 0 (answered) or < 0. */
-static int allocate_own(Client *c, const AllocateParams *p, Region **region, DmaSegment **ret_segments,
-                        size_t *ret_n, AddressKind *ret_kind) {
-        Lease *lease = p->lease;
+static int allocate_own(Client *c, const MemoryRequest *p, Lease *lease, Region **region,
+                        DmaSegment **ret_segments, size_t *ret_n, AddressKind *ret_kind) {
         int r, n;
 
         if (!lease) {
@@ -259,6 +282,50 @@ static int allocate_own(Client *c, const AllocateParams *p, Region **region, Dma
         return 1;
 }
 
+void memory_grant_done(MemoryGrant *g) {
+        free(g->segments);
+        g->segments = NULL;
+        g->n_segments = 0;
+        g->region = NULL;
+}
+
+int memory_grant_new(Client *c, const MemoryRequest *m, Lease *lease, MemoryGrant *g) {
+        _cleanup_(region_dropp) Region *region = NULL;
+        sd_id128_t rid;
+        Region *owned;
+        int r;
+
+        *g = (MemoryGrant) { .kind = ADDRESS_PHYSICAL };
+        r = c->manager->backend->random_id(&rid);
+        if (r < 0)
+                return r;
+        (void) sd_id128_to_string(rid, g->id);
+        r = allocate_region(c, m, g->id, &region);
+        if (r <= 0)
+                return r;
+        owned = region;
+        r = allocate_own(c, m, lease, &region, &g->segments, &g->n_segments, &g->kind);
+        if (r <= 0) {
+                memory_grant_done(g);
+                return r;
+        }
+        g->region = owned;
+        return 1;
+}
+
+void memory_grant_withdraw(Client *c, Lease *lease, MemoryGrant *g, const char *reason) {
+        if (lease)
+                lease_withdraw_region(lease, g->region, reason);
+        else
+                client_withdraw_region(c, g->region, reason);
+        memory_grant_done(g);
+}
+
+void memory_grant_record(Client *c, const MemoryGrant *g, const Lease *lease) {
+        record_memory_granted(&c->id, g->region->huge, g->n_segments, address_kind_to_string(g->kind),
+                              g->segments[0].dma_address, lease ? lease->id : NULL);
+}
+
 static json_t *segments_to_json(const DmaSegment *segments, size_t n) {
         json_t *segs = json_array();
 
@@ -275,16 +342,27 @@ static json_t *segments_to_json(const DmaSegment *segments, size_t n) {
         return segs;
 }
 
-int method_allocate_memory(Client *c, json_t *params) {
-        AllocateParams p = { .hugepage_size = c->manager->default_hugepage_size, .numa_node = -1 };
-        _cleanup_(region_dropp) Region *region = NULL;
-        _cleanup_free_ DmaSegment *segments = NULL;
-        AddressKind kind = ADDRESS_PHYSICAL;
-        char id[SD_ID128_STRING_MAX];
-        size_t n_segments = 0;
-        Region *owned;
+json_t *memory_grant_to_json(const MemoryGrant *g, int fd_index) {
+        const HugeRegion *h = g->region->huge;
         json_t *segs;
-        sd_id128_t rid;
+
+        segs = segments_to_json(g->segments, g->n_segments);
+        if (!segs)
+                return NULL;
+        return json_pack("{s:s, s:I, s:I, s:i, s:s, s:o, s:i}",
+                         "memory", g->id,
+                         "size", (json_int_t) h->size,
+                         "hugepageSize", (json_int_t) h->hugepage_size,
+                         "numaNode", h->numa_node,
+                         "addressKind", address_kind_to_string(g->kind),
+                         "segments", segs,
+                         "fd", fd_index);
+}
+
+int method_allocate_memory(Client *c, json_t *params) {
+        AllocateParams p = { .memory = MEMORY_REQUEST_INIT(c->manager) };
+        _cleanup_(memory_grant_done) MemoryGrant g = {};
+        json_t *reply;
         int r;
 
         r = allocate_parse(c, params, &p);
@@ -297,15 +375,7 @@ int method_allocate_memory(Client *c, json_t *params) {
         if (r <= 0)
                 return r;
 
-        r = c->manager->backend->random_id(&rid);
-        if (r < 0)
-                return r;
-        (void) sd_id128_to_string(rid, id);
-        r = allocate_region(c, &p, id, &region);
-        if (r <= 0)
-                return r;
-        owned = region;
-        r = allocate_own(c, &p, &region, &segments, &n_segments, &kind);
+        r = memory_grant_new(c, &p.memory, p.lease, &g);
         if (r <= 0)
                 return r;
 
@@ -313,31 +383,19 @@ int method_allocate_memory(Client *c, json_t *params) {
          * before the client does, so that a daemon crash after the send cannot orphan it. If
          * the store cannot be written the grant is refused: nothing reaches the client. The
          * memory was never handed out, so no device was told its addresses either. */
-        r = persist_grant(&c->manager->persist, c, owned, NULL);
+        r = persist_grant(&c->manager->persist, c, g.region, NULL);
         if (r < 0) {
-                log_error_errno(r, "Cannot store %s in the fd store, refusing the allocation: %m", id);
-                if (p.lease)
-                        lease_withdraw_region(p.lease, owned, PERSIST_REASON_NOT_STORED);
-                else
-                        client_withdraw_region(c, owned, PERSIST_REASON_NOT_STORED);
+                log_error_errno(r, "Cannot store %s in the fd store, refusing the allocation: %m", g.id);
+                memory_grant_withdraw(c, p.lease, &g, PERSIST_REASON_NOT_STORED);
                 return conn_reply_error(c->conn, NOIOMMU_ERROR_INTERNAL, NULL);
         }
-        record_memory_granted(&c->id, owned->huge, n_segments, address_kind_to_string(kind),
-                             segments[0].dma_address, p.lease ? p.lease->id : NULL);
+        memory_grant_record(c, &g, p.lease);
 
         /* reply: the memfd rides on the first byte; "fd" is its index among the reply's fds */
-        segs = segments_to_json(segments, n_segments);
-        if (!segs)
+        reply = memory_grant_to_json(&g, 0);
+        if (!reply)
                 return -ENOMEM;
-        return conn_reply(c->conn, json_pack("{s:s, s:I, s:I, s:i, s:s, s:o, s:i}",
-                                             "memory", id,
-                                             "size", (json_int_t) p.size,
-                                             "hugepageSize", (json_int_t) p.hugepage_size,
-                                             "numaNode", owned->huge->numa_node,
-                                             "addressKind", address_kind_to_string(kind),
-                                             "segments", segs,
-                                             "fd", 0),
-                          &owned->huge->memfd, 1);
+        return conn_reply(c->conn, reply, &g.region->huge->memfd, 1);
 }
 
 int method_free_memory(Client *c, json_t *params) {

@@ -15,10 +15,14 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include <systemd/sd-id128.h>
+
 #include "inventory.h"
+#include "region.h"
 #include "settings.h"
 
 typedef struct Client Client;
+typedef struct Lease Lease;
 typedef struct Manager Manager;
 
 /* polkit actions (policy/io.noiommud.policy). */
@@ -26,6 +30,10 @@ typedef struct Manager Manager;
 #define ACTION_ALLOCATE_MEMORY "io.noiommud.allocate-memory"
 #define ACTION_ACQUIRE_DEVICE "io.noiommud.acquire-device"
 #define ACTION_ACQUIRE_DEVICE_IOMMU "io.noiommud.acquire-device-iommu"
+/* AcquireDevice with "memory": one check for the device and its memory together. New ids, so
+ * that no rule written for the two separate actions grants the combination (admin.md). */
+#define ACTION_ACQUIRE_DEVICE_WITH_MEMORY "io.noiommud.acquire-device-with-memory"
+#define ACTION_ACQUIRE_DEVICE_IOMMU_WITH_MEMORY "io.noiommud.acquire-device-iommu-with-memory"
 #define ACTION_MANAGE "io.noiommud.manage"
 
 /* No capability needed: polkit alone decides. */
@@ -55,6 +63,53 @@ int authorize(Client *c, const char *action, char **details, bool interactive, i
 /* A device as ListDevices, AcquireDevice and ListLeases show it (method-device.c). settings:
  * NULL for a device the daemon serves already. */
 json_t *device_to_json(const InventoryDevice *d, const Settings *settings);
+
+/* One region of memory a request asks for: AllocateMemory's parameters, or one item of
+ * AcquireDevice's "memory" (method-memory.c). */
+typedef struct MemoryRequest {
+        uint64_t size;                  /* rounded up to whole pages by memory_request_validate() */
+        uint64_t hugepage_size;         /* 0 until parsed: the daemon's default */
+        int64_t numa_node;              /* -1: any */
+} MemoryRequest;
+
+#define MEMORY_REQUEST_INIT(m) ((MemoryRequest) { .hugepage_size = (m)->default_hugepage_size, .numa_node = -1 })
+
+/* The fields of one memory request, read from obj. prefix is put before a field's name in the
+ * InvalidParameter reply ("" for AllocateMemory, "memory[1]." for an item). Only size,
+ * hugepageSize and numaNode are read: the caller checks for unknown keys. Returns 1, or 0 when
+ * InvalidParameter was answered. */
+int memory_request_parse(Client *c, json_t *obj, const char *prefix, MemoryRequest *m);
+/* Checks m against what the kernel offers and the size cap, and rounds its size up to whole
+ * pages. Returns 1, or 0 (answered). */
+int memory_request_validate(Client *c, MemoryRequest *m);
+/* The per-uid, per-container and global limits for n new regions of total bytes: checked
+ * before polkit is asked and again after it said yes. Returns 1, or 0 (LimitExceeded
+ * answered). */
+int memory_limits_check(Client *c, unsigned n, uint64_t total);
+
+/* One region granted by a request: allocated, charged and owned by lease (mapped into its DMA
+ * context) or by the client, not yet stored, recorded or sent. */
+typedef struct MemoryGrant {
+        char id[SD_ID128_STRING_MAX];
+        Region *region;                 /* owned by the lease or the client */
+        DmaSegment *segments;
+        size_t n_segments;
+        AddressKind kind;
+} MemoryGrant;
+
+void memory_grant_done(MemoryGrant *g);
+/* act: allocates m's memory (allocate_region()) and gives it to lease, or to the client when
+ * lease is NULL. Returns 1 with *g filled, 0 (answered: OutOfMemory, NotSupported, ...) or < 0;
+ * on anything but 1 nothing was allocated. */
+int memory_grant_new(Client *c, const MemoryRequest *m, Lease *lease, MemoryGrant *g);
+/* Takes back a grant that never reached the client (its write-ahead failed): freed at once,
+ * audited with reason. */
+void memory_grant_withdraw(Client *c, Lease *lease, MemoryGrant *g, const char *reason);
+/* The audit record of a grant about to be sent. */
+void memory_grant_record(Client *c, const MemoryGrant *g, const Lease *lease);
+/* The grant as AllocateMemory's reply shows it; fd_index is its memfd's index among the
+ * reply's fds. */
+json_t *memory_grant_to_json(const MemoryGrant *g, int fd_index);
 
 /* The handlers, by group. */
 int method_get_info(Client *c, json_t *params);                         /* method-service.c */

@@ -51,23 +51,47 @@ static int push_region(const Region *r) {
         return fdstore_push(name, &r->huge->memfd, 1, /* poll= */ false);
 }
 
+/* A lease's device fds (device, group, container, iommufd: whichever its backend has) in ONE
+ * notification under "lease-<id>": the restore tells them apart by what each fd is
+ * (lease_fd_kind()), so they need no name each, and one sendmsg() stores them all. */
 static int push_lease(const Lease *l) {
-        static const char *const kinds[] = { "dev", "grp", "ctr", "iommufd" };
-        int fds[4];
-        int r;
+        int fds[4], set[4];
+        size_t n = 0;
+        char name[64];
 
         l->registry->backend->device.get_fds(l->vfio, &fds[0], &fds[1], &fds[2], &fds[3]);
-        for (size_t i = 0; i < ELEMENTSOF(kinds); i++) {
-                char name[96];
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+                if (fds[i] >= 0)
+                        set[n++] = fds[i];
+        (void) snprintf(name, sizeof(name), "lease-%s", l->id);
+        return fdstore_push(name, set, n, /* poll= */ false);
+}
 
-                if (fds[i] < 0)
-                        continue;
-                (void) snprintf(name, sizeof(name), "lease-%s-%s", l->id, kinds[i]);
-                r = fdstore_push(name, &fds[i], 1, /* poll= */ false);
-                if (r < 0)
-                        return r;
+/* The held connections: their replies wait for the next state write (persist_flush()). */
+static int hold_conn(Persist *p, Client *c) {
+        for (size_t i = 0; i < p->n_held; i++)
+                if (p->held[i] == c)
+                        return 0;               /* one hold per connection is enough */
+        if (p->n_held == p->n_held_allocated) {
+                size_t a = p->n_held_allocated ? p->n_held_allocated * 2 : 16;
+                Client **h = realloc(p->held, a * sizeof(Client *));
+
+                if (!h)
+                        return -ENOMEM;
+                p->held = h;
+                p->n_held_allocated = a;
         }
+        p->held[p->n_held++] = c;
+        conn_hold(c->conn);
         return 0;
+}
+
+static void forget_held(Persist *p, Client *c) {
+        for (size_t i = 0; i < p->n_held; i++)
+                if (p->held[i] == c) {
+                        p->held[i] = p->held[--p->n_held];
+                        return;
+                }
 }
 
 int persist_grant(Persist *p, Client *c, const Region *r, const Lease *new_lease) {
@@ -76,8 +100,8 @@ int persist_grant(Persist *p, Client *c, const Region *r, const Lease *new_lease
         if (!fdstore_enabled())
                 return 0;
 
-        /* Each step is tried even if an earlier one failed (the failure is logged): the state
-         * must describe whatever did reach the store. */
+        /* Each step is tried even if an earlier one failed (the failure is logged): the next
+         * state must describe whatever did reach the store. */
         int ret = 0;
 
         if (!c->store_id[0]) {
@@ -107,21 +131,44 @@ int persist_grant(Persist *p, Client *c, const Region *r, const Lease *new_lease
                 if (k < 0)
                         ret = k;
         }
-        k = persist_save(p);
-        return ret < 0 ? ret : k;
+        if (ret < 0) {
+                persist_dirty(p);
+                return ret;             /* refused: the error reply carries nothing, no hold */
+        }
+
+        /* The state is written once for every grant of this loop iteration (persist_flush());
+         * until then the client's reply, queued after this returns, stays in the daemon. */
+        k = hold_conn(p, c);
+        if (k < 0) {
+                /* Cannot even track the hold: write the state now, as before issue 10. */
+                log_debug_errno(k, "Cannot hold the reply until the next state write, writing it now: %m");
+                return persist_save(p);
+        }
+        persist_dirty(p);
+        return 0;
+}
+
+static const char *const legacy_kinds[] = { "dev", "grp", "ctr", "iommufd" };
+
+/* Removes the store's copies of a lease's device fds: one name, plus the names a store written
+ * before issue 10 used, while a lease restored from such a store may be among the leases. */
+static void remove_lease_fds(Persist *p, const char *id) {
+        char name[96];
+
+        (void) snprintf(name, sizeof(name), "lease-%s", id);
+        (void) fdstore_remove(name);
+        if (!p->legacy_lease_names)
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(legacy_kinds); i++) {
+                (void) snprintf(name, sizeof(name), "lease-%s-%s", id, legacy_kinds[i]);
+                (void) fdstore_remove(name);
+        }
 }
 
 static void persist_forget_lease(Persist *p, const Lease *l) {
-        static const char *const kinds[] = { "dev", "grp", "ctr", "iommufd" };
-
         if (!fdstore_enabled())
                 return;
-        for (size_t i = 0; i < ELEMENTSOF(kinds); i++) {
-                char name[96];
-
-                (void) snprintf(name, sizeof(name), "lease-%s-%s", l->id, kinds[i]);
-                (void) fdstore_remove(name);
-        }
+        remove_lease_fds(p, l->id);
         /* Memory that could not be restored, held by the store until now (after the quiesce). */
         for (size_t i = 0; i < l->n_unrestored; i++) {
                 char name[64];
@@ -152,13 +199,16 @@ void persist_lease_event(Persist *p, const Lease *l, LeaseEvent ev) {
 void persist_forget_conn(Persist *p, Client *c) {
         char name[64];
 
+        forget_held(p, c);
         if (!c->store_id[0] || !fdstore_enabled())
                 return;
         /* The stored copy keeps the socket open: without this the client would never see EOF. */
         (void) snprintf(name, sizeof(name), "conn-%s", c->store_id);
         (void) fdstore_remove(name);
         c->store_id[0] = 0;
-        persist_dirty(p);
+        /* No state write for this: the state names only connections that hold something
+         * (state_json()), and whatever this one held was let go before (client_free()), which
+         * marked the state dirty already. A connection that held nothing costs nothing. */
 }
 
 static json_t *region_json(const Region *region, const char *conn, const Lease *l, bool adopted) {
@@ -207,7 +257,11 @@ static int append(json_t *a, json_t *v) {
         return 0;
 }
 
-static json_t *state_json(Persist *p) {
+/* all: every connection, also those that hold nothing (a re-exec must carry them over); the fd
+ * store's state names only the connections that hold a lease or memory: after a crash a
+ * connection that holds nothing has nothing to resume, and leaving it out keeps a disconnect
+ * that let nothing go from costing a state write. */
+static json_t *state_json(Persist *p, bool all) {
         json_t *conns = json_array(), *leases = json_array(), *regions = json_array();
         int r = 0;
 
@@ -215,7 +269,7 @@ static json_t *state_json(Persist *p) {
                 r = -ENOMEM;
 
         for (Client *c = (*p->clients); r >= 0 && c; c = c->next) {
-                if (!c->store_id[0])
+                if (!c->store_id[0] || (!all && c->n_leases == 0 && c->n_regions == 0))
                         continue;
                 r = append(conns, json_pack("{s:s, s:I, s:I, s:I}", "id", c->store_id,
                                             "uid", (json_int_t) c->id.uid, "pid", (json_int_t) c->id.pid,
@@ -275,8 +329,9 @@ static json_t *state_json(Persist *p) {
                 json_decref(regions);
                 return NULL;
         }
-        return json_pack("{s:i, s:I, s:o, s:o, s:o}", "version", 1, "generation", (json_int_t) p->generation,
-                         "conns", conns, "leases", leases, "regions", regions);
+        return json_pack("{s:i, s:I, s:o, s:o, s:o, s:b}", "version", 1, "generation", (json_int_t) p->generation,
+                         "conns", conns, "leases", leases, "regions", regions,
+                         "legacyLeaseNames", p->legacy_lease_names);
 }
 
 int persist_json_memfd(json_t *j, const char *name) {
@@ -302,16 +357,20 @@ int persist_json_memfd(json_t *j, const char *name) {
         return TAKE_FD(fd);
 }
 
-int persist_state_memfd(Persist *p) {
+static int state_memfd(Persist *p, bool all) {
         json_t *state;
         int fd;
 
-        state = state_json(p);
+        state = state_json(p, all);
         if (!state)
                 return -ENOMEM;
         fd = persist_json_memfd(state, "noiommud_state");
         json_decref(state);
         return fd;
+}
+
+int persist_state_memfd(Persist *p) {
+        return state_memfd(p, /* all= */ true);
 }
 
 int persist_save(Persist *p) {
@@ -323,28 +382,64 @@ int persist_save(Persist *p) {
                 return 0;
         p->dirty = false;
         p->generation++;
+        if (!p->leases->leases)
+                /* No lease restored from a store written before issue 10 is left. */
+                p->legacy_lease_names = false;
 
-        fd = persist_state_memfd(p);
+        fd = state_memfd(p, /* all= */ false);
         if (fd < 0)
                 return log_error_errno(fd, "Cannot write the lease state to a memfd: %m");
 
         /* Two names used in turn. The new state goes in under the name the previous one does
          * not use, and only then is the previous one removed: a crash at any point leaves at
-         * least one complete state (restore takes the newest generation). */
+         * least one complete state (restore takes the newest generation). A leftover of the
+         * same name can exist only after a start (a crash between the two steps) or after a
+         * removal that failed: only then is it removed first, so that a state write is two
+         * notifications, not three. */
         (void) snprintf(name, sizeof(name), "state-%u", (unsigned) (p->generation % 2));
-        (void) fdstore_remove(name);            /* a stale leftover of the same parity, if any */
+        if (p->stale_state_possible && fdstore_remove(name) >= 0)
+                p->stale_state_possible = false;
         r = fdstore_push(name, &fd, 1, /* poll= */ false);
-        if (r < 0)
+        if (r < 0) {
+                p->stale_state_possible = true;
                 return r;
+        }
         (void) snprintf(name, sizeof(name), "state-%u", (unsigned) ((p->generation + 1) % 2));
-        return fdstore_remove(name);
+        r = fdstore_remove(name);
+        if (r < 0)
+                p->stale_state_possible = true;
+        return r;
+}
+
+void persist_flush(Persist *p) {
+        _cleanup_free_ Client **held = NULL;
+        size_t n_held;
+        int r = 0;
+
+        if (p->dirty)
+                r = persist_save(p);
+
+        /* Taken first: client_free() below comes back through persist_forget_conn(). */
+        held = TAKE_PTR(p->held);
+        n_held = p->n_held;
+        p->n_held = p->n_held_allocated = 0;
+        if (r < 0 && n_held > 0)
+                log_error_errno(r, "Cannot store the lease state in the fd store: ending %zu connection(s) whose "
+                                "replies depend on it, before anything reaches them: %m", n_held);
+        for (size_t i = 0; i < n_held; i++) {
+                if (r >= 0) {
+                        conn_unhold(held[i]->conn);
+                        continue;
+                }
+                /* The write-ahead failed after the grant's fds were stored: nothing may reach
+                 * this client. Its grants end the usual way (quiesce before free) and are
+                 * recorded with this reason. */
+                (void) client_free(held[i], PERSIST_REASON_NOT_STORED);
+        }
 }
 
 static int on_persist(sd_event_source *s, void *userdata) {
-        Persist *p = userdata;
-
-        if (p->dirty)
-                (void) persist_save(p);
+        persist_flush(userdata);
         return 0;
 }
 
@@ -356,22 +451,35 @@ void persist_init(Persist *p, sd_event *event, Client *const *clients, LeaseRegi
                 .leases = leases,
                 .client_ctx = client_ctx,
                 .region_ctx = region_ctx,
+                .stale_state_possible = true,
         };
 }
 
 void persist_done(Persist *p) {
         p->source = sd_event_source_disable_unref(p->source);
+        free(p->held);
+        p->held = NULL;
+        p->n_held = p->n_held_allocated = 0;
 }
 
 void persist_dirty(Persist *p) {
         if (!fdstore_enabled())
                 return;
         p->dirty = true;
-        if (!p->source &&
-            sd_event_add_defer(p->event, &p->source, on_persist, p) >= 0)
-                (void) sd_event_source_set_priority(p->source, SD_EVENT_PRIORITY_IDLE);
-        if (p->source)
-                (void) sd_event_source_set_enabled(p->source, SD_EVENT_ONESHOT);
+        if (!p->source && sd_event_add_defer(p->event, &p->source, on_persist, p) < 0) {
+                /* Without the event the held replies would wait forever: write now. */
+                persist_flush(p);
+                return;
+        }
+        /* Only a state change (a disconnect, a free): idle priority, after everything else
+         * pending, so that a burst of them costs one write. Replies held for it: normal
+         * priority. sd-event dispatches the oldest pending source of the best priority
+         * first (pending_prioq_compare()), so the write comes after the events already
+         * pending when the grant was made (the batch) and is never starved by a stream of
+         * newer ones, as an idle source would be under load. */
+        (void) sd_event_source_set_priority(p->source, p->n_held > 0 ? SD_EVENT_PRIORITY_NORMAL
+                                                                     : SD_EVENT_PRIORITY_IDLE);
+        (void) sd_event_source_set_enabled(p->source, SD_EVENT_ONESHOT);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -416,6 +524,65 @@ static bool is_memfd(int fd) {
 
 static bool is_io_uring(int fd) {
         return fd_link_has_prefix(fd, "anon_inode:[io_uring]");
+}
+
+/* Which of a lease's device fds fd is (the index in get_fds()' order: device, group, container,
+ * iommufd), from what the kernel says it is: a device is "anon_inode:[vfio-device]" (from
+ * VFIO_GROUP_GET_DEVICE_FD, drivers/vfio/group.c) or a cdev below /dev/vfio/devices/; the
+ * container is /dev/vfio/vfio, iommufd /dev/iommu, and any other node in /dev/vfio/ is a
+ * group ("N" or "noiommu-N"). -1: none of those. */
+static int lease_fd_kind(int fd) {
+        char path[64], target[256];
+        ssize_t n;
+
+        (void) snprintf(path, sizeof(path), "/proc/self/fd/%i", fd);
+        n = readlink(path, target, sizeof(target) - 1);
+        if (n < 0)
+                return -1;
+        target[n] = 0;
+        if (streq(target, "anon_inode:[vfio-device]") || strncmp(target, "/dev/vfio/devices/", 18) == 0)
+                return 0;
+        if (streq(target, "/dev/vfio/vfio"))
+                return 2;
+        if (streq(target, "/dev/iommu"))
+                return 3;
+        if (strncmp(target, "/dev/vfio/", 10) == 0 && !strchr(target + 10, '/'))
+                return 1;
+        return -1;
+}
+
+/* A lease's device fds: every fd stored under "lease-<id>", sorted by kind; or, from a store
+ * written before issue 10 (or a re-exec from such a binary), one fd per "lease-<id>-<kind>". An
+ * fd that is none of the kinds, or a second one of a kind, is closed. */
+static void stored_take_lease(Persist *p, Stored *s, const char *id, int fds[static 4]) {
+        char name[96];
+
+        for (size_t k = 0; k < 4; k++)
+                fds[k] = -EBADF;
+        (void) snprintf(name, sizeof(name), "lease-%s", id);
+        for (int fd; (fd = stored_take(s, name, NULL)) >= 0; ) {
+                int k = lease_fd_kind(fd);
+
+                if (k < 0 || fds[k] >= 0) {
+                        log_warning("Lease %s: a stored fd is not one of its device's (or a second of its kind), closing it.", id);
+                        (void) safe_close(fd);
+                        continue;
+                }
+                fds[k] = fd;
+        }
+        for (size_t k = 0; k < ELEMENTSOF(legacy_kinds); k++) {
+                int fd;
+
+                (void) snprintf(name, sizeof(name), "lease-%s-%s", id, legacy_kinds[k]);
+                fd = stored_take(s, name, NULL);
+                if (fd < 0)
+                        continue;
+                p->legacy_lease_names = true;
+                if (fds[k] >= 0)
+                        (void) safe_close(fd);
+                else
+                        fds[k] = fd;
+        }
 }
 
 static json_t *read_state(int fd) {
@@ -532,9 +699,7 @@ static void restore_leases(Persist *p, json_t *state, Stored *s) {
                 const char *conn_id = json_string_value(json_object_get(e, "conn"));
                 const char *st = json_string_value(json_object_get(e, "state"));
                 json_t *h = json_object_get(e, "holder");
-                char name[96];
                 int fds[4];
-                static const char *const kinds[] = { "dev", "grp", "ctr", "iommufd" };
                 InventoryDevice d;
                 Lease *l;
                 int r;
@@ -543,10 +708,7 @@ static void restore_leases(Persist *p, json_t *state, Stored *s) {
                         log_error("Unusable lease entry in the stored state, ignoring it.");
                         continue;
                 }
-                for (size_t k = 0; k < ELEMENTSOF(kinds); k++) {
-                        (void) snprintf(name, sizeof(name), "lease-%s-%s", id, kinds[k]);
-                        fds[k] = stored_take(s, name, NULL);
-                }
+                stored_take_lease(p, s, id, fds);
 
                 ClientIdentity holder = CLIENT_IDENTITY_INIT;
                 VfioDevice *vfio;
@@ -574,10 +736,7 @@ static void restore_leases(Persist *p, json_t *state, Stored *s) {
                         /* Without the daemon's own handle the device cannot be quiesced: its
                          * fds are closed (the kernel clears Bus Master on the last close). */
                         log_error_errno(r, "Cannot restore the device %s of lease %s: %m", d.address, id);
-                        for (size_t k = 0; k < ELEMENTSOF(kinds); k++) {
-                                (void) snprintf(name, sizeof(name), "lease-%s-%s", id, kinds[k]);
-                                (void) fdstore_remove(name);
-                        }
+                        remove_lease_fds(p, id);
                         continue;
                 }
 
@@ -803,6 +962,8 @@ void persist_restore_nosave(Persist *p, int *fds, char **names, size_t n) {
 
         if (state) {
                 p->generation = (uint64_t) best;
+                if (json_is_true(json_object_get(state, "legacyLeaseNames")))
+                        p->legacy_lease_names = true;
                 restore_conns(p, state, &s);
                 restore_leases(p, state, &s);
                 restore_regions(p, state, &s);

@@ -9,9 +9,17 @@
  * are removed by whoever owns the original (region_free(), the lease's CLOSING event,
  * client_free()). Rules (security.md §8):
  *
- *   - Write-ahead: persist_grant() stores the new fds and the new state BEFORE the grant's fds
- *     are sent to the client. A crash after that loses nothing; a crash before it means the
- *     client never got anything.
+ *   - Write-ahead: nothing reaches a client before the grant's fds AND a state that describes
+ *     them are in the store. persist_grant() pushes the grant's fds at once (one notification
+ *     per object: the connection once, the memfd, or all of a lease's device fds under one
+ *     name) and holds the connection's reply (conn_hold()); the state is written once per loop
+ *     iteration for every grant made in it (persist_flush(), from a defer source), and only
+ *     then are the held replies let go. If that write fails, the held connections are closed
+ *     ("not-stored": their grants end, quiesce before free) and nothing reaches them. A crash
+ *     before the write means the client never got anything; a crash after it loses nothing.
+ *   - The state names only connections that hold a lease or memory, and is written only when
+ *     something in it changed: a disconnect that lets nothing go costs no write, and any
+ *     number of changes in one iteration cost one.
  *   - Restore: fds are validated (memfds by type, seals and size; device fds by re-probing the
  *     config region) before they are trusted. The io_uring pin itself cannot be stored (the
  *     kernel refuses io_uring fds in SCM_RIGHTS), so between kill -9 and restart the pages are
@@ -47,9 +55,13 @@ typedef enum LeaseEvent LeaseEvent;
  * it serializes and restores into, and the contexts new clients and regions are made with. */
 typedef struct Persist {
         sd_event *event;
-        sd_event_source *source;        /* the idle state write */
+        sd_event_source *source;        /* the deferred state write (persist_flush()) */
         bool dirty;
+        bool stale_state_possible;      /* a "state-N" of the next write's name may be left over */
+        bool legacy_lease_names;        /* a restored lease's fds are named "lease-<id>-<kind>" */
         uint64_t generation;            /* of the last state written to the fd store */
+        Client **held;                  /* connections whose replies wait for the next write */
+        size_t n_held, n_held_allocated;
         Client *const *clients;
         LeaseRegistry *leases;
         const ClientContext *client_ctx;
@@ -65,15 +77,23 @@ void persist_done(Persist *p);
 
 /* Write-ahead for a grant: the connection (once), then the new region or the new lease's
  * device fds (a lease's fds are stored once, when it is granted, not with every allocation
- * mapped into it), then the state. Each step is tried; the first failure is returned, and the
- * caller must then refuse the grant: nothing may reach a client before its fds are stored. */
+ * mapped into it). Each step is tried; the first failure is returned, and the caller must then
+ * refuse the grant: nothing may reach a client before its fds are stored. On success the
+ * connection is held: the reply the caller queues next is written only after the next state
+ * write (persist_flush()), and never if that write fails. */
 int persist_grant(Persist *p, Client *c, const Region *r, const Lease *new_lease);
+
+/* Writes the state if it changed, then lets the held replies go, or, if the write failed,
+ * closes their connections (PERSIST_REASON_NOT_STORED). Runs from the deferred event; a
+ * re-exec calls it first, so that no held reply crosses execve(). */
+void persist_flush(Persist *p);
 
 /* Observer of lease events (lease.h, wired by manager_new()): a lease's device fds leave the
  * store when it closes the device; a quarantine changes the persisted state. */
 void persist_lease_event(Persist *p, const Lease *l, LeaseEvent ev);
 
-/* Drops a connection's socket from the store (and schedules a state write). */
+/* Drops a connection's socket from the store, and its hold: called for every connection that
+ * ends (client_free()), after what it held was let go. Writes no state by itself. */
 void persist_forget_conn(Persist *p, Client *c);
 
 /* Writes the state now (no-op without an fd store). */

@@ -12,9 +12,14 @@
  * The prefix is record_, not audit_: libaudit owns the audit_* namespace (audit_open(),
  * audit_log_user_message(), ...), and only linux-audit.c talks to it.
  *
+ * A record is one sd_journal_sendv() (the client's fields formatted once per identity) and, for
+ * a decision or a device lease, one Linux audit record (a sendto() and a non-blocking read of
+ * the kernel's verdict, linux-audit.c): security.md §9.2 and §9.3 give the costs, and why a
+ * decision and the grant it leads to stay two records.
+ *
  * Layer 1 (docs/architecture.md): called by every layer above, calls only down (linux-audit.c,
  * the journal). Owns the Linux audit connection (through linux-audit.c) and the rate limits of
- * anomaly records. It decides what a failure to record means: with auditFailure=deny a grant
+ * anomaly records (never of decisions or grants). It decides what a failure to record means: with auditFailure=deny a grant
  * whose record cannot be written is refused (the record_*() functions that can refuse return
  * an error). Values the client chose (unit and cgroup names below a delegation boundary) are
  * encoded before they reach a Linux audit record.

@@ -105,14 +105,13 @@ static int add_region(json_t *fds, Kept *k, const Region *r) {
 }
 
 static int add_lease(json_t *fds, Kept *k, const Lease *l) {
-        static const char *const kinds[] = { "dev", "grp", "ctr", "iommufd" };
+        char name[64];
         int f[4], r;
 
+        /* One name for all of them, as in the fd store: persist.c tells them apart. */
+        (void) snprintf(name, sizeof(name), "lease-%s", l->id);
         l->registry->backend->device.get_fds(l->vfio, &f[0], &f[1], &f[2], &f[3]);
-        for (size_t i = 0; i < ELEMENTSOF(kinds); i++) {
-                char name[96];
-
-                (void) snprintf(name, sizeof(name), "lease-%s-%s", l->id, kinds[i]);
+        for (size_t i = 0; i < ELEMENTSOF(f); i++) {
                 r = add_named(fds, k, name, f[i]);
                 if (r < 0)
                         return r;
@@ -207,6 +206,10 @@ static void reexec_now(Manager *m) {
         (void) sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=Re-executing %s with %u connections.",
                           start, exe_path, m->n_conns);
 
+        /* Replies held for the write-ahead go out (or their connections end) now, in this
+         * image, which knows why they are held. */
+        persist_flush(&m->persist);
+
         /* Connections that were never stored (no grant yet, or no fd store) get an id for this
          * hand-over only, so that the state can name them; the new image forgets it again. */
         for (Client *c = m->clients; transient && c; c = c->next) {
@@ -236,8 +239,12 @@ static void reexec_now(Manager *m) {
         }
         if (r >= 0) {
                 log_info("Re-executing %s with %u connections and their leases.", exe_path, m->n_conns);
+                /* The pool's regions are nobody's and not in the state: freed, its worker joined
+                 * (pool.h); the new image fills its own. */
+                m->pool = pool_free(m->pool);
                 (void) execve(exe_path, saved_argv, environ);
                 r = negative_errno();
+                (void) manager_start_pool(m);
         }
 
         /* Still here: nothing was lost, the old image carries on as if no SIGHUP had come. */

@@ -5,12 +5,14 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "hugepage.h"
 #include "settings.h"
 #include "internal/json-util.h"
 #include "internal/log.h"
@@ -71,6 +73,94 @@ static int parse_device_backends(Settings *c, const char *path, json_t *v) {
         return 0;
 }
 
+static int pool_entry_u64(const char *path, size_t i, json_t *e, const char *key, uint64_t *ret) {
+        json_t *v = json_object_get(e, key);
+
+        if (!v)
+                return log_error_errno(EINVAL, "%s: \"hugepagePool\"[%zu] lacks \"%s\".", path, i, key);
+        if (json_get_u64(v, ret) < 0 || *ret == 0)
+                return log_error_errno(EINVAL, "%s: \"hugepagePool\"[%zu].%s must be a positive integer.", path, i, key);
+        return 0;
+}
+
+/* "hugepagePool": [{"hugepageSize": N, "size": N, "count": N, "numaNode": N}, ...]. A memfd
+ * cannot be assembled from other memfds, so an entry is regions of one exact size: what a
+ * container asks for. Strict like the rest; the later file's list replaces the earlier one's,
+ * so that a drop-in can switch the pool off with []. */
+static int parse_pool(Settings *c, const char *path, json_t *v) {
+        static const char *const allowed[] = { "hugepageSize", "size", "count", "numaNode", NULL };
+        _cleanup_free_ PoolSetting *pool = NULL;
+        uint64_t regions = 0, bytes = 0;
+        size_t i;
+        json_t *e;
+        int r;
+
+        if (!json_is_array(v))
+                return log_error_errno(EINVAL, "%s: \"hugepagePool\" must be a list of objects like "
+                                       "{\"hugepageSize\": 2097152, \"size\": 2097152, \"count\": 8}.", path);
+        if (json_array_size(v) > 0) {
+                pool = new0(PoolSetting, json_array_size(v));
+                if (!pool)
+                        return -ENOMEM;
+        }
+        json_array_foreach(v, i, e) {
+                PoolSetting *p = &pool[i];
+                const char *key;
+                json_t *f;
+                uint64_t count;
+
+                if (!json_is_object(e))
+                        return log_error_errno(EINVAL, "%s: \"hugepagePool\"[%zu] must be an object.", path, i);
+                json_object_foreach(e, key, f)
+                        if (!strv_contains((char **) allowed, key))
+                                return log_error_errno(EINVAL, "%s: \"hugepagePool\"[%zu]: unknown key \"%s\".", path, i, key);
+                r = pool_entry_u64(path, i, e, "hugepageSize", &p->hugepage_size);
+                if (r < 0)
+                        return r;
+                if ((p->hugepage_size & (p->hugepage_size - 1)) != 0)
+                        return log_error_errno(EINVAL, "%s: \"hugepagePool\"[%zu].hugepageSize must be a power of two "
+                                               "(a hugepage size like 2097152 or 1073741824).", path, i);
+                r = pool_entry_u64(path, i, e, "size", &p->size);
+                if (r < 0)
+                        return r;
+                if (p->size % p->hugepage_size != 0 || p->size > NOIOMMU_ALLOC_SIZE_MAX)
+                        return log_error_errno(EINVAL, "%s: \"hugepagePool\"[%zu].size must be a multiple of its "
+                                               "hugepageSize, at most %" PRIu64 " bytes.", path, i, NOIOMMU_ALLOC_SIZE_MAX);
+                r = pool_entry_u64(path, i, e, "count", &count);
+                if (r < 0)
+                        return r;
+                if (count > NOIOMMU_POOL_REGIONS_MAX)
+                        return log_error_errno(EINVAL, "%s: \"hugepagePool\"[%zu].count must be at most %u.",
+                                               path, i, NOIOMMU_POOL_REGIONS_MAX);
+                p->count = (unsigned) count;
+                p->numa_node = -1;
+                if ((f = json_object_get(e, "numaNode"))) {
+                        if (!json_is_integer(f) || json_integer_value(f) < 0 ||
+                            json_integer_value(f) > NOIOMMU_NUMA_NODE_MAX)
+                                return log_error_errno(EINVAL, "%s: \"hugepagePool\"[%zu].numaNode must be a NUMA node "
+                                                       "number from 0 to %u.", path, i, NOIOMMU_NUMA_NODE_MAX);
+                        p->numa_node = (int) json_integer_value(f);
+                }
+                for (size_t j = 0; j < i; j++)
+                        if (pool[j].hugepage_size == p->hugepage_size && pool[j].size == p->size &&
+                            pool[j].numa_node == p->numa_node)
+                                return log_error_errno(EINVAL, "%s: \"hugepagePool\"[%zu] repeats entry %zu; "
+                                                       "raise that one's count instead.", path, i, j);
+                /* Checked per entry, so that the sums stay far from overflowing: each entry
+                 * adds at most 64 regions of 64 GiB. */
+                regions += p->count;
+                bytes += p->size * p->count;
+                if (regions > NOIOMMU_POOL_REGIONS_MAX || bytes > NOIOMMU_POOL_BYTES_MAX)
+                        return log_error_errno(EINVAL, "%s: \"hugepagePool\" holds %" PRIu64 " regions of %" PRIu64 " bytes "
+                                               "in all by entry %zu; at most %u regions and %" PRIu64 " bytes are allowed.",
+                                               path, regions, bytes, i, NOIOMMU_POOL_REGIONS_MAX, NOIOMMU_POOL_BYTES_MAX);
+        }
+        free(c->pool);
+        c->pool = TAKE_PTR(pool);
+        c->n_pool = json_array_size(v);
+        return 0;
+}
+
 static int settings_merge_file(Settings *c, const char *path) {
         json_error_t err;
         json_t *root, *v;
@@ -126,7 +216,9 @@ static int settings_merge_file(Settings *c, const char *path) {
                                 c->root_without_capabilities_polkit = true;
                         else
                                 r = log_error_errno(EINVAL, "%s: \"rootWithoutCapabilities\" must be \"deny\" or \"polkit\".", path);
-                } else
+                } else if (streq(key, "hugepagePool"))
+                        r = parse_pool(c, path, v);
+                else
                         r = log_error_errno(EINVAL, "%s: unknown key \"%s\".", path, key);
                 if (r < 0)
                         break;
@@ -194,6 +286,7 @@ void settings_done(Settings *c) {
         strv_free(c->noiommu_devices);
         strv_free(c->iommu_devices);
         free(c->device_backends);
+        free(c->pool);
         *c = (Settings) {};
 }
 

@@ -32,6 +32,10 @@
  *                                           the default), because polkitd answers yes to uid
  *                                           0 without running any rule; "polkit" asks polkit
  *                                           anyway, i.e. trusts uid 0
+ *     "hugepagePool": [{"hugepageSize": 2097152, "size": 4194304, "count": 8, "numaNode": 0}]
+ *                                           regions of exactly "size" bytes kept ready
+ *                                           (faulted, zeroed, pinned) per entry (pool.h);
+ *                                           a later file's list replaces an earlier one
  *   }
  *
  * A noiommu device is root-equivalent in the client's hands, so it is served only if named
@@ -55,6 +59,23 @@ typedef struct DeviceBackendSetting {
         Backend backend;
 } DeviceBackendSetting;
 
+/* One "hugepagePool" entry: count regions of exactly size bytes of hugepage_size pages. */
+typedef struct PoolSetting {
+        uint64_t hugepage_size;
+        uint64_t size;
+        unsigned count;
+        int numa_node;                  /* -1: any */
+} PoolSetting;
+
+/* At most this many regions in the whole pool (the sum of the counts). Each ready region holds
+ * two fds (memfd, pin ring) and a mapping, none of them in the fd store; 64 regions are 128 fds,
+ * nothing next to LimitNOFILE=65536, and few enough that pool.c may walk them on every take. */
+#define NOIOMMU_POOL_REGIONS_MAX 64
+/* At most this many bytes in the whole pool: the pool's worker zeroes every page once (about
+ * 50 ms per GiB on a 2-core machine, hugepage.h), so a full refill of 64 GiB takes about 3 s of
+ * one core, as long as the largest single allocation (NOIOMMU_ALLOC_SIZE_MAX) holds the loop. */
+#define NOIOMMU_POOL_BYTES_MAX (UINT64_C(64) << 30)
+
 typedef struct Settings {
         char **noiommu_devices;         /* NULL-terminated */
         bool iommu_devices_all;
@@ -66,6 +87,8 @@ typedef struct Settings {
         uint64_t max_memory_per_container;      /* 0: no limit */
         uint64_t max_leases_per_container;      /* 0: no limit */
         bool root_without_capabilities_polkit;  /* "rootWithoutCapabilities": "polkit" */
+        PoolSetting *pool;                      /* "hugepagePool" */
+        size_t n_pool;
 } Settings;
 
 /* Loads path and path.d/ (a missing file is an empty configuration). */

@@ -723,12 +723,13 @@ static bool is_power_of_2(uint64_t v) {
         return v != 0 && (v & (v - 1)) == 0;
 }
 
-/* Builds a memory object from an AllocateMemory reply and its fds, and checks everything that
- * can be checked before the memory is used: the reply against the request, the fds against the
- * reply, the memfd against the reply, the segment table against the size. Returns -EBADMSG or
- * -EXFULL when the daemon broke the contract, -ENOMEM when we ran out. Takes the memfd out of
- * *fds on success. */
-static int memory_from_reply(json_t *reply, ReplyFds *fds, uint64_t requested,
+/* Builds a memory object from an AllocateMemory reply (or one item of AcquireDevice's
+ * "memory") and its fds, and checks everything that can be checked before the memory is used:
+ * the reply against the request, the fds against the reply (n_fds: how many the whole reply
+ * must carry), the memfd against the reply, the segment table against the size. Returns
+ * -EBADMSG or -EXFULL when the daemon broke the contract, -ENOMEM when we ran out. Takes the
+ * memfd out of *fds on success (its slot becomes -EBADF). */
+static int memory_from_reply(json_t *reply, ReplyFds *fds, size_t n_fds, uint64_t requested,
                              const noiommu_alloc_options *o, noiommu_memory **ret) {
         _cleanup_(noiommu_memory_unrefp) noiommu_memory *m = NULL;
         json_int_t size, hugepage_size, numa, fd_index;
@@ -749,15 +750,15 @@ static int memory_from_reply(json_t *reply, ReplyFds *fds, uint64_t requested,
                            "fd", &fd_index) < 0)
                 return -EBADMSG;
 
-        /* Exactly the fds the reply names: one memfd. Fewer means the kernel dropped some on
-         * the way (a failed grant); more means the daemon sent something we cannot account
-         * for. */
-        if (fd_index < 0 || fd_index >= NOIOMMU_FDS_PER_REPLY_MAX)
+        /* Exactly the fds the reply names: one memfd (AllocateMemory). Fewer means the kernel
+         * dropped some on the way (a failed grant); more means the daemon sent something we
+         * cannot account for. */
+        if (fd_index < 0 || fd_index >= NOIOMMU_FDS_PER_REPLY_MAX || (size_t) fd_index >= n_fds)
                 return -EBADMSG;
         if (fds->n <= (size_t) fd_index)
                 return -EXFULL;
-        if (fds->n != 1)
-                return -EBADMSG;
+        if (fds->n != n_fds || fds->fds[fd_index] < 0)
+                return -EBADMSG;            /* a count we did not expect, or an index used twice */
 
         if (!noiommu_id_is_valid(id))
                 return -EBADMSG;
@@ -831,7 +832,6 @@ static int memory_from_reply(json_t *reply, ReplyFds *fds, uint64_t requested,
          * pages the device uses from being truncated away under it. */
         m->fd = fds->fds[fd_index];
         fds->fds[fd_index] = -EBADF;
-        fds->n = 0;
 
         if (fstat(m->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
             (uint64_t) st.st_size != m->size)
@@ -922,7 +922,7 @@ _public_ int noiommu_allocate(noiommu_conn *c, uint64_t size, const noiommu_allo
         if (r < 0)
                 return r;
 
-        r = memory_from_reply(reply, &fds, size, &o, &m);
+        r = memory_from_reply(reply, &fds, 1, size, &o, &m);
         if (r < 0) {
                 const char *id = json_string_value(json_object_get(reply, "memory"));
 
@@ -1024,10 +1024,11 @@ _public_ const char *noiommu_address_kind_to_string(noiommu_address_kind k) {
 }
 
 /* Builds a lease object from an AcquireDevice reply and its fds, checking the reply against the
- * request and the fds against the reply. Returns -EBADMSG or -EXFULL when the daemon broke the
- * contract, -ENOMEM when we ran out. Takes the device fd out of *fds and a reference to reply
- * on success. */
-static int lease_from_reply(json_t *reply, ReplyFds *fds, const char *address,
+ * request and the fds against the reply (n_fds: how many it must carry, the device fd and one
+ * memfd per region asked for). Returns -EBADMSG or -EXFULL when the daemon broke the contract,
+ * -ENOMEM when we ran out. Takes the device fd out of *fds (its slot becomes -EBADF) and a
+ * reference to reply on success. */
+static int lease_from_reply(json_t *reply, ReplyFds *fds, size_t n_fds, const char *address,
                             noiommu_lease **ret) {
         _cleanup_(noiommu_lease_unrefp) noiommu_lease *l = NULL;
         json_int_t fd_index;
@@ -1042,12 +1043,13 @@ static int lease_from_reply(json_t *reply, ReplyFds *fds, const char *address,
                            "fd", &fd_index) < 0)
                 return -EBADMSG;
 
-        /* Exactly the fds the reply names: one device fd. */
-        if (fd_index < 0 || fd_index >= NOIOMMU_FDS_PER_REPLY_MAX)
+        /* Exactly the fds the reply names: the device fd (and the memfds, checked with their
+         * items). */
+        if (fd_index < 0 || fd_index >= NOIOMMU_FDS_PER_REPLY_MAX || (size_t) fd_index >= n_fds)
                 return -EBADMSG;
         if (fds->n <= (size_t) fd_index)
                 return -EXFULL;
-        if (fds->n != 1)
+        if (fds->n != n_fds)
                 return -EBADMSG;
 
         if (!noiommu_id_is_valid(id))
@@ -1066,7 +1068,6 @@ static int lease_from_reply(json_t *reply, ReplyFds *fds, const char *address,
 
         l->fd = fds->fds[fd_index];
         fds->fds[fd_index] = -EBADF;
-        fds->n = 0;
 
         /* A VFIO device fd is read-write (the group path's anon inode and the cdev alike); its
          * file type says nothing (an anon inode has none), so that is all we can check. */
@@ -1118,7 +1119,7 @@ _public_ int noiommu_acquire_device(noiommu_conn *c, const char *address, unsign
         if (r < 0)
                 return r;
 
-        r = lease_from_reply(reply, &fds, address, &l);
+        r = lease_from_reply(reply, &fds, 1, address, &l);
         if (r < 0) {
                 const char *id = json_string_value(json_object_get(reply, "lease"));
 
@@ -1131,6 +1132,111 @@ _public_ int noiommu_acquire_device(noiommu_conn *c, const char *address, unsign
         }
 
         *ret = TAKE_PTR(l);
+        return 0;
+}
+
+/* The memory objects of an AcquireDevice reply with "memory": each item checked like an
+ * AllocateMemory reply, against its request and against the reply's fds. */
+static int acquire_memory_from_reply(json_t *reply, ReplyFds *fds, const uint64_t *sizes, size_t n_memory,
+                                     const noiommu_alloc_options *o, noiommu_memory **ret_memory) {
+        json_t *memory = json_object_get(reply, "memory");
+        int r;
+
+        if (!json_is_array(memory) || json_array_size(memory) != n_memory)
+                return -EBADMSG;
+        for (size_t i = 0; i < n_memory; i++) {
+                /* Each memfd follows the device fd, in the order asked: an item naming the
+                 * device fd or another item's memfd is caught by memory_from_reply(). */
+                r = memory_from_reply(json_array_get(memory, i), fds, 1 + n_memory, sizes[i], o,
+                                      &ret_memory[i]);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+_public_ int noiommu_acquire_device_with_memory(noiommu_conn *c, const char *address, unsigned flags,
+                                                const uint64_t *sizes, size_t n_memory,
+                                                const noiommu_alloc_options *opts,
+                                                noiommu_lease **ret_lease, noiommu_memory **ret_memory) {
+        _cleanup_(noiommu_lease_unrefp) noiommu_lease *l = NULL;
+        noiommu_memory *m[NOIOMMU_ACQUIRE_MEMORY_MAX] = {};
+        _cleanup_(reply_fds_done) ReplyFds fds = {};
+        json_auto_t *parameters = NULL, *reply = NULL;
+        noiommu_alloc_options o;
+        json_t *list;
+        int r;
+
+        conn_begin_call(c);
+        if (!c || !ret_lease || !ret_memory || !sizes || n_memory == 0 ||
+            n_memory > NOIOMMU_ACQUIRE_MEMORY_MAX || (flags & ~NOIOMMU_ACQUIRE_INTERACTIVE) != 0)
+                return -EINVAL;
+        for (size_t i = 0; i < n_memory; i++)
+                if (sizes[i] == 0 || sizes[i] > INT64_MAX)
+                        return -EINVAL;
+
+        r = alloc_options_load(opts, &o);
+        if (r < 0)
+                return r;
+        /* The lease is the one this call makes; interactive is a property of the one check. */
+        if (o.lease || o.flags != 0)
+                return -EINVAL;
+
+        if (!address) {
+                address = secure_getenv(NOIOMMU_DEVICE_ENV);
+                if (!address || !*address)
+                        return -ENXIO;
+        }
+        if (!pci_address_is_valid(address))
+                return -EINVAL;
+
+        list = json_array();
+        parameters = json_pack("{s:s, s:o}", "device", address, "memory", list);
+        if (!parameters)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_memory; i++) {
+                json_t *item = json_pack("{s:I}", "size", (json_int_t) sizes[i]);
+
+                if (!item || json_array_append_new(list, item) < 0 ||
+                    (o.hugepage_size > 0 &&
+                     json_object_set_new(item, "hugepageSize", json_integer((json_int_t) o.hugepage_size)) < 0) ||
+                    (o.numa_node >= 0 &&
+                     json_object_set_new(item, "numaNode", json_integer(o.numa_node)) < 0))
+                        return -ENOMEM;
+        }
+        if ((flags & NOIOMMU_ACQUIRE_INTERACTIVE) &&
+            json_object_set_new(parameters, "interactive", json_true()) < 0)
+                return -ENOMEM;
+
+        r = conn_transact(c, NOIOMMU_METHOD_ACQUIRE_DEVICE, parameters, &reply, &fds);
+        if (r < 0)
+                return r;
+
+        r = lease_from_reply(reply, &fds, 1 + n_memory, address, &l);
+        if (r >= 0)
+                r = acquire_memory_from_reply(reply, &fds, sizes, n_memory, &o, m);
+        for (size_t i = 0; r >= 0 && i < n_memory; i++)
+                r = memory_map(m[i]);
+        if (r < 0) {
+                const char *id = json_string_value(json_object_get(reply, "lease"));
+
+                for (size_t i = 0; i < n_memory; i++)
+                        m[i] = noiommu_memory_unref(m[i]);
+                l = noiommu_lease_unref(l);     /* our device fd first, as in noiommu_release_device() */
+                /* As in noiommu_acquire_device(): only a local failure (ENOMEM, or mmap()) is
+                 * released politely; ReleaseDevice takes the memory mapped for the lease with it
+                 * (quiesce first). A reply we cannot trust ends the connection, and with it
+                 * everything it granted. */
+                if (r == -EBADMSG || r == -EXFULL || !noiommu_id_is_valid(id) ||
+                    conn_release_lease_id(c, id) < 0)
+                        conn_drop(c);
+                conn_clear_error(c);
+                return r;
+        }
+
+        *ret_lease = TAKE_PTR(l);
+        for (size_t i = 0; i < n_memory; i++)
+                ret_memory[i] = m[i];
         return 0;
 }
 
@@ -1685,7 +1791,7 @@ static int env_adopt(EnvAdopted *a, int *ret_n_fds) {
                         return -EBADMSG;
                 fds.fds[0] = TAKE_FD(a->copies[1]);
                 fds.n = 1;
-                r = lease_from_reply(reply, &fds, address, &a->lease);
+                r = lease_from_reply(reply, &fds, 1, address, &a->lease);
                 if (r < 0)
                         return r;
         }
@@ -1710,7 +1816,7 @@ static int env_adopt(EnvAdopted *a, int *ret_n_fds) {
                 fds.fds[0] = TAKE_FD(a->copies[1 + (device ? 1 : 0) + k]);
                 fds.n = 1;
                 noiommu_alloc_options_init(&o);
-                r = memory_from_reply(reply, &fds, (uint64_t) size, &o, &a->memory[k]);
+                r = memory_from_reply(reply, &fds, 1, (uint64_t) size, &o, &a->memory[k]);
                 if (r < 0)
                         return r;
                 a->n_memory++;

@@ -6,7 +6,9 @@
  *   noiommuctl [--socket PATH] [--json] alloc SIZE [--hugepage-size SIZE] [--numa-node N]
  *                                             [--hold[=stdin|signal]]
  *   noiommuctl [--socket PATH] [--json] free MEMORY-ID
- *   noiommuctl [--socket PATH] [--json] acquire [BDF] [--hold[=stdin|signal]] [--interactive]
+ *   noiommuctl [--socket PATH] [--json] acquire [BDF] [--memory SIZE[,SIZE...]
+ *                                             [--hugepage-size SIZE] [--numa-node N]]
+ *                                             [--hold[=stdin|signal]] [--interactive]
  *   noiommuctl [--socket PATH] [--json] release LEASE-ID
  *   noiommuctl [--socket PATH] [--json] leases [--interactive]
  *   noiommuctl [--socket PATH] [--json] revoke LEASE-ID [--interactive]
@@ -975,40 +977,74 @@ static int print_lease(noiommu_lease *l) {
         return EXIT_SUCCESS;
 }
 
+/* acquire, and with sizes (n_memory > 0, a's hugepage size and NUMA node) the memory mapped for
+ * the lease in the same call (AcquireDevice with "memory": one polkit check). */
 static int do_acquire(noiommu_conn *c, const char *address, HoldMode hold, bool interactive,
-                      Held *held) {
+                      const uint64_t *sizes, size_t n_memory, const AllocArgs *a, Held *held) {
         _cleanup_(noiommu_lease_unrefp) noiommu_lease *l = NULL;
+        noiommu_memory *m[NOIOMMU_ACQUIRE_MEMORY_MAX] = {};
         sigset_t mask;
         int r, ret;
 
         if (!pci_address_is_valid(address))
                 return usage_error_bad_address(address);
 
-        r = noiommu_acquire_device(c, address, interactive ? NOIOMMU_ACQUIRE_INTERACTIVE : 0, &l);
-        if (r < 0)
-                return report_call_error(c, r, 0, 0, "Failed to acquire %s", address);
+        if (n_memory > 0) {
+                noiommu_alloc_options o;
+                uint64_t total = 0;
+                char s[32];
+
+                noiommu_alloc_options_init(&o);
+                o.hugepage_size = a->hugepage_size;
+                o.numa_node = a->numa_node;
+                r = noiommu_acquire_device_with_memory(c, address, interactive ? NOIOMMU_ACQUIRE_INTERACTIVE : 0,
+                                                       sizes, n_memory, &o, &l, m);
+                for (size_t i = 0; i < n_memory; i++)
+                        total = sizes[i] > UINT64_MAX - total ? UINT64_MAX : total + sizes[i];
+                if (r < 0)
+                        return report_call_error(c, r, total, a->hugepage_size,
+                                                 "Failed to acquire %s with %s of memory", address,
+                                                 format_size(s, total));
+        } else {
+                r = noiommu_acquire_device(c, address, interactive ? NOIOMMU_ACQUIRE_INTERACTIVE : 0, &l);
+                if (r < 0)
+                        return report_call_error(c, r, 0, 0, "Failed to acquire %s", address);
+        }
 
         if (hold) {
                 /* As for alloc --hold: blocked before anyone learns from our output. */
                 sigemptyset(&mask);
                 sigaddset(&mask, SIGINT);
                 sigaddset(&mask, SIGTERM);
-                if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0) {
+                        for (size_t i = 0; i < n_memory; i++)
+                                (void) noiommu_memory_unref(m[i]);
                         return log_error_errno(negative_errno(), "Failed to block signals: %m"),
                                EXIT_FAILURE;
+                }
         }
 
         ret = print_lease(l);
+        for (size_t i = 0; i < n_memory && ret == EXIT_SUCCESS; i++) {
+                if (!arg_json)
+                        putchar('\n');
+                ret = print_memory(m[i]);
+        }
         if (fflush(stdout) != 0)
                 ret = EXIT_FAILURE;
 
         if (hold) {
-                /* The device fd stays open here while we wait: tests look at /proc/PID/fd. */
+                /* The device fd and the mappings stay open here while we wait: tests look at
+                 * /proc/PID/fd. */
                 r = wait_for_release(&mask, hold);
                 if (r < 0)
                         ret = EXIT_FAILURE;
 
+                /* The release takes the lease's memory with it, quiesce first; our mappings
+                 * go after. */
                 r = noiommu_release_device(c, TAKE_PTR(l));
+                for (size_t i = 0; i < n_memory; i++)
+                        (void) noiommu_memory_unref(m[i]);
                 if (r < 0)
                         return report_call_error(c, r, 0, 0, "Failed to release the lease");
                 return ret;
@@ -1021,7 +1057,9 @@ static int do_acquire(noiommu_conn *c, const char *address, HoldMode hold, bool 
                 TAKE_PTR(l);
         }
 
-        /* Otherwise the lease ends when the connection closes on exit. */
+        /* Otherwise the lease (and its memory) ends when the connection closes on exit. */
+        for (size_t i = 0; i < n_memory; i++)
+                (void) noiommu_memory_unref(m[i]);
         return ret;
 }
 
@@ -1082,8 +1120,44 @@ static int interactive_parameters(bool interactive, const char *lease, char **re
         return *ret ? 0 : -ENOMEM;
 }
 
+/* The "pool" of a ListLeases reply (hugepagePool in noiommud.conf): nothing without one, so
+ * that a daemon without a pool (or an older one) prints exactly what it printed before. */
+static int print_pool(json_t *pool) {
+        static const char *const header[] = { "POOL-HUGEPAGE", "SIZE", "NODE", "READY", "TARGET" };
+        char *(*cells)[ELEMENTSOF(header)] = NULL;
+        size_t n = json_is_array(pool) ? json_array_size(pool) : 0;
+        int ret;
+
+        if (n == 0)
+                return EXIT_SUCCESS;
+        cells = calloc(n, sizeof(*cells));
+        if (!cells)
+                return log_oom();
+        for (size_t i = 0; i < n; i++) {
+                json_t *e = json_array_get(pool, i);
+                json_t *hp = json_object_get(e, "hugepageSize"), *size = json_object_get(e, "size");
+                json_t *node = json_object_get(e, "numaNode");
+                char buf[32];
+
+                cells[i][0] = json_is_integer(hp) && json_integer_value(hp) >= 0 ?
+                        strdup(format_size(buf, (uint64_t) json_integer_value(hp))) : strdup("-");
+                cells[i][1] = json_is_integer(size) && json_integer_value(size) >= 0 ?
+                        strdup(format_size(buf, (uint64_t) json_integer_value(size))) : strdup("-");
+                cells[i][2] = json_is_integer(node) ? json_int_cell(node) : strdup("any");
+                cells[i][3] = json_int_cell(json_object_get(e, "ready"));
+                cells[i][4] = json_int_cell(json_object_get(e, "target"));
+        }
+        (void) putchar('\n');
+        ret = print_table(header, ELEMENTSOF(header), &cells[0][0], n);
+        for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < ELEMENTSOF(header); j++)
+                        free(cells[i][j]);
+        free(cells);
+        return ret;
+}
+
 /* ListLeases (polkit: io.noiommud.manage). Quarantined leases have no holder; their UID and PID
- * columns show the last holder and UNIT shows "-". */
+ * columns show the last holder and UNIT shows "-". Then the hugepage pool, if there is one. */
 static int do_leases(noiommu_conn *c, bool interactive) {
         static const char *const header[] = {
                 "LEASE", "DEVICE", "BACKEND", "STATE", "UID", "PID", "UNIT", "PINNED", "AGE",
@@ -1117,7 +1191,7 @@ static int do_leases(noiommu_conn *c, bool interactive) {
         n = json_array_size(leases);
         if (n == 0) {
                 (void) puts("No leases.");
-                return EXIT_SUCCESS;
+                return print_pool(json_object_get(reply, "pool"));
         }
 
         cells = calloc(n, sizeof(*cells));
@@ -1152,6 +1226,8 @@ static int do_leases(noiommu_conn *c, bool interactive) {
                 for (size_t j = 0; j < ELEMENTSOF(header); j++)
                         free(cells[i][j]);
         free(cells);
+        if (ret == EXIT_SUCCESS)
+                ret = print_pool(json_object_get(reply, "pool"));
         return ret;
 }
 
@@ -1765,7 +1841,7 @@ static int batch_line(noiommu_conn *c, char *line, Held *held) {
                 if (n != 2 && !interactive)
                         return usage_error("acquire needs exactly one PCI address (and takes "
                                            "only --interactive in batch mode).");
-                return do_acquire(c, words[1], HOLD_NONE, interactive, held);
+                return do_acquire(c, words[1], HOLD_NONE, interactive, NULL, 0, NULL, held);
         }
         if (streq(words[0], "release")) {
                 if (n != 2)
@@ -1833,7 +1909,9 @@ static void help(void) {
                "                           NoSuchMemory; use it inside 'batch'\n"
                "  acquire [BDF]            Lease the VFIO device at PCI address BDF (default:\n"
                "                           $%s) and print the lease; the lease ends when\n"
-               "                           noiommuctl exits (see --hold)\n"
+               "                           noiommuctl exits (see --hold). With --memory, also\n"
+               "                           the memory mapped for it, in one call and one polkit\n"
+               "                           check (io.noiommud.acquire-device-with-memory)\n"
                "  release LEASE-ID         End a lease. A lease belongs to the connection that\n"
                "                           acquired it, so on its own this fails with\n"
                "                           NoSuchLease; use it inside 'batch'\n"
@@ -1867,12 +1945,15 @@ static void help(void) {
                "     --socket=PATH         Socket of noiommud (default: $%s, else\n"
                "                           %s)\n"
                "     --json                Print results and errors as one JSON object per line\n"
-               "     --hugepage-size=SIZE  alloc, run: hugepage size (default: the system's default)\n"
+               "     --hugepage-size=SIZE  alloc, run, acquire --memory: hugepage size (default:\n"
+               "                           the system's default)\n"
                "     --numa-node=N, --numa=N\n"
-               "                           alloc, run: NUMA node for the pages (default: any)\n"
+               "                           alloc, run, acquire --memory: NUMA node for the pages\n"
+               "                           (default: any)\n"
                "     --device=BDF          run: the device to acquire\n"
                "     --memory=SIZE[,SIZE...]\n"
-               "                           run: memory to allocate, one object per SIZE\n"
+               "                           run, acquire: memory to allocate, one object per SIZE\n"
+               "                           (acquire: at most %i)\n"
                "     --output=FILE         cdi generate: write FILE atomically, mode 0644\n"
                "     --hold[=stdin|signal] alloc, acquire: keep the memory (allocated and mapped)\n"
                "                           or the lease (and the device fd) until SIGINT/SIGTERM\n"
@@ -1885,7 +1966,7 @@ static void help(void) {
                "\n"
                "Exit status: 0 on success, 1 if a call failed, 2 on a usage error.\n",
                program_invocation_short_name, NOIOMMU_DEVICE_ENV, NOIOMMU_DEVICE_ENV,
-               NOIOMMU_SOCKET_ENV, NOIOMMU_SOCKET_PATH_DEFAULT);
+               NOIOMMU_SOCKET_ENV, NOIOMMU_SOCKET_PATH_DEFAULT, NOIOMMU_ACQUIRE_MEMORY_MAX);
 }
 
 typedef enum Verb {
@@ -1966,7 +2047,7 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                 {}
         };
         bool alloc_options = false, hold_option = false, interactive_option = false;
-        bool run_options = false;
+        bool run_options = false, memory_option = false;
         int c, r, n;
 
         *a = (AllocArgs) { .numa_node = -1 };
@@ -2032,7 +2113,7 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                         r = parse_memory_list(optarg, ra);
                         if (r != 0)
                                 return r;
-                        run_options = true;
+                        memory_option = true;
                         break;
                 case ARG_OUTPUT:
                         if (!*optarg)
@@ -2088,13 +2169,20 @@ static int parse_argv(int argc, char *argv[], Verb *ret_verb, char ***ret_args, 
                 if (ra->output && v != VERB_CDI)
                         return usage_error("--output only applies to 'cdi generate'.");
                 if (run_options && v != VERB_RUN)
-                        return usage_error("--device and --memory only apply to 'run'.");
-                if (alloc_options && v == VERB_RUN)
-                        ;                       /* run allocates too */
+                        return usage_error("--device only applies to 'run'.");
+                if (memory_option && v != VERB_RUN && v != VERB_ACQUIRE)
+                        return usage_error("--memory only applies to 'run' and 'acquire'.");
+                if (memory_option && v == VERB_ACQUIRE && ra->n_memory > NOIOMMU_ACQUIRE_MEMORY_MAX)
+                        return usage_error("'acquire --memory' takes at most %i sizes (the reply "
+                                           "carries the device fd and one memfd each); allocate "
+                                           "more in a 'batch'.", NOIOMMU_ACQUIRE_MEMORY_MAX);
+                if (alloc_options && (v == VERB_RUN || (v == VERB_ACQUIRE && memory_option)))
+                        ;                       /* they allocate too */
                 else if (alloc_options && v != VERB_ALLOC)
                         return usage_error("--hugepage-size and --numa-node only apply to "
-                                           "'alloc'%s.", v == VERB_BATCH ? " (write them on the "
-                                           "alloc lines of a batch)" : "");
+                                           "'alloc', 'run' and 'acquire --memory'%s.",
+                                           v == VERB_BATCH ? " (write them on the alloc lines of a "
+                                           "batch)" : "");
                 if (hold_option && v != VERB_ALLOC && v != VERB_ACQUIRE)
                         return usage_error("--hold only applies to 'alloc' and 'acquire'%s.",
                                            v == VERB_BATCH ? " (a batch holds what it allocates "
@@ -2179,7 +2267,7 @@ int main(int argc, char *argv[]) {
                 break;
         case VERB_ACQUIRE:
                 r = do_acquire(c, args[0] ?: secure_getenv(NOIOMMU_DEVICE_ENV), a.hold,
-                               a.interactive, NULL);
+                               a.interactive, ra.memory, ra.n_memory, &a, NULL);
                 break;
         case VERB_RELEASE:
                 r = do_release(c, args[0], NULL);

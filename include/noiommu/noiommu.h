@@ -82,7 +82,8 @@
  * (noiommu_acquire_device() and the noiommu_lease_*() functions) LIBNOIOMMU_0.2, which inherits
  * 0.1; the backend choice of a listed device (noiommu_device_list_get_backend_reason(),
  * noiommu_device_list_get_available_backend()), noiommu_from_environment() and
- * noiommu_conn_get_fd() LIBNOIOMMU_0.3, which inherits 0.2. Handles are opaque. The only public
+ * noiommu_conn_get_fd() LIBNOIOMMU_0.3, which inherits 0.2; noiommu_acquire_device_with_memory()
+ * LIBNOIOMMU_0.4, which inherits 0.3. Handles are opaque. The only public
  * structures are noiommu_segment (fixed, never grows)
  * and noiommu_alloc_options, which starts with its own size (see there).
  */
@@ -545,6 +546,42 @@ int noiommu_call(noiommu_conn *c, const char *method, const char *parameters_jso
  */
 int noiommu_acquire_device(noiommu_conn *c, const char *address, unsigned flags,
                            noiommu_lease **ret);
+
+/**
+ * noiommu_acquire_device_with_memory() - lease a VFIO device with DMA memory, in one call
+ * @c:          the connection; lease and memory belong to it
+ * @address:    as for noiommu_acquire_device() (NULL: $NOIOMMUD_DEVICE)
+ * @flags:      as for noiommu_acquire_device()
+ * @sizes:      bytes wanted for each region, each > 0; the daemon rounds up to whole hugepages
+ * @n_memory:   how many regions, 1 to NOIOMMU_ACQUIRE_MEMORY_MAX (3: the reply carries the
+ *              device fd and one memfd per region, at most NOIOMMU_FDS_PER_REPLY_MAX fds)
+ * @opts:       hugepage_size and numa_node for every region, or NULL for the defaults; its
+ *              lease must be NULL (the memory is mapped into the lease this call makes) and its
+ *              flags 0 (@flags says whether polkit may ask interactively)
+ * @ret_lease:  on success, the lease
+ * @ret_memory: an array of @n_memory entries; on success, the memory objects in the order of
+ *              @sizes
+ *
+ * Calls io.noiommud.Broker.AcquireDevice with "memory": one round trip and one polkit check
+ * (io.noiommud.acquire-device-with-memory, or -iommu-with-memory behind an IOMMU) for what
+ * noiommu_acquire_device() followed by noiommu_allocate() with the lease's id would do. The
+ * daemon grants all of it or nothing: if one region cannot be had (-ENOMEM: not enough free
+ * hugepages; -EUSERS: a limit, counted for the total) the device is released with whatever
+ * was already mapped for it, quiesce first. The reply is checked as each of those two
+ * functions checks its own, and the memory is mapped the same way.
+ *
+ * The memory objects are freed like any other (noiommu_free(), noiommu_memory_unref()); the
+ * daemon keeps memory of a noiommu lease pinned until the device is quiesced.
+ * noiommu_release_device() ends the lease and, with it, the memory's DMA addresses.
+ *
+ * Return: as noiommu_acquire_device() and noiommu_allocate(); -EINVAL also for @n_memory out
+ * of range or @opts with a lease or flags. On failure nothing is returned and nothing stays
+ * granted.
+ */
+int noiommu_acquire_device_with_memory(noiommu_conn *c, const char *address, unsigned flags,
+                                       const uint64_t *sizes, size_t n_memory,
+                                       const noiommu_alloc_options *opts,
+                                       noiommu_lease **ret_lease, noiommu_memory **ret_memory);
 
 /**
  * noiommu_release_device() - end a lease

@@ -104,8 +104,17 @@
  * fits. */
 #define NOIOMMU_REPLY_SIZE_MAX (4U * 1024U * 1024U)
 
-/* Most fds one reply carries (device fd, memfd and room for eventfds later). */
+/* Most fds one reply carries: the device fd and a memfd per region; AcquireDevice with three
+ * regions of memory uses all of them. */
 #define NOIOMMU_FDS_PER_REPLY_MAX 4
+
+/* Most memory regions one AcquireDevice may ask for ("memory"): its reply carries the device fd
+ * and one memfd per region in one SCM_RIGHTS message, which every client sizes for
+ * NOIOMMU_FDS_PER_REPLY_MAX fds: the kernel closes the fds that do not fit in the receiver's
+ * control buffer and sets MSG_CTRUNC (recvmsg(2), unix(7)), and the library then refuses the
+ * whole reply. Raising that bound would break clients built against this header. A container wants one
+ * region, two at most (packet buffers and descriptor rings); more go through AllocateMemory. */
+#define NOIOMMU_ACQUIRE_MEMORY_MAX (NOIOMMU_FDS_PER_REPLY_MAX - 1)
 
 /* Device addresses are PCI "domain:bus:device.function", lower-case hex, e.g. 0000:01:00.0. */
 #define NOIOMMU_PCI_ADDRESS_LEN 12

@@ -64,6 +64,17 @@ static Stats stats(uint64_t *ns, size_t n) {
         };
 }
 
+/* fallocate(2): "EINTR  A signal was caught during execution"; on hugetlbfs a long
+ * preallocation (1 GiB: hundreds of ms of zeroing) checks for pending signals between pages and
+ * gives up with EINTR. The pages it already allocated stay in the file, so calling it again for
+ * the same range finishes the job. */
+static int fallocate_retry(int fd, uint64_t size) {
+        while (fallocate(fd, 0, 0, (off_t) size) < 0)
+                if (errno != EINTR)
+                        return -1;
+        return 0;
+}
+
 static int bench_daemon(const char *socket_path, uint64_t size, uint64_t *ns) {
         noiommu_conn *c = NULL;
         noiommu_memory *m = NULL;
@@ -146,7 +157,7 @@ static int bench_kernel(uint64_t size, uint64_t *ns) {
         int fd;
 
         fd = memfd_create("bench", MFD_HUGETLB | MFD_HUGE_2MB | MFD_ALLOW_SEALING | MFD_CLOEXEC);
-        if (fd < 0 || ftruncate(fd, (off_t) size) < 0 || fallocate(fd, 0, 0, (off_t) size) < 0) {
+        if (fd < 0 || ftruncate(fd, (off_t) size) < 0 || fallocate_retry(fd, size) < 0) {
                 int e = -errno;
                 safe_close(fd);
                 return e;
@@ -165,7 +176,7 @@ static int bench_direct(int pagemap_fd, uint64_t size, uint64_t *ns) {
         int fd, ring;
 
         fd = memfd_create("bench", MFD_HUGETLB | MFD_HUGE_2MB | MFD_ALLOW_SEALING | MFD_CLOEXEC);
-        if (fd < 0 || ftruncate(fd, (off_t) size) < 0 || fallocate(fd, 0, 0, (off_t) size) < 0 ||
+        if (fd < 0 || ftruncate(fd, (off_t) size) < 0 || fallocate_retry(fd, size) < 0 ||
             fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
                 return -errno;
         addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

@@ -4,9 +4,11 @@
 
 journalctl -x replaces each @FIELD@ of a catalog entry with that field of the record it explains
 (sd_journal_get_catalog()). A field the record does not carry would show up unreplaced, so every
-@FIELD@ in the entry of a MESSAGE_ID must be a field that *every* sd_journal_send() call with
-that MESSAGE_ID in daemon/record.c sends (a static reading of the source: the calls, their
-"FIELD=" literals and the CLIENT_FIELDS()/DEVICE_FIELDS() macros they use). Also: every
+@FIELD@ in the entry of a MESSAGE_ID must be a field that *every* record with that MESSAGE_ID
+in daemon/record.c sends (a static reading of the source: each record is built from a
+"JournalRecord j" to its jr_send(&j, ...), with the "FIELD=" literals of its jr_add()/jr_addf()
+calls, PRIORITY from jr_add_priority(), and the client's fields (client_fields_format()) and the
+device's (jr_add_device()) where it adds them with jr_add_client()/jr_add_device()). Also: every
 MESSAGE_ID of daemon/msgid.h has exactly one entry and every entry is one of them, and
 journalctl --update-catalog accepts the file in a temporary root (journalctl --root=DIR
 --dump-catalog then shows every entry).
@@ -65,45 +67,66 @@ def balanced_call(src, start):
 FIELD_LITERAL = re.compile(r'"([A-Z0-9_]+)=')
 
 
-def macro_fields(src, name):
-    m = re.search(r"#define %s\([a-z]\)(.*?)\n\n" % name, src, flags=re.S)
+def function_fields(src, name):
+    """The "FIELD=" literals in the body of the function name()."""
+    m = re.search(r"\b%s\([^;{]*\)\s*\{" % name, src)
     if not m:
-        fail("daemon/record.c: no #define %s(x)" % name)
+        fail("daemon/record.c: no function %s()" % name)
         return set()
-    return set(FIELD_LITERAL.findall(m.group(1)))
+    depth, i = 0, m.end() - 1
+    while True:
+        depth += {"{": 1, "}": -1}.get(src[i], 0)
+        if depth == 0:
+            break
+        i += 1
+    return set(FIELD_LITERAL.findall(src[m.end():i]))
 
 
 def daemon_records(root):
-    """{msgid hex: [set of fields of one sd_journal_send() call], ...}"""
+    """{msgid hex: [set of fields of one record], ...}"""
     ids = dict(re.findall(r'#define (NOIOMMU_MSGID_\w+)\s+"([0-9a-f]{32})"',
                           read(os.path.join(root, "daemon", "msgid.h"))))
     if not ids:
         fail("daemon/msgid.h: no MESSAGE_IDs found")
     src = strip_comments(read(os.path.join(root, "daemon", "record.c")))
-    macros = {name: macro_fields(src, name) for name in ("CLIENT_FIELDS", "DEVICE_FIELDS")}
+    added = {"jr_add_client": function_fields(src, "client_fields_format"),
+             "jr_add_device": function_fields(src, "jr_add_device")}
+    for name, fields in added.items():
+        if len(fields) < 6:
+            fail("daemon/record.c: %s() adds only %s; the parser no longer understands the file"
+                 % (name, sorted(fields)))
     records = {v: [] for v in ids.values()}
-    n_calls = 0
-    for m in re.finditer(r"\bsd_journal_send\s*\(", src):
-        args = balanced_call(src, m.end() - 1)
-        if "MESSAGE_ID" not in args:
+    n_records = 0
+    for m in re.finditer(r"\bJournalRecord\s+j\b", src):
+        end = src.find("jr_send(&j", m.end())
+        if end < 0:
+            fail("daemon/record.c: a JournalRecord at offset %d is never sent" % m.start())
             continue
-        n_calls += 1
-        fields = set(FIELD_LITERAL.findall(args))
-        for name, mf in macros.items():
-            if re.search(r"\b%s\s*\(" % name, args):
-                fields |= mf
-        # MESSAGE_ID=" NOIOMMU_MSGID_X, or "MESSAGE_ID=%s", cond ? NOIOMMU_MSGID_A : NOIOMMU_MSGID_B
-        used = set(re.findall(r"\bNOIOMMU_MSGID_\w+", args))
+        body = src[m.end():end]
+        if "JournalRecord" in body:
+            fail("daemon/record.c: a JournalRecord at offset %d is never sent" % m.start())
+            continue
+        if "MESSAGE_ID" not in body:
+            continue
+        n_records += 1
+        fields = set(FIELD_LITERAL.findall(body))
+        for name, af in added.items():
+            if re.search(r"\b%s\s*\(" % name, body):
+                fields |= af
+        if re.search(r"\bjr_add_priority\s*\(", body):
+            fields.add("PRIORITY")
+        # "MESSAGE_ID=" NOIOMMU_MSGID_X, or cond ? "MESSAGE_ID=" NOIOMMU_MSGID_A : "MESSAGE_ID=" ...B
+        used = set(re.findall(r"\bNOIOMMU_MSGID_\w+", body))
         if not used:
-            fail("daemon/record.c: a record with a MESSAGE_ID not taken from msgid.h: %s" % args[:120])
+            fail("daemon/record.c: a record with a MESSAGE_ID not taken from msgid.h: %s" % body[:120])
         for u in used:
             if u not in ids:
                 fail("daemon/record.c uses %s, which msgid.h does not define" % u)
                 continue
             records[ids[u]].append(fields)
-    if n_calls < 10:
-        fail("daemon/record.c: found only %d sd_journal_send() calls with a MESSAGE_ID; the parser "
-             "no longer understands the file" % n_calls)
+    if n_records < 10:
+        fail("daemon/record.c: found only %d records with a MESSAGE_ID; the parser no longer "
+             "understands the file" % n_records)
     return ids, records
 
 

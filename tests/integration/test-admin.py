@@ -39,8 +39,9 @@ MiB = 1 << 20
 def list_leases(conn):
     reply, fds = conn.call_ok(LIST_LEASES, {})
     assert not fds, "ListLeases reply carried fds"
-    assert set(reply) == {"leases"}, reply
+    assert set(reply) == {"leases", "pool"}, reply
     assert isinstance(reply["leases"], list), reply
+    assert reply["pool"] == [], "a pool without hugepagePool configured: %r" % reply
     return reply["leases"]
 
 
@@ -198,7 +199,7 @@ def body():
             r = env.ctl(["leases"], check=True)
             assert r.stdout == "No leases.\n", repr(r.stdout)
             r = env.ctl(["--json", "leases"], check=True)
-            assert json.loads(r.stdout) == {"leases": []}, r.stdout
+            assert json.loads(r.stdout) == {"leases": [], "pool": []}, r.stdout
 
             p = env.ctl_popen(["--json", "batch"])
             p.stdin.write(("acquire %s\n" % CDEV_NOIOMMU_DEV).encode())

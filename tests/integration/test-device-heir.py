@@ -27,7 +27,10 @@ HP = 2 << 20
 
 
 def closed(log, since, memory):
-    return log.find("close-memfd", since=since, name="noiommud-" + memory)
+    """The memory's last fd in the daemon closed since `since` (freed). Not any close: the
+    daemon closes its duplicate of a reply's memfd right after the sendmsg(), which can be
+    logged after the client read the reply and took its mark (last=0)."""
+    return log.find("close-memfd", since=since, name="noiommud-" + memory, last="1")
 
 
 def main():

@@ -328,8 +328,16 @@ DIR *opendir(const char *path) {
 
 ssize_t readlink(const char *path, char *out, size_t size) {
         char buf[PATH_MAX + 256];
-        const char *t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "readlink");
+        const char *t;
 
+        /* An fd of a node object reads as the kernel's node would (node_fd_link()). */
+        if (is_active() && strncmp(path, "/proc/self/fd/", 14) == 0) {
+                ssize_t n = node_fd_link(atoi(path + 14), out, size);
+
+                if (n >= 0)
+                        return n;
+        }
+        t = trap_at(AT_FDCWD, path, buf, sizeof(buf), "readlink");
         return REAL(readlink)(t ?: path, out, size);
 }
 

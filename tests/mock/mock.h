@@ -99,6 +99,7 @@ __attribute__((format(printf, 1, 2))) void mlog(const char *format, ...);
 
 /* vfio-mock.c: the model behind a trapped character node and the io_uring pins */
 int node_open(const char *abs, const char *real_path, int flags);
+ssize_t node_fd_link(int fd, char *out, size_t size);
 void note_io_uring_register(long fd, long op, long arg, long n);
 
 #pragma GCC visibility pop

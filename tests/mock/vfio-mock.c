@@ -18,11 +18,14 @@
  *                   NOIOMMU_MOCK_NO_GET_PA (ENOTTY: a kernel before 7.3),
  *                   NOIOMMU_MOCK_GET_PA_STUB (EOPNOTSUPP: 7.3 without IOMMUFD_NOIOMMU),
  *                   NOIOMMU_MOCK_MOVED_PA (GET_PA reports addresses 64 GiB away for areas
- *                   pinned by an earlier process: pages that "moved" across a daemon restart)
+ *                   pinned by an earlier process: pages that "moved" across a daemon restart),
+ *                   NOIOMMU_MOCK_STORE_STATE (the daemon's "FDSTORE=1 FDNAME=state-*"
+ *                   notification fails with EIO while every other push goes through: the
+ *                   write-ahead state cannot be stored; "1"/"all" only)
  *                   — each "1"/"all" or a list of PCI addresses (the device the call is about;
  *                   for GET_PA the device attached to the IOAS). The same switches can be
  *                   flipped at run time by writing DIR/mock-control/no-reset, reset-fail,
- *                   bme-stuck, no-get-pa, get-pa-stub, moved-pa (same syntax, re-read on use;
+ *                   bme-stuck, no-get-pa, get-pa-stub, moved-pa, store-state (same syntax, re-read on use;
  *                   an empty or missing file means off).
  *
  * 1. Path trap (kmod's style): absolute paths below /sys and /dev/vfio, and /dev/iommu, are
@@ -1063,6 +1066,36 @@ int node_open(const char *abs, const char *real_path, int flags) {
              match->bdf[0] ? " dev=" : "", match->bdf);
         obj_save(o);
         return fd;
+}
+
+/* What readlink("/proc/self/fd/N") says for a node object, as the kernel would: a device from
+ * a group is "anon_inode:[vfio-device]", a device cdev /dev/vfio/devices/NAME, a group
+ * /dev/vfio/NAME, the container /dev/vfio/vfio, iommufd /dev/iommu (the daemon's restore tells
+ * a lease's fds apart by that). -2: fd is not one. */
+ssize_t node_fd_link(int fd, char *out, size_t size) {
+        char buf[PATH_MAX];
+        Obj *o;
+        int n = -2;
+
+        pthread_mutex_lock(&lock);
+        o = obj_of_fd(fd);
+        if (o && o->kind == OBJ_DEVICE)
+                n = o->via_group ? snprintf(buf, sizeof(buf), "anon_inode:[vfio-device]")
+                                 : snprintf(buf, sizeof(buf), "/dev/vfio/devices/%s", o->node);
+        else if (o && o->kind == OBJ_GROUP)
+                n = snprintf(buf, sizeof(buf), "/dev/vfio/%s", o->node);
+        else if (o && o->kind == OBJ_CONTAINER)
+                n = snprintf(buf, sizeof(buf), "/dev/vfio/vfio");
+        else if (o && o->kind == OBJ_IOMMUFD)
+                n = snprintf(buf, sizeof(buf), "/dev/iommu");
+        pthread_mutex_unlock(&lock);
+        if (n < 0)
+                return n;
+        /* readlink(2): no terminating NUL, truncated to size */
+        if ((size_t) n > size)
+                n = (int) size;
+        memcpy(out, buf, (size_t) n);
+        return n;
 }
 
 /* ---- ioctl models ---- */
@@ -2250,6 +2283,15 @@ void note_io_uring_register(long fd, long op, long arg, long n) {
 }
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
+        static const char state_push[] = "FDSTORE=1\nFDNAME=state-";
+
+        if (is_active() && msg && msg->msg_iovlen > 0 && msg->msg_iov[0].iov_len >= strlen(state_push) &&
+            strncmp(msg->msg_iov[0].iov_base, state_push, strlen(state_push)) == 0 &&
+            fault("NOIOMMU_MOCK_STORE_STATE", "store-state", NULL)) {
+                mlog("store-state-refused errno=EIO");
+                errno = EIO;
+                return -1;
+        }
         if (is_active() && msg && msg->msg_controllen > 0) {
                 pthread_mutex_lock(&lock);
                 for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *) msg); c;

@@ -9,7 +9,10 @@
  *   - the known fields are still checked strictly: a wrong type or a broken segment table is
  *     -EBADMSG, even next to extra fields;
  *   - noiommu_last_error() is the Varlink error of the failed call, and NULL after a local
- *     argument error (never the previous call's error); an unknown error name is -EIO.
+ *     argument error (never the previous call's error); an unknown error name is -EIO;
+ *   - noiommu_acquire_device_with_memory() sends the list, takes the device fd and each memfd
+ *     by the index its item names, maps the memory, and refuses (-EBADMSG, connection
+ *     dropped) a reply whose memory item names the device fd.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +36,8 @@ typedef struct Step {
         const char *method;
         const char *reply;
         size_t memfd_size;
+        size_t more_memfd_sizes[2];     /* further memfds in the same message (0: none) */
+        const char *request_contains;   /* NULL, or text the request must contain */
 } Step;
 
 static char socket_dir[] = "/tmp/test-libnoiommu-XXXXXX";
@@ -47,24 +52,25 @@ static int make_memfd(size_t size) {
         return fd;
 }
 
-static void send_reply(int fd, const char *reply, int memfd) {
+static void send_reply(int fd, const char *reply, const int *memfds, size_t n) {
         struct iovec iov = { .iov_base = (void *) reply, .iov_len = strlen(reply) + 1 };
         union {
                 struct cmsghdr h;
-                char buf[CMSG_SPACE(sizeof(int))];
+                char buf[CMSG_SPACE(sizeof(int) * 3)];
         } control = {};
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 
-        if (memfd >= 0) {
+        ASSERT_TRUE(n <= 3);
+        if (n > 0) {
                 struct cmsghdr *c;
 
                 mh.msg_control = control.buf;
-                mh.msg_controllen = sizeof(control.buf);
+                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n);
                 c = CMSG_FIRSTHDR(&mh);
                 c->cmsg_level = SOL_SOCKET;
                 c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(sizeof(int));
-                memcpy(CMSG_DATA(c), &memfd, sizeof(int));
+                c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+                memcpy(CMSG_DATA(c), memfds, sizeof(int) * n);
         }
         ASSERT_EQ(sendmsg(fd, &mh, MSG_NOSIGNAL), (ssize_t) iov.iov_len);
 }
@@ -95,7 +101,8 @@ static _Noreturn void serve(int listen_fd, const Step *steps, size_t n_steps) {
         ASSERT_TRUE(fd >= 0);
         for (size_t i = 0; i < n_steps; i++) {
                 char want[256];
-                int memfd = -1;
+                int memfds[3];
+                size_t n = 0;
 
                 if (!read_request(fd, request, sizeof(request))) {
                         fprintf(stderr, "fake daemon: EOF before step %zu (%s)\n", i, steps[i].method);
@@ -107,11 +114,18 @@ static _Noreturn void serve(int listen_fd, const Step *steps, size_t n_steps) {
                                 steps[i].method, request);
                         _exit(EXIT_FAILURE);
                 }
+                if (steps[i].request_contains && !strstr(request, steps[i].request_contains)) {
+                        fprintf(stderr, "fake daemon: step %zu: %s not in %s\n", i,
+                                steps[i].request_contains, request);
+                        _exit(EXIT_FAILURE);
+                }
                 if (steps[i].memfd_size > 0)
-                        memfd = make_memfd(steps[i].memfd_size);
-                send_reply(fd, steps[i].reply, memfd);
-                if (memfd >= 0)
-                        close(memfd);
+                        memfds[n++] = make_memfd(steps[i].memfd_size);
+                for (size_t k = 0; k < ELEMENTSOF(steps[i].more_memfd_sizes); k++)
+                        if (steps[i].more_memfd_sizes[k] > 0)
+                                memfds[n++] = make_memfd(steps[i].more_memfd_sizes[k]);
+                send_reply(fd, steps[i].reply, memfds, n);
+                close_many(memfds, n);
         }
         if (read_request(fd, request, sizeof(request))) {
                 fprintf(stderr, "fake daemon: unexpected request %s\n", request);
@@ -274,6 +288,85 @@ static void test_acquire_extra_fields(void) {
         fake_daemon_done(c, pid);
 }
 
+#define MEMORY_ID_2 "fedcba9876543210fedcba9876543210"
+#define SEGMENT_4K(dma) "{\"offset\":0,\"length\":4096,\"dmaAddress\":" #dma "}"
+
+static void test_acquire_with_memory(void) {
+        static const Step steps[] = {
+                { "io.noiommud.Broker.AcquireDevice",
+                  "{\"parameters\":{\"lease\":\"" MEMORY_ID "\",\"device\":" DEVICE_NEW ",\"fd\":0,"
+                  "\"memory\":["
+                  "{\"memory\":\"" MEMORY_ID "\",\"size\":8192,\"hugepageSize\":4096,\"numaNode\":-1,"
+                  "\"addressKind\":\"physical\",\"segments\":[{\"offset\":0,\"length\":8192,"
+                  "\"dmaAddress\":1048576}],\"fd\":1},"
+                  "{\"memory\":\"" MEMORY_ID_2 "\",\"size\":4096,\"hugepageSize\":4096,\"numaNode\":-1,"
+                  "\"addressKind\":\"physical\",\"segments\":[" SEGMENT_4K(2097152) "],\"fd\":2}]}}",
+                  4096, { 8192, 4096 },
+                  "\"memory\":[{\"size\":5000,\"hugepageSize\":4096},{\"size\":4096,\"hugepageSize\":4096}]" },
+        };
+        const uint64_t sizes[] = { 5000, 4096 };
+        noiommu_memory *m[2] = {};
+        noiommu_alloc_options o;
+        noiommu_lease *l = NULL;
+        const noiommu_segment *seg;
+        noiommu_conn *c;
+        size_t n = 0;
+        pid_t pid;
+
+        noiommu_alloc_options_init(&o);
+        o.hugepage_size = 4096;
+        c = fake_daemon(steps, ELEMENTSOF(steps), &pid);
+        ASSERT_OK(noiommu_acquire_device_with_memory(c, "0000:01:00.0", 0, sizes, 2, &o, &l, m));
+        ASSERT_STREQ(noiommu_lease_get_id(l), MEMORY_ID);
+        ASSERT_STREQ(noiommu_memory_get_id(m[0]), MEMORY_ID);
+        ASSERT_STREQ(noiommu_memory_get_id(m[1]), MEMORY_ID_2);
+        ASSERT_EQ(noiommu_memory_get_size(m[0]), 8192);
+        ASSERT_EQ(noiommu_memory_get_size(m[1]), 4096);
+        seg = noiommu_memory_get_segments(m[1], &n);
+        ASSERT_EQ(n, 1);
+        ASSERT_EQ(seg[0].dma_address, 2097152);
+        /* three distinct fds, each what its item named: the mappings are the memfds' */
+        ASSERT_TRUE(noiommu_lease_get_fd(l) != noiommu_memory_get_fd(m[0]));
+        ASSERT_TRUE(noiommu_memory_get_fd(m[0]) != noiommu_memory_get_fd(m[1]));
+        ((volatile char *) noiommu_memory_get_address(m[0]))[8191] = 1;
+        ((volatile char *) noiommu_memory_get_address(m[1]))[4095] = 1;
+        m[0] = noiommu_memory_unref(m[0]);
+        m[1] = noiommu_memory_unref(m[1]);
+        l = noiommu_lease_unref(l);
+        fake_daemon_done(c, pid);
+}
+
+static void test_acquire_with_memory_refused(void) {
+        /* The memory item names the device fd: refused, and the connection dropped. */
+        static const Step steps[] = {
+                { "io.noiommud.Broker.AcquireDevice",
+                  "{\"parameters\":{\"lease\":\"" MEMORY_ID "\",\"device\":" DEVICE_NEW ",\"fd\":0,"
+                  "\"memory\":[{\"memory\":\"" MEMORY_ID "\",\"size\":4096,\"hugepageSize\":4096,"
+                  "\"numaNode\":-1,\"addressKind\":\"physical\",\"segments\":[" SEGMENT_4K(1048576) "],"
+                  "\"fd\":0}]}}",
+                  4096, { 4096 }, NULL },
+        };
+        const uint64_t sizes[] = { 4096, 4096, 4096, 4096 };
+        noiommu_memory *m[4] = {};
+        noiommu_alloc_options o;
+        noiommu_lease *l = NULL;
+        noiommu_conn *c;
+        pid_t pid;
+
+        c = fake_daemon(steps, ELEMENTSOF(steps), &pid);
+        /* local argument errors first: nothing sent */
+        ASSERT_ERROR(noiommu_acquire_device_with_memory(c, "0000:01:00.0", 0, sizes, 0, NULL, &l, m), EINVAL);
+        ASSERT_ERROR(noiommu_acquire_device_with_memory(c, "0000:01:00.0", 0, sizes, 4, NULL, &l, m), EINVAL);
+        noiommu_alloc_options_init(&o);
+        o.lease = MEMORY_ID;
+        ASSERT_ERROR(noiommu_acquire_device_with_memory(c, "0000:01:00.0", 0, sizes, 1, &o, &l, m), EINVAL);
+
+        ASSERT_ERROR(noiommu_acquire_device_with_memory(c, "0000:01:00.0", 0, sizes, 1, NULL, &l, m), EBADMSG);
+        ASSERT_TRUE(l == NULL && m[0] == NULL);
+        ASSERT_ERROR(noiommu_list_devices(c, &(noiommu_device_list *) { NULL }), ENOTCONN);
+        fake_daemon_done(c, pid);
+}
+
 static void test_last_error(void) {
         static const Step steps[] = {
                 { "io.noiommud.Broker.AcquireDevice",
@@ -342,6 +435,8 @@ int main(void) {
         TEST(test_allocate_extra_fields);
         TEST(test_allocate_invariants_still_checked);
         TEST(test_acquire_extra_fields);
+        TEST(test_acquire_with_memory);
+        TEST(test_acquire_with_memory_refused);
         TEST(test_last_error);
 
         (void) unlink(socket_path);
