@@ -34,7 +34,17 @@ static bool client_holds_resources(Conn *conn, void *userdata) {
 }
 
 static void client_closed(Conn *conn, const char *reason, void *userdata) {
-        (void) client_free(userdata, reason);
+        Client *c = userdata;
+
+        if (!c->ctx->closing) {
+                (void) client_free(c, reason);
+                return;
+        }
+        /* The teardown waits for its batch, but the request in flight ends now: a polkit
+         * answer arriving meanwhile must not grant anything to a client that is gone (the
+         * query is cancelled, a device reservation dropped), as when it was freed at once. */
+        client_request_done(c);
+        c->ctx->closing(c, reason, c->ctx->userdata);
 }
 
 static const ConnOps client_conn_ops = {

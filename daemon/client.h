@@ -50,6 +50,9 @@ typedef struct ClientContext {
         int (*added)(Client *c, void *userdata);        /* -errno refuses the client */
         void (*removed)(Client *c, void *userdata);
         void (*forget_stored)(Client *c, void *userdata);       /* drop its conn- store entry */
+        /* The connection ended (ConnOps.closed): the request in flight is already cancelled;
+         * the callee calls client_free(c, reason) later, in a batch. NULL: freed at once. */
+        void (*closing)(Client *c, const char *reason, void *userdata);
         void *userdata;
 } ClientContext;
 
@@ -70,6 +73,11 @@ struct Client {
         size_t n_regions;
 
         char store_id[NOIOMMU_ID_LEN + 1];      /* "conn-<id>" in the fd store, "" if not stored */
+
+        /* Waiting for its teardown (ClientContext.closing): in the manager's closing queue. */
+        bool close_queued;
+        const char *close_reason;
+        struct Client *close_next, *close_prev;
 };
 
 /* Takes ownership of fd (an accepted, non-blocking, close-on-exec socket) on success only. */

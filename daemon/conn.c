@@ -35,8 +35,16 @@ struct OutMsg {
 static int conn_process(Conn *c);
 static void conn_abort(Conn *c, int error);
 
-/* The connection must end: the owner tears down what it holds, then frees the transport. */
+/* The connection must end: the owner tears down what it holds, then frees the transport, at
+ * once or in a later batch (manager.c). Until then nothing of it runs: its sources are off
+ * (the io source's epoll_ctl(DEL) happens here rather than in conn_free()). */
 static void conn_close(Conn *c, const char *reason) {
+        if (c->closed)
+                return;
+        c->closed = true;
+        (void) sd_event_source_set_enabled(c->io_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_enabled(c->timer_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_enabled(c->defer_source, SD_EVENT_OFF);
         c->ops->closed(c, reason, c->userdata);
 }
 
@@ -65,6 +73,9 @@ static OutMsg *out_msg_free(OutMsg *o) {
 
 static void conn_update_timer(Conn *c) {
         uint64_t deadline = 0;
+
+        if (c->closed)
+                return;
 
         if (c->state == CONN_CLOSING)
                 deadline = c->out_since + NOIOMMU_REQUEST_TIMEOUT_USEC;
@@ -102,19 +113,42 @@ static void conn_update_timer(Conn *c) {
         (void) sd_event_source_set_enabled(c->timer_source, SD_EVENT_ONESHOT);
 }
 
+/* Connections are watched edge-triggered (EPOLLET). Level-triggered, every socket that is
+ * ready and not yet handled is reported again by every epoll_wait(), and sd-event dispatches
+ * one source per loop iteration: n connections hanging up (or sending their request) at once
+ * cost n iterations of O(n) each. perf showed 80% of the daemon's time in epoll_wait()
+ * (ep_send_events -> sock_poll) for a burst of 4,000 closes (1.1 s; 0.03 s for 1,000).
+ * Edge-triggered, each readiness is reported once, so an edge must never be lost:
+ *   - new data, a hang-up, or write space always fire a new edge (the socket's wake-up runs
+ *     ep_poll_callback()); EPOLLHUP and EPOLLERR are reported even when not asked for;
+ *   - changing the events is an EPOLL_CTL_MOD, which polls the socket again and reports it if
+ *     it is ready (ep_modify()), so data that arrived while EPOLLIN was off is seen once it is
+ *     back on;
+ *   - what a read may have left in the socket (conn_read() reads once, for fairness) is not
+ *     announced again: conn->maybe_readable remembers it and conn_process() reads again from
+ *     the defer source on the next iteration.
+ * sd-event never skips an EPOLLET update (sd_event_source_set_io_events(): "edge-triggered
+ * updates are never skipped, so we can reset edges"), so it is called only when the events
+ * change: an unchanged EPOLLIN costs no epoll_ctl(). */
 static void conn_update_io(Conn *c) {
-        uint32_t events = 0;
+        uint32_t events = EPOLLET, current;
+
+        if (c->closed)
+                return;
 
         if (c->out_head && c->held == 0)
                 events |= EPOLLOUT;
         /* Read only when idle and nothing is waiting to be written: one request at a time. */
         if (c->state == CONN_IDLE && !c->out_head)
                 events |= EPOLLIN;
-        (void) sd_event_source_set_io_events(c->io_source, events);
+        if (sd_event_source_get_io_events(c->io_source, &current) < 0 || current != events)
+                (void) sd_event_source_set_io_events(c->io_source, events);
         conn_update_timer(c);
 }
 
 static void conn_schedule(Conn *c) {
+        if (c->closed)
+                return;
         (void) sd_event_source_set_enabled(c->defer_source, SD_EVENT_ONESHOT);
 }
 
@@ -135,6 +169,8 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
                 return 0;
         }
 
+        if (revents & EPOLLIN)
+                c->maybe_readable = true;
         r = conn_process(c);
         if (r < 0)
                 conn_close(c, "client-exit");
@@ -165,8 +201,18 @@ static void conn_check_receipt(Conn *c) {
                 c->receipt_since = 0;
 }
 
-void conn_restored(Conn *c) {
+/* The first request is taken: from now on the connection's events wait their turn with every
+ * other established connection's (NOIOMMU_PRIORITY_NEW). */
+static void conn_established(Conn *c) {
+        if (c->had_request)
+                return;
         c->had_request = true;
+        (void) sd_event_source_set_priority(c->io_source, SD_EVENT_PRIORITY_NORMAL);
+        (void) sd_event_source_set_priority(c->defer_source, SD_EVENT_PRIORITY_NORMAL);
+}
+
+void conn_restored(Conn *c) {
+        conn_established(c);
         c->last_activity = conn_now(c);
         conn_update_timer(c);
 }
@@ -232,7 +278,7 @@ int conn_new(sd_event *event, int fd, const ClientIdentity *id, const ConnOps *o
         wire_buffer_init(&c->in, NOIOMMU_REQUEST_SIZE_MAX);
         c->last_activity = conn_now(c);
 
-        r = sd_event_add_io(event, &c->io_source, fd, EPOLLIN, on_io, c);
+        r = sd_event_add_io(event, &c->io_source, fd, EPOLLIN | EPOLLET, on_io, c);
         if (r < 0)
                 return r;
         r = sd_event_add_time(event, &c->timer_source, CLOCK_MONOTONIC, 0, 0, on_timer, c);
@@ -242,6 +288,12 @@ int conn_new(sd_event *event, int fd, const ClientIdentity *id, const ConnOps *o
         if (r < 0)
                 return r;
         r = sd_event_source_set_enabled(c->defer_source, SD_EVENT_OFF);
+        if (r < 0)
+                return r;
+        /* Until its first request (conn_established()). */
+        r = sd_event_source_set_priority(c->io_source, NOIOMMU_PRIORITY_NEW);
+        if (r >= 0)
+                r = sd_event_source_set_priority(c->defer_source, NOIOMMU_PRIORITY_NEW);
         if (r < 0)
                 return r;
 
@@ -498,7 +550,11 @@ static int conn_read(Conn *c) {
         }
 
         n = wire_recv_nofds(c->fd, p, space);
-        if (n == -EAGAIN || n == -EINTR)
+        if (n == -EAGAIN) {
+                c->maybe_readable = false;
+                return 0;
+        }
+        if (n == -EINTR)
                 return 0;
         if (n == -EBADMSG) {
                 /* The kernel already dropped the fds (we offered no room for them). */
@@ -510,6 +566,11 @@ static int conn_read(Conn *c) {
         if (n == 0)
                 return -ECONNRESET;             /* EOF: the client is gone */
 
+        /* A unix stream read returns less than asked only when the socket is empty
+         * (unix_stream_read_generic() with MSG_DONTWAIT), or at a message carrying fds (a
+         * protocol violation, handled above) or, with SO_PASSCRED set, at a change of writer
+         * (the daemon never sets it): anything else may have left more. */
+        c->maybe_readable = (size_t) n == space;
         if (c->in.n == 0)
                 c->in_since = conn_now(c);
         c->in.n += (size_t) n;
@@ -556,7 +617,7 @@ static int conn_parse_and_dispatch(Conn *c) {
         }
 
         conn_check_receipt(c);
-        c->had_request = true;
+        conn_established(c);
         c->current = msg;
         c->current_since = now();
         c->state = CONN_RUNNING;
@@ -603,6 +664,9 @@ static int conn_process(Conn *c) {
         if (c->state == CONN_IDLE && !c->out_head && wire_buffer_message(&c->in) >= 0)
                 conn_schedule(c);
         if (c->state == CONN_CLOSING)
+                conn_schedule(c);
+        /* Edge-triggered: bytes possibly left in the socket are not announced again. */
+        if (c->state == CONN_IDLE && !c->out_head && c->maybe_readable)
                 conn_schedule(c);
 
         conn_update_io(c);
@@ -735,7 +799,7 @@ int conn_reexec_load(Conn *c, json_t *j) {
                 c->current_more = json_is_true(json_object_get(j, "more"));
                 c->monitoring = json_is_true(json_object_get(j, "monitoring"));
                 c->state = CONN_RUNNING;
-                c->had_request = true;
+                conn_established(c);
         }
         if (streq(state, "closing"))
                 c->state = CONN_CLOSING;

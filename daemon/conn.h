@@ -46,10 +46,18 @@ typedef struct ConnOps {
          * connection is never closed for being idle. */
         bool (*holds_resources)(Conn *c, void *userdata);
         /* The connection must end (hang-up, error, a deadline): the owner tears down what it
-         * holds, in its order, and then calls conn_free(). reason: "client-exit" or
-         * "not-received". */
+         * holds, in its order, and then calls conn_free(), now or later (a burst of hang-ups is
+         * torn down in batches, manager.c): until then the connection is inert, its event
+         * sources off. Called once. reason: "client-exit" or "not-received". */
         void (*closed)(Conn *c, const char *reason, void *userdata);
 } ConnOps;
+
+/* A connection's first request is served ahead of the events of established connections
+ * (conn.c, conn_established()): sd-event dispatches sources of one priority oldest-pending
+ * first, so without this a client connecting during a burst of 10,000 hang-ups or requests
+ * waits for all of them. The listening socket has the same priority, rate-limited (manager.c),
+ * which bounds what new connections can take from established ones. */
+#define NOIOMMU_PRIORITY_NEW (SD_EVENT_PRIORITY_NORMAL - 1)
 
 /* Time from accept to a complete first request, and from the first byte of any request to its
  * terminating NUL (slowloris). */
@@ -87,7 +95,10 @@ struct Conn {
         uint64_t armed;                 /* what timer_source is armed for, 0: off; <= deadline */
         sd_event_source *defer_source;  /* re-dispatch after polkit, or the next buffered request */
 
+        bool closed;                    /* ConnOps.closed was called: the owner frees it soon */
+
         WireBuffer in;
+        bool maybe_readable;            /* the socket may hold unread bytes (EPOLLET, conn.c) */
         uint64_t in_since;              /* when the first byte of a partial request arrived */
         uint64_t last_activity;
         bool had_request;

@@ -40,8 +40,24 @@ typedef struct Lease Lease;
  * and device fds), so the total stays well below that. Bytes per uid: "maxMemoryPerUid". */
 #define NOIOMMU_REGIONS_MAX 1536
 #define NOIOMMU_REGIONS_PER_UID_MAX 256
-/* Connections accepted per wake-up of the listening socket. */
+/* Connections accepted per wake-up of the listening socket, and per interval. The listening
+ * socket and new connections' first requests are served ahead of established connections
+ * (NOIOMMU_PRIORITY_NEW, conn.h); the budget keeps that from starving them under a connect
+ * flood: 64 connections cost ~4.5 ms (accept, identity, first request), so new connections
+ * take at most ~75% of the daemon and established ones keep the rest. Once the budget of an
+ * interval is spent the listening socket is not watched until the interval ends. */
 #define NOIOMMU_ACCEPT_BATCH 64
+#define NOIOMMU_ACCEPT_INTERVAL_USEC 6000ULL
+/* Out of fds (EMFILE), accepting resumes this long after the first connection closes. */
+#define NOIOMMU_ACCEPT_RESUME_USEC 10000ULL
+/* Connections torn down per loop iteration after they closed. A hang-up only queues the
+ * connection (its sources off, its request cancelled); the teardown (closing the socket and the
+ * pidfd, freeing what it held) runs in batches of this many from a defer source, so that
+ * another client's request is served between batches instead of after the whole burst. */
+#define NOIOMMU_CLOSE_BATCH 32
+/* After connections close, the heap is trimmed (malloc_trim()) once this long after the first
+ * of them: at most once per period however many close, and never on a close's own path. */
+#define NOIOMMU_TRIM_DELAY_USEC (1ULL * 1000000ULL)
 
 typedef struct UidCount UidCount;
 
@@ -70,7 +86,15 @@ typedef struct Manager {
         Quota quota;                    /* every Region's charge: memory held, per uid and in total */
         RegionContext region_ctx;       /* what every Region needs (quota, pagemap, persist) */
 
-        bool accept_paused;
+        bool accept_paused;             /* out of fds: until a connection closes */
+        bool accept_limited;            /* budget of this interval spent: until accept_timer */
+        sd_event_source *accept_timer;
+        sd_event_source *resume_source; /* ends accept_paused (manager_client_removed()) */
+        uint64_t accept_window_start;
+        unsigned accept_window_n;
+        sd_event_source *trim_source;   /* gives freed heap back after connections close */
+        sd_event_source *close_source;  /* tears down the closing queue, a batch at a time */
+        Client *closing_head, *closing_tail;
 
         Pool *pool;                     /* "hugepagePool": ready regions, NULL without one */
 
@@ -97,6 +121,9 @@ int manager_watch_listen(Manager *m);
 
 int manager_run(Manager *m);
 
+/* Tears down every connection waiting in the closing queue now (before a stop or a re-exec,
+ * which must not see them as live). */
+void manager_flush_closing(Manager *m);
 /* Sets up and fills the hugepage pool the settings ask for (none: m->pool stays NULL). Called
  * by manager_new() and again by reexec.c when an execve() failed after it freed the pool. */
 int manager_start_pool(Manager *m);

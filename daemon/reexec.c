@@ -202,6 +202,7 @@ static void reexec_now(Manager *m) {
         char num[32];
         int r;
 
+        manager_flush_closing(m);       /* connections that already ended are not handed over */
         (void) sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=Re-executing %s with %u connections.",
                           start, exe_path, m->n_conns);
 

@@ -10,12 +10,17 @@ under `python3 -I -S`.
 
 Commands:
 
-  {"cmd": "open", "n": N, "window": W, "wait": S}
+  {"cmd": "open", "n": N, "window": W, "wait": S, "block": B}
       Opens N connections (at most W waiting for their reply at once). Each sends one GetInfo at
       once, so the daemon's 5 s first-request deadline is met, and then stays idle. Waits up to S
-      seconds for every reply. Answer: {"opened": connections answered by GetInfo's reply,
+      seconds for every reply. With B true, a connect() that finds the listen backlog full waits
+      for room (a blocking unix connect, bounded by SO_SNDTIMEO = S) instead of failing with
+      EAGAIN: what a burst of N clients each retrying looks like. Answer: {"opened": connections answered by GetInfo's reply,
       "refused": {outcome: count} (closed with an error reply or without one), "pending": still
       without a reply (not accepted yet: kept, and counted as opened once answered)}.
+  {"cmd": "request_all", "wait": S}
+      Sends GetInfo on every idle connection at once and waits up to S seconds for all the
+      replies: {"answered": N, "pending": N}.
   {"cmd": "status"}
       {"open": idle connections still open, "pending": ..., "closed": {outcome: count} of idle
       connections the daemon closed, "rearmed": GetInfo calls sent to re-arm idle connections}.
@@ -41,6 +46,13 @@ Commands:
   {"cmd": "bench_device", "n": N, "device": ADDRESS, "pause": S}
       N times connect, AcquireDevice, ReleaseDevice; one sample is connect() to the release's
       reply. Answer: {"samples": [...]}.
+  {"cmd": "bench_getinfo", "n": N, "seconds": S, "pause": P}
+      The legitimate client: connect, GetInfo, close, N times or for S seconds, whichever ends
+      first, sleeping P s between calls; with "while_exists": PATH, also stops once PATH is
+      gone (the driver removes it). Answer: {"samples": [...], "starts": [...], "errors":
+      {...}}, starts being each sample's connect() time on CLOCK_MONOTONIC (time.monotonic(), the
+      same clock in every process), so a driver can pick the samples taken during a burst.
+      bench_alloc takes "seconds" too and answers "starts" as well.
   {"cmd": "call", "method": M, "parameters": {...}}
       One call on a new connection: {"reply": ..., "n_fds": ..., "seconds": ...}.
   {"cmd": "quit"}
@@ -129,9 +141,18 @@ class Agent:
 
     # --- sockets ---------------------------------------------------------------------------
 
-    def new_socket(self, blocking_connect=True, timeout=30):
+    def new_socket(self, blocking_connect=True, timeout=30, wait_backlog=False):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        if blocking_connect:
+        if wait_backlog:
+            # Python's settimeout() makes the socket non-blocking, and a non-blocking unix
+            # connect() fails with EAGAIN on a full backlog; a blocking one waits for room
+            # (unix_wait_for_peer()), for at most SO_SNDTIMEO.
+            sec = int(timeout)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                         array.array("q", [sec, int((timeout - sec) * 1e6)]).tobytes())
+            s.connect(self.path)
+            s.setblocking(False)
+        elif blocking_connect:
             s.settimeout(timeout)
             s.connect(self.path)
             s.setblocking(False)
@@ -182,7 +203,7 @@ class Agent:
 
     # --- idle connections ------------------------------------------------------------------
 
-    def cmd_open(self, n, window=256, wait=30.0):
+    def cmd_open(self, n, window=256, wait=30.0, block=False):
         opened, refused = 0, {}
         started = []
         deadline = None
@@ -191,7 +212,7 @@ class Agent:
         while True:
             while i < n and inflight < window:
                 try:
-                    s = self.new_socket(timeout=max(1.0, wait))
+                    s = self.new_socket(timeout=max(1.0, wait), wait_backlog=block)
                 except OSError as e:
                     key = "connect failed: %s" % errno.errorcode.get(e.errno, e.errno)
                     refused[key] = refused.get(key, 0) + 1
@@ -245,6 +266,20 @@ class Agent:
             c.state = "closed"
             c.how = key = "closed while idle, " + how
         self.closed[key] = self.closed.get(key, 0) + 1
+
+    def cmd_request_all(self, wait=30.0):
+        conns = [c for c in self.idle.values() if c.state == "idle"]
+        for c in conns:
+            c.state = "pending"
+            try:
+                c.sock.send(GET_INFO)
+            except OSError:
+                pass
+        deadline = time.monotonic() + wait
+        while any(c.state == "pending" for c in conns) and time.monotonic() < deadline:
+            self.poll(0.05, stdin=False)
+        pending = sum(1 for c in conns if c.state == "pending")
+        return {"answered": len(conns) - pending, "pending": pending}
 
     def cmd_status(self):
         self.poll(0, stdin=False)
@@ -448,10 +483,39 @@ class Agent:
         s.connect(self.path)
         return s
 
-    def cmd_bench_alloc(self, n, size=2 << 20, pause=0.005):
-        samples, errors = [], {}
+    def cmd_bench_getinfo(self, n=1 << 30, seconds=None, pause=0.001, while_exists=None):
+        samples, starts, errors = [], [], {}
+        end = time.monotonic() + seconds if seconds is not None else None
         for _ in range(n):
             t0 = time.monotonic()
+            if end is not None and t0 >= end:
+                break
+            if while_exists is not None and not os.path.exists(while_exists):
+                break
+            # During a connect burst the backlog may be full: wait for room, as a client would.
+            s = self.new_socket(wait_backlog=True, timeout=30)
+            s.settimeout(30)
+            try:
+                reply, fds = self.call(s, "org.varlink.service.GetInfo", {})
+                for fd in fds:
+                    os.close(fd)
+                if "error" in reply:
+                    errors[reply["error"]] = errors.get(reply["error"], 0) + 1
+                    continue
+                samples.append(time.monotonic() - t0)
+                starts.append(t0)
+            finally:
+                s.close()
+            time.sleep(pause)
+        return {"samples": samples, "starts": starts, "errors": errors}
+
+    def cmd_bench_alloc(self, n, size=2 << 20, pause=0.005, seconds=None):
+        samples, starts, errors = [], [], {}
+        end = time.monotonic() + seconds if seconds is not None else None
+        for _ in range(n):
+            t0 = time.monotonic()
+            if end is not None and t0 >= end:
+                break
             s = self.legit_connect()
             try:
                 reply, fds = self.call(s, ALLOCATE, {"size": size})
@@ -464,12 +528,13 @@ class Agent:
                 m = mmap.mmap(fds[0], reply["parameters"]["size"], mmap.MAP_SHARED,
                               mmap.PROT_READ | mmap.PROT_WRITE)
                 samples.append(time.monotonic() - t0)
+                starts.append(t0)
                 m.close()
                 os.close(fds[0])
             finally:
                 s.close()
             time.sleep(pause)
-        return {"samples": samples, "errors": errors}
+        return {"samples": samples, "starts": starts, "errors": errors}
 
     def cmd_bench_device(self, n, device, pause=0.005):
         samples, errors = [], {}
@@ -594,6 +659,7 @@ class AgentProcess:
              "/usr/bin/python3", "-I", "-S", os.path.abspath(__file__), socket_path],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/", preexec_fn=preexec)
         self.buf = b""
+        self.pending = None
         hello = self._answer(30)
         self.pid = hello["ready"]
         assert hello["uid"] == uid, hello
@@ -614,6 +680,20 @@ class AgentProcess:
                 self.buf += data
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
+
+    def send(self, name, **args):
+        """Starts a command without waiting for its answer (result() collects it), so that
+        several agents can act at the same instant."""
+        self.proc.stdin.write((json.dumps(dict(args, cmd=name)) + "\n").encode())
+        self.proc.stdin.flush()
+        self.pending = name
+
+    def result(self, timeout=120):
+        name, self.pending = self.pending, None
+        a = self._answer(timeout)
+        if "exception" in a:
+            raise AssertionError("%s: %s failed: %s" % (self.name, name, a["exception"]))
+        return a
 
     def cmd(self, name, timeout=120, **args):
         self.proc.stdin.write((json.dumps(dict(args, cmd=name)) + "\n").encode())
