@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from device_harness import (ACQUIRE, BACKENDS, CDEV_IOMMU_DEV, CDEV_NOIOMMU_DEV, GROUP_DEV, RELEASE,
                             DeviceEnvironment, acquire, run)
-from harness import ALLOWED_UID, ERR
+from harness import ALLOWED_UID, ERR, Skip
 
 CYCLES = int(os.environ.get("NOIOMMU_REACQUIRE_CYCLES", "60"))     # per backend
 RSS_CYCLES = int(os.environ.get("NOIOMMU_REACQUIRE_RSS_CYCLES", "200"))
@@ -103,6 +103,12 @@ def cycles(env, address, n):
 
 
 def body():
+    if os.environ.get("NOIOMMU_TEST_UNDER_VALGRIND"):
+        # Debian 12's valgrind 3.19 answers openat2() (syscall 437) with ENOSYS, so the daemon
+        # takes open_in_root()'s openat() fallback and cannot meet the race; and VmRSS would be
+        # valgrind's. Both checks would pass without testing anything.
+        raise Skip("under valgrind: openat2() is not implemented (ENOSYS), so the EAGAIN race "
+                   "cannot happen, and the daemon's RSS is valgrind's")
     with DeviceEnvironment(hugepages=8) as env:
         log_ = env.mock_log
         base = env.settled_baseline()
