@@ -75,10 +75,26 @@ Backend backend_from_string(const char *s) {
         return _BACKEND_INVALID;
 }
 
+/* How often open_in_root() retries an openat2() that answered EAGAIN. One retry nearly always
+ * suffices (the window is one path walk); a bound keeps a machine that renames without pause
+ * from spinning us forever. */
+#define OPEN_IN_ROOT_ATTEMPTS 64
+
 /* Opens "path" relative to root_fd with root_fd acting as "/" for every component, symlinks
  * included. Kernels before 5.6 and seccomp filters that predate openat2() (which answer ENOSYS
  * or EPERM) get plain openat(): in production root is "/", where there is nothing to escape to,
- * so only fixture trees lose the confinement. */
+ * so only fixture trees lose the confinement.
+ *
+ * EAGAIN is retried: with RESOLVE_IN_ROOT the kernel fails a walk through ".." when any rename
+ * or mount happened anywhere in the system during the walk, because it can no longer prove
+ * ".." stayed below the root (fs/namei.c handle_dots(): "If there was a racing rename or mount
+ * along our path, then we can't be sure that ".." hasn't jumped above nd->root (and so
+ * userspace should retry or use some fallback)", checking the global rename_lock and
+ * mount_lock seqcounts; openat2(2), ERRORS, EAGAIN). Every sysfs device path we open goes
+ * through such a ".." (/sys/bus/pci/devices/BDF is a link to ../../../devices/...), so an
+ * unrelated rename elsewhere on the machine made a scan fail now and then (an AcquireDevice
+ * answered InternalError, "Failed to scan PCI devices: Resource temporarily unavailable").
+ * Falling back to openat() would drop the confinement, so we only retry. */
 static int open_in_root(int root_fd, const char *path, int flags) {
         struct open_how how = {
                 .flags = (uint64_t) (flags | O_CLOEXEC),
@@ -86,9 +102,13 @@ static int open_in_root(int root_fd, const char *path, int flags) {
         };
         long fd;
 
-        fd = syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
-        if (fd >= 0)
-                return (int) fd;
+        for (unsigned attempt = 1;; attempt++) {
+                fd = syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+                if (fd >= 0)
+                        return (int) fd;
+                if (errno != EAGAIN || attempt >= OPEN_IN_ROOT_ATTEMPTS)
+                        break;
+        }
         if (errno != ENOSYS && errno != EPERM)
                 return negative_errno();
 

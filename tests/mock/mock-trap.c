@@ -433,6 +433,16 @@ static void resolve_flags_string(uint64_t resolve, char *ret, size_t size) {
                 snprintf(ret, size, "none");
 }
 
+/* The real openat2() answered EAGAIN: with RESOLVE_IN_ROOT (always set here) a rename or mount
+ * anywhere in the system during a walk through ".." makes the kernel refuse (fs/namei.c
+ * handle_dots(); openat2(2)), and the fixture's bus/pci/devices links go through "..", as
+ * sysfs's do. Passed on unchanged, as the kernel would; logged as "open-eagain path=..." so a
+ * test can tell that it made the daemon meet this answer. */
+static void note_openat2_eagain(const char *abs, int e) {
+        if (e == EAGAIN)
+                mlog("open-eagain path=%s", abs);
+}
+
 /* syscall(SYS_openat2, dirfd, path, how, size) the way the daemon issues it: vfio.c's
  * vfio_open_node() (AT_FDCWD, an absolute /dev path, O_PATH|O_NOFOLLOW,
  * RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS) and inventory.c's open_in_root() (an fd of "/", a
@@ -492,6 +502,7 @@ static long do_openat2(int dirfd, const char *path, const void *how_arg, size_t 
                 pfd = REAL(syscall)(SYS_openat2, rootfd, abs + 1, &probe, sizeof(probe));
                 if (pfd < 0) {
                         e = errno;
+                        note_openat2_eagain(abs, e);
                         goto out;
                 }
                 if (REAL(fstat)((int) pfd, &st) == 0 && S_ISCHR(st.st_mode)) {
@@ -513,6 +524,8 @@ static long do_openat2(int dirfd, const char *path, const void *how_arg, size_t 
 
         fd = REAL(syscall)(SYS_openat2, rootfd, abs + 1, how_buf, size);
         e = errno;
+        if (fd < 0)
+                note_openat2_eagain(abs, e);
 out:
         REAL(close)(rootfd);
         errno = e;

@@ -36,8 +36,9 @@
  *    /sys/devices/system (NUMA nodes), /sys/fs, /sys/kernel/{security,debug,tracing}.
  *    syscall(SYS_openat2) is trapped too (the path is in the arguments): the daemon's
  *    production openat2() path runs, with the fixture root standing for "/" (do_openat2()),
- *    and the log line says "open path=... trapped=1 via=openat2 resolve=FLAGS". Every other
- *    syscall() is forwarded.
+ *    and the log line says "open path=... trapped=1 via=openat2 resolve=FLAGS"; an EAGAIN of
+ *    that real call (a rename or mount elsewhere during a walk through "..") is passed on and
+ *    logged as "open-eagain path=...". Every other syscall() is forwarded.
  *
  * 2. Device nodes: the fixture's dev/ tree is made of real filesystem objects. A character
  *    device node (mknod) is never opened for real: opening it yields a fake fd — an open of a
@@ -998,6 +999,43 @@ static void obj_save_related(Obj *o) {
                 obj_save(o->ictx);
         if (o->container)
                 obj_save(o->container);
+}
+
+/* Whether another object still points to o: a device keeps its group, its container (through
+ * the group) and the iommufd it is bound to, as the kernel's references do, and the code here
+ * follows those pointers without asking whether the target is still open. */
+static bool obj_referenced(const Obj *o) {
+        for (const Obj *x = objs; x; x = x->next)
+                if (x != o && (x->container == o || x->via_group == o || x->ictx == o))
+                        return true;
+        return false;
+}
+
+/* Frees every object that no open file description refers to any more and no other object
+ * points to. Dead is for good: the OFD lock (obj_alive()) is held by the open file description
+ * itself, so every fd naming it, in any process — dup(), F_DUPFD, SCM_RIGHTS, the fd store — has
+ * been closed, and its state file is unlinked, so nothing can bring it back. Without this every
+ * open stayed allocated (an iommufd's IOAS table is ~800 KB), and a daemon on the mock grew with
+ * each AcquireDevice. Runs after an object's fd is closed; the list stays short, so asking each
+ * object is cheap. */
+static void obj_collect(void) {
+        bool again;
+
+        do {
+                again = false;
+                for (Obj **p = &objs; *p;) {
+                        Obj *o = *p;
+
+                        if (obj_alive(o) || obj_referenced(o)) {
+                                p = &o->next;
+                                continue;
+                        }
+                        *p = o->next;
+                        free(o->ioas);
+                        free(o);
+                        again = true;   /* what it pointed to may be free to go now */
+                }
+        } while (again);
 }
 
 /* ---- Node open ---- */
@@ -2198,6 +2236,8 @@ int close(int fd) {
                         mlog("close-other obj=%u", o->id);
                         break;
                 }
+                if (!alive)
+                        obj_collect();
         } else if (r == 0 && is_memfd)
                 /* last=1: no other fd of this process refers to that memfd any more */
                 mlog("close-memfd name=%s last=%d", memfd, !inode_open_in_process(st.st_dev, st.st_ino));
