@@ -104,6 +104,7 @@ def body():
             with env.subtest("%s: granted in one call, one polkit check of %s" % (BACKENDS[address], action)):
                 c = env.connect(uid=ALLOWED_UID)
                 n_authz = len(authz_records(env))
+                n_granted = len(env.find_journal("AUTHZ_GRANTED", NOIOMMUD_POLKIT_ACTION=action))
                 # the second region names a node: numa_node lists both ("any,0")
                 memory = [{"size": 2 * MiB}, {"size": 3 * MiB, "hugepageSize": 2 * MiB, "numaNode": 0}]
                 reply, devfd, memfds = acquire_with_memory(c, address, memory)
@@ -115,7 +116,9 @@ def body():
                         check_physical(fd, m)
                     else:
                         check_iova(m)
-                rec = env.wait_journal("AUTHZ_GRANTED", NOIOMMUD_POLKIT_ACTION=action)[-1]
+                # The journal is read by another thread: wait for this request's record, not
+                # the previous subtest's (same action, another device).
+                rec = env.wait_journal("AUTHZ_GRANTED", count=n_granted + 1, NOIOMMUD_POLKIT_ACTION=action)[-1]
                 details = rec["NOIOMMUD_POLKIT_DETAILS"]
                 for want in ("device=" + address, "size=%d" % (6 * MiB), "hugepage_size=%d" % (2 * MiB),
                              "numa_node=any,0", "regions=2", "backend=" + BACKENDS[address]):
