@@ -62,8 +62,8 @@ def parse_args():
     p.add_argument("--big-iterations", type=int, default=20,
                    help="interleaved iterations of the 1 GiB rows (default 20)")
     p.add_argument("--device-samples", type=int, default=200,
-                   help="samples of each device row (default 200), spread over the iterations: the "
-                        "vfio mock keeps every object a device open creates and slows down with them")
+                   help="samples of each device row (default 200), spread over the iterations: a "
+                        "device row costs milliseconds on the vfio mock")
     p.add_argument("--batch", type=int, default=200,
                    help="requests per batch for syscalls and CPU per request (default 200; "
                         "1 GiB kinds use a tenth, device kinds a quarter, at least 3)")
@@ -123,7 +123,6 @@ polkit.addRule(function(action, subject) {
 });
 """
 MARK_GOAL = {True: "ok", False: "OVER GOAL", None: "n/a"}
-RETRIED = {}        # row or kind -> InternalError replies retried (bench-fastpath.c, busy())
 
 
 def log(*a):
@@ -319,8 +318,6 @@ def run_latency(helper, env, rows, n, warm):
             out[parts[1]] = ("na", parts[2] if len(parts) > 2 else "?")
         elif parts[0] == "FAIL":
             out[parts[1]] = ("fail", parts[2] if len(parts) > 2 else "?")
-        elif parts[0] == "RETRIED":
-            RETRIED[parts[1]] = RETRIED.get(parts[1], 0) + int(parts[2])
     if r.returncode != 0:
         raise AssertionError("bench-fastpath latency exited %d: %s" % (r.returncode, r.stderr.decode()[-2000:]))
     for name, _ in rows:
@@ -334,10 +331,6 @@ def run_batch(helper, env, spec, n):
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=3600)
     if r.returncode != 0:
         raise AssertionError("batch %s: %s" % (spec, r.stderr.decode().strip()[-500:]))
-    for line in r.stdout.decode().splitlines():
-        if line.startswith("RETRIED "):
-            name = spec.split(",")[0]
-            RETRIED[name] = RETRIED.get(name, 0) + int(line.split()[2])
     return time.monotonic() - t0
 
 
@@ -728,12 +721,9 @@ def report(res, rss_start, rss_after, a, b, c, elapsed):
         if d and d.name in rss_start:
             print("  %-10s %6d KiB -> %6d KiB%s" % (
                 d.name, rss_start[d.name], rss_after.get(d.name, -1),
-                "   (includes the vfio mock, which keeps every object a device open creates)" if d.mock else ""))
+                "   (includes the vfio mock, which runs inside the daemon)" if d.mock else ""))
     for n in res.notes:
         print("note: " + n)
-    for name, n in sorted(RETRIED.items()):
-        print("note: %s: %d InternalError replies retried (the vfio mock, now and then, when a device "
-              "is acquired again right after its teardown)" % (name, n))
     print()
     print("issue 10's checks (p50 unless said):")
 
