@@ -572,15 +572,26 @@ int persist_lease_fd_kind_of(const char *link) {
 
         (void) snprintf(target, sizeof(target), "%s", link);
         l = strlen(target);
+        const char *t = target;
+
         if (l > sizeof(deleted) - 1 && streq(target + l - (sizeof(deleted) - 1), deleted))
                 target[l - (sizeof(deleted) - 1)] = 0;
-        if (streq(target, "anon_inode:[vfio-device]") || strncmp(target, "/dev/vfio/devices/", 18) == 0)
+        if (streq(t, "anon_inode:[vfio-device]"))
                 return 0;
-        if (streq(target, "/dev/vfio/vfio"))
+        /* Opened by an earlier run of the daemon in a mount namespace that is gone (the unit's
+         * PrivateMounts=; the fds came back from the fd store): d_path() stops at the root of
+         * that namespace's detached /dev mount (fs/d_path.c: __prepend_path() reaches a mount
+         * that is its own parent and is in no namespace), so the link reads
+         * "/vfio/devices/vfio0" or "/iommu", without "/dev". Both forms are the same nodes. */
+        if (strncmp(t, "/dev/", 5) == 0)
+                t += 4;
+        if (strncmp(t, "/vfio/devices/", 14) == 0)
+                return 0;
+        if (streq(t, "/vfio/vfio"))
                 return 2;
-        if (streq(target, "/dev/iommu"))
+        if (streq(t, "/iommu"))
                 return 3;
-        if (strncmp(target, "/dev/vfio/", 10) == 0 && !strchr(target + 10, '/'))
+        if (strncmp(t, "/vfio/", 6) == 0 && t[6] && !strchr(t + 6, '/'))
                 return 1;
         return -1;
 }

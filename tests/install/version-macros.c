@@ -2,9 +2,10 @@
 /*
  * Prints the version macros of the public header as a program compiled against it sees them,
  * for check-version.py to compare with libnoiommu.pc, the soname and libnoiommu.sym; checks
- * NOIOMMU_CHECK_VERSION() at compile time, in #if as documented. It calls a function of the
- * 0.3 API the way the header's example says, so that it links against libnoiommu and needs
- * the symbol version LIBNOIOMMU_0.3 (test-install.py runs it against the installed library).
+ * NOIOMMU_CHECK_VERSION() at compile time, in #if as documented. It calls a function of each
+ * API version since 0.3 the way the header's example says, so that it links against libnoiommu
+ * and needs the newest symbol version, LIBNOIOMMU_0.4 (test-install.py runs it against the
+ * installed library and reads its version needs).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -35,6 +36,18 @@ int main(void) {
         if (r != -EINVAL) {
                 fprintf(stderr, "noiommu_conn_get_fd(NULL) = %d, expected -EINVAL\n", r);
                 return 1;
+        }
+#endif
+#if NOIOMMU_CHECK_VERSION(0, 4, 0)
+        if (r == -EINVAL) {
+                noiommu_lease *lease = NULL;
+                noiommu_memory *memory = NULL;
+
+                r = noiommu_acquire_device_with_memory(NULL, NULL, 0, NULL, 0, NULL, &lease, &memory);
+                if (r != -EINVAL) {
+                        fprintf(stderr, "noiommu_acquire_device_with_memory(NULL, ...) = %d, expected -EINVAL\n", r);
+                        return 1;
+                }
         }
 #endif
         printf("%d %d %d %s %d %d\n", NOIOMMU_VERSION_MAJOR, NOIOMMU_VERSION_MINOR, NOIOMMU_VERSION_MICRO,

@@ -187,6 +187,15 @@ static void test_lease_fd_kind(void) {
         ASSERT_EQ(persist_lease_fd_kind_of("/dev/vfio/vfio (deleted)"), 2);
         ASSERT_EQ(persist_lease_fd_kind_of("/dev/iommu"), 3);
         ASSERT_EQ(persist_lease_fd_kind_of("/dev/iommu (deleted)"), 3);
+        /* Opened in a mount namespace that is gone (a previous run under PrivateMounts=):
+         * the link is relative to that namespace's detached /dev mount, as vm-systemd saw. */
+        ASSERT_EQ(persist_lease_fd_kind_of("/vfio/devices/vfio0"), 0);
+        ASSERT_EQ(persist_lease_fd_kind_of("/vfio/noiommu-0"), 1);
+        ASSERT_EQ(persist_lease_fd_kind_of("/vfio/7"), 1);
+        ASSERT_EQ(persist_lease_fd_kind_of("/vfio/vfio"), 2);
+        ASSERT_EQ(persist_lease_fd_kind_of("/iommu"), 3);
+        ASSERT_EQ(persist_lease_fd_kind_of("/vfio/"), -1);
+        ASSERT_EQ(persist_lease_fd_kind_of("/null"), -1);
         ASSERT_EQ(persist_lease_fd_kind_of("/dev/null"), -1);
         ASSERT_EQ(persist_lease_fd_kind_of(" (deleted)"), -1);
         ASSERT_EQ(persist_lease_fd_kind_of("/memfd:noiommud-x (deleted)"), -1);
