@@ -1085,6 +1085,20 @@ static int conn_release_lease_id(noiommu_conn *c, const char *id) {
         return conn_call_with_id(c, NOIOMMU_METHOD_RELEASE_DEVICE, "lease", id);
 }
 
+/* The device an acquire names: address, or NULL for the one the container was given. Inside a
+ * container the CDI device noiommud.io/vfio=ADDRESS says which device is ours. secure_getenv():
+ * a setuid program must not be steered to a device by its caller. The address is checked here
+ * too, so a typo never reaches the daemon (and its audit log) as anything but a well-formed
+ * name. */
+static int device_address_resolve(const char **address) {
+        if (!*address) {
+                *address = secure_getenv(NOIOMMU_DEVICE_ENV);
+                if (!*address || !**address)
+                        return -ENXIO;
+        }
+        return pci_address_is_valid(*address) ? 0 : -EINVAL;
+}
+
 _public_ int noiommu_acquire_device(noiommu_conn *c, const char *address, unsigned flags,
                                     noiommu_lease **ret) {
         _cleanup_(noiommu_lease_unrefp) noiommu_lease *l = NULL;
@@ -1093,20 +1107,12 @@ _public_ int noiommu_acquire_device(noiommu_conn *c, const char *address, unsign
         int r;
 
         conn_begin_call(c);
-        /* The address is checked here too, so a typo never reaches the daemon (and its audit
-         * log) as anything but a well-formed name. */
         if (!c || !ret || (flags & ~NOIOMMU_ACQUIRE_INTERACTIVE) != 0)
                 return -EINVAL;
 
-        /* Inside a container the CDI device noiommud.io/vfio=ADDRESS says which device is ours.
-         * secure_getenv(): a setuid program must not be steered to a device by its caller. */
-        if (!address) {
-                address = secure_getenv(NOIOMMU_DEVICE_ENV);
-                if (!address || !*address)
-                        return -ENXIO;
-        }
-        if (!pci_address_is_valid(address))
-                return -EINVAL;
+        r = device_address_resolve(&address);
+        if (r < 0)
+                return r;
 
         parameters = json_pack("{s:s}", "device", address);
         if (!parameters)
@@ -1182,13 +1188,9 @@ _public_ int noiommu_acquire_device_with_memory(noiommu_conn *c, const char *add
         if (o.lease || o.flags != 0)
                 return -EINVAL;
 
-        if (!address) {
-                address = secure_getenv(NOIOMMU_DEVICE_ENV);
-                if (!address || !*address)
-                        return -ENXIO;
-        }
-        if (!pci_address_is_valid(address))
-                return -EINVAL;
+        r = device_address_resolve(&address);
+        if (r < 0)
+                return r;
 
         list = json_array();
         parameters = json_pack("{s:s, s:o}", "device", address, "memory", list);
